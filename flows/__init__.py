@@ -1,0 +1,1 @@
+"""Prefect flows: wire tasks together (one round, iterated rounds) and the `swirl` command line."""

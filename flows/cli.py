@@ -1,0 +1,170 @@
+"""The `swirl` command line.
+
+    swirl run CONFIG [--stages prepare,ingest]   run one round (a Prefect flow, tracked in MLflow)
+    swirl validate CONFIG                         check a config and print it resolved
+    swirl make-tiny-model PATH                    build the tiny offline model + tokenizer
+    swirl store ls [--config CONFIG | --root R]  list the complete stage outputs in a store
+    swirl ui mlflow|prefect [--config CONFIG]     start a UI bound to 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Any
+
+# Quiet, offline-friendly defaults; an explicit environment variable always wins.
+_ENV_DEFAULTS = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "VLLM_NO_USAGE_STATS": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _load(path: str) -> Any:
+    from swirl.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        _console().print(f"[bold red]config error[/] {e}", highlight=False)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from swirl.config import ConfigError, with_stages
+
+    cfg = _load(args.config)
+    try:
+        cfg = with_stages(cfg, args.stages.split(",") if args.stages else None, source=args.config)
+    except ConfigError as e:
+        _console().print(f"[bold red]config error[/] {e}", highlight=False)
+        return 2
+    from flows.round import swirl_round
+
+    result = swirl_round(cfg)
+    _print_round(result)
+    return 0
+
+
+def _print_round(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"swirl round {result['run']!r} ({result['seconds']} s)")
+    for col in ("stage", "version", "rows", "status", "seconds"):
+        t.add_column(col, justify="right" if col in ("rows", "seconds") else "left")
+    for name, o in result["stages"].items():
+        t.add_row(name, o["version"], str(o["rows"]), "cached" if o["cached"] else "computed", f"{o['seconds']:.2f}")
+    con = _console()
+    con.print(t)
+    con.print(f"store: {result['store']}", soft_wrap=True)
+    con.print(f"MLflow run {result['mlflow_run_id']} in {result['mlflow_uri']} (open it: swirl ui mlflow --config CONFIG)",
+              soft_wrap=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = _load(args.config)
+    _console().print(f"[green]ok[/] {args.config}")
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from swirl.models.tiny import build_tiny_model
+
+    path = build_tiny_model(args.path, vocab_size=args.vocab_size, seed=args.seed, overwrite=args.overwrite)
+    _console().print(f"[green]tiny model ready[/] at {path}")
+    return 0
+
+
+def cmd_store_ls(args: argparse.Namespace) -> int:
+    import datetime
+
+    from rich.table import Table
+
+    from swirl.store import Store
+
+    root = _load(args.config).run.store_root if args.config else args.root
+    if not root:
+        raise SystemExit("give --config CONFIG or --root STORE_ROOT")
+    t = Table(title=f"store {root}")
+    for col in ("stage", "version", "table", "rows", "created"):
+        t.add_column(col)
+    for m in Store(root).versions(args.stage):
+        created = datetime.datetime.fromtimestamp(m.get("created_at", 0)).strftime("%Y-%m-%d %H:%M:%S")
+        t.add_row(m["stage"], m["version"], m.get("table") or "(files)", str(m.get("rows", "")), created)
+    _console().print(t)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    if args.which == "mlflow":
+        uri = _load(args.config).run.mlflow_uri if args.config else args.backend
+        cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    else:
+        cmd = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
+    _console().print("running: " + " ".join(cmd))
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="swirl", description="SWiRL / OREO pipeline: Prefect flows + MLflow tracking.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one round of the pipeline on a config")
+    r.add_argument("config", help="YAML run config, e.g. configs/quickstart.yaml")
+    r.add_argument("--stages", help="comma-separated subset of stages to run (default: the config's stages)")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="validate a config and print it with defaults filled in")
+    v.add_argument("config")
+    v.set_defaults(func=cmd_validate)
+
+    m = sub.add_parser("make-tiny-model", help="build a tiny random Qwen2 model with a locally trained tokenizer")
+    m.add_argument("path")
+    m.add_argument("--vocab-size", type=int, default=2048)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(func=cmd_make_tiny_model)
+
+    s = sub.add_parser("store", help="inspect the versioned store")
+    ssub = s.add_subparsers(dest="store_command", required=True)
+    ls = ssub.add_parser("ls", help="list complete stage outputs")
+    ls.add_argument("--config")
+    ls.add_argument("--root")
+    ls.add_argument("--stage")
+    ls.set_defaults(func=cmd_store_ls)
+
+    u = sub.add_parser("ui", help="start the MLflow or Prefect UI on 127.0.0.1")
+    u.add_argument("which", choices=["mlflow", "prefect"])
+    u.add_argument("--config", help="run config whose MLflow backend to open")
+    u.add_argument("--backend", default="sqlite:///runs/quickstart/mlflow.db")
+    u.add_argument("--port", type=int, default=None)
+    u.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    for k, v in _ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    args = build_parser().parse_args(argv)
+    if getattr(args, "port", "unset") is None:
+        args.port = 5000 if args.which == "mlflow" else 4200
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

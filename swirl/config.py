@@ -1,0 +1,316 @@
+"""Run configuration: one frozen, validated pydantic model per stage, loaded from YAML.
+
+Every field has a description (Prefect renders it in the UI form). `load_config` turns every problem in a YAML
+file into one `ConfigError` that names the file, the field (with its line where known) and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file, the field and the remedy in the message."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------- run
+class RunSection(_Section):
+    name: str = Field("swirl", description="Run name: MLflow parent run name and default store folder.")
+    root: str = Field(
+        "",
+        description="Store root (local folder or fsspec URL such as s3://bucket/swirl). "
+        "Empty means runs/<name> under the working directory.",
+    )
+    tracking_uri: str = Field(
+        "",
+        description="MLflow tracking URI. Empty means a SQLite file <root>/mlflow.db (local roots only).",
+    )
+    experiment: str = Field("swirl", description="MLflow experiment name.")
+    seed: int = Field(0, description="Global seed; stage seeds derive from it unless set explicitly.")
+
+    @property
+    def store_root(self) -> str:
+        return self.root or os.path.join("runs", self.name)
+
+    @property
+    def mlflow_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        if "://" in self.store_root:
+            raise ConfigError(
+                f"run.tracking_uri: the store root {self.store_root!r} is remote, so there is no local folder for "
+                "MLflow's SQLite file; set run.tracking_uri (e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db)."
+            )
+        return "sqlite:///" + os.path.abspath(os.path.join(self.store_root, "mlflow.db"))
+
+
+# ----------------------------------------------------------------------------------------- prepare
+class TinyModelSpec(_Section):
+    path: str = Field(description="Folder where the tiny random model and its tokenizer are saved (built if missing).")
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary size of the locally trained tokenizer.")
+    hidden_size: int = Field(128, ge=64, description="Hidden size; hidden_size / num_heads must be 64 for vLLM CPU.")
+    intermediate_size: int = Field(256, ge=16, description="MLP width.")
+    num_layers: int = Field(2, ge=1, description="Decoder layers.")
+    num_heads: int = Field(2, ge=1, description="Attention heads.")
+    num_kv_heads: int = Field(2, ge=1, description="Key/value heads (grouped-query attention when < num_heads).")
+    max_position_embeddings: int = Field(4096, ge=256, description="Longest sequence the model accepts.")
+    seed: int = Field(0, description="Seed of the random weights and of the tokenizer training corpus.")
+
+    @model_validator(mode="after")
+    def _heads(self) -> TinyModelSpec:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.hidden_size // self.num_heads not in (64, 128):
+            raise ValueError(
+                f"head_dim = hidden_size / num_heads = {self.hidden_size // self.num_heads}; vLLM's CPU attention "
+                "kernel needs 64 or 128 (e.g. hidden_size 128 with num_heads 2)"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} must be divisible by num_kv_heads {self.num_kv_heads}")
+        return self
+
+
+class SyntheticDataSpec(_Section):
+    dir: str = Field(description="Folder for the generated data files (written if missing).")
+    gsm8k_train: int = Field(64, ge=0, description="Arithmetic word problems in GSM8K's JSONL format, train split.")
+    gsm8k_test: int = Field(32, ge=0, description="Same, test split.")
+    hotpotqa_train: int = Field(32, ge=0, description="Two-hop questions over a made-up corpus, HotpotQA JSON format.")
+    hotpotqa_test: int = Field(16, ge=0, description="Same, dev split.")
+    seed: int = Field(0, description="Seed of the generator; the same seed writes the same files.")
+
+
+class PrepareConfig(_Section):
+    tiny_model: TinyModelSpec | None = Field(None, description="Build a tiny random model here if missing.")
+    synthetic: SyntheticDataSpec | None = Field(None, description="Write synthetic datasets here if missing.")
+
+
+# ------------------------------------------------------------------------------------------ ingest
+DatasetFormat = Literal["gsm8k", "hotpotqa", "musique", "beerqa", "cofca"]
+
+
+class DatasetSpec(_Section):
+    name: str = Field(description="Label of this dataset in tables and metrics (e.g. gsm8k, hotpotqa).")
+    format: DatasetFormat = Field(description="Original file format of the source.")
+    split: str = Field("train", description="Split name recorded in the questions table (train/test/dev).")
+    path: str | None = Field(None, description="Local file in the dataset's original format.")
+    hub: str | None = Field(None, description="Hugging Face hub dataset id (needs network), e.g. openai/gsm8k.")
+    hub_config: str | None = Field(None, description="Hub dataset config name, e.g. main for openai/gsm8k.")
+    limit: int | None = Field(None, ge=1, description="Keep a seeded random sample of this many questions.")
+    seed: int = Field(0, description="Seed of the sample when limit is set.")
+    skip_invalid: bool = Field(
+        False, description="Skip malformed records (counted and reported) instead of stopping at the first."
+    )
+    drop_levels: tuple[str, ...] = Field(
+        (),
+        description="Drop questions whose level is one of these, before sampling (e.g. [easy] for HotpotQA "
+        "training seeds, as the SWiRL paper does). Dropped questions are counted in the ingest summary.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError(
+                f"dataset {self.name!r}: give exactly one of `path` (a local file) or `hub` (a hub dataset id)"
+            )
+        return self
+
+
+class IngestConfig(_Section):
+    datasets: tuple[DatasetSpec, ...] = Field((), description="Datasets to ingest into `questions` tables.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> IngestConfig:
+        names = [d.name for d in self.datasets]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"dataset names must be unique; repeated: {dup}. Rename one (e.g. gsm8k_test).")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ engine
+class EngineConfig(_Section):
+    kind: Literal["vllm", "hf"] = Field("vllm", description="Inference engine: vllm (production) or hf (fallback).")
+    model: str = Field(description="Model folder or hub id (hub ids need network).")
+    adapter: str | None = Field(None, description="LoRA adapter folder (peft format) applied to every request.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype. auto = bfloat16 on GPU, float32 on CPU."
+    )
+    max_model_len: int = Field(4096, ge=64, description="Context limit (prompt + generated tokens).")
+    seed: int = Field(0, description="Engine seed (vLLM) / torch seed (hf).")
+    enable_lora: bool = Field(True, description="Start vLLM with LoRA support so adapters can be swapped per request.")
+    max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank vLLM accepts.")
+    max_loras: int = Field(2, ge=1, description="LoRA adapters vLLM keeps resident at once.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory fraction (GPU only).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel degree (GPU only).")
+    cpu_kvcache_gb: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB on CPU machines.")
+    enforce_eager: bool = Field(True, description="Skip CUDA-graph / torch.compile capture (faster start-up).")
+    hf_batch_size: int = Field(16, ge=1, description="Prompts per forward batch in the hf engine.")
+
+
+# -------------------------------------------------------------------------------------------- run
+Stage = Literal["prepare", "ingest"]
+ALL_STAGES: tuple[str, ...] = ("prepare", "ingest")
+
+
+class RunConfig(_Section):
+    run: RunSection = Field(default_factory=RunSection, description="Run name, store root, tracking.")
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Local fixtures built if missing.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="Datasets to read.")
+    policy: EngineConfig | None = Field(None, description="The policy model being trained, and its engine.")
+    stages: tuple[Stage, ...] = Field(ALL_STAGES, description="Stages of the round to run, in pipeline order.")
+
+    @model_validator(mode="after")
+    def _cross(self) -> RunConfig:
+        unknown_order = [s for s in self.stages if s not in ALL_STAGES]
+        if unknown_order:
+            raise ValueError(f"unknown stages {unknown_order}; choose from {list(ALL_STAGES)}")
+        return self
+
+    def produced_paths(self) -> set[str]:
+        """Paths the prepare stage creates, so a reference to them is not a missing file."""
+        out: set[str] = set()
+        if self.prepare.tiny_model:
+            out.add(os.path.normpath(self.prepare.tiny_model.path))
+        if self.prepare.synthetic:
+            out.add(os.path.normpath(self.prepare.synthetic.dir))
+        return out
+
+
+def with_stages(cfg: RunConfig, stages: list[str] | tuple[str, ...] | None, source: str = "<config>") -> RunConfig:
+    """The same config restricted to `stages` (validated), or unchanged when stages is empty."""
+    if not stages:
+        return cfg
+    data = cfg.model_dump(mode="json")
+    data["stages"] = [s.strip() for s in stages if s.strip()]
+    return config_from_dict(data, source=source)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_config(path: str | os.PathLike[str], check_files: bool = True) -> RunConfig:
+    """Read and validate a YAML run config. Every problem raises one ConfigError naming file, field and fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found. Pass the path of a YAML file, e.g. configs/quickstart.yaml.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}. Fix the syntax at that position.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (run:, ingest:, ...), got {type(data).__name__}.")
+    cfg = config_from_dict(data, source=str(path), node=raw)
+    if check_files:
+        check_config_files(cfg, source=str(path))
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>", node: Any = None) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, source, node)) from None
+
+
+def check_config_files(cfg: RunConfig, source: str = "<config>") -> None:
+    """Every local file the config names must exist, unless the prepare stage creates it."""
+    produced = cfg.produced_paths()
+
+    def made_by_prepare(p: str) -> bool:
+        p = os.path.normpath(p)
+        return any(p == q or p.startswith(q + os.sep) for q in produced)
+
+    for i, d in enumerate(cfg.ingest.datasets):
+        if d.path and not made_by_prepare(d.path) and "://" not in d.path and not os.path.exists(d.path):
+            raise ConfigError(
+                f"{source}: ingest.datasets[{i}].path: file not found: {d.path!r} (relative paths are resolved "
+                f"from {os.getcwd()}). Fix the path, run from the project folder, or use `hub:` instead."
+            )
+    if cfg.policy and cfg.policy.adapter and not made_by_prepare(cfg.policy.adapter):
+        if not os.path.isdir(cfg.policy.adapter):
+            raise ConfigError(f"{source}: policy.adapter: adapter folder not found: {cfg.policy.adapter!r}.")
+
+
+def _format_validation(err: ValidationError, source: str, node: Any) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s) in the config:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        field = _dotted(loc)
+        line = _line_of(node, loc)
+        where = f" (line {line})" if line else ""
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            parent_model = _model_at(RunConfig, loc[:-1])
+            choices = sorted(parent_model.model_fields) if parent_model else []
+            close = difflib.get_close_matches(str(loc[-1]), choices, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            lines.append(f"  - {field}{where}: unknown field; {hint}allowed fields here: {', '.join(choices)}.")
+        elif kind == "missing":
+            lines.append(f"  - {field}{where}: required field is missing; add it.")
+        else:
+            got = e.get("input")
+            got_s = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            lines.append(f"  - {field}{where}: {e['msg']}{got_s}.")
+    return "\n".join(lines)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+    return out or "<top level>"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    import typing
+
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        ann = cur.model_fields[part].annotation
+        args = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cur = ann
+        elif args:
+            cur = args[0]
+        else:
+            inner = [a for t in typing.get_args(ann) for a in typing.get_args(t) if isinstance(a, type)]
+            cur = next((a for a in inner if issubclass(a, BaseModel)), None)
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at `loc` (the key for mappings), or of its closest existing parent."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == part:
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

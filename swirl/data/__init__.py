@@ -1,0 +1,1 @@
+"""Datasets: loaders of the benchmarks' original formats into the `questions` table, and synthetic data."""

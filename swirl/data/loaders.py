@@ -1,0 +1,431 @@
+"""Dataset loaders: a benchmark's original format (local file or hub copy) -> rows of the `questions` table.
+
+Each format has a record parser `parse_<format>(record, where, split, dataset, index) -> row` that raises
+`DataError` naming the place (`file:line`, `file record i` for JSON-list files, or `hub[split] row i`), the field
+and the fix; and a reader of its file layout. `load_questions(spec)` dispatches on the spec's format, drops the
+levels the spec excludes, samples by seed, and reports skipped and dropped records.
+
+Answers are the gold answer first, then aliases. Multi-hop formats keep their context paragraphs in the row's
+`metadata` JSON as `paragraphs: [{title, text, supporting}]` (one shape for every format), which is what the
+corpus stage indexes; `supporting` is true/false when the source says which paragraphs support the answer.
+
+Hub copies (`hub:` in a DatasetSpec; needs network; `split` is the hub split name):
+
+| format   | hub id                 | config       | splits              | notes                                          |
+|----------|------------------------|--------------|---------------------|------------------------------------------------|
+| gsm8k    | `openai/gsm8k`         | `main`       | train, test         |                                                |
+| hotpotqa | `hotpotqa/hotpot_qa`   | `distractor` | train, validation   | the hub's columnar context/supporting_facts are accepted |
+| musique  | `dgslibisey/MuSiQue`   | (none)       | train, validation   | the official `musique_ans_v1.0_*.jsonl` files  |
+| beerqa   | none known             |              |                     | use `path:` to `beerqa_dev_v1.0.json`          |
+| cofca    | none known             |              |                     | use `path:` to the CofCA JSON files            |
+
+BeerQA's file is one JSON object `{version, split, data: [...]}`, so a generic hub loader cannot read it as
+records anyway; CofCA is distributed as files with its paper's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from swirl.config import DatasetSpec
+
+
+class DataError(ValueError):
+    """A malformed record or file, with the place (file and line), the field and the fix in the message."""
+
+
+class Excluded(Exception):
+    """A well-formed record that the format's rules leave out (e.g. an unanswerable MuSiQue question).
+
+    Raised by a parser; `load_questions` counts it under `reason` in `LoadReport.dropped`, never as invalid.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class LoadReport:
+    source: str
+    records: int = 0  # records read (valid + skipped + dropped)
+    skipped: list[str] = field(default_factory=list)  # one message per skipped (malformed) record
+    dropped: Counter[str] = field(default_factory=Counter)  # reason -> count of well-formed records left out
+
+    def summary(self) -> dict[str, Any]:
+        dropped = sum(self.dropped.values())
+        return {"source": self.source, "records": self.records,
+                "kept": self.records - len(self.skipped) - dropped,
+                "skipped": len(self.skipped), "skipped_examples": self.skipped[:5],
+                "dropped": dict(sorted(self.dropped.items()))}
+
+
+Row = dict[str, Any]
+Parser = Callable[[dict[str, Any], str, str, str, int], Row]
+
+
+# ------------------------------------------------------------------------------------------ gsm8k
+_NUM = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def gsm8k_gold(answer: str) -> str:
+    """The gold answer of a GSM8K solution: the text after `####`, commas removed (`1,600` -> `1600`)."""
+    if "####" not in answer:
+        raise ValueError("answer has no '#### <number>' line")
+    gold = answer.rsplit("####", 1)[1].strip().replace(",", "")
+    if not _NUM.match(gold):
+        raise ValueError(f"the text after '####' is not a number: {gold!r}")
+    return gold
+
+
+def _require(rec: dict[str, Any], name: str, where: str, kind: type = str) -> Any:
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if name not in rec:
+        raise DataError(f"{where}: missing field {name!r} (fields present: {sorted(rec)})")
+    val = rec[name]
+    if not isinstance(val, kind) or (kind is str and not val.strip()):
+        raise DataError(f"{where}: field {name!r} must be a non-empty {kind.__name__}, got {val!r:.80}")
+    return val
+
+
+def _optional(rec: dict[str, Any], name: str, where: str, kind: type, default: Any) -> Any:
+    """A field that may be absent (or null); when present it must have the right type."""
+    val = rec.get(name)
+    if val is None:
+        return default
+    if not isinstance(val, kind):
+        raise DataError(f"{where}: field {name!r} must be a {kind.__name__}, got {val!r:.80}")
+    return val
+
+
+def parse_gsm8k(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
+    question = _require(rec, "question", where)
+    answer = _require(rec, "answer", where)
+    try:
+        gold = gsm8k_gold(answer)
+    except ValueError as e:
+        raise DataError(f"{where}: field 'answer': {e}") from None
+    return {
+        "question_id": f"{dataset}-{split}-{index:05d}",
+        "dataset": dataset,
+        "split": split,
+        "question": question.strip(),
+        "answers": [gold],
+        "level": "",
+        "hops": None,
+        "metadata": json.dumps({"solution": answer}),
+    }
+
+
+# ------------------------------------------------------------------------------- multi-hop helpers
+def _answers(gold: Any, aliases: Any, where: str, gold_field: str, alias_field: str) -> list[str]:
+    """Gold first, then aliases; stripped, empty and repeated entries removed."""
+    if not isinstance(gold, str) or not gold.strip():
+        raise DataError(f"{where}: field {gold_field!r} must be a non-empty str, got {gold!r:.80}")
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise DataError(f"{where}: field {alias_field!r} must be a list of strings, got {aliases!r:.80}")
+    out: list[str] = []
+    for a in [gold, *aliases]:
+        a = a.strip()
+        if a and a not in out:
+            out.append(a)
+    return out
+
+
+def _source_id(rec: dict[str, Any], where: str, *names: str) -> str:
+    """The record's own id (the first of `names` present), so question ids are stable across samples."""
+    for n in names:
+        if n in rec:
+            val = rec[n]
+            if isinstance(val, int | str) and str(val).strip():
+                return str(val).strip()
+            raise DataError(f"{where}: field {n!r} must be a non-empty id, got {val!r:.80}")
+    raise DataError(f"{where}: missing field {names[0]!r} (fields present: {sorted(rec)})")
+
+
+def _paragraph(title: Any, text: Any, where: str, fld: str, supporting: bool | None) -> dict[str, Any]:
+    if not isinstance(title, str) or not isinstance(text, str):
+        raise DataError(f"{where}: field {fld!r}: title and text must be strings, got {title!r:.40} / {text!r:.40}")
+    return {"title": title.strip(), "text": text.strip(), "supporting": supporting}
+
+
+def _hotpot_context(ctx: Any, where: str, support: set[str] | None) -> list[dict[str, Any]]:
+    """HotpotQA context -> paragraphs; accepts the file layout `[[title, [sentence, ...]], ...]` and the hub's
+    columnar `{title: [...], sentences: [[...], ...]}`. Sentences keep their own leading spaces, so they are
+    joined with no separator (as HotpotQA's own scripts do)."""
+    if isinstance(ctx, dict) and "title" in ctx and "sentences" in ctx:
+        ctx = [[t, s] for t, s in zip(ctx["title"], ctx["sentences"], strict=False)]
+    if not isinstance(ctx, list):
+        raise DataError(f"{where}: field 'context' must be a list of [title, sentences], got {type(ctx).__name__}")
+    out = []
+    for i, item in enumerate(ctx):
+        if not (isinstance(item, list | tuple) and len(item) == 2):
+            raise DataError(f"{where}: field 'context[{i}]' must be [title, sentences or text], got {item!r:.80}")
+        title, sents = item
+        if isinstance(sents, list) and all(isinstance(x, str) for x in sents):
+            sents = "".join(sents)
+        sup = None if support is None else (isinstance(title, str) and title.strip() in support)
+        out.append(_paragraph(title, sents, where, f"context[{i}]", sup))
+    return out
+
+
+def _supporting_facts(rec: dict[str, Any], where: str) -> list[list[Any]] | None:
+    """[[title, sentence index], ...] from the file layout or the hub's `{title: [...], sent_id: [...]}`."""
+    sf = rec.get("supporting_facts")
+    if sf is None:
+        return None
+    if isinstance(sf, dict) and "title" in sf and "sent_id" in sf:
+        sf = [[t, i] for t, i in zip(sf["title"], sf["sent_id"], strict=False)]
+    if not isinstance(sf, list) or not all(
+        isinstance(x, list | tuple) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], int) for x in sf
+    ):
+        raise DataError(f"{where}: field 'supporting_facts' must be a list of [title, sentence index], got {sf!r:.80}")
+    return [[t.strip(), i] for t, i in sf]
+
+
+def _row(dataset: str, split: str, sid: str, question: str, answers: list[str], level: str, hops: int | None,
+         metadata: dict[str, Any]) -> Row:
+    return {
+        "question_id": f"{dataset}-{split}-{sid}",
+        "dataset": dataset,
+        "split": split,
+        "question": question.strip(),
+        "answers": answers,
+        "level": level,
+        "hops": hops,
+        "metadata": json.dumps({"id": sid, **metadata}, ensure_ascii=False),
+    }
+
+
+# ---------------------------------------------------------------------------------------- hotpotqa
+def parse_hotpotqa(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
+    """HotpotQA (distractor or fullwiki file, or the hub copy). Every HotpotQA question is two-hop."""
+    question = _require(rec, "question", where)
+    sid = _source_id(rec, where, "_id", "id")
+    answers = _answers(_require(rec, "answer", where), [], where, "answer", "answer")
+    facts = _supporting_facts(rec, where)
+    if "context" not in rec:
+        raise DataError(f"{where}: missing field 'context' (fields present: {sorted(rec)})")
+    support = {t for t, _ in facts} if facts is not None else None
+    paragraphs = _hotpot_context(rec["context"], where, support)
+    level = _optional(rec, "level", where, str, "")
+    qtype = _optional(rec, "type", where, str, "")
+    meta = {"type": qtype, "supporting_facts": facts or [], "paragraphs": paragraphs}
+    return _row(dataset, split, sid, question, answers, level, 2, meta)
+
+
+# ------------------------------------------------------------------------------------------- cofca
+_HOPS_IN = re.compile(r"(\d)\s*-?\s*hop", re.IGNORECASE)
+
+
+def parse_cofca(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
+    """CofCA: HotpotQA-style records over counterfactual passages. `supporting_facts` and `level` are optional;
+    hops come from an integer `hops` field, or from `level`/`type` when they say e.g. "3hop", else unknown."""
+    question = _require(rec, "question", where)
+    sid = _source_id(rec, where, "_id", "id")
+    answers = _answers(_require(rec, "answer", where), _optional(rec, "answer_aliases", where, list, []), where, "answer",
+                       "answer_aliases")
+    facts = _supporting_facts(rec, where)
+    if "context" not in rec:
+        raise DataError(f"{where}: missing field 'context' (fields present: {sorted(rec)})")
+    paragraphs = _hotpot_context(rec["context"], where, {t for t, _ in facts} if facts is not None else None)
+    level = _optional(rec, "level", where, str, "")
+    qtype = _optional(rec, "type", where, str, "")
+    hops = _optional(rec, "hops", where, int, None)
+    if hops is None:
+        m = _HOPS_IN.search(f"{level} {qtype}")
+        hops = int(m.group(1)) if m else None
+    meta = {"type": qtype, "supporting_facts": facts or [], "paragraphs": paragraphs}
+    return _row(dataset, split, sid, question, answers, level, hops, meta)
+
+
+# ----------------------------------------------------------------------------------------- musique
+_MUSIQUE_ID = re.compile(r"^(\d+)hop(\d*)__")
+
+
+def parse_musique(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
+    """MuSiQue-Ans / -Full JSONL. Unanswerable records (MuSiQue-Full's contrast questions) are excluded, not
+    invalid; a record without `answerable` counts as answerable (older Ans files). Hops come from the id prefix
+    (`2hop__`, `3hop1__`, ...); `level` is `<n>hop` and the full prefix is kept as metadata `composition`."""
+    question = _require(rec, "question", where)
+    sid = _require(rec, "id", where)
+    m = _MUSIQUE_ID.match(sid)
+    if not m:
+        raise DataError(f"{where}: field 'id' must start with '<n>hop__' or '<n>hop<k>__' (e.g. 2hop__1_2), "
+                        f"got {sid!r:.80}")
+    answerable = _optional(rec, "answerable", where, bool, True)
+    if not answerable:
+        raise Excluded("unanswerable")
+    answers = _answers(_require(rec, "answer", where), _optional(rec, "answer_aliases", where, list, []), where, "answer",
+                       "answer_aliases")
+    paras = _require(rec, "paragraphs", where, list)
+    paragraphs = []
+    for i, p in enumerate(paras):
+        if not isinstance(p, dict) or "title" not in p or "paragraph_text" not in p:
+            raise DataError(f"{where}: field 'paragraphs[{i}]' must be an object with title and paragraph_text, "
+                            f"got {p!r:.80}")
+        sup = p.get("is_supporting")
+        paragraphs.append(_paragraph(p["title"], p["paragraph_text"], where, f"paragraphs[{i}]",
+                                     sup if isinstance(sup, bool) else None))
+    hops = int(m.group(1))
+    meta = {"composition": sid.split("__", 1)[0], "paragraphs": paragraphs,
+            "question_decomposition": rec.get("question_decomposition") or []}
+    return _row(dataset, split, sid, question, answers, f"{hops}hop", hops, meta)
+
+
+# ------------------------------------------------------------------------------------------ beerqa
+_BEERQA_HOPS = {"squad": 1, "hotpotqa": 2}
+
+
+def parse_beerqa(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
+    """A BeerQA record `{id, src, question, answers: [str], context: [[title, text], ...]}`. `src` (squad,
+    hotpotqa, beerqa) is kept as metadata; hops are 1 for SQuAD, 2 for HotpotQA, unknown (3+) for new ones."""
+    question = _require(rec, "question", where)
+    sid = _source_id(rec, where, "id")
+    answers_in = _require(rec, "answers", where, list)
+    if not answers_in:
+        raise DataError(f"{where}: field 'answers' is empty (BeerQA's test split has no answers; use train/dev)")
+    answers = _answers(answers_in[0], answers_in[1:], where, "answers", "answers")
+    src = _optional(rec, "src", where, str, "")
+    ctx = _optional(rec, "context", where, list, [])
+    paragraphs = _hotpot_context(ctx, where, None)
+    meta = {"src": src, "paragraphs": paragraphs}
+    return _row(dataset, split, sid, question, answers, "", _BEERQA_HOPS.get(src), meta)
+
+
+# ----------------------------------------------------------------------------------------- readers
+def iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
+    """(where, record) per non-blank line; a line that is not JSON yields a DataError as its record."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield where, DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); fix or remove the line")
+
+
+def _load_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); the whole file is one "
+                        "JSON document, so it cannot be read past this point. Fix the file.") from None
+
+
+def iter_json_records(path: str) -> Iterator[tuple[str, Any]]:
+    """A file holding one JSON list of records (HotpotQA's layout) or, if it does not start with `[`, JSONL.
+
+    A JSON-list file has no per-record lines, so records are named `file record i` (0-based list index)."""
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith("["):
+        yield from iter_jsonl(path)
+        return
+    data = _load_json(path)
+    for i, rec in enumerate(data):
+        yield f"{path} record {i}", rec
+
+
+def iter_beerqa(path: str) -> Iterator[tuple[str, Any]]:
+    """BeerQA's `{"version", "split", "data": [...]}` file; records are named `file data[i]`."""
+    doc = _load_json(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise DataError(f"{path}: field 'data': a BeerQA file is an object with a 'data' list of records "
+                        f"(got {got}); check that this is a BeerQA file (e.g. beerqa_dev_v1.0.json)")
+    for i, rec in enumerate(doc["data"]):
+        yield f"{path} data[{i}]", rec
+
+
+def iter_hub(hub: str, config: str | None, split: str) -> Iterator[tuple[str, Any]]:
+    import datasets
+
+    ds = datasets.load_dataset(hub, config, split=split)
+    for i, rec in enumerate(ds):
+        yield f"{hub}[{split}] row {i}", dict(rec)
+
+
+PARSERS: dict[str, Parser] = {
+    "gsm8k": parse_gsm8k,
+    "hotpotqa": parse_hotpotqa,
+    "musique": parse_musique,
+    "beerqa": parse_beerqa,
+    "cofca": parse_cofca,
+}
+FILE_READERS: dict[str, Callable[[str], Iterator[tuple[str, Any]]]] = {
+    "gsm8k": iter_jsonl,
+    "hotpotqa": iter_json_records,
+    "musique": iter_jsonl,
+    "beerqa": iter_beerqa,
+    "cofca": iter_json_records,
+}
+NO_HUB = {"beerqa", "cofca"}  # formats without a hub copy whose records the hub loader can read
+
+
+def load_questions(spec: DatasetSpec) -> tuple[list[Row], LoadReport]:
+    """Read a dataset into `questions` rows; stop at the first bad record unless spec.skip_invalid.
+
+    Order of operations: parse (malformed -> error or skipped; excluded by the format -> dropped), drop
+    `spec.drop_levels`, reject repeated question ids, then take the seeded sample, so `limit` counts kept rows.
+    """
+    parser = PARSERS[spec.format]
+    if spec.path:
+        if not os.path.exists(spec.path):
+            raise DataError(f"{spec.path}: file not found (dataset {spec.name!r}); fix ingest.datasets[].path")
+        records, source = FILE_READERS[spec.format](spec.path), spec.path
+    else:
+        if spec.format in NO_HUB:
+            raise DataError(f"dataset {spec.name!r}: no hub copy of {spec.format} is supported; download the "
+                            f"original file and set `path:` instead of `hub:` (see swirl.data.loaders)")
+        records, source = iter_hub(spec.hub, spec.hub_config, spec.split), f"{spec.hub}[{spec.split}]"
+    report = LoadReport(source)
+    rows: list[Row] = []
+    seen: dict[str, str] = {}
+    drop = set(spec.drop_levels)
+    for index, (where, rec) in enumerate(records):
+        report.records += 1
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            row = parser(rec, where, spec.split, spec.name, index)
+            if row["question_id"] in seen:
+                raise DataError(f"{where}: field 'id': question id {row['question_id']!r} repeats the record at "
+                                f"{seen[row['question_id']]}; remove the duplicate")
+        except Excluded as e:
+            report.dropped[e.reason] += 1
+            continue
+        except DataError as e:
+            if not spec.skip_invalid:
+                raise DataError(f"{e}\n(set skip_invalid: true on dataset {spec.name!r} to skip and count bad records)") from None
+            report.skipped.append(str(e))
+            continue
+        if row["level"] in drop:
+            report.dropped[f"level={row['level']}"] += 1
+            continue
+        seen[row["question_id"]] = where
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{source}: no valid questions (dataset {spec.name!r}, {report.records} records read, "
+                        f"dropped {dict(report.dropped)}, skipped {len(report.skipped)})")
+    return sample_rows(rows, spec.limit, spec.seed), report
+
+
+def sample_rows(rows: list[Row], limit: int | None, seed: int) -> list[Row]:
+    """A seeded random sample of `limit` rows, in their original order (all rows when limit is None or larger)."""
+    if limit is None or limit >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]

@@ -1,0 +1,37 @@
+"""Inference engines: one Protocol (`Engine`), implementations chosen by config (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from swirl.engines.base import Completion, Engine, Prompt, Result, Sampling, encode_prompt
+
+if TYPE_CHECKING:
+    from swirl.config import EngineConfig
+
+__all__ = ["Completion", "Engine", "Prompt", "Result", "Sampling", "encode_prompt", "make_engine"]
+
+
+def make_engine(cfg: EngineConfig) -> Engine:
+    """Build the engine a config names (heavy imports happen here, not at import time)."""
+    if cfg.kind == "vllm":
+        from swirl.engines.vllm import VLLMEngine
+
+        return VLLMEngine(
+            cfg.model,
+            dtype=cfg.dtype,
+            max_model_len=cfg.max_model_len,
+            seed=cfg.seed,
+            enable_lora=cfg.enable_lora,
+            max_lora_rank=cfg.max_lora_rank,
+            max_loras=cfg.max_loras,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            cpu_kvcache_gb=cfg.cpu_kvcache_gb,
+            enforce_eager=cfg.enforce_eager,
+        )
+    if cfg.kind == "hf":
+        from swirl.engines.hf import HFEngine
+
+        return HFEngine(cfg.model, dtype=cfg.dtype, batch_size=cfg.hf_batch_size, seed=cfg.seed)
+    raise ValueError(f"unknown engine kind {cfg.kind!r}; choose vllm or hf")

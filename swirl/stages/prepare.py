@@ -1,0 +1,25 @@
+"""Prepare: build the local fixtures a run config asks for (the tiny model, synthetic datasets) if missing.
+
+These are inputs, not stage outputs: later stages fingerprint the files they read, so rebuilding them with other
+settings re-runs what depends on them.
+"""
+
+from __future__ import annotations
+
+from swirl.config import PrepareConfig
+
+
+def run_prepare(prepare: PrepareConfig) -> dict[str, str]:
+    made: dict[str, str] = {}
+    if prepare.synthetic:
+        from swirl.data.synthetic import write_synthetic
+
+        s = prepare.synthetic
+        made.update(
+            write_synthetic(s.dir, s.gsm8k_train, s.gsm8k_test, s.hotpotqa_train, s.hotpotqa_test, seed=s.seed)
+        )
+    if prepare.tiny_model:
+        from swirl.models.tiny import build_tiny_model
+
+        made["tiny_model"] = build_tiny_model(**prepare.tiny_model.model_dump())
+    return made

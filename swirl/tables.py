@@ -1,0 +1,141 @@
+"""The tables that pass between stages (DESIGN.md §2), as explicit pyarrow schemas.
+
+Each table has a schema version; it is part of every stage version hash, so changing a schema re-runs the
+stages that write it. Use `to_table` to build a table from Python rows and `check_table` to validate one read
+from disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])  # [start, end) token offsets of one action
+
+QUESTIONS = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("dataset", pa.string()),
+        ("split", pa.string()),
+        ("question", pa.string()),
+        ("answers", pa.list_(pa.string())),  # gold answer first, then aliases
+        ("level", pa.string()),  # HotpotQA easy/medium/hard; MuSiQue "2hop"...; empty when unknown
+        ("hops", pa.int32()),  # number of reasoning hops when known, else null
+        ("metadata", pa.string()),  # JSON object: source fields not covered above
+    ]
+)
+
+CORPUS = pa.schema([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string())])
+
+TRAJECTORIES = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("question_id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("messages", pa.list_(MESSAGE)),
+        ("token_ids", pa.list_(pa.int32())),  # the whole trajectory, exactly as the model saw/produced it
+        ("action_spans", pa.list_(SPAN)),  # one span per action, into token_ids
+        ("action_logprobs", pa.list_(pa.list_(pa.float32()))),  # per action, per generated token
+        ("final_answer", pa.string()),
+        ("stop_reason", pa.string()),  # answer / max_steps / context_limit / ...
+        ("num_actions", pa.int32()),
+        ("model", pa.string()),
+        ("adapter", pa.string()),
+    ]
+)
+
+JUDGMENTS = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("step", pa.int32()),
+        ("process_label", pa.string()),  # GOOD / BAD / UNKNOWN
+        ("judge_text", pa.string()),
+        ("outcome_correct", pa.bool_()),
+        ("judge_model", pa.string()),
+    ]
+)
+
+STEPS = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("step", pa.int32()),
+        ("question_id", pa.string()),
+        ("state_offset", pa.int32()),  # state = token_ids[:state_offset] of the trajectory (a reference, not a copy)
+        ("action_text", pa.string()),
+        ("action_kind", pa.string()),  # search / math / answer / invalid
+        ("process_label", pa.string()),
+        ("outcome_correct", pa.bool_()),
+        ("keep", pa.bool_()),
+    ]
+)
+
+EVAL_RESULTS = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("dataset", pa.string()),
+        ("prediction", pa.string()),
+        ("trajectory_id", pa.string()),
+        ("em", pa.float32()),
+        ("f1", pa.float32()),
+        ("rule_correct", pa.bool_()),
+        ("judge_correct", pa.bool_()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "questions": QUESTIONS,
+    "corpus": CORPUS,
+    "trajectories": TRAJECTORIES,
+    "judgments": JUDGMENTS,
+    "steps": STEPS,
+    "eval_results": EVAL_RESULTS,
+}
+
+# Bump a table's version whenever its schema or the meaning of a column changes.
+SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in SCHEMAS}
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def schema(name: str) -> pa.Schema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise SchemaError(f"unknown table {name!r}; known tables: {sorted(SCHEMAS)}") from None
+
+
+def to_table(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build a table of schema `name` from dict rows; a missing or extra column is an error naming it."""
+    sch = schema(name)
+    rows = list(rows)
+    cols = set(sch.names)
+    for i, r in enumerate(rows):
+        extra, missing = set(r) - cols, cols - set(r)
+        if extra or missing:
+            raise SchemaError(
+                f"table {name!r}, row {i}: "
+                + (f"unknown columns {sorted(extra)}; " if extra else "")
+                + (f"missing columns {sorted(missing)}; " if missing else "")
+                + f"expected exactly {sch.names}"
+            )
+    try:
+        return pa.Table.from_pylist(rows, schema=sch)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise SchemaError(f"table {name!r}: a value does not fit the schema: {e}") from None
+
+
+def check_table(name: str, table: pa.Table, source: str = "") -> pa.Table:
+    """Validate that `table` has table `name`'s schema (column names and types, in order)."""
+    sch = schema(name)
+    if not table.schema.equals(sch, check_metadata=False):
+        where = f" in {source}" if source else ""
+        got = {f.name: str(f.type) for f in table.schema}
+        want = {f.name: str(f.type) for f in sch}
+        diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
+        raise SchemaError(f"table {name!r}{where} does not match its schema; (got, expected) per column: {diff}")
+    return table

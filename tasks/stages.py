@@ -1,0 +1,78 @@
+"""Prefect tasks for the round's stages.
+
+Cache keys come from the store: a task's key is `<stage>-<version>` when the store already holds that version
+complete, and there is no key otherwise. So the Prefect UI shows a stage as Cached exactly when the store would
+skip it, and deleting an output from the store makes the stage run again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from swirl.config import DatasetSpec, PrepareConfig
+from swirl.store import StageRef, Store
+
+
+@dataclass(frozen=True)
+class StageResult:
+    ref: StageRef
+    computed: bool  # False when the store already had this version
+    seconds: float
+
+
+def _store_cache_key(stage: str, version_of) -> Any:
+    def key(ctx: Any, inputs: dict[str, Any]) -> str | None:
+        store = Store(inputs["store_url"])
+        version = version_of(inputs)
+        return f"swirl-{stage}-{version}" if store.is_complete(stage, version) else None
+
+    return key
+
+
+@task(name="prepare", task_run_name="prepare")
+def prepare_task(prepare: PrepareConfig) -> dict[str, str]:
+    """Build the local fixtures a config asks for (tiny model, synthetic data) if they are missing."""
+    from swirl.stages.prepare import run_prepare
+
+    log = get_run_logger()
+    made = run_prepare(prepare)
+    for what, path in made.items():
+        log.info("prepare: %s ready at %s", what, path)
+    return made
+
+
+def _ingest_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.ingest import ingest_version
+
+    return ingest_version(inputs["spec"])
+
+
+@task(
+    name="ingest",
+    task_run_name="ingest-{spec.name}",
+    cache_key_fn=_store_cache_key("ingest", _ingest_version),
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=lambda task, task_run, state: not isinstance(state.result(raise_on_failure=False), ValueError),
+)
+def ingest_task(store_url: str, spec: DatasetSpec) -> StageResult:
+    """Read one dataset into a `questions` table (retried only for I/O errors, e.g. a hub download)."""
+    from swirl.stages.ingest import ingest_version, run_ingest
+
+    log = get_run_logger()
+    store = Store(store_url)
+    t0 = time.perf_counter()
+    existed = store.is_complete("ingest", ingest_version(spec))
+    ref = run_ingest(store, spec)
+    dt = time.perf_counter() - t0
+    s = ref.summary
+    log.info(
+        "ingest %s -> %s: %d questions (%s read, %s skipped) %s",
+        spec.name, ref.short(), ref.rows, s.get("records"), s.get("skipped"), "[store hit]" if existed else f"in {dt:.1f}s",
+    )
+    return StageResult(ref, not existed, dt)

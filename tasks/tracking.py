@@ -1,0 +1,146 @@
+"""MLflow tracking for rounds: one parent run per round, one nested run per stage (DESIGN.md §6).
+
+Uses `MlflowClient` with explicit run ids rather than MLflow's fluent "active run" state, so that stages running
+in Prefect's worker threads log to the right run. Metric names are namespaced (`ingest/questions`), configs are
+flattened into params, stage outputs are logged as MLflow dataset inputs (lineage) with their store version as
+digest, and tags carry the Prefect flow-run id and the store versions so a run can be found from either UI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from swirl.store import StageRef
+
+MAX_PARAM_LEN = 6000  # MLflow's limit on a param value is 6000 characters
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a round logs: enough to reach its parent run from any thread or process (picklable)."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"}; lists are JSON; long values are cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            s = v if isinstance(v, str) else json.dumps(v, default=str)
+            out[key] = s[:MAX_PARAM_LEN]
+    return out
+
+
+def numeric_metrics(summary: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The numeric leaves of a stage summary as namespaced metrics (`prefix/name`, nested names joined by /)."""
+    out: dict[str, float] = {}
+    for k, v in summary.items():
+        name = f"{prefix}/{k}"
+        if isinstance(v, Mapping):
+            out.update(numeric_metrics(v, name))
+        elif isinstance(v, bool):
+            out[name] = float(v)
+        elif isinstance(v, int | float) and math.isfinite(v):
+            out[name] = float(v)
+    return out
+
+
+def start_round(
+    uri: str, experiment: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str], artifact_root: str | None
+) -> Tracking:
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        exp_id = client.create_experiment(experiment, artifact_location=artifact_root)
+    else:
+        exp_id = exp.experiment_id
+    run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+    _log_params(client, run.info.run_id, flatten(params))
+    return Tracking(uri, exp_id, run.info.run_id)
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_stage(
+    tr: Tracking,
+    ref: StageRef,
+    params: Mapping[str, Any],
+    seconds: float,
+    cached: bool,
+    tags: Mapping[str, str] | None = None,
+    name: str | None = None,
+) -> str:
+    """A nested run for one stage output: its config, summary metrics, version tags and dataset lineage."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag, Metric
+
+    client = _client(tr.uri)
+    run_tags = {
+        "mlflow.parentRunId": tr.parent_run_id,
+        "swirl.stage": ref.stage,
+        "swirl.version": ref.version,
+        "swirl.path": ref.path,
+        "swirl.cached": str(cached).lower(),
+        **(tags or {}),
+    }
+    run = client.create_run(tr.experiment_id, run_name=name or ref.stage, tags=run_tags)
+    rid = run.info.run_id
+    _log_params(client, rid, flatten(params))
+    prefix = name or ref.stage  # e.g. ingest/gsm8k: one namespace per dataset when a stage runs per dataset
+    metrics = {**numeric_metrics(ref.summary, prefix), f"{prefix}/rows": float(ref.rows), f"{prefix}/seconds": seconds}
+    now = int(time.time() * 1000)
+    client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    if ref.table:
+        import warnings
+
+        with warnings.catch_warnings():  # a local path matches two equivalent local source kinds; either is right
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(ref.path)
+        ds = MetaDataset(source, name=f"{ref.table}:{ref.short()}", digest=ref.version)
+        client.log_inputs(rid, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", ref.stage)])])
+    client.log_dict(rid, {"stage": ref.stage, "version": ref.version, "path": ref.path, "rows": ref.rows,
+                          "summary": ref.summary}, "stage_output.json")
+    client.set_terminated(rid, "FINISHED")
+    # The parent run carries every stage's version so one run lists the whole lineage of the round.
+    client.set_tag(tr.parent_run_id, f"swirl.version.{name or ref.stage}", ref.version)
+    client.log_batch(tr.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    return rid
+
+
+def finish_round(tr: Tracking, status: str, summary: Mapping[str, Any] | None = None) -> None:
+    client = _client(tr.uri)
+    if summary is not None:
+        client.log_dict(tr.parent_run_id, dict(summary), "round_summary.json")
+    client.set_terminated(tr.parent_run_id, status)
+
+
+def default_artifact_root(store_root: str) -> str | None:
+    """Artifacts beside the store for local roots (else MLflow's default); never in the working directory."""
+    if "://" in store_root:
+        return None
+    return "file://" + os.path.abspath(os.path.join(store_root, "mlartifacts"))

@@ -1,0 +1,96 @@
+"""Shared test fixtures: offline environment, one tiny model, one vLLM engine and one Prefect harness per session.
+
+The environment is set before anything imports Prefect, MLflow, transformers or vLLM.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="swirl-tests-")
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "VLLM_NO_USAGE_STATS": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_k, _v)
+# Prefect's task cache lives in PREFECT_HOME and outlives its database: a fresh one per session.
+os.environ["PREFECT_HOME"] = os.path.join(_SESSION_HOME, "prefect")
+
+import pytest  # noqa: E402
+
+
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_vllm():
+        return
+    skip = pytest.mark.skip(reason="the vllm module is not installed (pip install -e '.[cpu]' or '.[gpu]')")
+    for item in items:
+        if "vllm" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    from swirl.models.tiny import build_tiny_model
+
+    return build_tiny_model(str(tmp_path_factory.mktemp("models") / "tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """A LoRA adapter with random, non-zero weights that changes the tiny model's greedy output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                     "up_proj", "down_proj"], init_lora_weights=False, lora_dropout=0.0)
+    model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    path = str(tmp_path_factory.mktemp("adapters") / "random-lora")
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir):
+    """One vLLM engine (with LoRA enabled) for the whole session: start-up costs ~30-45 s on CPU."""
+    from swirl.engines.vllm import VLLMEngine
+
+    eng = VLLMEngine(tiny_model_dir, dtype="float32", max_model_len=1024, enable_lora=True, max_lora_rank=8)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model_dir):
+    from swirl.engines.hf import HFEngine
+
+    return HFEngine(tiny_model_dir, dtype="float32", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

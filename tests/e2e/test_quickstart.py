@@ -1,0 +1,34 @@
+"""The README's main command, end to end: `swirl run configs/quickstart.yaml` in a fresh folder, twice."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _swirl(cwd, *args):
+    env = {**os.environ, "PYTHONPATH": ROOT, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_quickstart_end_to_end(tmp_path):
+    shutil.copytree(os.path.join(ROOT, "configs"), tmp_path / "configs")
+    first = _swirl(tmp_path, "run", "configs/quickstart.yaml")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "ingest/gsm8k " in first.stdout and "computed" in first.stdout
+    assert (tmp_path / "runs/quickstart/models/tiny-qwen2/model.safetensors").exists()
+    assert (tmp_path / "runs/quickstart/data/hotpotqa/train.json").exists()
+    assert (tmp_path / "runs/quickstart/mlflow.db").exists()
+
+    again = _swirl(tmp_path, "run", "configs/quickstart.yaml")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "computed" not in again.stdout and again.stdout.count("cached") >= 2
+
+    ls = _swirl(tmp_path, "store", "ls", "--config", "configs/quickstart.yaml")
+    assert ls.returncode == 0 and ls.stdout.count("questions") == 2
+
+    bad = _swirl(tmp_path, "run", "configs/quickstart.yaml", "--stages", "ingest,nope")
+    assert bad.returncode == 2 and "stages" in bad.stdout
