@@ -33,6 +33,11 @@ def _store_cache_key(stage: str, version_of) -> Any:
     return key
 
 
+def _is_transient(state: Any) -> bool:
+    """Retry I/O failures (a hub download, a flaky object store), never bad input (ValueError: DataError, ...)."""
+    return not isinstance(state.result(raise_on_failure=False), ValueError)
+
+
 @task(name="prepare", task_run_name="prepare")
 def prepare_task(prepare: PrepareConfig) -> dict[str, str]:
     """Build the local fixtures a config asks for (tiny model, synthetic data) if they are missing."""
@@ -58,7 +63,7 @@ def _ingest_version(inputs: dict[str, Any]) -> str:
     persist_result=True,
     retries=2,
     retry_delay_seconds=[5, 30],
-    retry_condition_fn=lambda task, task_run, state: not isinstance(state.result(raise_on_failure=False), ValueError),
+    retry_condition_fn=lambda task, task_run, state: _is_transient(state),
 )
 def ingest_task(store_url: str, spec: DatasetSpec) -> StageResult:
     """Read one dataset into a `questions` table (retried only for I/O errors, e.g. a hub download)."""

@@ -18,7 +18,8 @@ Prompt = Union[str, Sequence[int], Sequence[Message]]
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to sample. temperature 0 = greedy. `seed` seeds prompt i with `seed + i` (reproducible batches)."""
+    """How to sample. temperature 0 = greedy. `seed` seeds prompt i with `seed + i` unless per-prompt seeds are
+    given to `generate`."""
 
     n: int = 1
     temperature: float = 0.0
@@ -61,8 +62,12 @@ class Engine(Protocol):
     model: str
     tokenizer: Any
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None) -> list[Result]:
-        """One Result per prompt, each with `sampling.n` completions. `adapter`: a peft LoRA folder or None."""
+    def generate(
+        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+    ) -> list[Result]:
+        """One Result per prompt, each with `sampling.n` completions. `adapter`: a peft LoRA folder or None.
+        `seeds`: one seed per prompt (overrides `sampling.seed + i`), so a prompt's samples do not depend on the
+        batch it is in."""
         ...
 
     def close(self) -> None: ...
@@ -101,3 +106,11 @@ def resolve_dtype(dtype: str) -> str:
     import torch
 
     return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def prompt_seeds(sampling: Sampling, n_prompts: int, seeds: Sequence[int] | None) -> list[int | None]:
+    if seeds is not None:
+        if len(seeds) != n_prompts:
+            raise ValueError(f"{len(seeds)} seeds for {n_prompts} prompts; give one seed per prompt")
+        return [int(x) for x in seeds]
+    return [None if sampling.seed is None else sampling.seed + i for i in range(n_prompts)]

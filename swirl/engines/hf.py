@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swirl.engines.base import Completion, Prompt, Result, Sampling, adapter_key, encode_prompt, resolve_dtype
+from swirl.engines.base import (
+    Completion, Prompt, Result, Sampling, adapter_key, encode_prompt, prompt_seeds, resolve_dtype,
+)
 
 
 class HFEngine:
@@ -51,21 +53,27 @@ class HFEngine:
         return self._peft
 
     # ------------------------------------------------------------------------------------- generate
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None) -> list[Result]:
+    def generate(
+        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+    ) -> list[Result]:
+        """Batches of `batch_size` prompts. Sampling seeds torch once per batch with its first prompt's seed, so
+        sampled (not greedy) outputs depend on the batch composition, unlike vLLM's per-request seeds."""
         import contextlib
 
         ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        per_seed = prompt_seeds(sampling, len(ids), seeds)
         model = self._model_for(adapter)
         ctx = model.disable_adapter() if (adapter is None and self._peft is not None) else contextlib.nullcontext()
         results = [Result(prompt_token_ids=p) for p in ids]
         with ctx:
             for start in range(0, len(ids), self.batch_size):
                 chunk = list(range(start, min(start + self.batch_size, len(ids))))
-                for i, comps in zip(chunk, self._generate_batch(model, [ids[i] for i in chunk], sampling, chunk)):
+                batch_seed = per_seed[chunk[0]]
+                for i, comps in zip(chunk, self._generate_batch(model, [ids[i] for i in chunk], sampling, batch_seed)):
                     results[i].completions = comps
         return results
 
-    def _generate_batch(self, model: Any, batch: list[list[int]], s: Sampling, indices: list[int]) -> list[list[Completion]]:
+    def _generate_batch(self, model: Any, batch: list[list[int]], s: Sampling, seed: int | None) -> list[list[Completion]]:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -90,8 +98,8 @@ class HFEngine:
             return_dict_in_generate=True,
             output_logits=s.logprobs,
         )
-        if s.seed is not None:
-            torch.manual_seed(s.seed + indices[0])
+        if seed is not None:
+            torch.manual_seed(seed)
         with torch.inference_mode():
             out = model.generate(
                 input_ids=input_ids.to(self.device),

@@ -10,7 +10,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from swirl.engines.base import Completion, Prompt, Result, Sampling, adapter_key, encode_prompt, resolve_dtype
+from swirl.engines.base import (
+    Completion, Prompt, Result, Sampling, adapter_key, encode_prompt, prompt_seeds, resolve_dtype,
+)
 
 
 class VLLMEngine:
@@ -74,10 +76,13 @@ class VLLMEngine:
         lid = self._lora_ids[key]
         return LoRARequest(f"adapter-{lid}", lid, os.path.abspath(adapter))
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None) -> list[Result]:
+    def generate(
+        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+    ) -> list[Result]:
         from vllm import SamplingParams
 
         ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        per_seed = prompt_seeds(sampling, len(ids), seeds)
         params = [
             SamplingParams(
                 n=sampling.n,
@@ -86,7 +91,7 @@ class VLLMEngine:
                 max_tokens=sampling.max_tokens,
                 stop=list(sampling.stop) or None,
                 include_stop_str_in_output=True,
-                seed=None if sampling.seed is None else sampling.seed + i,
+                seed=per_seed[i],
                 logprobs=0 if sampling.logprobs else None,
                 skip_special_tokens=True,
             )

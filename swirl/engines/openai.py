@@ -1,0 +1,308 @@
+"""The `openai` engine: any OpenAI-compatible chat-completions endpoint (a vLLM server, a hosted judge).
+
+It can only return text. Token ids are therefore NOT what the model produced: when a local `tokenizer` is given,
+the returned text is re-tokenized with it (and the prompt is encoded with its chat template); without one, token
+id lists are empty. `token_exact = False` says so, so callers that need exact ids (training data) can refuse it.
+Use it for judging and evaluation, not to generate training trajectories.
+
+Keys never live in config files: `api_key_env` names an environment variable, or `api_key_secret` names a Prefect
+Secret block (loaded lazily, inside a function; this module never imports prefect at import time). The key is read
+on the first request, kept in a private attribute, and scrubbed from every message this module logs or raises.
+
+Retries are bounded and only for transient failures: timeouts, connection errors, HTTP 429 and 5xx, with
+exponential backoff (honouring `Retry-After` up to the cap). Other 4xx answers are the caller's mistake and are
+raised at once as `OpenAIRequestError` (a ValueError, so orchestration does not retry them either).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from swirl.engines.base import Completion, Message, Prompt, Result, Sampling, encode_prompt
+
+log = logging.getLogger(__name__)
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REDACTED = "<redacted: this looks like a secret, not an environment variable name>"
+
+
+class OpenAIEngineError(RuntimeError):
+    """A request failed after every retry (transient: the server was down, slow or overloaded)."""
+
+
+class OpenAIRequestError(ValueError):
+    """The server refused a request with a 4xx status other than 429: retrying cannot help; fix the request."""
+
+
+class OpenAIEngineConfig(BaseModel):
+    """An OpenAI-compatible endpoint used as an engine (typically the judge)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["openai"] = Field("openai", description="Engine kind; `openai` = an OpenAI-compatible HTTP endpoint.")
+    base_url: str = Field(description="Endpoint base URL including /v1, e.g. http://127.0.0.1:8000/v1 for a vLLM server.")
+    model: str = Field(description="Model name the server expects in requests.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (never the key itself). Empty: no key "
+        "(local servers), unless api_key_secret is set.",
+    )
+    api_key_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the key; used instead of api_key_env when set."
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="Local tokenizer folder (or hub id) used to re-tokenize returned text; without one, token id "
+        "lists are empty. Re-tokenized ids are never exact (token_exact = False).",
+    )
+    concurrency: int = Field(8, ge=1, le=512, description="Requests in flight at once (a thread pool).")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries per request on timeouts, connection errors, 429, 5xx.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry (with jitter).")
+    backoff_max_s: float = Field(30.0, ge=0, description="Cap of one retry delay (also caps Retry-After).")
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens",
+        description="Request field that carries Sampling.max_tokens: max_tokens (vLLM, most servers) or "
+        "max_completion_tokens (newer OpenAI models).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _redact(cls, data: Any) -> Any:
+        """A key pasted where a variable name belongs must not be echoed back in the validation error."""
+        if isinstance(data, dict) and isinstance(data.get("api_key_env"), str):
+            v = data["api_key_env"]
+            if v and not _ENV_NAME.match(v):
+                data = {**data, "api_key_env": _REDACTED}
+        return data
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if v == _REDACTED:
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (letters, digits, _), not a key: export the "
+                "key (e.g. `export OPENAI_API_KEY=...`) and write `api_key_env: OPENAI_API_KEY`"
+            )
+        return v
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this engine's outputs (for stage versions): not where it is served or how fast."""
+        return {"kind": self.kind, "model": self.model}
+
+
+def _resolve_key(env: str, secret: str | None) -> str:
+    """The API key from a Prefect Secret block or an environment variable; a placeholder for key-less servers."""
+    if secret:
+        from prefect.blocks.system import Secret  # lazy: swirl never imports prefect at import time
+
+        value = Secret.load(secret).get()
+        if not value:
+            raise OpenAIRequestError(f"api_key_secret: the Prefect Secret block {secret!r} is empty; set its value")
+        return str(value)
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise OpenAIRequestError(
+                f"api_key_env: environment variable {env} is not set; export it, or set api_key_env to '' for a "
+                "server that needs no key"
+            )
+        return value
+    return "EMPTY"  # vLLM and most local servers accept any key
+
+
+class OpenAIEngine:
+    """Engine protocol over chat completions. See the module docstring for the token caveat and key handling.
+
+    Prompts: chat messages are sent as they are; a text prompt is sent as one user message; token-id prompts are
+    refused (chat endpoints take text). When the server says which stop string ended a completion (vLLM's
+    `stop_reason`), it is appended to the text, as the local engines include it; otherwise `stop` is None.
+    """
+
+    name = "openai"
+    token_exact = False
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        api_key_secret: str | None = None,
+        tokenizer: Any = None,
+        concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        max_tokens_param: str = "max_tokens",
+    ):
+        self.model = model
+        self.base_url = base_url
+        self._key_env, self._key_secret = api_key_env, api_key_secret
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        self.tokenizer = tokenizer
+        self.concurrency, self.timeout_s = concurrency, timeout_s
+        self.max_retries, self.backoff_s, self.backoff_max_s = max_retries, backoff_s, backoff_max_s
+        self.max_tokens_param = max_tokens_param
+        self._key: str | None = None
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.requests = 0  # HTTP requests sent (including retries)
+        self.retries = 0  # retries after transient failures
+
+    def __repr__(self) -> str:
+        return f"OpenAIEngine(model={self.model!r}, base_url={self.base_url!r})"
+
+    @classmethod
+    def from_config(cls, cfg: OpenAIEngineConfig) -> OpenAIEngine:
+        return cls(
+            cfg.model, cfg.base_url, api_key_env=cfg.api_key_env, api_key_secret=cfg.api_key_secret,
+            tokenizer=cfg.tokenizer, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+            backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s, max_tokens_param=cfg.max_tokens_param,
+        )
+
+    # ------------------------------------------------------------------------------------- plumbing
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key and self._key != "EMPTY" else text
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from openai import OpenAI
+
+                self._key = _resolve_key(self._key_env, self._key_secret)
+                # The SDK's own retries are off: ours are bounded, logged and counted.
+                self._client = OpenAI(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
+            return self._client
+
+    def _delay(self, attempt: int, err: Exception) -> float:
+        delay = min(self.backoff_max_s, self.backoff_s * (2**attempt)) * random.uniform(0.5, 1.0)
+        headers = getattr(getattr(err, "response", None), "headers", None)
+        retry_after = headers.get("retry-after") if headers is not None else None
+        if retry_after:
+            try:
+                delay = max(delay, min(self.backoff_max_s, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: keep our own backoff
+        return delay
+
+    def _create(self, messages: list[Message], params: dict[str, Any], what: str) -> Any:
+        """One chat-completions call with bounded retries on transient failures only."""
+        import openai
+
+        client = self._get_client()
+        for attempt in range(self.max_retries + 1):
+            with self._lock:
+                self.requests += 1
+            try:
+                return client.chat.completions.create(model=self.model, messages=messages, **params)
+            except openai.APIStatusError as e:
+                status = e.status_code
+                if status != 429 and status < 500:
+                    raise OpenAIRequestError(
+                        f"{self.base_url}: {what} refused with HTTP {status} (not retried): "
+                        f"{self._scrub(str(e))[:500]}. Check the model name, the key and the request parameters."
+                    ) from None
+                err: Exception = e
+                reason = f"HTTP {status}"
+            except (openai.APITimeoutError, openai.APIConnectionError) as e:
+                err, reason = e, ("timeout" if isinstance(e, openai.APITimeoutError) else "connection error")
+            if attempt == self.max_retries:
+                raise OpenAIEngineError(
+                    f"{self.base_url}: {what} failed after {attempt + 1} attempts (last: {reason}: "
+                    f"{self._scrub(str(err))[:300]}). Check that the server is up, or raise timeout_s / max_retries."
+                ) from None
+            delay = self._delay(attempt, err)
+            with self._lock:
+                self.retries += 1
+            log.warning("%s: %s (attempt %d/%d); retrying in %.2f s", what, reason, attempt + 1, self.max_retries + 1, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------------- generate
+    def _messages(self, prompt: Prompt) -> list[Message]:
+        if isinstance(prompt, str):
+            return [{"role": "user", "content": prompt}]
+        prompt = list(prompt)
+        if prompt and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+            return [{"role": m["role"], "content": m["content"]} for m in prompt]
+        raise TypeError("the openai engine takes chat messages or text; token-id prompts need the vllm or hf engine")
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        if self.tokenizer is None:
+            return []
+        if not isinstance(prompt, str) and not getattr(self.tokenizer, "chat_template", None):
+            return []
+        return encode_prompt(self.tokenizer, prompt)
+
+    def _completion(self, choice: Any, sampling: Sampling) -> Completion:
+        text = choice.message.content or ""
+        stop = getattr(choice, "stop_reason", None)  # a vLLM server extension: the stop string that fired
+        stop = stop if isinstance(stop, str) and stop in sampling.stop else None
+        if stop and not text.endswith(stop):
+            text += stop
+        lps = None
+        if sampling.logprobs and getattr(choice, "logprobs", None) is not None and choice.logprobs.content:
+            lps = [float(t.logprob) for t in choice.logprobs.content]
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False)) if self.tokenizer is not None else []
+        return Completion(
+            token_ids=ids, text=text, finish_reason="length" if choice.finish_reason == "length" else "stop",
+            stop=stop, logprobs=lps,
+        )
+
+    def _one(self, i: int, prompt: Prompt, sampling: Sampling) -> Result:
+        messages = self._messages(prompt)
+        comps: list[Completion] = []
+        for extra in range(sampling.n):  # servers that ignore `n` are topped up, at most n requests
+            params: dict[str, Any] = {
+                "n": sampling.n - len(comps),
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                self.max_tokens_param: sampling.max_tokens,
+            }
+            if sampling.stop:
+                params["stop"] = list(sampling.stop)
+            if sampling.seed is not None:
+                params["seed"] = sampling.seed + i + extra * 1_000_003
+            if sampling.logprobs:
+                params["logprobs"] = True
+            resp = self._create(messages, params, f"prompt {i}")
+            comps += [self._completion(c, sampling) for c in sorted(resp.choices, key=lambda c: c.index)]
+            if len(comps) >= sampling.n:
+                break
+        return Result(prompt_token_ids=self._prompt_ids(prompt), completions=comps[: sampling.n])
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None) -> list[Result]:
+        """One Result per prompt (in order); requests run `concurrency` at a time. Raises on the first failure."""
+        if adapter is not None:
+            raise ValueError("the openai engine cannot apply a LoRA adapter per request; serve it and name it as model")
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        self._get_client()  # resolve the key once, before the threads start
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts)), thread_name_prefix="openai") as pool:
+            futures = [pool.submit(self._one, i, p, sampling) for i, p in enumerate(prompts)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,0 +1,160 @@
+"""Protocol parsing and the rollout loop: token-exact trajectories, and garbage never crashes it."""
+
+import re
+
+import pytest
+
+from swirl.engines.scripted import ScriptedEngine
+from swirl.protocol import MATH_PROMPT, SEARCH_PROMPT, parse_action, render_prompt
+from swirl.rollout import ChatSegments, RolloutSettings, rollout, start_trajectories
+
+
+@pytest.mark.parametrize(
+    "text, kind, content",
+    [
+        ("I should search. <search_query>capital of France</search_query>", "search", "capital of France"),
+        ("<math_exp> 48 / 2 </math_exp>", "math", "48 / 2"),
+        ("So it is <answer>Paris</answer>", "answer", "Paris"),
+        ("<search_query>a</search_query><answer>b</answer>", "search", "a"),  # first complete tag wins
+        ("no tags at all", "invalid", "no action tag"),
+        ("<search_query>never closed", "invalid", "unclosed <search_query> tag"),
+        ("<answer>   </answer>", "invalid", "empty <answer> tag"),
+        ("<python>print(1)</python>", "invalid", "unknown tag <python>"),
+        ("<search_query>x <answer>y</answer></search_query>", "invalid", "two action tags in one message"),
+        ("<answer>y <search_query>x</search_query></answer>", "invalid", "two action tags in one message"),
+        ("", "invalid", "no action tag"),
+    ],
+)
+def test_parse_action(text, kind, content):
+    a = parse_action(text)
+    assert (a.kind, a.content) == (kind, content)
+
+
+def test_thought_is_text_before_action():
+    assert parse_action("think first\n<answer>4</answer>").thought == "think first\n"
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _prompt(q):
+    tmpl = MATH_PROMPT if q["task"] == "math" else SEARCH_PROMPT
+    return [{"role": "user", "content": render_prompt(tmpl, q["question"], 5)}]
+
+
+def _calc(expr):
+    return f"{expr} -> 24"
+
+
+def _run(tok, script, questions, settings=None, samples=1, tools=None):
+    eng = ScriptedEngine(tok, script)
+    trajs = start_trajectories(questions, samples, _prompt, ChatSegments(tok))
+    rollout(eng, trajs, tools or {"math": _calc, "search": lambda q: f"{q} -> nothing found"}, settings or RolloutSettings())
+    return eng, trajs
+
+
+def _turns(prompt_text):
+    return prompt_text.count("<|im_start|>assistant")
+
+
+def test_hand_written_trajectory_is_token_exact(tok):
+    def script(prompt, seed):
+        return "Half of 48. <math_exp>48 / 2</math_exp>" if _turns(prompt) == 1 else "<answer>24</answer>"
+
+    eng, (t,) = _run(tok, script, [{"question_id": "q1", "question": "What is 48 / 2?", "task": "math"}])
+    assert t.stop_reason == "answer" and t.final_answer == "24" and len(t.action_spans) == 2
+    assert [m["role"] for m in t.messages] == ["user", "assistant", "user", "assistant"]
+    assert t.messages[2]["content"] == "48 / 2 -> 24"
+    # the action spans hold exactly the generated tokens, in order
+    assert [t.token_ids[a:b] for a, b in t.action_spans] == eng.produced
+    assert [len(lp) for lp in t.action_logprobs] == [b - a for a, b in t.action_spans]
+    # re-rendering the messages gives the same ids: the conversation up to the last action, then that action
+    head = tok.apply_chat_template(t.messages[:-1], add_generation_prompt=True, tokenize=False)
+    rendered = head + t.messages[-1]["content"]
+    assert tok.decode(t.token_ids) == rendered
+    assert tok.encode(rendered, add_special_tokens=False) == t.token_ids
+    row = t.row("m", None)
+    assert row["num_actions"] == 2 and row["action_spans"][0]["start"] == t.action_spans[0][0]
+
+
+def test_step_synchronous_batching_and_samples(tok):
+    qs = [{"question_id": f"q{i}", "question": f"question {i}", "task": "search"} for i in range(4)]
+
+    def script(prompt, seed):  # question i answers after i searches
+        i = int(re.search(r"question (\d)", prompt).group(1))
+        return "<answer>done</answer>" if _turns(prompt) > i else f"<search_query>step {_turns(prompt)}</search_query>"
+
+    eng, trajs = _run(tok, script, qs, samples=2)
+    assert len(trajs) == 8 and {t.trajectory_id for t in trajs} == {f"q{i}#{k}" for i in range(4) for k in range(2)}
+    assert eng.calls == [8, 6, 4, 2], "one engine call per step for all unfinished trajectories"
+    assert sorted(len(t.action_spans) for t in trajs) == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert all(t.stop_reason == "answer" for t in trajs)
+
+
+GARBAGE = {
+    "garbage": "\x00\x01 ��� <<<>>> </answer> <answer",
+    "no tags": "I think the answer is probably 42 but I am not sure.",
+    "unclosed": "<search_query>where is the thing",
+    "ten calls": "".join(f"<search_query>q{i}</search_query>" for i in range(10)),
+    "endless": "word " * 2000,
+    "unknown tag": "<python>import os</python>",
+}
+
+
+@pytest.mark.parametrize("case", sorted(GARBAGE))
+def test_garbage_never_crashes(tok, case):
+    settings = RolloutSettings(max_steps=3, max_tokens_per_step=64, max_context=2048)
+    eng, (t,) = _run(tok, lambda p, s: GARBAGE[case], [{"question_id": "q", "question": "?", "task": "search"}], settings)
+    assert t.stop_reason in ("max_steps", "context_limit")
+    assert len(t.action_spans) == 3
+    kinds = [a.kind for a in t.actions]
+    assert kinds == (["search"] * 3 if case == "ten calls" else ["invalid"] * 3)
+    if case != "ten calls":
+        assert t.messages[2]["content"].startswith("Invalid action")
+    assert all(b - a <= 64 for a, b in t.action_spans)
+    assert [t.token_ids[a:b] for a, b in t.action_spans] == eng.produced
+
+
+def test_context_limit_ends_trajectory(tok):
+    settings = RolloutSettings(max_steps=5, max_tokens_per_step=50, max_context=260)
+    _, (t,) = _run(tok, lambda p, s: "word " * 200, [{"question_id": "q", "question": "?", "task": "search"}], settings)
+    assert t.stop_reason == "context_limit" and len(t.token_ids) <= 260
+
+
+def test_tool_errors_become_observations(tok):
+    def boom(q):
+        raise RuntimeError("index offline")
+
+    script = lambda p, s: "<search_query>x</search_query>" if _turns(p) == 1 else "<answer>a</answer>"  # noqa: E731
+    _, (t,) = _run(tok, script, [{"question_id": "q", "question": "?", "task": "search"}], tools={"search": boom})
+    assert t.messages[2]["content"] == "x -> error: RuntimeError: index offline" and t.stop_reason == "answer"
+    _, (t,) = _run(tok, lambda p, s: "<math_exp>1+1</math_exp>", [{"question_id": "q", "question": "?", "task": "search"}],
+                   RolloutSettings(max_steps=2), tools={"search": boom})
+    assert "no math tool" in t.messages[2]["content"]
+
+
+@pytest.mark.vllm
+def test_vllm_rollout_token_exact(vllm_engine, tok):
+    qs = [{"question_id": f"q{i}", "question": f"What is {i} + {i}?", "task": "math"} for i in range(6)]
+    trajs = start_trajectories(qs, 2, _prompt, ChatSegments(vllm_engine.tokenizer))
+    rollout(vllm_engine, trajs, {"math": _calc}, RolloutSettings(max_steps=3, max_tokens_per_step=32, max_context=1024))
+    # The random model's text rarely re-encodes to its own ids (stray bytes, special tokens mid-message), so the
+    # check here is structural; test_hand_written_trajectory_is_token_exact checks full re-rendering.
+    for t in trajs:
+        assert t.stop_reason in ("answer", "max_steps", "context_limit")
+        for (a, b), lp, msg in zip(t.action_spans, t.action_logprobs, t.messages[1::2]):
+            assert len(lp) == b - a and all(x <= 0 for x in lp)
+            assert tok.decode(t.token_ids[a:b], skip_special_tokens=True) == msg["content"]
+        # the prompt and every template/observation piece is the canonical encoding of its text
+        assert t.token_ids[: t.action_spans[0][0]] == tok.encode(
+            tok.apply_chat_template(t.messages[:1], add_generation_prompt=True, tokenize=False), add_special_tokens=False)
+        seg = ChatSegments(tok)
+        for (a, b), (c, _), obs in zip(t.action_spans, t.action_spans[1:], t.messages[2::2]):
+            ended_eos = t.token_ids[b - 1] == tok.eos_token_id
+            assert t.token_ids[b:c] == seg.between_ids(obs["content"], ended_eos)  # template + observation, exact
+        assert t.action_spans[-1][1] == len(t.token_ids)  # ends with the last action (no dangling observation)
+    assert len(trajs) == 12
