@@ -5,6 +5,7 @@
     swirl make-tiny-model PATH                    build the tiny offline model + tokenizer
     swirl store ls [--config CONFIG | --root R]  list the complete stage outputs in a store
     swirl ui mlflow|prefect [--config CONFIG]     start a UI bound to 127.0.0.1
+    swirl show trajectories --config CONFIG       print a few generated trajectories as transcripts
 """
 
 from __future__ import annotations
@@ -110,6 +111,32 @@ def cmd_store_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from swirl.store import Store
+    from swirl.viewer import print_rich
+
+    root = _load(args.config).run.store_root if args.config else args.root
+    if not root:
+        raise SystemExit("give --config CONFIG or --root STORE_ROOT")
+    store = Store(root)
+    found = [m for m in store.versions("generate")
+             if (args.version is None or m["version"] == args.version)
+             and (args.dataset is None or m["config"].get("dataset") == args.dataset)]
+    if not found:
+        _console().print(f"[red]no complete generate output in {root}[/] matching the filters; run the generate stage first")
+        return 1
+    m = found[0]  # newest
+    table = store.read("generate", m["version"])
+    if args.question:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table["question_id"], args.question))
+    rows = table.slice(0, args.n).to_pylist()
+    _console().print(f"generate/{m['version']} ({m['config'].get('dataset')}): {len(rows)} of {table.num_rows} trajectories")
+    print_rich(rows, _console())
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     if args.which == "mlflow":
         uri = _load(args.config).run.mlflow_uri if args.config else args.backend
@@ -147,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--root")
     ls.add_argument("--stage")
     ls.set_defaults(func=cmd_store_ls)
+
+    sh = sub.add_parser("show", help="print stage outputs readably")
+    sh.add_argument("what", choices=["trajectories"])
+    sh.add_argument("--config")
+    sh.add_argument("--root")
+    sh.add_argument("--dataset", help="dataset name (default: the newest output of any dataset)")
+    sh.add_argument("--version", help="a generate version (default: the newest)")
+    sh.add_argument("--question", help="only this question id")
+    sh.add_argument("-n", type=int, default=3, help="how many trajectories")
+    sh.set_defaults(func=cmd_show)
 
     u = sub.add_parser("ui", help="start the MLflow or Prefect UI on 127.0.0.1")
     u.add_argument("which", choices=["mlflow", "prefect"])

@@ -1,7 +1,8 @@
 """The `swirl_round` flow: one round of the pipeline, stage by stage, tracked in MLflow.
 
-Stages so far: prepare (local fixtures) -> ingest (one `questions` table per dataset). Later stages (corpus,
-generate, judge, decompose, filter, train, evaluate) are added here as they are built.
+Stages so far: prepare (local fixtures) -> ingest (one `questions` table per dataset) -> generate (multi-step
+trajectories with tools, per training dataset). Later stages (corpus, judge, decompose, filter, train, evaluate)
+are added here as they are built.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from prefect.runtime import flow_run
 
 from swirl.config import RunConfig, load_config, with_stages
 from swirl.store import Store
-from tasks.stages import StageResult, ingest_task, prepare_task
+from tasks.engines import close_engines
+from tasks.stages import StageResult, generate_task, ingest_task, prepare_task
 from tasks.tracking import default_artifact_root, finish_round, log_stage, start_round
 
 
@@ -47,13 +49,21 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         if "prepare" in cfg.stages:
             prepare_task(cfg.prepare)
-        if "ingest" in cfg.stages:
+        questions = {}
+        if "ingest" in cfg.stages or "generate" in cfg.stages:  # generate needs the questions (cached if done)
             if not cfg.ingest.datasets:
                 log.warning("ingest: no datasets in the config (ingest.datasets is empty)")
             futures = {spec.name: ingest_task.submit(store.url, spec) for spec in cfg.ingest.datasets}
             for spec in cfg.ingest.datasets:
                 futures[spec.name].wait()
-                record(f"ingest/{spec.name}", spec.model_dump(mode="json"), futures[spec.name].state)
+                questions[spec.name] = record(f"ingest/{spec.name}", spec.model_dump(mode="json"),
+                                              futures[spec.name].state).ref
+        if "generate" in cfg.stages:
+            for spec in cfg.generate_datasets():
+                state = generate_task(store.url, cfg.generate, cfg.policy, spec, questions[spec.name], None,
+                                      return_state=True)
+                record(f"generate/{spec.name}", {**cfg.generate.model_dump(mode="json"),
+                                                 "policy": cfg.policy.model_dump(mode="json")}, state)
         summary = {"run": cfg.run.name, "store": store.url, "mlflow_run_id": tr.parent_run_id,
                    "mlflow_uri": cfg.run.mlflow_uri, "seconds": round(time.perf_counter() - t0, 2), "stages": outputs}
         finish_round(tr, "FINISHED", summary)
@@ -61,6 +71,8 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
     except BaseException:
         finish_round(tr, "FAILED", {"stages": outputs})
         raise
+    finally:
+        close_engines()
 
 
 @flow(name="swirl_round_from_file", flow_run_name="round-from-{config_path}")

@@ -157,9 +157,57 @@ class EngineConfig(_Section):
     hf_batch_size: int = Field(16, ge=1, description="Prompts per forward batch in the hf engine.")
 
 
+# ---------------------------------------------------------------------------------------- generate
+def _default_prompt(name: str) -> str:
+    from swirl import protocol
+
+    return getattr(protocol, name)
+
+
+class GenerateConfig(_Section):
+    datasets: tuple[str, ...] = Field(
+        (), description="Ingested dataset names to generate trajectories for; empty = every dataset with split train."
+    )
+    samples_per_question: int = Field(5, ge=1, description="Trajectories per question (the paper: 5).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (the paper does not report one).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_tokens_per_step: int = Field(256, ge=1, description="Most tokens the model may write in one step.")
+    max_steps_search: int = Field(5, ge=1, description="Step limit of multi-hop QA (search) tasks (the paper: 5).")
+    max_steps_math: int = Field(10, ge=1, description="Step limit of math (calculator) tasks (the paper: 10).")
+    seed: int = Field(0, description="Base seed; each (question, sample, step) gets its own derived seed.")
+    shard_questions: int = Field(
+        16, ge=1, description="Questions per shard: a crash loses at most one shard of work."
+    )
+    tool_workers: int = Field(8, ge=1, description="Threads running tool calls concurrently.")
+    search_prompt: str = Field(
+        default_factory=lambda: _default_prompt("SEARCH_PROMPT"),
+        description="Prompt of search tasks; {question} and {max_steps} are filled in.",
+    )
+    math_prompt: str = Field(
+        default_factory=lambda: _default_prompt("MATH_PROMPT"),
+        description="Prompt of math tasks; {question} and {max_steps} are filled in.",
+    )
+    sample_markdown: int = Field(8, ge=0, description="Trajectories written to the stage's Markdown sample artifact.")
+
+    @model_validator(mode="after")
+    def _templates(self) -> GenerateConfig:
+        for name in ("search_prompt", "math_prompt"):
+            text = getattr(self, name)
+            if "{question}" not in text:
+                raise ValueError(f"{name} must contain the placeholder {{question}}")
+            try:
+                text.format(question="q", max_steps=1)
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"{name}: only {{question}} and {{max_steps}} may appear in braces; write literal braces as "
+                    f"{{{{ and }}}} ({e})"
+                ) from None
+        return self
+
+
 # -------------------------------------------------------------------------------------------- run
-Stage = Literal["prepare", "ingest"]
-ALL_STAGES: tuple[str, ...] = ("prepare", "ingest")
+Stage = Literal["prepare", "ingest", "generate"]
+ALL_STAGES: tuple[str, ...] = ("prepare", "ingest", "generate")
 
 
 class RunConfig(_Section):
@@ -167,14 +215,24 @@ class RunConfig(_Section):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Local fixtures built if missing.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Datasets to read.")
     policy: EngineConfig | None = Field(None, description="The policy model being trained, and its engine.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Synthetic trajectory generation.")
     stages: tuple[Stage, ...] = Field(ALL_STAGES, description="Stages of the round to run, in pipeline order.")
 
     @model_validator(mode="after")
     def _cross(self) -> RunConfig:
-        unknown_order = [s for s in self.stages if s not in ALL_STAGES]
-        if unknown_order:
-            raise ValueError(f"unknown stages {unknown_order}; choose from {list(ALL_STAGES)}")
+        names = {d.name for d in self.ingest.datasets}
+        unknown = [d for d in self.generate.datasets if d not in names]
+        if unknown:
+            raise ValueError(f"generate.datasets names {unknown}, which ingest.datasets does not define ({sorted(names)})")
+        if "generate" in self.stages and self.generate_datasets() and self.policy is None:
+            raise ValueError("the generate stage needs a policy: add a `policy:` section (model and engine kind)")
         return self
+
+    def generate_datasets(self) -> list[DatasetSpec]:
+        """The datasets the generate stage runs on (explicit list, else every train split)."""
+        if self.generate.datasets:
+            return [d for d in self.ingest.datasets if d.name in self.generate.datasets]
+        return [d for d in self.ingest.datasets if d.split == "train"]
 
     def produced_paths(self) -> set[str]:
         """Paths the prepare stage creates, so a reference to them is not a missing file."""

@@ -394,6 +394,17 @@ class ShardedWriter:
         self._shards.append(meta)
         self._keys.update(keys)
 
+    def read_shards(self, columns: list[str] | None = None) -> pa.Table:
+        """The rows committed so far (this run's shards and those a crashed run left), in shard order."""
+        tables = []
+        for s in self._shards:
+            with self.fs.open(f"{self.dir}/{s['name']}", "rb") as f:
+                tables.append(pq.read_table(io.BytesIO(f.read()), columns=columns))
+        if not tables:
+            sch = schema(self.table_name)
+            return (sch if columns is None else pa.schema([sch.field(c) for c in columns])).empty_table()
+        return pa.concat_tables(tables)
+
     def _atomic_put(self, path: str, data: bytes) -> None:
         if self.store.local:
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
@@ -406,14 +417,26 @@ class ShardedWriter:
             with self.fs.open(path, "wb") as f:
                 f.write(data)
 
-    def finalize(self, summary: Mapping[str, Any] | None = None) -> StageRef:
-        """Commit all shards as the stage's output (idempotent)."""
+    def finalize(self, summary: Mapping[str, Any] | None = None, files: Callable[[str], None] | None = None) -> StageRef:
+        """Commit all shards (and the extra files `files(folder)` writes into a local folder) as the stage's output.
+        Idempotent: a complete output is returned as it is."""
         if self.complete:
             return self.store.ref(self.stage, self.version)
         final = self.store.path(self.stage, self.version)
         parts = [
             {"name": s["name"], "rows": s["rows"], "bytes": s["bytes"], "sha256": s["sha256"]} for s in self._shards
         ]
+        extra: list[dict[str, Any]] = []
+        if files:
+            with tempfile.TemporaryDirectory(prefix=f"swirl-{self.stage}-files-") as tmp:
+                files(tmp)
+                for dirpath, _, names in os.walk(tmp):
+                    for n in sorted(names):
+                        src = os.path.join(dirpath, n)
+                        name = "files/" + os.path.relpath(src, tmp)
+                        extra.append({"name": name, "bytes": os.path.getsize(src), "sha256": file_sha256(src)})
+                        self.fs.makedirs(os.path.dirname(f"{self.dir}/{name}"), exist_ok=True)
+                        self.fs.put_file(src, f"{self.dir}/{name}")
         manifest = {
             "stage": self.stage,
             "version": self.version,
@@ -423,7 +446,7 @@ class ShardedWriter:
             "inputs": self.inputs,
             "rows": sum(p["rows"] for p in parts),
             "parts": parts,
-            "files": [{k: p[k] for k in ("name", "bytes", "sha256")} for p in parts],
+            "files": [{k: p[k] for k in ("name", "bytes", "sha256")} for p in parts] + extra,
             "shards": [{"name": s["name"], "keys": s["keys"]} for s in self._shards],
             "summary": dict(summary or {}),
             "swirl_version": __version__,
@@ -438,8 +461,8 @@ class ShardedWriter:
             for s in self._shards:  # per-shard commit records are not part of the output (harmless if left)
                 os.remove(os.path.join(final, s["name"][:-8] + ".json"))
         else:
-            for s in self._shards:
-                self.fs.mv(f"{self.dir}/{s['name']}", f"{final}/{s['name']}")
+            for name in [s["name"] for s in self._shards] + [e["name"] for e in extra]:
+                self.fs.mv(f"{self.dir}/{name}", f"{final}/{name}")
             self._atomic_put(f"{final}/{MANIFEST}", body)
             self.fs.rm(self.dir, recursive=True)
         return self.store.ref(self.stage, self.version)

@@ -53,7 +53,9 @@ JUDGMENTS = pa.schema(
         ("step", pa.int32()),
         ("process_label", pa.string()),  # GOOD / BAD / UNKNOWN
         ("judge_text", pa.string()),
-        ("outcome_correct", pa.bool_()),
+        ("outcome_correct", pa.bool_()),  # rule-based outcome (numeric equality / EM or F1), per trajectory
+        ("outcome_llm", pa.bool_()),  # LLM-graded outcome (YES/NO); null when not graded or no verdict
+        ("outcome_llm_text", pa.string()),  # the LLM grader's reply ("" when not graded)
         ("judge_model", pa.string()),
     ]
 )
@@ -63,6 +65,7 @@ STEPS = pa.schema(
         ("trajectory_id", pa.string()),
         ("step", pa.int32()),
         ("question_id", pa.string()),
+        ("dataset", pa.string()),  # questions.dataset of the trajectory's question (per-dataset filter counts)
         ("state_offset", pa.int32()),  # state = token_ids[:state_offset] of the trajectory (a reference, not a copy)
         ("action_text", pa.string()),
         ("action_kind", pa.string()),  # search / math / answer / invalid

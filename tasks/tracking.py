@@ -125,6 +125,12 @@ def log_stage(
         client.log_inputs(rid, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", ref.stage)])])
     client.log_dict(rid, {"stage": ref.stage, "version": ref.version, "path": ref.path, "rows": ref.rows,
                           "summary": ref.summary}, "stage_output.json")
+    files = os.path.join(ref.path, "files")
+    if "://" not in ref.path and os.path.isdir(files):  # reports (Markdown, HTML, plots), not indexes or weights
+        for dirpath, _, names in os.walk(files):
+            for n in names:
+                if n.endswith((".md", ".html", ".png", ".svg", ".json")):
+                    client.log_artifact(rid, os.path.join(dirpath, n), "files")
     client.set_terminated(rid, "FINISHED")
     # The parent run carries every stage's version so one run lists the whole lineage of the round.
     client.set_tag(tr.parent_run_id, f"swirl.version.{name or ref.stage}", ref.version)

@@ -50,7 +50,9 @@ class OpenAIEngineConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["openai"] = Field("openai", description="Engine kind; `openai` = an OpenAI-compatible HTTP endpoint.")
-    base_url: str = Field(description="Endpoint base URL including /v1, e.g. http://127.0.0.1:8000/v1 for a vLLM server.")
+    base_url: str = Field(
+        description="Endpoint base URL including /v1, e.g. http://127.0.0.1:8000/v1 for a vLLM server."
+    )
     model: str = Field(description="Model name the server expects in requests.")
     api_key_env: str = Field(
         "OPENAI_API_KEY",
@@ -67,7 +69,9 @@ class OpenAIEngineConfig(BaseModel):
     )
     concurrency: int = Field(8, ge=1, le=512, description="Requests in flight at once (a thread pool).")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
-    max_retries: int = Field(4, ge=0, le=20, description="Retries per request on timeouts, connection errors, 429, 5xx.")
+    max_retries: int = Field(
+        4, ge=0, le=20, description="Retries per request on timeouts, connection errors, HTTP 429 and 5xx."
+    )
     backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry (with jitter).")
     backoff_max_s: float = Field(30.0, ge=0, description="Cap of one retry delay (also caps Retry-After).")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
@@ -228,7 +232,9 @@ class OpenAIEngine:
             delay = self._delay(attempt, err)
             with self._lock:
                 self.retries += 1
-            log.warning("%s: %s (attempt %d/%d); retrying in %.2f s", what, reason, attempt + 1, self.max_retries + 1, delay)
+            log.warning(
+                "%s: %s (attempt %d/%d); retrying in %.2f s", what, reason, attempt + 1, self.max_retries + 1, delay
+            )
             time.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -57,6 +57,10 @@ class VLLMEngine:
             kwargs.update(max_lora_rank=max_lora_rank, max_loras=max_loras)
         if torch.cuda.is_available():
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
+        else:
+            # vLLM's CPU worker crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+            # split across scheduler steps; without chunked prefill a prompt is always prefilled whole.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
         self.model = model
         self.enable_lora = enable_lora
         self.llm = LLM(**kwargs)

@@ -11,6 +11,7 @@ def _cfg(tmp_path, limit=None):
     data = str(tmp_path / "data")
     return config_from_dict({
         "run": {"name": "t", "root": str(tmp_path / "store"), "experiment": "test"},
+        "stages": ["prepare", "ingest"],
         "prepare": {"synthetic": {"dir": data, "gsm8k_train": 20, "gsm8k_test": 10, "hotpotqa_train": 2,
                                   "hotpotqa_test": 2}},
         "ingest": {"datasets": [

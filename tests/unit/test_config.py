@@ -53,7 +53,7 @@ def test_wrong_type_names_field_and_value(tmp_path):
 
 
 def test_missing_required_file(tmp_path):
-    p = _write(tmp_path, "ingest:\n  datasets:\n    - {name: g, format: gsm8k, path: nowhere/train.jsonl}\n")
+    p = _write(tmp_path, "stages: [ingest]\ningest:\n  datasets:\n    - {name: g, format: gsm8k, path: nowhere/train.jsonl}\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
     msg = str(e.value)
@@ -61,7 +61,7 @@ def test_missing_required_file(tmp_path):
 
 
 def test_files_made_by_prepare_are_not_missing(tmp_path):
-    p = _write(tmp_path, f"prepare:\n  synthetic: {{dir: {tmp_path}/data}}\n"
+    p = _write(tmp_path, f"stages: [prepare, ingest]\nprepare:\n  synthetic: {{dir: {tmp_path}/data}}\n"
                f"ingest:\n  datasets:\n    - {{name: g, format: gsm8k, path: {tmp_path}/data/gsm8k/train.jsonl}}\n")
     assert load_config(p).ingest.datasets[0].name == "g"
 
@@ -103,3 +103,15 @@ def test_round_trip_through_yaml(tmp_path, monkeypatch):
     cfg = load_config(os.path.join(ROOT, "configs", "quickstart.yaml"))
     p = _write(tmp_path, yaml.safe_dump(cfg.model_dump(mode="json")))
     assert load_config(p) == cfg
+
+
+def test_generate_needs_a_policy_and_known_datasets(tmp_path):
+    p = _write(tmp_path, "ingest:\n  datasets:\n    - {name: g, format: gsm8k, hub: a/b}\n")
+    with pytest.raises(ConfigError, match="generate stage needs a policy"):
+        load_config(p)
+    p = _write(tmp_path, "generate: {datasets: [nope]}\ningest:\n  datasets:\n    - {name: g, format: gsm8k, hub: a/b}\n")
+    with pytest.raises(ConfigError, match="nope"):
+        load_config(p)
+    p = _write(tmp_path, "stages: [ingest]\ngenerate: {math_prompt: 'no placeholder'}\n")
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_config(p)

@@ -125,3 +125,11 @@ def test_adapter_key_tracks_rewrites(tiny_adapter_dir, tmp_path):
     assert adapter_key(str(copy)) != k2 and k1 != k2
     with pytest.raises(FileNotFoundError, match="not a peft LoRA adapter"):
         adapter_key(str(tmp_path))
+
+
+@pytest.mark.vllm
+def test_many_seeded_long_prompts_do_not_crash_vllm_cpu(vllm_engine):
+    """Regression: seeded requests whose prefill was split across steps killed vLLM's CPU worker."""
+    prompts = [[{"role": "user", "content": f"question {i} " + "word " * 150}] for i in range(80)]
+    res = vllm_engine.generate(prompts, Sampling(temperature=1.0, max_tokens=4), seeds=list(range(80)))
+    assert len(res) == 80 and all(len(r.completions[0].token_ids) >= 1 for r in res)

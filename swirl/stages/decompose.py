@@ -1,0 +1,103 @@
+"""Decompose: trajectories + judgments (+ questions, for the dataset) -> the `steps` table, one row per action.
+
+Streams the trajectories by row group (only the columns it needs: never token_ids) and writes one shard per
+batch; the state of step i is referenced by its token offset (`state_offset`), never copied. `outcome_source`
+picks which judged outcome (rule or LLM) becomes steps.outcome_correct, so switching it re-runs decompose and
+filter, not the judge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from swirl.steps import (
+    DECOMPOSE_COLUMNS,
+    DecomposeConfig,
+    decompose_batch,
+    index_judgments,
+    iter_batches,
+    question_datasets,
+    read_columns,
+    shard_columns,
+    value_counts,
+)
+from swirl.store import StageRef, Store, stage_version
+
+STAGE = "decompose"
+TABLE = "steps"
+Refs = StageRef | Sequence[StageRef]
+
+
+def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
+    out = [refs] if isinstance(refs, StageRef) else list(refs)
+    if not out:
+        raise ValueError(f"run_decompose: `{arg}` is empty; pass at least one {table} table")
+    bad = [r.short() for r in out if r.table != table]
+    if bad:
+        raise ValueError(f"run_decompose: `{arg}` must be {table} tables; got {bad}")
+    return sorted(out, key=lambda r: r.short())
+
+
+def _plan(trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig) -> tuple[dict, dict]:
+    inputs = {
+        "trajectories": ",".join(r.short() for r in _refs(trajectories, "trajectories", "trajectories")),
+        "judgments": _refs(judgments, "judgments", "judgments")[0].short(),
+        "questions": ",".join(r.short() for r in _refs(questions, "questions", "questions")),
+    }
+    return cfg.model_dump(mode="json"), inputs
+
+
+def decompose_version(trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig) -> str:
+    config, inputs = _plan(trajectories, judgments, questions, cfg)
+    return stage_version(STAGE, config, inputs, TABLE)
+
+
+def run_decompose(
+    store: Store, trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig
+) -> StageRef:
+    config, inputs = _plan(trajectories, judgments, questions, cfg)
+    version = stage_version(STAGE, config, inputs, TABLE)
+    if store.is_complete(STAGE, version):
+        return store.ref(STAGE, version)
+    if cfg.outcome_source == "llm" and not judgments.summary.get("outcome_llm_enabled"):
+        raise ValueError(
+            f"decompose.outcome_source is llm but the judgments {judgments.short()} have no LLM grading; set "
+            "judge.outcome.llm: true (re-runs the judge) or decompose.outcome_source: rule"
+        )
+    t0 = time.perf_counter()
+    outcome_col = "outcome_correct" if cfg.outcome_source == "rule" else "outcome_llm"
+    judged = read_columns(store, [judgments], ["trajectory_id", "step", "process_label", outcome_col])
+    judged = index_judgments(judged.rename_columns(["trajectory_id", "step", "process_label", "outcome"]))
+    qids, datasets = question_datasets(
+        read_columns(store, _refs(questions, "questions", "questions"), ["question_id", "dataset"])
+    )
+    writer = store.sharded(STAGE, version, TABLE, config, inputs)
+    done = writer.done_keys()
+    for ref in _refs(trajectories, "trajectories", "trajectories"):
+        for k, batch in enumerate(iter_batches(store, ref, DECOMPOSE_COLUMNS, cfg.batch_rows)):
+            key = f"{ref.short()}#{k}"  # batches are deterministic for a given input and batch_rows
+            if key not in done:
+                writer.write_shard(decompose_batch(batch, judged, qids, datasets), [key])
+    summary = summarize_steps(writer)
+    summary.update(outcome_source=cfg.outcome_source, seconds=round(time.perf_counter() - t0, 3))
+    return writer.finalize(summary)
+
+
+def summarize_steps(writer: Any) -> dict[str, Any]:
+    t = shard_columns(writer, ["trajectory_id", "dataset", "action_kind", "process_label", "outcome_correct"])
+    if t is None:
+        return {"steps": 0, "trajectories": 0}
+    return {
+        "steps": t.num_rows,
+        "trajectories": len(pc.unique(t.column("trajectory_id"))),
+        "action_kinds": value_counts(t.column("action_kind")),
+        "process_labels": value_counts(t.column("process_label")),
+        "steps_per_dataset": value_counts(t.column("dataset")),
+        "outcome_correct_steps": int(pc.sum(pc.fill_null(t.column("outcome_correct"), False).cast(pa.int64())).as_py()
+                                     or 0),
+    }

@@ -1,0 +1,160 @@
+"""Generate: questions -> multi-step trajectories with tools (SWiRL stage 1), sharded and resumable.
+
+Questions are processed in shards of `shard_questions`; each shard's trajectories (all samples of its questions)
+are committed on their own, keyed by question id, so a crash loses at most the shard in flight and a re-run
+repeats no finished question.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from swirl.config import DatasetSpec, EngineConfig, GenerateConfig
+from swirl.engines.base import Engine
+from swirl.protocol import render_prompt
+from swirl.rollout import ChatSegments, RolloutSettings, Tool, rollout, start_trajectories
+from swirl.store import StageRef, Store, stage_version
+from swirl.tables import to_table
+
+STAGE = "generate"
+TABLE = "trajectories"
+MATH_FORMATS = {"gsm8k"}
+SUMMARY_COLUMNS = ["trajectory_id", "question_id", "messages", "token_ids", "final_answer", "stop_reason", "num_actions"]
+
+
+def task_of(spec: DatasetSpec) -> str:
+    """GSM8K-style datasets are calculator tasks; the multi-hop QA datasets are search tasks."""
+    return "math" if spec.format in MATH_FORMATS else "search"
+
+
+def model_fingerprint(model: str, adapter: str | None) -> str:
+    """Identity of the policy: the name, and for local folders the sizes and times of their files."""
+
+    def folder(path: str) -> str:
+        if not os.path.isdir(path):
+            return path
+        parts = []
+        for n in sorted(os.listdir(path)):
+            p = os.path.join(path, n)
+            if os.path.isfile(p):
+                st = os.stat(p)
+                parts.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
+        return f"{os.path.abspath(path)}[{','.join(parts)}]"
+
+    return folder(model) + ("|" + folder(adapter) if adapter else "")
+
+
+def generate_version(
+    cfg: GenerateConfig, policy: EngineConfig, spec: DatasetSpec, questions: StageRef, corpus: StageRef | None
+) -> str:
+    inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
+    if corpus is not None:
+        inputs["corpus"] = corpus.version
+    config = {"generate": _stage_config(cfg), "task": task_of(spec), "max_context": policy.max_model_len,
+              "engine": policy.kind}
+    return stage_version(STAGE, config, inputs, TABLE)
+
+
+def _stage_config(cfg: GenerateConfig) -> dict[str, Any]:
+    # Which datasets to run on and how large the sample artifact is do not change a dataset's trajectories.
+    return cfg.model_dump(mode="json", exclude={"datasets", "sample_markdown", "tool_workers"})
+
+
+def run_generate(
+    store: Store,
+    cfg: GenerateConfig,
+    policy: EngineConfig,
+    spec: DatasetSpec,
+    questions: StageRef,
+    engine: Engine | Callable[[], Engine],
+    tools: Mapping[str, Tool],
+    corpus: StageRef | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> StageRef:
+    """Generate `samples_per_question` trajectories for every question of `questions`.
+
+    `engine` may be a factory, called only when there is work left (a complete output never starts an engine).
+    `progress` receives a dict after each shard: done/total trajectories, generated tokens, elapsed seconds.
+    """
+    version = generate_version(cfg, policy, spec, questions, corpus)
+    if store.is_complete(STAGE, version):
+        return store.ref(STAGE, version)
+    inputs = {"questions": questions.version, **({"corpus": corpus.version} if corpus else {})}
+    writer = store.sharded(STAGE, version, TABLE, {"generate": _stage_config(cfg), "dataset": spec.name,
+                                                   "policy": policy.model, "adapter": policy.adapter}, inputs)
+    task = task_of(spec)
+    max_steps = cfg.max_steps_math if task == "math" else cfg.max_steps_search
+    template = cfg.math_prompt if task == "math" else cfg.search_prompt
+    rows = store.read_ref(questions).select(["question_id", "question"]).to_pylist()
+    done = writer.done_keys()
+    todo = [dict(r, task=task) for r in rows if r["question_id"] not in done]
+    settings = RolloutSettings(max_steps=max_steps, max_tokens_per_step=cfg.max_tokens_per_step,
+                               max_context=policy.max_model_len, temperature=cfg.temperature, top_p=cfg.top_p,
+                               seed=cfg.seed, tool_workers=cfg.tool_workers)
+    total = len(rows) * cfg.samples_per_question
+    stats = {"done": len(done) * cfg.samples_per_question, "total": total, "new": 0, "tokens": 0, "seconds": 0.0,
+             "resumed_questions": len(done)}
+    if todo:
+        eng = engine() if callable(engine) and not hasattr(engine, "generate") else engine
+        segments = ChatSegments(eng.tokenizer)
+        t0 = time.perf_counter()
+        for start in range(0, len(todo), cfg.shard_questions):
+            shard = todo[start : start + cfg.shard_questions]
+            trajs = start_trajectories(
+                shard, cfg.samples_per_question,
+                lambda q: [{"role": "user", "content": render_prompt(template, q["question"], max_steps)}], segments,
+            )
+            rollout(eng, trajs, tools, settings, adapter=policy.adapter)
+            table = to_table(TABLE, [t.row(policy.model, policy.adapter) for t in trajs])
+            writer.write_shard(table, [q["question_id"] for q in shard])
+            stats["done"] += len(trajs)
+            stats["new"] += len(trajs)
+            stats["tokens"] += sum(t.generated_tokens for t in trajs)
+            stats["seconds"] = time.perf_counter() - t0
+            if progress:
+                progress(dict(stats))
+    all_rows = writer.read_shards(SUMMARY_COLUMNS).to_pylist()  # this run's shards and a crashed run's
+    summary = summarize(all_rows, stats)
+    sample = all_rows[: cfg.sample_markdown]
+
+    def files(folder: str) -> None:
+        from swirl.viewer import to_markdown
+
+        with open(os.path.join(folder, "samples.md"), "w", encoding="utf-8") as f:
+            f.write(to_markdown(sample, title=f"{spec.name}: {len(sample)} of {len(all_rows)} trajectories"))
+
+    return writer.finalize(summary, files=files if sample else None)
+
+
+def summarize(rows: list[dict[str, Any]], stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers for MLflow: actions per trajectory, stop reasons, invalid rate, tool calls per kind, throughput."""
+    from swirl.protocol import parse_action
+
+    kinds: Counter[str] = Counter()
+    for r in rows:
+        for m in r["messages"][1::2]:
+            if m["role"] == "assistant":
+                kinds[parse_action(m["content"]).kind] += 1
+    actions = sum(kinds.values())
+    stops = Counter(r["stop_reason"] for r in rows)
+    n = max(len(rows), 1)
+    secs = stats.get("seconds") or 0.0
+    return {
+        "trajectories": len(rows),
+        "questions": len({r["question_id"] for r in rows}),
+        "actions_per_trajectory": actions / n,
+        "answer_rate": stops.get("answer", 0) / n,
+        "invalid_rate": kinds.get("invalid", 0) / max(actions, 1),
+        "tool_calls": {k: kinds.get(k, 0) for k in ("search", "math", "answer", "invalid")},
+        "stop_reasons": dict(stops),
+        "tokens_per_trajectory": sum(len(r["token_ids"]) for r in rows) / n,
+        "generated_tokens": stats.get("tokens", 0),
+        "tokens_per_s": stats.get("tokens", 0) / secs if secs else 0.0,
+        "trajectories_per_s": stats.get("new", 0) / secs if secs else 0.0,
+        "resumed_questions": stats.get("resumed_questions", 0),
+    }
+
