@@ -1,8 +1,9 @@
 """The `swirl_round` flow: one round of the pipeline, stage by stage, tracked in MLflow.
 
-Stages so far: prepare (local fixtures) -> ingest (one `questions` table per dataset) -> generate (multi-step
-trajectories with tools, per training dataset). Later stages (corpus, judge, decompose, filter, train, evaluate)
-are added here as they are built.
+Stages so far: prepare (local fixtures) -> ingest (one `questions` table per dataset) -> corpus (articles + search
+index per search dataset) -> generate (multi-step trajectories with tools, per training dataset) -> judge (process
+labels per step, outcome per trajectory) -> decompose (the sub-trajectory `steps` table) -> filter. Later stages
+(train, evaluate) are added here as they are built.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from swirl.config import RunConfig, load_config, with_stages
+from swirl.config import ALL_STAGES, RunConfig, load_config, with_stages
+from swirl.stages.generate import task_of
 from swirl.store import Store
 from tasks.engines import close_engines
-from tasks.stages import StageResult, generate_task, ingest_task, prepare_task
+from tasks.stages import (
+    StageResult, corpus_task, decompose_task, filter_task, generate_task, ingest_task, judge_task, prepare_task,
+)
 from tasks.tracking import default_artifact_root, finish_round, log_stage, start_round
 
 
@@ -37,6 +41,10 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
     log.info("MLflow parent run %s (experiment %s, %s)", tr.parent_run_id, cfg.run.experiment, cfg.run.mlflow_uri)
     outputs: dict[str, Any] = {}
 
+    def needed(stage: str) -> bool:
+        """A stage runs when it is listed or a later listed stage needs its output (a store hit when done)."""
+        return any(s in cfg.stages for s in ALL_STAGES[ALL_STAGES.index(stage):])
+
     def record(name: str, params: dict[str, Any], state: Any) -> StageResult:
         res: StageResult = state.result()
         cached = state.name == "Cached" or not res.computed
@@ -50,7 +58,7 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
         if "prepare" in cfg.stages:
             prepare_task(cfg.prepare)
         questions = {}
-        if "ingest" in cfg.stages or "generate" in cfg.stages:  # generate needs the questions (cached if done)
+        if needed("ingest"):
             if not cfg.ingest.datasets:
                 log.warning("ingest: no datasets in the config (ingest.datasets is empty)")
             futures = {spec.name: ingest_task.submit(store.url, spec) for spec in cfg.ingest.datasets}
@@ -58,12 +66,31 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
                 futures[spec.name].wait()
                 questions[spec.name] = record(f"ingest/{spec.name}", spec.model_dump(mode="json"),
                                               futures[spec.name].state).ref
-        if "generate" in cfg.stages:
+        corpora, trajectories = {}, {}
+        search_sets = [s for s in cfg.generate_datasets() if task_of(s) == "search"]
+        if needed("corpus") and (search_sets or "corpus" in cfg.stages):
+            for spec in search_sets:  # the paper searches all articles of the same dataset split
+                state = corpus_task(store.url, spec.name, questions[spec.name], cfg.search, return_state=True)
+                corpora[spec.name] = record(f"corpus/{spec.name}", cfg.search.model_dump(mode="json"), state).ref
+        if needed("generate"):
             for spec in cfg.generate_datasets():
-                state = generate_task(store.url, cfg.generate, cfg.policy, spec, questions[spec.name], None,
-                                      return_state=True)
-                record(f"generate/{spec.name}", {**cfg.generate.model_dump(mode="json"),
-                                                 "policy": cfg.policy.model_dump(mode="json")}, state)
+                state = generate_task(store.url, cfg.generate, cfg.policy, spec, questions[spec.name],
+                                      corpora.get(spec.name), cfg.search, return_state=True)
+                trajectories[spec.name] = record(f"generate/{spec.name}", {
+                    **cfg.generate.model_dump(mode="json"), "policy": cfg.policy.model_dump(mode="json")}, state).ref
+        judge_cfg = cfg.judge_config() if needed("judge") else None
+        for name, trajs in trajectories.items():
+            if judge_cfg is None:
+                break
+            state = judge_task(store.url, name, trajs, questions[name], judge_cfg, return_state=True)
+            judgments = record(f"judge/{name}", judge_cfg.model_dump(mode="json"), state).ref
+            if not needed("decompose"):
+                continue
+            state = decompose_task(store.url, name, trajs, judgments, questions[name], cfg.decompose, return_state=True)
+            steps = record(f"decompose/{name}", cfg.decompose.model_dump(mode="json"), state).ref
+            if "filter" in cfg.stages:
+                state = filter_task(store.url, name, steps, cfg.filter, return_state=True)
+                record(f"filter/{name}", cfg.filter.model_dump(mode="json"), state)
         summary = {"run": cfg.run.name, "store": store.url, "mlflow_run_id": tr.parent_run_id,
                    "mlflow_uri": cfg.run.mlflow_uri, "seconds": round(time.perf_counter() - t0, 2), "stages": outputs}
         finish_round(tr, "FINISHED", summary)

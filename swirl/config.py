@@ -14,6 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from swirl.engines.openai import OpenAIEngineConfig
+from swirl.judging.config import DecomposeConfig, FilterConfig, JudgeConfig
+from swirl.tools.config import SearchConfig
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the file, the field and the remedy in the message."""
@@ -205,9 +209,18 @@ class GenerateConfig(_Section):
         return self
 
 
+# ------------------------------------------------------------------------------------------- judge
+class JudgeSection(JudgeConfig):
+    engine: EngineConfig | OpenAIEngineConfig | None = Field(  # type: ignore[assignment]
+        None,
+        description="The judge model: a local engine (kind vllm/hf, possibly bigger than the policy) or an "
+        "OpenAI-compatible endpoint (kind openai). Empty: the policy judges itself (cheap, not the paper's setup).",
+    )
+
+
 # -------------------------------------------------------------------------------------------- run
-Stage = Literal["prepare", "ingest", "generate"]
-ALL_STAGES: tuple[str, ...] = ("prepare", "ingest", "generate")
+Stage = Literal["prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter"]
+ALL_STAGES: tuple[str, ...] = ("prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter")
 
 
 class RunConfig(_Section):
@@ -215,7 +228,11 @@ class RunConfig(_Section):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Local fixtures built if missing.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Datasets to read.")
     policy: EngineConfig | None = Field(None, description="The policy model being trained, and its engine.")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="The search tool: retriever, index, results.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Synthetic trajectory generation.")
+    judge: JudgeSection = Field(default_factory=JudgeSection, description="Process (per step) and outcome judging.")
+    decompose: DecomposeConfig = Field(default_factory=DecomposeConfig, description="Step-wise decomposition.")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Which sub-trajectories training keeps.")
     stages: tuple[Stage, ...] = Field(ALL_STAGES, description="Stages of the round to run, in pipeline order.")
 
     @model_validator(mode="after")
@@ -226,7 +243,13 @@ class RunConfig(_Section):
             raise ValueError(f"generate.datasets names {unknown}, which ingest.datasets does not define ({sorted(names)})")
         if "generate" in self.stages and self.generate_datasets() and self.policy is None:
             raise ValueError("the generate stage needs a policy: add a `policy:` section (model and engine kind)")
+        if "judge" in self.stages and self.generate_datasets() and self.judge.engine is None and self.policy is None:
+            raise ValueError("the judge stage needs judge.engine or a policy to judge with")
         return self
+
+    def judge_config(self) -> JudgeSection:
+        """The judge config with its engine filled in (the policy's when judge.engine is empty)."""
+        return self.judge if self.judge.engine is not None else self.judge.model_copy(update={"engine": self.policy})
 
     def generate_datasets(self) -> list[DatasetSpec]:
         """The datasets the generate stage runs on (explicit list, else every train split)."""

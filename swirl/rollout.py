@@ -180,7 +180,11 @@ def _generate_step(
         sampling = Sampling(n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=budget, stop=STOP_STRINGS,
                             logprobs=True)
         seeds = [trajectory_seed(s.seed, t.question_id, t.sample_idx, step) for t in group]
-        results = engine.generate([t.token_ids for t in group], sampling, adapter=adapter, seeds=seeds)
+        # Token-in/token-out where the engine allows it; a text-only engine (an HTTP chat API) gets the messages,
+        # and its completions are re-tokenized locally (its `token_exact` is False and the stage says so).
+        exact = getattr(engine, "token_exact", True)
+        prompts = [t.token_ids if exact else t.messages for t in group]
+        results = engine.generate(prompts, sampling, adapter=adapter, seeds=seeds)
         for t, res in zip(group, results):
             c = res.completions[0]
             start = len(t.token_ids)

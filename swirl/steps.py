@@ -2,8 +2,8 @@
 
 A trajectory with K actions becomes K `steps` rows. Row i refers to its state by `state_offset` =
 action_spans[i].start (the state is token_ids[:state_offset] of the trajectory): a reference, never a copy, so the
-table grows as O(K), not O(K^2). Both stages stream their input by Parquet row group and write one shard per batch,
-so memory stays flat whatever the number of steps (bench/steps.py measures 1M rows).
+table grows as O(K), not O(K^2). Both stages stream their input by Parquet row group and write one shard per batch;
+only a few small columns per step (ids, labels) are held whole, never texts or token ids (bench/steps.py: 1M rows).
 
 Filtering is per trajectory: `process` keeps a trajectory whose every step is GOOD (UNKNOWN and BAD are not GOOD);
 `outcome` keeps one whose final answer is correct (a missing outcome is not correct); `process_outcome` both;
@@ -15,52 +15,21 @@ samples overlap as much as their pools allow).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 
+from swirl.judging.config import DecomposeConfig, FilterConfig, Strategy  # noqa: F401 - re-exported
+from swirl.protocol import parse_action
 from swirl.store import StageRef, Store
 from swirl.tables import SchemaError, schema
 
-ACTION_KINDS = {"search_query": "search", "math_exp": "math", "answer": "answer"}
-_ACTION = re.compile(r"<(search_query|math_exp|answer)>(.*?)</\1>", re.DOTALL)
 STRATEGIES = ("none", "process", "outcome", "process_outcome")
-Strategy = Literal["none", "process", "outcome", "process_outcome"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DecomposeConfig(_Section):
-    outcome_source: Literal["rule", "llm"] = Field(
-        "rule",
-        description="Which judged outcome becomes steps.outcome_correct (what outcome filtering uses): rule "
-        "(numeric equality / EM) or llm (the judge's YES/NO grading; needs judge.outcome.llm).",
-    )
-    batch_rows: int = Field(2048, ge=1, description="Trajectories decomposed per batch (one output shard each).")
-
-
-class FilterConfig(_Section):
-    strategy: Strategy = Field(
-        "process",
-        description="Which trajectories to keep: none (all), process (every step judged GOOD), outcome (final "
-        "answer correct), process_outcome (both). The paper finds process best for SWiRL, process_outcome for SFT.",
-    )
-    fixed_count: int | Literal["min"] | None = Field(
-        None,
-        description="Keep this many trajectories per dataset, sampled by seed, the same number for every strategy "
-        "(the paper's protocol). 'min' = the smallest pool over the four strategies. Empty: keep every eligible one.",
-    )
-    seed: int = Field(0, description="Seed of the fixed_count sample.")
-    batch_rows: int = Field(65536, ge=1, description="Step rows rewritten per batch (one output shard each).")
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -91,15 +60,10 @@ def read_columns(store: Store, refs: Sequence[StageRef], columns: Sequence[str])
 
 # ------------------------------------------------------------------------------------------ actions
 def action_kind(text: str | None) -> str:
-    """search / math / answer from the action's tag; invalid when it has no complete known tag, two of them, or an
-    empty one. The first complete tag wins over incomplete ones (`<answer>x</answer> <search_query>y` is an
-    answer); unknown tags (`<think>`) are ignored."""
-    if not text:
-        return "invalid"
-    first = _ACTION.search(text)
-    if first is None or not first.group(2).strip() or _ACTION.search(text, first.end()) is not None:
-        return "invalid"
-    return ACTION_KINDS[first.group(1)]
+    """search / math / answer / invalid, by the rollout's own parser (swirl.protocol.parse_action), so a step is
+    invalid here exactly when the rollout answered it with a corrective observation: the first complete known tag
+    wins; no tag, an unclosed, empty or unknown tag, or a second action tag opened before it closes is invalid."""
+    return parse_action(text).kind if text else "invalid"
 
 
 # ---------------------------------------------------------------------------------------- decompose

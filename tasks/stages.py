@@ -13,7 +13,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from swirl.config import DatasetSpec, EngineConfig, GenerateConfig, PrepareConfig
+from swirl.config import DatasetSpec, EngineConfig, GenerateConfig, JudgeSection, PrepareConfig
+from swirl.judging.config import DecomposeConfig, FilterConfig
+from swirl.tools.config import SearchConfig
 from swirl.store import StageRef, Store
 
 
@@ -86,10 +88,11 @@ def ingest_task(store_url: str, spec: DatasetSpec) -> StageResult:
 def _generate_version(inputs: dict[str, Any]) -> str:
     from swirl.stages.generate import generate_version
 
-    return generate_version(inputs["cfg"], inputs["policy"], inputs["spec"], inputs["questions"], inputs.get("corpus"))
+    return generate_version(inputs["cfg"], inputs["policy"], inputs["spec"], inputs["questions"], inputs.get("corpus"),
+                            inputs.get("search"))
 
 
-def _tools_for(spec: DatasetSpec, store: Store, corpus: StageRef | None) -> dict[str, Any]:
+def _tools_for(spec: DatasetSpec, store: Store, corpus: StageRef | None, search: SearchConfig) -> dict[str, Any]:
     from swirl.stages.generate import task_of
 
     if task_of(spec) == "math":
@@ -98,9 +101,38 @@ def _tools_for(spec: DatasetSpec, store: Store, corpus: StageRef | None) -> dict
         return {"math": calculate}
     if corpus is None:
         raise ValueError(f"dataset {spec.name!r} is a search task: it needs the corpus stage's index (add 'corpus' to stages)")
-    from swirl.stages.corpus import load_search_tool
+    from swirl.stages.corpus import open_retriever
+    from swirl.tools.search import search_observation
 
-    return {"search": load_search_tool(store, corpus)}
+    retriever = open_retriever(store, corpus, search)
+    return {"search": lambda query: search_observation(retriever, query, search)}
+
+
+def _corpus_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.corpus import corpus_version
+
+    return corpus_version(inputs["questions"], inputs["search"])
+
+
+@task(
+    name="corpus",
+    task_run_name="corpus-{name}",
+    cache_key_fn=_store_cache_key("corpus", _corpus_version),
+    persist_result=True,
+)
+def corpus_task(store_url: str, name: str, questions: StageRef, search: SearchConfig) -> StageResult:
+    """The articles of a dataset split, de-duplicated, with their search index (built once per corpus version)."""
+    from swirl.stages.corpus import corpus_version, run_corpus
+
+    log = get_run_logger()
+    store = Store(store_url)
+    t0 = time.perf_counter()
+    existed = store.is_complete("corpus", corpus_version(questions, search))
+    ref = run_corpus(store, questions, search)
+    dt = time.perf_counter() - t0
+    log.info("corpus %s -> %s: %d articles, %s index %s", name, ref.short(), ref.rows, search.retriever,
+             "[store hit]" if existed else f"built in {dt:.1f}s")
+    return StageResult(ref, not existed, dt)
 
 
 @task(
@@ -111,7 +143,7 @@ def _tools_for(spec: DatasetSpec, store: Store, corpus: StageRef | None) -> dict
 )
 def generate_task(
     store_url: str, cfg: GenerateConfig, policy: EngineConfig, spec: DatasetSpec, questions: StageRef,
-    corpus: StageRef | None = None,
+    corpus: StageRef | None = None, search: SearchConfig | None = None,
 ) -> StageResult:
     """Multi-step trajectories with tools for every question of one dataset (resumes after a crash)."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -123,7 +155,8 @@ def generate_task(
     log = get_run_logger()
     store = Store(store_url)
     t0 = time.perf_counter()
-    version = generate_version(cfg, policy, spec, questions, corpus)
+    search = search or SearchConfig()
+    version = generate_version(cfg, policy, spec, questions, corpus, search)
     existed = store.is_complete("generate", version)
     artifact = None if existed else create_progress_artifact(0.0, description=f"generate {spec.name}: trajectories")
     bar = Progress(TextColumn(f"generate {spec.name}"), BarColumn(), MofNCompleteColumn(),
@@ -139,10 +172,84 @@ def generate_task(
 
     with bar:
         ref = run_generate(store, cfg, policy, spec, questions, lambda: get_engine(policy),
-                           _tools_for(spec, store, corpus), corpus, progress)
+                           _tools_for(spec, store, corpus, search), corpus, progress, search)
     dt = time.perf_counter() - t0
     s = ref.summary
     log.info("generate %s -> %s: %d trajectories, %.2f actions each, invalid rate %.3f, stops %s",
              spec.name, ref.short(), ref.rows, s.get("actions_per_trajectory", 0), s.get("invalid_rate", 0),
              s.get("stop_reasons"))
     return StageResult(ref, not existed, dt)
+
+
+def _judge_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.judge import judge_version
+
+    return judge_version(inputs["trajectories"], inputs["questions"], inputs["cfg"])
+
+
+@task(
+    name="judge",
+    task_run_name="judge-{name}",
+    cache_key_fn=_store_cache_key("judge", _judge_version),
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=lambda task, task_run, state: _is_transient(state),
+)
+def judge_task(store_url: str, name: str, trajectories: StageRef, questions: StageRef, cfg: JudgeSection) -> StageResult:
+    """Process labels (GOOD/BAD/UNKNOWN per step) and outcome correctness; resumes from finished shards, so a
+    retry after an endpoint failure judges only the rest."""
+    from swirl.stages.judge import judge_version, run_judge
+    from tasks.engines import get_engine
+
+    log = get_run_logger()
+    store = Store(store_url)
+    t0 = time.perf_counter()
+    existed = store.is_complete("judge", judge_version(trajectories, questions, cfg))
+    engine = get_engine(cfg.engine) if isinstance(cfg.engine, EngineConfig) and not existed else None
+    ref = run_judge(store, trajectories, questions, cfg, engine)
+    dt = time.perf_counter() - t0
+    log.info("judge %s -> %s: %d step labels %s", name, ref.short(), ref.rows,
+             {k: v for k, v in ref.summary.items() if k in ("good", "bad", "unknown", "GOOD", "BAD", "UNKNOWN")})
+    return StageResult(ref, not existed, dt)
+
+
+def _decompose_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.decompose import decompose_version
+
+    return decompose_version(inputs["trajectories"], inputs["judgments"], inputs["questions"], inputs["cfg"])
+
+
+@task(name="decompose", task_run_name="decompose-{name}", cache_key_fn=_store_cache_key("decompose", _decompose_version),
+      persist_result=True)
+def decompose_task(store_url: str, name: str, trajectories: StageRef, judgments: StageRef, questions: StageRef,
+                   cfg: DecomposeConfig) -> StageResult:
+    """One `steps` row per (trajectory, action): a reference to its state, the action, its labels."""
+    from swirl.stages.decompose import decompose_version, run_decompose
+
+    store = Store(store_url)
+    t0 = time.perf_counter()
+    existed = store.is_complete("decompose", decompose_version(trajectories, judgments, questions, cfg))
+    ref = run_decompose(store, trajectories, judgments, questions, cfg)
+    get_run_logger().info("decompose %s -> %s: %d steps", name, ref.short(), ref.rows)
+    return StageResult(ref, not existed, time.perf_counter() - t0)
+
+
+def _filter_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.filter import filter_version
+
+    return filter_version(inputs["steps"], inputs["cfg"])
+
+
+@task(name="filter", task_run_name="filter-{name}", cache_key_fn=_store_cache_key("filter", _filter_version),
+      persist_result=True)
+def filter_task(store_url: str, name: str, steps: StageRef, cfg: FilterConfig) -> StageResult:
+    """Mark the steps training keeps (none / process / outcome / process_outcome), with counts per strategy."""
+    from swirl.stages.filter import filter_version, run_filter
+
+    store = Store(store_url)
+    t0 = time.perf_counter()
+    existed = store.is_complete("filter", filter_version(steps, cfg))
+    ref = run_filter(store, steps, cfg)
+    get_run_logger().info("filter %s (%s) -> %s: %s", name, cfg.strategy, ref.short(), ref.summary.get("kept"))
+    return StageResult(ref, not existed, time.perf_counter() - t0)

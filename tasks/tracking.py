@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import time
 from collections.abc import Mapping
@@ -18,7 +19,8 @@ from typing import Any
 
 from swirl.store import StageRef
 
-MAX_PARAM_LEN = 6000  # MLflow's limit on a param value is 6000 characters
+MAX_PARAM_LEN = 6000
+_METRIC_BAD = re.compile(r"[^\w\-. :/]")  # MLflow metric names allow alphanumerics and _ - . space : /  # MLflow's limit on a param value is 6000 characters
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def numeric_metrics(summary: Mapping[str, Any], prefix: str) -> dict[str, float]
     """The numeric leaves of a stage summary as namespaced metrics (`prefix/name`, nested names joined by /)."""
     out: dict[str, float] = {}
     for k, v in summary.items():
-        name = f"{prefix}/{k}"
+        name = f"{prefix}/{_METRIC_BAD.sub('_', str(k))}"
         if isinstance(v, Mapping):
             out.update(numeric_metrics(v, name))
         elif isinstance(v, bool):

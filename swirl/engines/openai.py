@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from swirl.engines.base import Completion, Message, Prompt, Result, Sampling, encode_prompt
+from swirl.engines.base import Completion, Message, Prompt, Result, Sampling, encode_prompt, prompt_seeds
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class OpenAIEngine:
             stop=stop, logprobs=lps,
         )
 
-    def _one(self, i: int, prompt: Prompt, sampling: Sampling) -> Result:
+    def _one(self, i: int, prompt: Prompt, sampling: Sampling, seed: int | None) -> Result:
         messages = self._messages(prompt)
         comps: list[Completion] = []
         for extra in range(sampling.n):  # servers that ignore `n` are topped up, at most n requests
@@ -281,8 +281,8 @@ class OpenAIEngine:
             }
             if sampling.stop:
                 params["stop"] = list(sampling.stop)
-            if sampling.seed is not None:
-                params["seed"] = sampling.seed + i + extra * 1_000_003
+            if seed is not None:
+                params["seed"] = seed + extra * 1_000_003
             if sampling.logprobs:
                 params["logprobs"] = True
             resp = self._create(messages, params, f"prompt {i}")
@@ -291,7 +291,9 @@ class OpenAIEngine:
                 break
         return Result(prompt_token_ids=self._prompt_ids(prompt), completions=comps[: sampling.n])
 
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None) -> list[Result]:
+    def generate(
+        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+    ) -> list[Result]:
         """One Result per prompt (in order); requests run `concurrency` at a time. Raises on the first failure."""
         if adapter is not None:
             raise ValueError("the openai engine cannot apply a LoRA adapter per request; serve it and name it as model")
@@ -300,7 +302,8 @@ class OpenAIEngine:
             return []
         self._get_client()  # resolve the key once, before the threads start
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts)), thread_name_prefix="openai") as pool:
-            futures = [pool.submit(self._one, i, p, sampling) for i, p in enumerate(prompts)]
+            per_seed = prompt_seeds(sampling, len(prompts), seeds)
+            futures = [pool.submit(self._one, i, p, sampling, per_seed[i]) for i, p in enumerate(prompts)]
             try:
                 return [f.result() for f in futures]
             except BaseException:

@@ -6,14 +6,14 @@ endpoint. Heavy imports happen inside it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from swirl.engines.base import Engine
-    from swirl.judging.config import JudgeEngine
 
 
-def make_judge_engine(cfg: JudgeEngine) -> Engine:
+def make_judge_engine(cfg: Any) -> Engine:
+    """An OpenAIEngineConfig gives the HTTP engine; a swirl.config.EngineConfig (kind vllm/hf) a local one."""
     from swirl.engines.openai import OpenAIEngine, OpenAIEngineConfig
 
     if isinstance(cfg, OpenAIEngineConfig):

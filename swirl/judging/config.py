@@ -1,17 +1,21 @@
-"""Configuration of the judge stage: the process judge (per step), the outcome judge (per trajectory), the engine.
+"""Configuration of the judge, decompose and filter stages.
 
-Kept apart from swirl.config (imported into RunConfig from here). Every field of `JudgeConfig` except the
-engine's serving details goes into the judge stage's version (`JudgeConfig.version_config`): a changed prompt
-re-judges; a changed URL, concurrency or timeout does not.
+Kept apart from swirl.config, which imports these into RunConfig; so this module never imports swirl.config (a
+cycle) and stays light (pydantic only). Every field of `JudgeConfig` except the engine's serving details goes into
+the judge stage's version (`JudgeConfig.version_config`): a changed prompt re-judges; a changed URL, concurrency or
+timeout does not.
+
+A local in-process judge (vllm/hf) is an engine object passed to `run_judge`; to name one in YAML instead,
+subclass in swirl.config: `class JudgeSection(JudgeConfig): engine: EngineConfig | OpenAIEngineConfig | None`
+(the stage duck-types the engine config; `make_judge_engine` builds either).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from swirl.config import EngineConfig
 from swirl.engines.openai import OpenAIEngineConfig
 from swirl.judging import prompts
 
@@ -78,22 +82,11 @@ class OutcomeJudgeConfig(_Section):
         return any(dataset == m or dataset.startswith((m + "_", m + "-")) for m in self.math_datasets)
 
 
-def _engine_kind(v: Any) -> str:
-    kind = v.get("kind") if isinstance(v, dict) else getattr(v, "kind", None)
-    return "openai" if kind == "openai" else "local"
-
-
-JudgeEngine = Annotated[
-    Annotated[EngineConfig, Tag("local")] | Annotated[OpenAIEngineConfig, Tag("openai")],
-    Discriminator(_engine_kind),
-]
-
-
 class JudgeConfig(_Section):
-    engine: JudgeEngine | None = Field(
+    engine: OpenAIEngineConfig | None = Field(
         None,
-        description="The judge model: a local engine (kind vllm/hf) or an OpenAI-compatible endpoint (kind openai). "
-        "Empty: the caller passes an engine (e.g. the policy's own).",
+        description="The judge model behind an OpenAI-compatible endpoint (a hosted model, or `vllm serve` of a "
+        "local one). Empty: the caller passes an engine object (e.g. the policy's own vllm/hf engine).",
     )
     process: ProcessJudgeConfig = Field(default_factory=ProcessJudgeConfig, description="Per-step GOOD/BAD judge.")
     outcome: OutcomeJudgeConfig = Field(default_factory=OutcomeJudgeConfig, description="Final-answer correctness.")
@@ -126,8 +119,39 @@ class JudgeConfig(_Section):
         return {**data, "engine": engine_identity}
 
 
-def engine_identity(cfg: EngineConfig | OpenAIEngineConfig) -> dict[str, Any]:
-    """What makes an engine's outputs what they are (model, weights dtype, adapter), not where or how fast."""
+def engine_identity(cfg: Any) -> dict[str, Any]:
+    """What makes an engine's outputs what they are (model, weights dtype, adapter), not where or how fast.
+
+    Takes an OpenAIEngineConfig or swirl.config.EngineConfig (duck-typed: this module must not import swirl.config,
+    which imports it)."""
     if isinstance(cfg, OpenAIEngineConfig):
         return cfg.identity()
-    return {"kind": cfg.kind, "model": cfg.model, "adapter": cfg.adapter, "dtype": cfg.dtype}
+    return {k: getattr(cfg, k, None) for k in ("kind", "model", "adapter", "dtype")}
+
+
+# ---------------------------------------------------------------------------------- decompose / filter
+class DecomposeConfig(_Section):
+    outcome_source: Literal["rule", "llm"] = Field(
+        "rule",
+        description="Which judged outcome becomes steps.outcome_correct (what outcome filtering uses): rule "
+        "(numeric equality / EM) or llm (the judge's YES/NO grading; needs judge.outcome.llm).",
+    )
+    batch_rows: int = Field(2048, ge=1, description="Trajectories decomposed per batch (one output shard each).")
+
+
+Strategy = Literal["none", "process", "outcome", "process_outcome"]
+
+
+class FilterConfig(_Section):
+    strategy: Strategy = Field(
+        "process",
+        description="Which trajectories to keep: none (all), process (every step judged GOOD), outcome (final "
+        "answer correct), process_outcome (both). The paper finds process best for SWiRL, process_outcome for SFT.",
+    )
+    fixed_count: int | Literal["min"] | None = Field(
+        None,
+        description="Keep this many trajectories per dataset, sampled by seed, the same number for every strategy "
+        "(the paper's protocol). 'min' = the smallest pool over the four strategies. Empty: keep every eligible one.",
+    )
+    seed: int = Field(0, description="Seed of the fixed_count sample.")
+    batch_rows: int = Field(65536, ge=1, description="Step rows rewritten per batch (one output shard each).")

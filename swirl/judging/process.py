@@ -103,7 +103,7 @@ def process_asks(row: Mapping[str, Any], q: Question, math: bool, cfg: JudgeConf
             template,
             question=q.text,
             conversation=render_conversation(msgs[:i], show_system=cfg.process.show_system),
-            last_message=msgs[i]["content"].strip(),
+            last_message=(msgs[i]["content"] or "").strip(),
         )
         asks.append(Ask([{"role": "user", "content": prompt}], GOOD_BAD))
     return asks

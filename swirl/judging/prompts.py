@@ -110,7 +110,7 @@ def render_conversation(messages: Sequence[Message], show_system: bool = False) 
             label, seen_action = "Me", True
         else:
             label = "Result" if seen_action else "User"
-        blocks.append(f"[{label}]\n{m['content'].strip()}")
+        blocks.append(f"[{label}]\n{(m['content'] or '').strip()}")
     return "\n\n".join(blocks) if blocks else "(nothing yet: my last message is the first)"
 
 

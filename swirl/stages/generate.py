@@ -19,6 +19,7 @@ from swirl.protocol import render_prompt
 from swirl.rollout import ChatSegments, RolloutSettings, Tool, rollout, start_trajectories
 from swirl.store import StageRef, Store, stage_version
 from swirl.tables import to_table
+from swirl.tools.config import SearchConfig
 
 STAGE = "generate"
 TABLE = "trajectories"
@@ -49,13 +50,17 @@ def model_fingerprint(model: str, adapter: str | None) -> str:
 
 
 def generate_version(
-    cfg: GenerateConfig, policy: EngineConfig, spec: DatasetSpec, questions: StageRef, corpus: StageRef | None
+    cfg: GenerateConfig, policy: EngineConfig, spec: DatasetSpec, questions: StageRef, corpus: StageRef | None,
+    search: SearchConfig | None = None,
 ) -> str:
     inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
-    if corpus is not None:
-        inputs["corpus"] = corpus.version
     config = {"generate": _stage_config(cfg), "task": task_of(spec), "max_context": policy.max_model_len,
               "engine": policy.kind}
+    if task_of(spec) == "search":  # the index and how results are shown both shape the observations
+        if corpus is None:
+            raise ValueError(f"dataset {spec.name!r} is a search task: generate needs its corpus stage output")
+        inputs["corpus"] = corpus.version
+        config["search"] = (search or SearchConfig()).model_dump(mode="json")
     return stage_version(STAGE, config, inputs, TABLE)
 
 
@@ -74,13 +79,14 @@ def run_generate(
     tools: Mapping[str, Tool],
     corpus: StageRef | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    search: SearchConfig | None = None,
 ) -> StageRef:
     """Generate `samples_per_question` trajectories for every question of `questions`.
 
     `engine` may be a factory, called only when there is work left (a complete output never starts an engine).
     `progress` receives a dict after each shard: done/total trajectories, generated tokens, elapsed seconds.
     """
-    version = generate_version(cfg, policy, spec, questions, corpus)
+    version = generate_version(cfg, policy, spec, questions, corpus, search)
     if store.is_complete(STAGE, version):
         return store.ref(STAGE, version)
     inputs = {"questions": questions.version, **({"corpus": corpus.version} if corpus else {})}

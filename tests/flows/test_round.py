@@ -79,3 +79,10 @@ def test_round_failure_marks_parent_failed(prefect_harness, tmp_path):
     exp = client.get_experiment_by_name("test")
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
     assert runs, "the parent run is marked FAILED"
+
+
+def test_metric_names_are_sanitized():
+    from tasks.tracking import numeric_metrics
+
+    m = numeric_metrics({"dropped": {"level=easy": 3}, "ok": 1.5, "flag": True, "text": "x", "nan": float("nan")}, "ingest/h")
+    assert m == {"ingest/h/dropped/level_easy": 3.0, "ingest/h/ok": 1.5, "ingest/h/flag": 1.0}

@@ -291,10 +291,12 @@ def test_token_id_prompts_and_adapters_are_refused(key_env):
         eng.generate(["x"], Sampling(), adapter="/some/lora")
 
 
-def test_importing_swirl_judging_does_not_import_prefect_or_openai():
+def test_importing_swirl_judging_does_not_import_prefect_openai_or_swirl_config():
+    """Light imports; and no swirl.config, which imports these configs into RunConfig (a cycle otherwise)."""
     code = ("import sys, swirl.engines.openai, swirl.judging, swirl.judging.process, swirl.judging.outcome, "
             "swirl.steps, swirl.stages.judge, swirl.stages.decompose, swirl.stages.filter; "
-            "print(sorted(m for m in ('prefect', 'openai', 'torch', 'transformers') if m in sys.modules))")
+            "print(sorted(m for m in ('prefect', 'openai', 'torch', 'transformers', 'swirl.config') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, out.stderr

@@ -56,13 +56,20 @@ def test_paper_prompt_paraphrases():
     assert "likely to help answer the question" in PROCESS_SEARCH and "calculator" in PROCESS_MATH
 
 
-def test_judge_engine_config_union_and_version_identity():
+class JudgeSection(JudgeConfig):
+    """How swirl.config can also accept a local (vllm/hf) judge engine in YAML: the stage duck-types it."""
+
+    engine: EngineConfig | OpenAIEngineConfig | None = None
+
+
+def test_judge_engine_configs_and_version_identity():
     oa = JudgeConfig.model_validate({"engine": {"kind": "openai", "base_url": "http://a/v1", "model": "judge-1"}})
     assert isinstance(oa.engine, OpenAIEngineConfig)
-    local = JudgeConfig.model_validate({"engine": {"kind": "hf", "model": "/models/tiny"}})
-    assert isinstance(local.engine, EngineConfig)
     with pytest.raises(ValidationError, match="base_url"):
         JudgeConfig.model_validate({"engine": {"kind": "openai", "model": "m"}})
+    local = JudgeSection.model_validate({"engine": {"kind": "hf", "model": "/models/tiny"}})
+    assert isinstance(local.engine, EngineConfig)
+    assert isinstance(JudgeSection.model_validate({"engine": oa.engine.model_dump()}).engine, OpenAIEngineConfig)
     store = Store("memory://swirl-judge-version")
     t = store.write_table("generate", "g", to_table("trajectories", []), "trajectories", {})
     q = store.write_table("ingest", "q", to_table("questions", []), "questions", {})
@@ -72,6 +79,11 @@ def test_judge_engine_config_union_and_version_identity():
     other_model = JudgeConfig.model_validate({"engine": {"kind": "openai", "base_url": "http://a/v1", "model": "j2"}})
     assert judge_version(t, q, oa) != judge_version(t, q, other_model)
     assert judge_version(t, q, oa) != judge_version(t, q, oa.model_copy(update={"max_reasks": 1}))
+    assert judge_version(t, q, local) != judge_version(t, q, local.model_copy(update={"engine": local.engine.model_copy(
+        update={"dtype": "bfloat16"})}))
+    with pytest.raises(ValueError, match="judge.engine is empty and no engine was passed"):
+        judge_version(t, q, JudgeConfig())
+    assert judge_version(t, q, JudgeConfig(), engine=ScriptedEngine()) != judge_version(t, q, oa)
 
 
 def test_conversation_rendering_labels_prompt_actions_and_results():

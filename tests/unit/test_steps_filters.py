@@ -64,10 +64,10 @@ def question(qid: str, dataset: str) -> dict:
     ("<math_exp>48 / 2</math_exp>", "math"),
     ("So the answer is <answer>Paris</answer>", "answer"),
     ("<think>hmm</think><search_query>x</search_query>", "search"),  # unknown tags are ignored
-    ("<answer>Paris</answer> <search_query>more", "answer"),  # first complete tag wins over an incomplete one
-    ("<search_query>a <answer>b</answer>", "answer"),  # the search tag never closes
-    ("<search_query>x</search_query><answer>y</answer>", "invalid"),  # two actions
-    ("<search_query>x</search_query> then <search_query>y</search_query>", "invalid"),
+    ("<answer>Paris</answer> <search_query>more", "answer"),  # first complete tag wins; text after it is ignored
+    ("<search_query>x</search_query><answer>y</answer>", "search"),  # (generation stops at the first close)
+    ("<search_query>a <answer>b</answer>", "invalid"),  # a second action opened before the first one closed
+    ("<answer>a <math_exp>1+1</math_exp> b</answer>", "invalid"),
     ("no tags at all", "invalid"),
     ("<search>x</search>", "invalid"),  # unknown tag only
     ("<answer>   </answer>", "invalid"),  # empty
@@ -77,7 +77,10 @@ def question(qid: str, dataset: str) -> dict:
     ("<answer>multi\nline</answer>", "answer"),
 ])
 def test_action_kind(text, kind):
+    from swirl.protocol import parse_action
+
     assert action_kind(text) == kind
+    assert kind == (parse_action(text).kind if text else "invalid")  # the rollout's own verdict
 
 
 # ---------------------------------------------------------------------------------------- decompose

@@ -17,7 +17,8 @@ N_SHARDS, PER_SHARD = 6, 3
 def _rows(key: str) -> list[dict]:
     return [
         {"trajectory_id": f"{key}-{j}", "step": j, "process_label": "GOOD", "judge_text": "x" * j,
-         "outcome_correct": j % 2 == 0, "judge_model": "m"}
+         "outcome_correct": j % 2 == 0, "judge_model": "m",
+         "outcome_llm": None, "outcome_llm_text": ""}
         for j in range(PER_SHARD)
     ]
 
