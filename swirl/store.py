@@ -63,6 +63,18 @@ class StageRef:
         return f"{self.stage}/{self.version}"
 
 
+def as_refs(refs: StageRef | Iterable[StageRef], table: str, where: str) -> list[StageRef]:
+    """One or several stage outputs of table `table`, sorted; `where` (e.g. "run_judge: `trajectories`") names
+    the argument in the error."""
+    out = [refs] if isinstance(refs, StageRef) else list(refs)
+    if not out:
+        raise ValueError(f"{where} is empty; pass at least one {table} table")
+    bad = [r.short() for r in out if r.table != table]
+    if bad:
+        raise ValueError(f"{where} must be {table} tables; got {bad}")
+    return sorted(out, key=lambda r: r.short())
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 

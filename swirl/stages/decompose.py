@@ -26,7 +26,7 @@ from swirl.steps import (
     shard_columns,
     value_counts,
 )
-from swirl.store import StageRef, Store, stage_version
+from swirl.store import StageRef, Store, as_refs, stage_version
 
 STAGE = "decompose"
 TABLE = "steps"
@@ -34,13 +34,7 @@ Refs = StageRef | Sequence[StageRef]
 
 
 def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
-    out = [refs] if isinstance(refs, StageRef) else list(refs)
-    if not out:
-        raise ValueError(f"run_decompose: `{arg}` is empty; pass at least one {table} table")
-    bad = [r.short() for r in out if r.table != table]
-    if bad:
-        raise ValueError(f"run_decompose: `{arg}` must be {table} tables; got {bad}")
-    return sorted(out, key=lambda r: r.short())
+    return as_refs(refs, table, f"run_decompose: `{arg}`")
 
 
 def _plan(trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig) -> tuple[dict, dict]:

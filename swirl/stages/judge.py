@@ -20,7 +20,7 @@ from swirl.engines.base import Engine
 from swirl.judging.config import JudgeConfig, engine_identity
 from swirl.judging.process import REASK_SEPARATOR, UNKNOWN, Question, judge_shard
 from swirl.steps import iter_batches, read_columns, shard_columns
-from swirl.store import ShardedWriter, StageRef, Store, stage_version
+from swirl.store import ShardedWriter, StageRef, Store, as_refs, stage_version
 from swirl.tables import to_table
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,7 @@ TRAJECTORY_COLUMNS = ("trajectory_id", "question_id", "messages", "action_spans"
 
 
 def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
-    out = [refs] if isinstance(refs, StageRef) else list(refs)
-    if not out:
-        raise ValueError(f"run_judge: `{arg}` is empty; pass at least one {table} table")
-    bad = [r.short() for r in out if r.table != table]
-    if bad:
-        raise ValueError(f"run_judge: `{arg}` must be {table} tables; got {bad}")
-    return sorted(out, key=lambda r: r.short())
+    return as_refs(refs, table, f"run_judge: `{arg}`")
 
 
 def _plan(trajectories: Refs, questions: Refs, cfg: JudgeConfig, engine: Engine | None) -> tuple[dict, dict]:
