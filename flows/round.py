@@ -68,7 +68,7 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
                                               futures[spec.name].state).ref
         corpora, trajectories = {}, {}
         search_sets = [s for s in cfg.generate_datasets() if task_of(s) == "search"]
-        if needed("corpus") and (search_sets or "corpus" in cfg.stages):
+        if needed("corpus"):
             for spec in search_sets:  # the paper searches all articles of the same dataset split
                 state = corpus_task(store.url, spec.name, questions[spec.name], cfg.search, return_state=True)
                 corpora[spec.name] = record(f"corpus/{spec.name}", cfg.search.model_dump(mode="json"), state).ref
@@ -78,17 +78,15 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
                                       corpora.get(spec.name), cfg.search, return_state=True)
                 trajectories[spec.name] = record(f"generate/{spec.name}", {
                     **cfg.generate.model_dump(mode="json"), "policy": cfg.policy.model_dump(mode="json")}, state).ref
-        judge_cfg = cfg.judge_config() if needed("judge") else None
-        for name, trajs in trajectories.items():
-            if judge_cfg is None:
-                break
+        for name, trajs in trajectories.items() if needed("judge") else ():
+            judge_cfg = cfg.judge_config()
             state = judge_task(store.url, name, trajs, questions[name], judge_cfg, return_state=True)
             judgments = record(f"judge/{name}", judge_cfg.model_dump(mode="json"), state).ref
             if not needed("decompose"):
                 continue
             state = decompose_task(store.url, name, trajs, judgments, questions[name], cfg.decompose, return_state=True)
             steps = record(f"decompose/{name}", cfg.decompose.model_dump(mode="json"), state).ref
-            if "filter" in cfg.stages:
+            if needed("filter"):
                 state = filter_task(store.url, name, steps, cfg.filter, return_state=True)
                 record(f"filter/{name}", cfg.filter.model_dump(mode="json"), state)
         summary = {"run": cfg.run.name, "store": store.url, "mlflow_run_id": tr.parent_run_id,
