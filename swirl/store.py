@@ -58,6 +58,7 @@ class StageRef:
     table: str | None
     rows: int
     summary: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0  # when the output was committed (time.time() of the writer)
 
     def short(self) -> str:
         return f"{self.stage}/{self.version}"
@@ -159,7 +160,8 @@ class Store:
 
     def ref(self, stage: str, version: str) -> StageRef:
         m = self._verified_manifest(stage, version, verify=False)
-        return StageRef(stage, version, self.path(stage, version), m.get("table"), m.get("rows", 0), m.get("summary", {}))
+        return StageRef(stage, version, self.path(stage, version), m.get("table"), m.get("rows", 0), m.get("summary", {}),
+                        m.get("created_at", 0.0))
 
     def read(self, stage: str, version: str, verify: bool = True) -> pa.Table:
         """Read a complete stage table; parts are checksummed against the manifest while they are read."""

@@ -8,6 +8,7 @@ skip it, and deleting an output from the store makes the stage run again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,14 @@ class StageResult:
     ref: StageRef
     computed: bool  # False when the store already had this version
     seconds: float
+
+
+def _run_stage(run: Callable[[], StageRef]) -> StageResult:
+    """Run a stage function; it computed its output iff the output was committed after the call started (no
+    second version hash just to ask the store beforehand)."""
+    started, t0 = time.time(), time.perf_counter()
+    ref = run()
+    return StageResult(ref, ref.created_at >= started, time.perf_counter() - t0)
 
 
 def _store_cache_key(stage: str, version_of) -> Any:
@@ -69,20 +78,15 @@ def _ingest_version(inputs: dict[str, Any]) -> str:
 )
 def ingest_task(store_url: str, spec: DatasetSpec) -> StageResult:
     """Read one dataset into a `questions` table (retried only for I/O errors, e.g. a hub download)."""
-    from swirl.stages.ingest import ingest_version, run_ingest
+    from swirl.stages.ingest import run_ingest
 
-    log = get_run_logger()
-    store = Store(store_url)
-    t0 = time.perf_counter()
-    existed = store.is_complete("ingest", ingest_version(spec))
-    ref = run_ingest(store, spec)
-    dt = time.perf_counter() - t0
-    s = ref.summary
-    log.info(
-        "ingest %s -> %s: %d questions (%s read, %s skipped) %s",
-        spec.name, ref.short(), ref.rows, s.get("records"), s.get("skipped"), "[store hit]" if existed else f"in {dt:.1f}s",
+    res = _run_stage(lambda: run_ingest(Store(store_url), spec))
+    ref, s = res.ref, res.ref.summary
+    get_run_logger().info(
+        "ingest %s -> %s: %d questions (%s read, %s skipped) %s", spec.name, ref.short(), ref.rows, s.get("records"),
+        s.get("skipped"), f"in {res.seconds:.1f}s" if res.computed else "[store hit]",
     )
-    return StageResult(ref, not existed, dt)
+    return res
 
 
 def _generate_version(inputs: dict[str, Any]) -> str:
@@ -122,17 +126,12 @@ def _corpus_version(inputs: dict[str, Any]) -> str:
 )
 def corpus_task(store_url: str, name: str, questions: StageRef, search: SearchConfig) -> StageResult:
     """The articles of a dataset split, de-duplicated, with their search index (built once per corpus version)."""
-    from swirl.stages.corpus import corpus_version, run_corpus
+    from swirl.stages.corpus import run_corpus
 
-    log = get_run_logger()
-    store = Store(store_url)
-    t0 = time.perf_counter()
-    existed = store.is_complete("corpus", corpus_version(questions, search))
-    ref = run_corpus(store, questions, search)
-    dt = time.perf_counter() - t0
-    log.info("corpus %s -> %s: %d articles, %s index %s", name, ref.short(), ref.rows, search.retriever,
-             "[store hit]" if existed else f"built in {dt:.1f}s")
-    return StageResult(ref, not existed, dt)
+    res = _run_stage(lambda: run_corpus(Store(store_url), questions, search))
+    get_run_logger().info("corpus %s -> %s: %d articles, %s index %s", name, res.ref.short(), res.ref.rows,
+                          search.retriever, f"built in {res.seconds:.1f}s" if res.computed else "[store hit]")
+    return res
 
 
 @task(
@@ -225,14 +224,11 @@ def _decompose_version(inputs: dict[str, Any]) -> str:
 def decompose_task(store_url: str, name: str, trajectories: StageRef, judgments: StageRef, questions: StageRef,
                    cfg: DecomposeConfig) -> StageResult:
     """One `steps` row per (trajectory, action): a reference to its state, the action, its labels."""
-    from swirl.stages.decompose import decompose_version, run_decompose
+    from swirl.stages.decompose import run_decompose
 
-    store = Store(store_url)
-    t0 = time.perf_counter()
-    existed = store.is_complete("decompose", decompose_version(trajectories, judgments, questions, cfg))
-    ref = run_decompose(store, trajectories, judgments, questions, cfg)
-    get_run_logger().info("decompose %s -> %s: %d steps", name, ref.short(), ref.rows)
-    return StageResult(ref, not existed, time.perf_counter() - t0)
+    res = _run_stage(lambda: run_decompose(Store(store_url), trajectories, judgments, questions, cfg))
+    get_run_logger().info("decompose %s -> %s: %d steps", name, res.ref.short(), res.ref.rows)
+    return res
 
 
 def _filter_version(inputs: dict[str, Any]) -> str:
@@ -245,11 +241,8 @@ def _filter_version(inputs: dict[str, Any]) -> str:
       persist_result=True)
 def filter_task(store_url: str, name: str, steps: StageRef, cfg: FilterConfig) -> StageResult:
     """Mark the steps training keeps (none / process / outcome / process_outcome), with counts per strategy."""
-    from swirl.stages.filter import filter_version, run_filter
+    from swirl.stages.filter import run_filter
 
-    store = Store(store_url)
-    t0 = time.perf_counter()
-    existed = store.is_complete("filter", filter_version(steps, cfg))
-    ref = run_filter(store, steps, cfg)
-    get_run_logger().info("filter %s (%s) -> %s: %s", name, cfg.strategy, ref.short(), ref.summary.get("kept"))
-    return StageResult(ref, not existed, time.perf_counter() - t0)
+    res = _run_stage(lambda: run_filter(Store(store_url), steps, cfg))
+    get_run_logger().info("filter %s (%s) -> %s: %s", name, cfg.strategy, res.ref.short(), res.ref.summary.get("kept"))
+    return res
