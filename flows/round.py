@@ -16,10 +16,20 @@ from prefect.runtime import flow_run
 
 from swirl.config import ALL_STAGES, RunConfig, load_config, with_stages
 from swirl.stages.generate import task_of
+from swirl.stages.train import adapter_path, read_train_log
 from swirl.store import Store
+from swirl.training.data import TrainInput
 from tasks.engines import close_engines
 from tasks.stages import (
-    StageResult, corpus_task, decompose_task, filter_task, generate_task, ingest_task, judge_task, prepare_task,
+    StageResult,
+    corpus_task,
+    decompose_task,
+    filter_task,
+    generate_task,
+    ingest_task,
+    judge_task,
+    prepare_task,
+    train_task,
 )
 from tasks.tracking import default_artifact_root, finish_round, log_stage, start_round
 
@@ -45,10 +55,11 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
         """A stage runs when it is listed or a later listed stage needs its output (a store hit when done)."""
         return any(s in cfg.stages for s in ALL_STAGES[ALL_STAGES.index(stage):])
 
-    def record(name: str, params: dict[str, Any], state: Any) -> StageResult:
+    def record(name: str, params: dict[str, Any], state: Any, history: list[dict[str, Any]] | None = None) -> StageResult:
         res: StageResult = state.result()
         cached = state.name == "Cached" or not res.computed
-        log_stage(tr, res.ref, params, res.seconds, cached, {"prefect.flow_run_id": flow_run_id}, name=name)
+        log_stage(tr, res.ref, params, res.seconds, cached, {"prefect.flow_run_id": flow_run_id}, name=name,
+                  history=history)
         outputs[name] = {"version": res.ref.version, "rows": res.ref.rows, "cached": cached, "path": res.ref.path,
                          "seconds": round(res.seconds, 3)}
         return res
@@ -78,6 +89,7 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
                                       corpora.get(spec.name), cfg.search, return_state=True)
                 trajectories[spec.name] = record(f"generate/{spec.name}", {
                     **cfg.generate.model_dump(mode="json"), "policy": cfg.policy.model_dump(mode="json")}, state).ref
+        train_inputs: list[TrainInput] = []
         for name, trajs in trajectories.items() if needed("judge") else ():
             judge_cfg = cfg.judge_config()
             state = judge_task(store.url, name, trajs, questions[name], judge_cfg, return_state=True)
@@ -88,7 +100,13 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
             steps = record(f"decompose/{name}", cfg.decompose.model_dump(mode="json"), state).ref
             if needed("filter"):
                 state = filter_task(store.url, name, steps, cfg.filter, return_state=True)
-                record(f"filter/{name}", cfg.filter.model_dump(mode="json"), state)
+                kept = record(f"filter/{name}", cfg.filter.model_dump(mode="json"), state).ref
+                train_inputs.append(TrainInput(trajs, kept, questions[name]))
+        if needed("train") and train_inputs:
+            state = train_task(store.url, cfg.train, cfg.policy, train_inputs, cfg.judge_config(), return_state=True)
+            ref = state.result().ref
+            record("train", cfg.train.model_dump(mode="json"), state, history=read_train_log(store, ref))
+            outputs["train"]["adapter"] = adapter_path(ref)
         summary = {"run": cfg.run.name, "store": store.url, "mlflow_run_id": tr.parent_run_id,
                    "mlflow_uri": cfg.run.mlflow_uri, "seconds": round(time.perf_counter() - t0, 2), "stages": outputs}
         finish_round(tr, "FINISHED", summary)

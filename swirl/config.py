@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from swirl.engines.openai import OpenAIEngineConfig
 from swirl.judging.config import DecomposeConfig, FilterConfig, JudgeConfig
 from swirl.tools.config import SearchConfig
+from swirl.training.config import TrainConfig
 
 
 class ConfigError(ValueError):
@@ -219,8 +220,8 @@ class JudgeSection(JudgeConfig):
 
 
 # -------------------------------------------------------------------------------------------- run
-Stage = Literal["prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter"]
-ALL_STAGES: tuple[str, ...] = ("prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter")
+Stage = Literal["prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter", "train"]
+ALL_STAGES: tuple[str, ...] = ("prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter", "train")
 
 
 class RunConfig(_Section):
@@ -233,6 +234,7 @@ class RunConfig(_Section):
     judge: JudgeSection = Field(default_factory=JudgeSection, description="Process (per step) and outcome judging.")
     decompose: DecomposeConfig = Field(default_factory=DecomposeConfig, description="Step-wise decomposition.")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which sub-trajectories training keeps.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA training: objective, optimiser, checkpoints.")
     stages: tuple[Stage, ...] = Field(ALL_STAGES, description="Stages of the round to run, in pipeline order.")
 
     @model_validator(mode="after")
@@ -245,6 +247,16 @@ class RunConfig(_Section):
             raise ValueError("the generate stage needs a policy: add a `policy:` section (model and engine kind)")
         if "judge" in self.stages and self.generate_datasets() and self.judge.engine is None and self.policy is None:
             raise ValueError("the judge stage needs judge.engine or a policy to judge with")
+        if "train" in self.stages and self.generate_datasets():
+            if self.policy is None:
+                raise ValueError("the train stage needs a policy: add a `policy:` section (the base model trained)")
+            if self.train.objective == "swirl" and self.policy.kind == "vllm" and (
+                not self.policy.enable_lora or self.policy.max_lora_rank < self.train.lora.rank
+            ):
+                raise ValueError(
+                    f"train.objective swirl samples from the policy engine with the adapter being trained: set "
+                    f"policy.enable_lora: true and policy.max_lora_rank >= train.lora.rank ({self.train.lora.rank})"
+                )
         return self
 
     def judge_config(self) -> JudgeSection:

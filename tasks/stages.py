@@ -16,8 +16,10 @@ from prefect import get_run_logger, task
 
 from swirl.config import DatasetSpec, EngineConfig, GenerateConfig, JudgeSection, PrepareConfig
 from swirl.judging.config import DecomposeConfig, FilterConfig
-from swirl.tools.config import SearchConfig
 from swirl.store import StageRef, Store
+from swirl.tools.config import SearchConfig
+from swirl.training.config import TrainConfig
+from swirl.training.data import TrainInput
 
 
 @dataclass(frozen=True)
@@ -246,3 +248,46 @@ def filter_task(store_url: str, name: str, steps: StageRef, cfg: FilterConfig) -
     res = _run_stage(lambda: run_filter(Store(store_url), steps, cfg))
     get_run_logger().info("filter %s (%s) -> %s: %s", name, cfg.strategy, res.ref.short(), res.ref.summary.get("kept"))
     return res
+
+
+def _train_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.train import train_version
+
+    return train_version(inputs["cfg"], inputs["policy"], inputs["inputs"], inputs.get("judge"))
+
+
+@task(name="train", task_run_name="train", cache_key_fn=_store_cache_key("train", _train_version), persist_result=True)
+def train_task(store_url: str, cfg: TrainConfig, policy: EngineConfig, inputs: list[TrainInput],
+               judge: JudgeSection | None = None) -> StageResult:
+    """LoRA training on the filtered steps (sft / swirl_offline / swirl); resumes from its latest checkpoint after a
+    crash. Per-step metrics go to the task log and, with the output, to MLflow."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from swirl.judging import make_judge_engine
+    from swirl.stages.train import run_train, train_version
+    from tasks.engines import get_engine
+
+    log = get_run_logger()
+    store = Store(store_url)
+    existed = store.is_complete("train", train_version(cfg, policy, inputs, judge))
+    t0 = time.perf_counter()
+    bar = Progress(TextColumn(f"train {cfg.objective}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    bar_task = bar.add_task("train", total=cfg.max_steps, info="")
+
+    def on_step(m: dict[str, Any]) -> None:
+        shown = {k: m[k] for k in ("loss", "reward_mean", "kl", "grad_norm", "lr", "tokens_per_s") if m.get(k) is not None}
+        info = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        bar.update(bar_task, completed=m["step"], info=info)
+        log.info("train step %d: %s", m["step"], info)
+
+    def judge_engine() -> Any:
+        return get_engine(judge.engine) if isinstance(judge.engine, EngineConfig) else make_judge_engine(judge.engine)
+
+    with bar:
+        ref = run_train(store, cfg, policy, inputs, judge, sampler=lambda: get_engine(policy), judge_engine=judge_engine,
+                        on_step=on_step)
+    dt = time.perf_counter() - t0
+    log.info("train -> %s: %s steps, adapter %s/files/adapter %s", ref.short(), ref.summary.get("steps"), ref.path,
+             "" if not existed else "[store hit]")
+    return StageResult(ref, not existed, dt)

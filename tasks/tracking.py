@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,9 +58,7 @@ def numeric_metrics(summary: Mapping[str, Any], prefix: str) -> dict[str, float]
         name = f"{prefix}/{_METRIC_BAD.sub('_', str(k))}"
         if isinstance(v, Mapping):
             out.update(numeric_metrics(v, name))
-        elif isinstance(v, bool):
-            out[name] = float(v)
-        elif isinstance(v, int | float) and math.isfinite(v):
+        elif isinstance(v, bool) or isinstance(v, int | float) and math.isfinite(v):
             out[name] = float(v)
     return out
 
@@ -95,8 +93,10 @@ def log_stage(
     cached: bool,
     tags: Mapping[str, str] | None = None,
     name: str | None = None,
+    history: list[Mapping[str, Any]] | None = None,
 ) -> str:
-    """A nested run for one stage output: its config, summary metrics, version tags and dataset lineage."""
+    """A nested run for one stage output: its config, summary metrics, version tags and dataset lineage.
+    `history`: per-step metric rows (each with a `step`), logged as metric series `<name>/<metric>` (training curves)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag, Metric
@@ -117,6 +117,11 @@ def log_stage(
     metrics = {**numeric_metrics(ref.summary, prefix), f"{prefix}/rows": float(ref.rows), f"{prefix}/seconds": seconds}
     now = int(time.time() * 1000)
     client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    series = [Metric(f"{prefix}/{_METRIC_BAD.sub('_', str(k))}", float(v), now, int(row["step"]))
+              for row in history or () for k, v in row.items()
+              if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    for i in range(0, len(series), 1000):  # MLflow accepts at most 1000 metrics per batch
+        client.log_batch(rid, metrics=series[i : i + 1000])
     if ref.table:
         import warnings
 
@@ -131,8 +136,11 @@ def log_stage(
     if "://" not in ref.path and os.path.isdir(files):  # reports (Markdown, HTML, plots), not indexes or weights
         for dirpath, _, names in os.walk(files):
             for n in names:
-                if n.endswith((".md", ".html", ".png", ".svg", ".json")):
+                if n.endswith((".md", ".html", ".png", ".svg", ".json")) and os.path.relpath(dirpath, files).split(os.sep)[0] != "adapter":
                     client.log_artifact(rid, os.path.join(dirpath, n), "files")
+        if os.path.isdir(os.path.join(files, "adapter")):  # a trained LoRA adapter: logged whole, loadable with peft
+            client.log_artifacts(rid, os.path.join(files, "adapter"), "adapter")
+            client.set_tag(rid, "swirl.adapter", os.path.join(files, "adapter"))
     client.set_terminated(rid, "FINISHED")
     # The parent run carries every stage's version so one run lists the whole lineage of the round.
     client.set_tag(tr.parent_run_id, f"swirl.version.{name or ref.stage}", ref.version)

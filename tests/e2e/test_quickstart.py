@@ -34,7 +34,17 @@ def test_quickstart_end_to_end(tmp_path):
     ls = _swirl(tmp_path, "store", "ls", "--config", "configs/quickstart.yaml")
     assert ls.returncode == 0
     stages = Counter(line.split("│")[1].strip() for line in ls.stdout.splitlines() if line.startswith("│"))
-    assert stages == {"ingest": 4, "corpus": 1, "generate": 2, "judge": 2, "decompose": 2, "filter": 2}
+    assert stages == {"ingest": 4, "corpus": 1, "generate": 2, "judge": 2, "decompose": 2, "filter": 2, "train": 1}
+    adapters = list((tmp_path / "runs/quickstart/train").glob("*/files/adapter/adapter_model.safetensors"))
+    assert len(adapters) == 1 and "train " in first.stdout
+
+    from mlflow import MlflowClient  # the train stage's nested run has per-step curves and the adapter
+
+    client = MlflowClient("sqlite:///" + str(tmp_path / "runs/quickstart/mlflow.db"))
+    exp = client.get_experiment_by_name("swirl-quickstart")
+    run = next(r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "train")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"adapter", "files"}
 
     show = _swirl(tmp_path, "show", "trajectories", "--config", "configs/quickstart.yaml", "--dataset", "hotpotqa", "-n", "2")
     assert show.returncode == 0 and "2 of 44 trajectories" in show.stdout and "action 1:" in show.stdout

@@ -1,0 +1,90 @@
+"""The objectives (METHOD.md §1.4), as one formula over per-token coefficients.
+
+All three objectives minimise, over an optimizer step's loss tokens t (see `batches.assign_coefficients`):
+
+    loss = - sum_t coef_t * log pi(a_t | s_t)  +  beta * sum_t kl_coef_t * KL_t
+
+- sft:            coef = normaliser                      (weight 1 on every kept action token)
+- swirl_offline:  coef = (reward - baseline) * normaliser   on the logged actions
+- swirl:          coef = (reward - mean reward of the state's m samples) * normaliser   on sampled actions
+                  (REINFORCE with a per-state baseline; its gradient is -advantage * grad log pi)
+
+KL_t is estimated on the trained tokens from d = log pi - log pi_base, pi_base = the policy with its adapter
+disabled (the starting model): k1 = d, k2 = d^2 / 2, k3 = exp(-d) + d - 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from swirl.training.batches import MicroBatch
+
+OBJECTIVES = ("sft", "swirl_offline", "swirl")
+
+
+def lm_parts(model: Any) -> tuple[Any, Any]:
+    """(decoder returning hidden states, lm head) of a transformers causal LM, possibly wrapped by peft."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def token_logprobs(model: Any, mb: MicroBatch) -> torch.Tensor:
+    """log pi(ids[pos] | ids[:pos]) at the micro-batch's loss positions: [N], float32.
+
+    The LM head runs only on the hidden states that predict a loss token (most tokens are prompt and observation),
+    so memory is O(N x vocab), not O(B x T x vocab)."""
+    decoder, head = lm_parts(model)
+    hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state  # [B, T, H]
+    h = hidden[mb.row, mb.pos - 1]  # [N, H]: the state before each loss token
+    logits = head(h).float()  # [N, V]
+    target = mb.input_ids[mb.row, mb.pos]  # [N]
+    return torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1)  # [N]
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_base) on tokens sampled from (or logged under) pi."""
+    d = logp - ref_logp
+    if kind == "k1":
+        return d
+    if kind == "k2":
+        return 0.5 * d * d
+    if kind == "k3":
+        return torch.exp(-d) + d - 1.0
+    raise ValueError(f"unknown KL estimator {kind!r}; choose k1, k2 or k3")
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor  # scalar with grad: this micro-batch's share of the step loss
+    policy: float  # -sum(coef * logp)
+    kl: float  # sum(kl_coef * KL) (the step's mean KL once summed over micro-batches)
+    logp_sum: float  # sum(kl_coef * logp): mean log-prob of the trained tokens over the step
+    drift_sum: float  # sum |logp - sampler logp| (0 without sampler log-probs)
+    drift_max: float
+    tokens: int
+
+
+def micro_batch_loss(model: Any, mb: MicroBatch, beta: float = 0.0, kl_kind: str = "k3") -> LossParts:
+    """This micro-batch's part of the step loss (coefficients are normalised over the whole step, so the step's
+    gradient is the sum of its micro-batches' gradients: gradient accumulation is exact)."""
+    logp = token_logprobs(model, mb)  # [N]
+    policy = -(mb.coef * logp).sum()
+    kl = torch.zeros((), device=logp.device)
+    if beta > 0 or mb.meta.get("measure_kl"):
+        with torch.no_grad(), model.disable_adapter():
+            ref = token_logprobs(model, mb)  # [N]
+        kl = (mb.kl_coef * kl_estimate(logp, ref, kl_kind)).sum()
+    loss = policy + beta * kl if beta > 0 else policy
+    drift = (logp.detach() - mb.sample_logprobs).abs() if mb.sample_logprobs is not None else None
+    return LossParts(
+        loss=loss,
+        policy=float(policy.detach()),
+        kl=float(kl.detach()),
+        logp_sum=float((mb.kl_coef * logp.detach()).sum()),
+        drift_sum=float(drift.sum()) if drift is not None else 0.0,
+        drift_max=float(drift.max()) if drift is not None and drift.numel() else 0.0,
+        tokens=int(logp.numel()),
+    )

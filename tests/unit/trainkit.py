@@ -1,0 +1,65 @@
+"""Training fixtures: a store holding questions, trajectories (token ids laid out exactly as the rollout lays them
+out, with the tiny model's tokenizer and chat template), judgments, and the decompose and filter outputs."""
+
+from __future__ import annotations
+
+import random
+
+from swirl.judging.config import DecomposeConfig, FilterConfig
+from swirl.protocol import MATH_PROMPT
+from swirl.rollout import ChatSegments
+from swirl.stages.decompose import run_decompose
+from swirl.stages.filter import run_filter
+from swirl.store import Store
+from swirl.tables import to_table
+from swirl.training.data import TrainInput
+
+
+def _trajectory(seg: ChatSegments, tid: str, qid: str, question: str, actions: list[str], observations: list[str]) -> dict:
+    messages = [{"role": "user", "content": MATH_PROMPT.format(question=question, max_steps=4)}]
+    ids = seg.prompt_ids(messages)
+    spans = []
+    for i, a in enumerate(actions):
+        a_ids = seg.tok.encode(a, add_special_tokens=False)
+        spans.append({"start": len(ids), "end": len(ids) + len(a_ids)})
+        ids += a_ids
+        messages.append({"role": "assistant", "content": a})
+        if i < len(observations):
+            ids += seg.between_ids(observations[i], action_ended_with_eos=False)
+            messages.append({"role": "user", "content": observations[i]})
+    return {"trajectory_id": tid, "question_id": qid, "sample_idx": int(tid.split("#")[1]), "messages": messages,
+            "token_ids": ids, "action_spans": spans, "action_logprobs": [[0.0] * (s["end"] - s["start"]) for s in spans],
+            "final_answer": actions[-1].split("<answer>")[-1].split("</answer>")[0] if "<answer>" in actions[-1] else "",
+            "stop_reason": "answer", "num_actions": len(actions), "model": "tiny", "adapter": ""}
+
+
+def build_train_store(root: str, model_dir: str, n_questions: int = 24, samples: int = 2, seed: int = 0,
+                      dataset: str = "gsm8k") -> tuple[Store, TrainInput]:
+    """Addition problems answered in two steps (calculate, then answer). One in four trajectories has a BAD first
+    step, so the process filter drops it."""
+    from transformers import AutoTokenizer
+
+    rng = random.Random(seed)
+    seg = ChatSegments(AutoTokenizer.from_pretrained(model_dir))
+    questions, trajs, judged = [], [], []
+    for q in range(n_questions):
+        a, b = rng.randint(2, 60), rng.randint(2, 60)
+        qid = f"{dataset}-{q}"
+        text = f"Tom has {a} apples and buys {b} more. How many apples does he have?"
+        questions.append({"question_id": qid, "dataset": dataset, "split": "train", "question": text,
+                          "answers": [str(a + b)], "level": "", "hops": None, "metadata": "{}"})
+        for k in range(samples):
+            tid = f"{qid}#{k}"
+            acts = [f"I add them. <math_exp>{a} + {b}</math_exp>", f"So the total is <answer>{a + b}</answer>"]
+            trajs.append(_trajectory(seg, tid, qid, text, acts, [f"{a} + {b} -> {a + b}"]))
+            bad = (q * samples + k) % 4 == 3
+            for step, label in enumerate(["BAD" if bad else "GOOD", "GOOD"]):
+                judged.append({"trajectory_id": tid, "step": step, "process_label": label, "judge_text": label,
+                               "outcome_correct": True, "outcome_llm": None, "outcome_llm_text": "", "judge_model": "j"})
+    store = Store(root)
+    qref = store.write_table("ingest", f"q{seed}", to_table("questions", questions), "questions", {})
+    tref = store.write_table("generate", f"g{seed}", to_table("trajectories", trajs), "trajectories", {})
+    jref = store.write_table("judge", f"j{seed}", to_table("judgments", judged), "judgments", {})
+    steps = run_decompose(store, tref, jref, qref, DecomposeConfig())
+    kept = run_filter(store, steps, FilterConfig(strategy="process"))
+    return store, TrainInput(tref, kept, qref)
