@@ -67,7 +67,8 @@ class SwirlSection(_Section):
         None,
         ge=0,
         description="Fail when the trainer's log-prob of a sampled token differs from the sampler's by more than this "
-        "(mean over tokens): a stale adapter or a template mismatch. Empty: only report it as a metric.",
+        "(mean over tokens): a stale adapter or a template mismatch. Empty: only report it as a metric. LoRA dropout "
+        "adds noise to the trainer's log-probs; set a looser limit when lora.dropout > 0.",
     )
 
 

@@ -50,12 +50,10 @@ def train(
     sampler: Any = None,
     reward: Any = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
-    stop_after: int | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter into `out_dir/adapter`; checkpoints go to `out_dir/checkpoints/step-N`.
 
-    `sampler` (an Engine) and `reward` (a RewardModel) are needed by the swirl objective. `stop_after`: return after
-    this many steps of this call (tests of resume; the checkpoint is written first)."""
+    `sampler` (an Engine) and `reward` (a RewardModel) are needed by the swirl objective."""
     import torch
 
     dist = Dist.from_env()
@@ -127,11 +125,8 @@ def train(
         log.append(metrics)
         if on_step and dist.rank == 0:
             on_step(metrics)
-        last = step + 1 == total
-        if (step + 1) % cfg.checkpoint_every == 0 or last or (stop_after and step + 1 - start >= stop_after):
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
             save_checkpoint(out_dir, step + 1, model, opt, sched, log, cfg.keep_checkpoints, dist)
-        if stop_after and step + 1 - start >= stop_after and not last:
-            return result
     if dist.rank == 0:
         save_adapter(model, result.adapter_dir)
     dist.barrier()

@@ -61,8 +61,9 @@ def test_trainer_logprobs_match_vllm_every_step(vllm_engine, states, tiny_model_
                       swirl=SwirlSection(samples_per_state=2, states_per_step=4, max_tokens=16, max_logprob_drift=1e-3))
     res = train(cfg, tiny_model_dir, data, str(tmp_path / "match"), vllm_engine, RuleReward(_reward))
     drifts = [(m["logprob_drift"], m["logprob_drift_max"]) for m in res.log]
+    print("log-prob drift per step (mean, max):", [(f"{a:.1e}", f"{b:.1e}") for a, b in drifts])
     assert len(drifts) == 3
-    assert all(mean < 1e-4 and mx < 1e-3 for mean, mx in drifts), drifts
+    assert all(mean < 2e-5 and mx < 2e-4 for mean, mx in drifts), drifts  # fp32: measured ~1e-6
 
 
 class StaleSampler:
