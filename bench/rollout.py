@@ -5,7 +5,7 @@
 The loop generates `samples` trajectories for each question with the calculator tool, step-synchronously. The
 baseline is one raw vLLM `LLM.generate` call on the first-step prompts that produces the same number of tokens
 (`ignore_eos`, the same per-prompt budget), i.e. what the engine does with no loop around it. A second raw call adds what the
-loop asks of every step (sampled-token logprobs, the action stop strings). The HF engine runs the same loop on
+loop asks of every step (sampled-token logprobs in the same flat format, the action stop strings). The HF engine runs the same loop on
 `--hf-questions` questions (it is much slower). Figures are generated tokens per second of wall time;
 the ratios are measured in the same run. Prints a table and writes bench/results/rollout.json.
 """
@@ -66,6 +66,7 @@ def main() -> None:
 
     eng = VLLMEngine(model, dtype="float32", max_model_len=2048, enable_lora=False, cpu_kvcache_gb=2)
     eng.generate([[1, 2, 3]], Sampling(max_tokens=4))  # warm-up
+    vllm_block_size = eng.llm.llm_engine.vllm_config.cache_config.block_size
     trajs, dt, toks = _loop(eng, qs, args.samples, settings)
     rows.append({"run": "rollout loop (vllm)", "trajectories": len(trajs), "gen_tokens": toks, "seconds": round(dt, 2),
                  "tokens_per_s": round(toks / dt, 1)})
@@ -83,7 +84,7 @@ def main() -> None:
     # The same raw call with what the loop asks of every step: sampled-token logprobs and the action stop strings.
     from swirl.protocol import STOP_STRINGS
 
-    params = [SamplingParams(temperature=1.0, max_tokens=per, ignore_eos=True, seed=i, logprobs=0,
+    params = [SamplingParams(temperature=1.0, max_tokens=per, ignore_eos=True, seed=i, logprobs=0, **eng._flat,
                              stop=list(STOP_STRINGS), include_stop_str_in_output=True) for i in range(len(prompts))]
     t0 = time.perf_counter()
     outs = eng.llm.generate(prompts, params, use_tqdm=False)
@@ -108,6 +109,7 @@ def main() -> None:
         "loop_vllm_vs_hf": round(rows[0]["tokens_per_s"] / rows[3]["tokens_per_s"], 2),
         "settings": vars(args) | {"model": model},
         "cpus": os.cpu_count(),
+        "vllm_block_size": vllm_block_size,
     }
     t = Table(title=f"rollout throughput: {args.questions} questions x {args.samples} samples, <= {args.steps} steps "
                     f"x {args.step_tokens} tokens (tiny model)")

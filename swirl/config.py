@@ -160,6 +160,11 @@ class EngineConfig(_Section):
     cpu_kvcache_gb: float = Field(1.0, gt=0, description="vLLM KV-cache size in GiB on CPU machines.")
     enforce_eager: bool = Field(True, description="Skip CUDA-graph / torch.compile capture (faster start-up).")
     hf_batch_size: int = Field(16, ge=1, description="Prompts per forward batch in the hf engine.")
+    block_size: int | None = Field(
+        None, ge=1, description="vLLM KV-cache block size (prefix caching reuses whole blocks). Empty: 32 on CPU "
+        "machines, vLLM's default on GPUs.",
+    )
+    max_num_seqs: int | None = Field(None, ge=1, description="vLLM's limit on sequences decoded at once. Empty: vLLM's default.")
 
 
 # ---------------------------------------------------------------------------------------- generate

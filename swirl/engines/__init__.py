@@ -29,6 +29,8 @@ def make_engine(cfg: EngineConfig) -> Engine:
             tensor_parallel_size=cfg.tensor_parallel_size,
             cpu_kvcache_gb=cfg.cpu_kvcache_gb,
             enforce_eager=cfg.enforce_eager,
+            block_size=cfg.block_size,
+            max_num_seqs=cfg.max_num_seqs,
         )
     if cfg.kind == "hf":
         from swirl.engines.hf import HFEngine

@@ -133,3 +133,14 @@ def test_many_seeded_long_prompts_do_not_crash_vllm_cpu(vllm_engine):
     prompts = [[{"role": "user", "content": f"question {i} " + "word " * 150}] for i in range(80)]
     res = vllm_engine.generate(prompts, Sampling(temperature=1.0, max_tokens=4), seeds=list(range(80)))
     assert len(res) == 80 and all(len(r.completions[0].token_ids) >= 1 for r in res)
+
+
+def test_sampled_logprobs_from_flat_and_dict_formats():
+    from types import SimpleNamespace
+
+    from swirl.engines.vllm import _sampled_logprobs
+
+    flat = SimpleNamespace(token_ids=[5, 9], logprobs=[-0.5, -1.25])
+    assert _sampled_logprobs(flat, [5, 9]) == [-0.5, -1.25]
+    per_position = [{5: SimpleNamespace(logprob=-0.5), 7: SimpleNamespace(logprob=-3.0)}, {9: SimpleNamespace(logprob=-1.25)}]
+    assert _sampled_logprobs(per_position, [5, 9]) == [-0.5, -1.25]
