@@ -155,10 +155,10 @@ def sample_step(cfg: TrainConfig, data: TrainData, items: list[int], step: int, 
     sampling = Sampling(n=s.samples_per_state, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                         stop=STOP_STRINGS, logprobs=True)
     seeds = [trajectory_seed(cfg.seed, st.key, 0, step) for st in states]
-    results = sampler.generate([st.ids.tolist() for st in states], sampling, adapter=adapter, seeds=seeds)
+    results = sampler.generate([st.ids.tolist() for st in states], sampling, adapter=adapter, seeds=seeds) if states else []
     t1 = time.perf_counter()
     pairs = [(st, c) for st, r in zip(states, results) for c in r.completions]
-    rewards = np.asarray(reward.score([p[0] for p in pairs], [p[1] for p in pairs]), dtype=np.float64)
+    rewards = np.asarray(reward.score([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else [], dtype=np.float64)
     t2 = time.perf_counter()
     seqs: list[Seq] = []
     k = 0
