@@ -264,13 +264,11 @@ def train_task(store_url: str, cfg: TrainConfig, policy: EngineConfig, inputs: l
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from swirl.judging import make_judge_engine
-    from swirl.stages.train import run_train, train_version
+    from swirl.stages.train import run_train
     from tasks.engines import get_engine
 
     log = get_run_logger()
     store = Store(store_url)
-    existed = store.is_complete("train", train_version(cfg, policy, inputs, judge))
-    t0 = time.perf_counter()
     bar = Progress(TextColumn(f"train {cfg.objective}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     bar_task = bar.add_task("train", total=cfg.max_steps, info="")
@@ -285,9 +283,8 @@ def train_task(store_url: str, cfg: TrainConfig, policy: EngineConfig, inputs: l
         return get_engine(judge.engine) if isinstance(judge.engine, EngineConfig) else make_judge_engine(judge.engine)
 
     with bar:
-        ref = run_train(store, cfg, policy, inputs, judge, sampler=lambda: get_engine(policy), judge_engine=judge_engine,
-                        on_step=on_step)
-    dt = time.perf_counter() - t0
-    log.info("train -> %s: %s steps, adapter %s/files/adapter %s", ref.short(), ref.summary.get("steps"), ref.path,
-             "" if not existed else "[store hit]")
-    return StageResult(ref, not existed, dt)
+        res = _run_stage(lambda: run_train(store, cfg, policy, inputs, judge, sampler=lambda: get_engine(policy),
+                                           judge_engine=judge_engine, on_step=on_step))
+    log.info("train -> %s: %s steps, adapter %s/files/adapter %s", res.ref.short(), res.ref.summary.get("steps"),
+             res.ref.path, "" if res.computed else "[store hit]")
+    return res

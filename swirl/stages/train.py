@@ -148,8 +148,10 @@ def build_sampler_and_reward(cfg: TrainConfig, policy: Any, judge: JudgeConfig, 
     return engine, JudgeReward(judge_eng, judge, cfg.swirl.label_rewards)
 
 
-def _train_subprocess(store, cfg, policy, inputs, judge, work, on_step):
-    """Run `python -m swirl.training` (under launch_prefix when set), forwarding its per-step log to on_step."""
+def launch_command(store: Store, cfg: TrainConfig, policy: Any, inputs: Sequence[TrainInput],
+                   judge: JudgeConfig | None, work: str) -> list[str]:
+    """Write `<work>/spec.json` and return the command that trains on it: `python -m swirl.training --spec ...`,
+    or the same module under `launch_prefix` (torchrun, accelerate launch)."""
     spec = {
         "store": store.url,
         "train": cfg.model_dump(mode="json"),
@@ -161,8 +163,13 @@ def _train_subprocess(store, cfg, policy, inputs, judge, work, on_step):
     spec_path = os.path.join(work, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f, indent=1)
+    return [*(cfg.launch_prefix or [sys.executable]), "-m", "swirl.training", "--spec", spec_path]
+
+
+def _train_subprocess(store, cfg, policy, inputs, judge, work, on_step):
+    """Run the subprocess trainer, forwarding its per-step log to on_step."""
+    cmd = launch_command(store, cfg, policy, inputs, judge, work)
     log_path = os.path.join(work, "steps.jsonl")
-    cmd = [*(cfg.launch_prefix or [sys.executable]), "-m", "swirl.training", "--spec", spec_path]
     err_path = os.path.join(work, "stderr.txt")
     seen = 0
     with open(err_path, "wb") as err:

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         tmp = os.path.join(out, "result.json.tmp")
         with open(tmp, "w") as f:
-            json.dump({"log": result.log, "data_summary": data.summary, "steps": result.steps}, f)
+            json.dump({"log": result.log, "data_summary": data.summary}, f)
         os.replace(tmp, os.path.join(out, "result.json"))
     if engine is not None:
         engine.close()

@@ -10,7 +10,7 @@ Training never re-renders text: a state is `token_ids[:state_offset]` of its tra
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,13 +150,3 @@ def load_train_data(store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig
     summary["dropped_too_long"] = too_long
     return data
 
-
-def examples_from_rows(rows: Sequence[Mapping[str, Any]], weights: Mapping[str, Sequence[float]] | None = None) -> list[Example]:
-    """Examples from trajectories rows (all actions kept), for tests and benchmarks."""
-    out = []
-    for g, t in enumerate(rows):
-        spans = [(s["start"], s["end"]) for s in t["action_spans"]]
-        w = list(weights[t["trajectory_id"]]) if weights else [1.0] * len(spans)
-        out.append(Example(t["trajectory_id"], np.asarray(t["token_ids"], dtype=np.int32), spans,
-                           list(range(len(spans))), w, group=g))
-    return out

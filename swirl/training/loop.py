@@ -29,6 +29,7 @@ import numpy as np
 from swirl.training.batches import Seq, assign_coefficients, micro_batches, prefix_shared
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainData
+from swirl.training.losses import micro_batch_loss
 
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
@@ -38,8 +39,6 @@ CHECKPOINTS = "checkpoints"
 class TrainResult:
     adapter_dir: str
     log: list[dict[str, Any]] = field(default_factory=list)
-    steps: int = 0
-    resumed_from: int = 0
 
 
 def train(
@@ -75,7 +74,7 @@ def train(
     start, log = resume(out_dir, model, opt, sched)  # restores the RNG states too
     if start == 0:
         seed_everything(cfg.seed)
-    result = TrainResult(os.path.join(out_dir, ADAPTER), log, total, start)
+    result = TrainResult(os.path.join(out_dir, ADAPTER), log)
 
     for step in range(start, total):
         t_step = time.perf_counter()
@@ -312,12 +311,6 @@ def set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def micro_batch_loss(model: Any, mb: Any, beta: float, kl_kind: str) -> Any:
-    from swirl.training.losses import micro_batch_loss as loss
-
-    return loss(model, mb, beta, kl_kind)
 
 
 @dataclass

@@ -14,7 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 from swirl.engines.base import Completion, Result
-from swirl.stages.train import adapter_path, read_train_log, run_train, train_version, work_dir
+from swirl.stages.train import (
+    adapter_path,
+    launch_command,
+    read_train_log,
+    run_train,
+    train_version,
+    work_dir,
+)
 from swirl.training.config import LoraSection, SwirlSection, TrainConfig
 from swirl.training.data import load_train_data
 from swirl.training.loop import lr_factor, step_items, train
@@ -110,23 +117,6 @@ def test_step_items_cover_each_epoch_once():
     assert step_items(10, 3, 2, seed=5) == step_items(10, 3, 2, seed=5)
 
 
-def _spec_cmd(store, cfg, policy, inputs):
-    """Start the stage's subprocess trainer by hand (so the test can SIGKILL it)."""
-    import json
-    import sys
-
-    version = train_version(cfg, policy, inputs)
-    work = work_dir(store, version)
-    os.makedirs(work, exist_ok=True)
-    spec = {"store": store.url, "train": cfg.model_dump(mode="json"), "policy": policy.model_dump(mode="json"),
-            "judge": None, "out_dir": work,
-            "inputs": [{k: getattr(i, k).short() for k in ("trajectories", "steps", "questions")} for i in inputs]}
-    path = os.path.join(work, "spec.json")
-    with open(path, "w") as f:
-        json.dump(spec, f)
-    return [sys.executable, "-m", "swirl.training", "--spec", path], work
-
-
 def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny_model_dir):
     from swirl.config import EngineConfig
 
@@ -138,7 +128,9 @@ def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny
     for name in ("straight", "killed"):
         store, inp = build_train_store(str(tmp_path / name), tiny_model_dir, n_questions=10, seed=0)
         if name == "killed":
-            cmd, work = _spec_cmd(store, cfg, policy, [inp])
+            work = work_dir(store, train_version(cfg, policy, [inp]))
+            os.makedirs(work)
+            cmd = launch_command(store, cfg, policy, [inp], None, work)  # the stage's own command, started by hand
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             ckpts = os.path.join(work, "checkpoints")
             deadline = time.time() + 240
