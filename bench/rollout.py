@@ -71,27 +71,22 @@ def main() -> None:
     rows.append({"run": "rollout loop (vllm)", "trajectories": len(trajs), "gen_tokens": toks, "seconds": round(dt, 2),
                  "tokens_per_s": round(toks / dt, 1)})
 
-    # Raw baseline: the first-step prompts, one call, the same total number of generated tokens.
-    prompts = [{"prompt_token_ids": t.token_ids[: t.action_spans[0][0]]} for t in trajs]
-    per = max(1, round(toks / len(prompts)))
-    params = [SamplingParams(temperature=1.0, max_tokens=per, ignore_eos=True, seed=i) for i in range(len(prompts))]
-    t0 = time.perf_counter()
-    outs = eng.llm.generate(prompts, params, use_tqdm=False)
-    raw_dt = time.perf_counter() - t0
-    raw_toks = sum(len(o.outputs[0].token_ids) for o in outs)
-    rows.append({"run": "raw LLM.generate (vllm)", "trajectories": len(prompts), "gen_tokens": raw_toks,
-                 "seconds": round(raw_dt, 2), "tokens_per_s": round(raw_toks / raw_dt, 1)})
-    # The same raw call with what the loop asks of every step: sampled-token logprobs and the action stop strings.
+    # Raw baseline: the first-step prompts, one call, the same total number of generated tokens; then the same call
+    # with what the loop asks of every step: sampled-token logprobs (in the engine's format) and the stop strings.
     from swirl.protocol import STOP_STRINGS
 
-    params = [SamplingParams(temperature=1.0, max_tokens=per, ignore_eos=True, seed=i, logprobs=0, **eng._flat,
-                             stop=list(STOP_STRINGS), include_stop_str_in_output=True) for i in range(len(prompts))]
-    t0 = time.perf_counter()
-    outs = eng.llm.generate(prompts, params, use_tqdm=False)
-    fm_dt = time.perf_counter() - t0
-    fm_toks = sum(len(o.outputs[0].token_ids) for o in outs)
-    rows.append({"run": "raw + logprobs + stops (vllm)", "trajectories": len(prompts), "gen_tokens": fm_toks,
-                 "seconds": round(fm_dt, 2), "tokens_per_s": round(fm_toks / fm_dt, 1)})
+    prompts = [{"prompt_token_ids": t.token_ids[: t.action_spans[0][0]]} for t in trajs]
+    per = max(1, round(toks / len(prompts)))
+    features = {"logprobs": 0, **eng._flat, "stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
+    for run, extra in (("raw LLM.generate (vllm)", {}), ("raw + logprobs + stops (vllm)", features)):
+        params = [SamplingParams(temperature=1.0, max_tokens=per, ignore_eos=True, seed=i, **extra)
+                  for i in range(len(prompts))]
+        t0 = time.perf_counter()
+        outs = eng.llm.generate(prompts, params, use_tqdm=False)
+        raw_dt = time.perf_counter() - t0
+        raw_toks = sum(len(o.outputs[0].token_ids) for o in outs)
+        rows.append({"run": run, "trajectories": len(prompts), "gen_tokens": raw_toks, "seconds": round(raw_dt, 2),
+                     "tokens_per_s": round(raw_toks / raw_dt, 1)})
     eng.close()
 
     hf = HFEngine(model, dtype="float32", batch_size=32)
