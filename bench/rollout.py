@@ -1,13 +1,26 @@
-"""Rollout-loop throughput: the multi-step loop vs one raw `LLM.generate` call vs the HF engine, on the tiny model.
+"""Rollout-loop throughput: the multi-step loop vs one raw `LLM.generate` call vs the HF engine.
 
-    python bench/rollout.py [--questions 200] [--samples 5] [--steps 4] [--step-tokens 64] [--hf-questions 20]
+    python bench/rollout.py [--questions 200] [--samples 5] [--steps 4] [--step-tokens 64] [--repeats 2]
+                            [--hf-questions 10] [--hidden 128 --intermediate 256 --layers 2 --heads 2 --kv-heads 2]
+                            [--model PATH --dtype auto]
 
-The loop generates `samples` trajectories for each question with the calculator tool, step-synchronously. The
-baseline is one raw vLLM `LLM.generate` call on the first-step prompts that produces the same number of tokens
-(`ignore_eos`, the same per-prompt budget), i.e. what the engine does with no loop around it. A second raw call adds what the
-loop asks of every step (sampled-token logprobs in the same flat format, the action stop strings). The HF engine runs the same loop on
-`--hf-questions` questions (it is much slower). Figures are generated tokens per second of wall time;
-the ratios are measured in the same run. Prints a table and writes bench/results/rollout.json.
+The loop generates `samples` trajectories per question with the calculator tool, step-synchronously (one engine
+call per step, stop strings, sampled-token log-probs, observations appended). Baselines, on the same engine:
+
+- raw: one `LLM.generate` call on the loop's first-step prompts producing the same number of tokens (`ignore_eos`,
+  the same per-prompt budget): the engine with no loop around it.
+- raw + logprobs + stops: the same call with what the loop asks of every step.
+- engine replaying the loop's steps: for each step, one raw call on exactly the prompts the loop sent at that step
+  (so at the loop's longer contexts; the prompts are already in the prefix cache, so the observations are not
+  prefilled again). loop / replay is what the loop machinery costs; replay / raw is what generating at multi-step
+  contexts costs, whatever the loop.
+
+Every figure is generated tokens per second of wall time, after a warm-up loop on other questions (the first
+calls of a fresh engine run slower), measured `--repeats` times with fresh seeds (nothing generated is reused from
+the prefix cache) in alternating order; the table shows the medians, all ratios come from the same run.
+`mean context` is the average number of tokens before each generated token (decoding cost grows with it).
+The model defaults to the tests' tiny model; the shape options build a wider one (`--heads 8 --kv-heads 2` is
+grouped-query attention, like most current models). Prints a table and writes bench/results/rollout.json.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 
@@ -35,86 +49,161 @@ def _loop(engine, questions, samples, settings):
     return trajs, dt, sum(t.generated_tokens for t in trajs)
 
 
+def _mean_context(spans: list[tuple[int, int]]) -> float:
+    """Average context length over generated tokens: a token at position p is decoded with p tokens before it."""
+    n = sum(b - a for a, b in spans)
+    return sum((a + b - 1) / 2 * (b - a) for a, b in spans) / max(1, n)
+
+
+def _raw(llm, prompts, budget, seed0, extra):
+    from vllm import SamplingParams
+
+    params = [SamplingParams(temperature=1.0, max_tokens=budget, ignore_eos=True, seed=seed0 + i, **extra)
+              for i in range(len(prompts))]
+    t0 = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    dt = time.perf_counter() - t0
+    spans = [(len(p), len(p) + len(o.outputs[0].token_ids)) for p, o in zip(prompts, outs)]
+    return sum(b - a for a, b in spans), dt, spans
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--step-tokens", type=int, default=64)
-    ap.add_argument("--hf-questions", type=int, default=20)
-    ap.add_argument("--model", default="")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--hf-questions", type=int, default=10, help="0 skips the HF engine")
+    ap.add_argument("--model", default="", help="a model folder; default: build the tiny model with the shape below")
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--intermediate", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--max-num-seqs", type=int, default=None)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "rollout.json"))
     args = ap.parse_args()
 
     from rich.console import Console
     from rich.table import Table
-    from vllm import SamplingParams
 
     from swirl.data.synthetic import gsm8k_records
-    from swirl.engines.base import Sampling
     from swirl.engines.hf import HFEngine
     from swirl.engines.vllm import VLLMEngine
     from swirl.models.tiny import build_tiny_model
+    from swirl.protocol import STOP_STRINGS
     from swirl.rollout import RolloutSettings
 
-    model = args.model or build_tiny_model(os.path.join(tempfile.gettempdir(), "swirl-bench-tiny"))
-    qs = [{"question_id": f"q{i}", "question": r["question"], "task": "math"}
-          for i, r in enumerate(gsm8k_records(args.questions, seed=3))]
-    settings = RolloutSettings(max_steps=args.steps, max_tokens_per_step=args.step_tokens, max_context=2048,
-                               temperature=1.0, seed=0)
-    rows = []
+    shape = {"hidden_size": args.hidden, "intermediate_size": args.intermediate, "num_layers": args.layers,
+             "num_heads": args.heads, "num_kv_heads": args.kv_heads}
+    if args.model:
+        model = args.model
+    else:
+        tiny = shape == {"hidden_size": 128, "intermediate_size": 256, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2}
+        name = "swirl-bench-tiny" + ("" if tiny else "-" + "-".join(str(v) for v in shape.values()))
+        model = build_tiny_model(os.path.join(tempfile.gettempdir(), name), **shape)
+    warm_n = max(20, args.questions // 5)
+    recs = gsm8k_records(args.questions + warm_n, seed=3)
+    qs = [{"question_id": f"q{i}", "question": r["question"], "task": "math"} for i, r in enumerate(recs)]
+    qs, warm_qs = qs[: args.questions], qs[args.questions:]
 
-    eng = VLLMEngine(model, dtype="float32", max_model_len=2048, enable_lora=False, cpu_kvcache_gb=2)
-    eng.generate([[1, 2, 3]], Sampling(max_tokens=4))  # warm-up
+    def settings(seed: int) -> RolloutSettings:
+        return RolloutSettings(max_steps=args.steps, max_tokens_per_step=args.step_tokens, max_context=2048,
+                               temperature=1.0, seed=seed)
+
+    eng = VLLMEngine(model, dtype=args.dtype, max_model_len=2048, enable_lora=False, cpu_kvcache_gb=2,
+                     max_num_seqs=args.max_num_seqs)
     vllm_block_size = eng.llm.llm_engine.vllm_config.cache_config.block_size
-    trajs, dt, toks = _loop(eng, qs, args.samples, settings)
-    rows.append({"run": "rollout loop (vllm)", "trajectories": len(trajs), "gen_tokens": toks, "seconds": round(dt, 2),
-                 "tokens_per_s": round(toks / dt, 1)})
+    t0 = time.perf_counter()
+    _loop(eng, warm_qs, args.samples, settings(10_000))  # warm-up: every batch shape, on other questions
+    warm_s = time.perf_counter() - t0
 
-    # Raw baseline: the first-step prompts, one call, the same total number of generated tokens; then the same call
-    # with what the loop asks of every step: sampled-token logprobs (in the engine's format) and the stop strings.
-    from swirl.protocol import STOP_STRINGS
-
-    prompts = [{"prompt_token_ids": t.token_ids[: t.action_spans[0][0]]} for t in trajs]
-    per = max(1, round(toks / len(prompts)))
     features = {"logprobs": 0, **eng._flat, "stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
-    for run, extra in (("raw LLM.generate (vllm)", {}), ("raw + logprobs + stops (vllm)", features)):
-        params = [SamplingParams(temperature=1.0, max_tokens=per, ignore_eos=True, seed=i, **extra)
-                  for i in range(len(prompts))]
-        t0 = time.perf_counter()
-        outs = eng.llm.generate(prompts, params, use_tqdm=False)
-        raw_dt = time.perf_counter() - t0
-        raw_toks = sum(len(o.outputs[0].token_ids) for o in outs)
-        rows.append({"run": run, "trajectories": len(prompts), "gen_tokens": raw_toks, "seconds": round(raw_dt, 2),
-                     "tokens_per_s": round(raw_toks / raw_dt, 1)})
+    runs: dict[str, list[tuple[int, float, float]]] = {}  # run -> [(tokens, seconds, mean context)]
+
+    def record(run: str, toks: int, dt: float, ctx: float) -> None:
+        runs.setdefault(run, []).append((toks, dt, ctx))
+
+    for rep in range(args.repeats):
+        seed = 1 + rep  # fresh seeds: nothing generated is reused from the prefix cache across repeats
+        order = ("loop", "raw") if rep % 2 == 0 else ("raw", "loop")
+        first_prompts = None
+        for what in order:
+            if what == "loop":
+                trajs, dt, toks = _loop(eng, qs, args.samples, settings(seed))
+                record("rollout loop (vllm)", toks, dt, _mean_context([s for t in trajs for s in t.action_spans]))
+                # The engine on exactly the prompts the loop sent, one call per step.
+                rt, rdt, rspans = 0, 0.0, []
+                for k in range(args.steps):
+                    prompts = [t.token_ids[: t.action_spans[k][0]] for t in trajs if len(t.action_spans) > k]
+                    if not prompts:
+                        break
+                    n, d, sp = _raw(eng.llm, prompts, args.step_tokens, 2_000_000 * seed + 100_000 * k,
+                                    {"logprobs": 0, **eng._flat})
+                    rt, rdt, rspans = rt + n, rdt + d, rspans + sp
+                record("engine replaying the loop's steps", rt, rdt, _mean_context(rspans))
+                first_prompts = [t.token_ids[: t.action_spans[0][0]] for t in trajs]
+                per = max(1, round(toks / len(trajs)))
+            else:
+                if first_prompts is None:  # raw first: the loop's first-step prompts are the rendered prompts
+                    from swirl.protocol import MATH_PROMPT, render_prompt
+                    from swirl.rollout import ChatSegments
+
+                    seg = ChatSegments(eng.tokenizer)
+                    base = [seg.prompt_ids([{"role": "user", "content": render_prompt(
+                        MATH_PROMPT, q["question"], args.steps)}]) for q in qs]
+                    first_prompts = [p for p in base for _ in range(args.samples)]
+                    prev = runs.get("rollout loop (vllm)")
+                    per = round(prev[-1][0] / len(first_prompts)) if prev else args.steps * args.step_tokens
+                for run, extra in (("raw LLM.generate (vllm)", {}), ("raw + logprobs + stops (vllm)", features)):
+                    n, d, sp = _raw(eng.llm, first_prompts, per, 1_000_000 * seed, extra)
+                    record(run, n, d, _mean_context(sp))
     eng.close()
 
-    hf = HFEngine(model, dtype="float32", batch_size=32)
-    htrajs, hdt, htoks = _loop(hf, qs[: args.hf_questions], args.samples, settings)
-    rows.append({"run": "rollout loop (hf)", "trajectories": len(htrajs), "gen_tokens": htoks, "seconds": round(hdt, 2),
-                 "tokens_per_s": round(htoks / hdt, 1)})
+    if args.hf_questions:
+        hf = HFEngine(model, dtype=args.dtype, batch_size=32)
+        htrajs, hdt, htoks = _loop(hf, qs[: args.hf_questions], args.samples, settings(1))
+        record("rollout loop (hf)", htoks, hdt, _mean_context([s for t in htrajs for s in t.action_spans]))
 
-    raw_rate = rows[1]["tokens_per_s"]
+    rows = []
+    for run, ms in runs.items():
+        rates = [t / d for t, d, _ in ms]
+        rows.append({"run": run, "gen_tokens": ms[-1][0], "mean_context": round(statistics.mean(c for _, _, c in ms)),
+                     "seconds": round(statistics.median(d for _, d, _ in ms), 2),
+                     "tokens_per_s": round(statistics.median(rates), 1),
+                     "tokens_per_s_each": [round(r, 1) for r in rates]})
+    rate = {r["run"]: r["tokens_per_s"] for r in rows}
+    raw_rate = rate["raw LLM.generate (vllm)"]
     for r in rows:
-        r["vs_raw_vllm"] = round(r["tokens_per_s"] / raw_rate, 3)
+        r["vs_raw"] = round(r["tokens_per_s"] / raw_rate, 3)
+    loop = rate["rollout loop (vllm)"]
     result = {
         "rows": rows,
-        "loop_vs_raw": rows[0]["vs_raw_vllm"],
-        "loop_vs_raw_with_logprobs_and_stops": round(rows[0]["tokens_per_s"] / rows[2]["tokens_per_s"], 3),
-        "loop_vllm_vs_hf": round(rows[0]["tokens_per_s"] / rows[3]["tokens_per_s"], 2),
+        "loop_vs_raw": round(loop / raw_rate, 3),
+        "loop_vs_raw_with_logprobs_and_stops": round(loop / rate["raw + logprobs + stops (vllm)"], 3),
+        "loop_vs_replay": round(loop / rate["engine replaying the loop's steps"], 3),
+        "replay_vs_raw": round(rate["engine replaying the loop's steps"] / raw_rate, 3),
+        "loop_vllm_vs_hf": round(loop / rate["rollout loop (hf)"], 2) if "rollout loop (hf)" in rate else None,
+        "warmup_s": round(warm_s, 1),
         "settings": vars(args) | {"model": model},
         "cpus": os.cpu_count(),
         "vllm_block_size": vllm_block_size,
     }
     t = Table(title=f"rollout throughput: {args.questions} questions x {args.samples} samples, <= {args.steps} steps "
-                    f"x {args.step_tokens} tokens (tiny model)")
-    for k in rows[0]:
-        t.add_column(k, justify="right")
+                    f"x {args.step_tokens} tokens, median of {args.repeats}")
+    cols = ["run", "gen_tokens", "mean_context", "seconds", "tokens_per_s", "vs_raw"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "run" else "right")
     for r in rows:
-        t.add_row(*(str(v) for v in r.values()))
-    Console().print(t)
-    Console().print(f"loop / raw = {result['loop_vs_raw']} (target >= 0.8); loop / raw with logprobs+stops = "
-                    f"{result['loop_vs_raw_with_logprobs_and_stops']}; loop vLLM / loop HF = {result['loop_vllm_vs_hf']}")
+        t.add_row(*(str(r[c]) for c in cols))
+    con = Console(width=120)
+    con.print(t)
+    con.print(f"loop / raw = {result['loop_vs_raw']} (target >= 0.8); loop / raw with logprobs+stops = "
+              f"{result['loop_vs_raw_with_logprobs_and_stops']}; loop / engine replaying its steps = "
+              f"{result['loop_vs_replay']}; replay / raw = {result['replay_vs_raw']}; loop vLLM / loop HF = "
+              f"{result['loop_vllm_vs_hf']}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

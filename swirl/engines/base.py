@@ -61,6 +61,9 @@ class Engine(Protocol):
     name: str
     model: str
     tokenizer: Any
+    # Context limit in tokens (prompt + generated), or None when the engine does not know one. A prompt of this
+    # many tokens or more cannot be run; callers check with `too_long` and skip it instead of failing a batch.
+    max_context: int | None
 
     def generate(
         self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
@@ -86,6 +89,13 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
         text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         return list(tokenizer.encode(text, add_special_tokens=False))
     raise TypeError("a prompt is a string, a list of token ids, or a list of {'role', 'content'} messages")
+
+
+def too_long(engine: Any, prompt_len: int) -> bool:
+    """Whether a prompt of `prompt_len` tokens leaves the engine no room to generate (vLLM rejects such a prompt,
+    and with it the whole batch). Engines with no known limit accept everything."""
+    limit = getattr(engine, "max_context", None)
+    return limit is not None and prompt_len >= limit
 
 
 def adapter_key(path: str) -> str:

@@ -22,6 +22,7 @@ class HFEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = model
+        self.max_context: int | None = None  # transformers runs any length (past the trained positions, badly)
         self.batch_size = batch_size
         self.seed = seed
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

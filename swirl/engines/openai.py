@@ -79,6 +79,11 @@ class OpenAIEngineConfig(BaseModel):
         description="Request field that carries Sampling.max_tokens: max_tokens (vLLM, most servers) or "
         "max_completion_tokens (newer OpenAI models).",
     )
+    max_context: int | None = Field(
+        None, ge=2,
+        description="The served model's context limit in tokens, if known. With a tokenizer, prompts at or over it "
+        "are skipped by the callers (the judge records UNKNOWN) instead of failing on the server.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -149,8 +154,10 @@ class OpenAIEngine:
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
         max_tokens_param: str = "max_tokens",
+        max_context: int | None = None,
     ):
         self.model = model
+        self.max_context = max_context
         self.base_url = base_url
         self._key_env, self._key_secret = api_key_env, api_key_secret
         if isinstance(tokenizer, str):
@@ -176,6 +183,7 @@ class OpenAIEngine:
             cfg.model, cfg.base_url, api_key_env=cfg.api_key_env, api_key_secret=cfg.api_key_secret,
             tokenizer=cfg.tokenizer, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
             backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s, max_tokens_param=cfg.max_tokens_param,
+            max_context=cfg.max_context,
         )
 
     # ------------------------------------------------------------------------------------- plumbing

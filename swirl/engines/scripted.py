@@ -16,8 +16,10 @@ from swirl.engines.base import Completion, Prompt, Result, Sampling, encode_prom
 class ScriptedEngine:
     name = "scripted"
 
-    def __init__(self, tokenizer: Any, script: Callable[[str, int | None], str], model: str = "scripted"):
+    def __init__(self, tokenizer: Any, script: Callable[[str, int | None], str], model: str = "scripted",
+                 max_context: int | None = None):
         self.tokenizer, self.script, self.model = tokenizer, script, model
+        self.max_context = max_context  # when set, an over-long prompt raises, as vLLM does
         self.calls: list[int] = []  # prompts per generate call (to check step-synchronous batching)
         self.produced: list[list[int]] = []  # every completion's ids, in order
 
@@ -26,7 +28,12 @@ class ScriptedEngine:
     ) -> list[Result]:
         self.calls.append(len(prompts))
         out = []
-        for ids, seed in zip([encode_prompt(self.tokenizer, p) for p in prompts], prompt_seeds(sampling, len(prompts), seeds)):
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        for ids in encoded:
+            if self.max_context is not None and len(ids) >= self.max_context:
+                raise ValueError(f"prompt of {len(ids)} tokens is longer than the maximum model length "
+                                 f"{self.max_context}")
+        for ids, seed in zip(encoded, prompt_seeds(sampling, len(prompts), seeds)):
             comps = []
             for k in range(sampling.n):
                 text = self.script(self.tokenizer.decode(ids), None if seed is None else seed + k)

@@ -77,6 +77,7 @@ class VLLMEngine:
             kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
         self.model = model
         self.enable_lora = enable_lora
+        self.max_context = max_model_len
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._lora_ids: dict[str, int] = {}  # adapter_key -> LoRA int id (a new id whenever the files change)

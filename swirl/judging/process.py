@@ -5,6 +5,8 @@ Every question of a shard (all steps of all its trajectories, plus one outcome q
 grading is on) goes to the engine in one `generate` call, so a local engine batches them and the HTTP engine runs
 them concurrently. A reply without a verdict is re-asked (the reply stays in the conversation, followed by the
 re-ask prompt) at most `max_reasks` times; then the label is UNKNOWN, counted, and never treated as GOOD.
+A question whose prompt does not fit the judge's context (`engine.max_context`) is not sent, so that it cannot
+fail the batch: its label is UNKNOWN and its judge text says why (`TOO_LONG`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from swirl.engines.base import Engine, Message, Sampling
+from swirl.engines.base import Engine, Message, Sampling, encode_prompt, too_long
 from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig
 from swirl.judging.prompts import GOOD_BAD, YES_NO, fill, parse_verdict, render_conversation
 
 UNKNOWN = "UNKNOWN"
+TOO_LONG = "[not asked: the prompt does not fit the judge's context]"
 REASK_SEPARATOR = "\n\n[re-ask]\n\n"  # between the replies of one question in judge_text / outcome_llm_text
 
 
@@ -60,6 +63,7 @@ def ask_all(engine: Engine, asks: Sequence[Ask], cfg: JudgeConfig) -> None:
     """Ask every question, in one engine call per round; re-ask the ones without a verdict (bounded)."""
     pending = [a for a in asks if a.verdict is None]
     for attempt in range(cfg.max_reasks + 1):
+        pending = [a for a in pending if _fits(engine, a, cfg)]
         if not pending:
             return
         sampling = Sampling(
@@ -76,6 +80,20 @@ def ask_all(engine: Engine, asks: Sequence[Ask], cfg: JudgeConfig) -> None:
             if a.verdict is None:
                 still.append(a)
         pending = still
+
+
+def _fits(engine: Engine, a: Ask, cfg: JudgeConfig) -> bool:
+    """False (and the ask marked TOO_LONG) when its prompt leaves the judge no room; True when unknown."""
+    if getattr(engine, "max_context", None) is None or getattr(engine, "tokenizer", None) is None:
+        return True
+    try:
+        n = len(encode_prompt(engine.tokenizer, a.conversation(cfg.reask_template)))
+    except Exception:  # noqa: BLE001 - no chat template etc.: let the engine decide
+        return True
+    if not too_long(engine, n):
+        return True
+    a.replies.append(f"{TOO_LONG} ({n} tokens, context {engine.max_context})")
+    return False
 
 
 def action_indices(row: Mapping[str, Any]) -> list[int]:

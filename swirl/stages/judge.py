@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from swirl.engines.base import Engine
 from swirl.judging.config import JudgeConfig, engine_identity
-from swirl.judging.process import REASK_SEPARATOR, UNKNOWN, Question, judge_shard
+from swirl.judging.process import REASK_SEPARATOR, TOO_LONG, UNKNOWN, Question, judge_shard
 from swirl.steps import iter_batches, read_columns, shard_columns
 from swirl.store import ShardedWriter, StageRef, Store, as_refs, stage_version
 from swirl.tables import to_table
@@ -161,6 +161,7 @@ def summarize(writer: ShardedWriter) -> dict[str, Any]:
         "unknown": unknown,
         "good_rate": round(good / n, 4) if n else None,
         "unknown_rate": round(unknown / n, 4) if n else None,
+        "too_long": int(pc.sum(pc.count_substring(t.column("judge_text"), TOO_LONG)).as_py() or 0),
         "process_reasks": int(pc.sum(pc.count_substring(t.column("judge_text"), REASK_SEPARATOR)).as_py() or 0),
         "outcome_llm_reasks": int(
             pc.sum(pc.count_substring(first.column("outcome_llm_text"), REASK_SEPARATOR)).as_py() or 0

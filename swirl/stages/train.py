@@ -94,6 +94,8 @@ def run_train(
     last = log[-1] if log else {}
     summary = {**data_summary, "steps": len(log), "objective": cfg.objective, "seconds": round(time.perf_counter() - t0, 2),
                **{f"final_{k}": last[k] for k in ("loss", "kl", "reward_mean", "logp_mean") if last.get(k) is not None}}
+    if cfg.objective == "swirl":  # states skipped because they leave the sampler no room to generate
+        summary["states_too_long"] = int(sum(r.get("states_too_long", 0) for r in log))
     rows = [{c: r.get(c) for c in LOG_COLUMNS} for r in log]
     writer = store.sharded(STAGE, version, TABLE, config, ins)
     if not writer.done_keys():

@@ -149,7 +149,12 @@ def sample_step(cfg: TrainConfig, data: TrainData, items: list[int], step: int, 
             shutil.rmtree(os.path.join(os.path.dirname(adapter), old), ignore_errors=True)
     dist.barrier()
     s = cfg.swirl
+    from swirl.engines.base import too_long
+
     mine = items[dist.rank :: dist.world]
+    # A state with no room left in the sampler's context is skipped (vLLM would fail the whole batch on it).
+    skipped = sum(too_long(sampler, len(data.states[i].ids)) for i in mine)
+    mine = [i for i in mine if not too_long(sampler, len(data.states[i].ids))]
     states = [data.states[i] for i in mine]
     sampling = Sampling(n=s.samples_per_state, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                         stop=STOP_STRINGS, logprobs=True)
@@ -174,9 +179,10 @@ def sample_step(cfg: TrainConfig, data: TrainData, items: list[int], step: int, 
                             np.full(n, key, dtype=np.int64), np.full(n, float(a)),
                             np.asarray(c.logprobs, dtype=np.float32) if c.logprobs is not None else None))
         k += len(r.completions)
-    seqs, stats = dist.gather_seqs(seqs, [float(rewards.sum()), float(len(rewards)), float((rewards > 0).sum())])
+    seqs, stats = dist.gather_seqs(seqs, [float(rewards.sum()), float(len(rewards)), float((rewards > 0).sum()),
+                                          float(skipped)])
     return seqs, {"reward_mean": stats[0] / max(stats[1], 1), "reward_positive": stats[2] / max(stats[1], 1),
-                  "sample_seconds": t1 - t0, "reward_seconds": t2 - t1}
+                  "states_too_long": stats[3], "sample_seconds": t1 - t0, "reward_seconds": t2 - t1}
 
 
 # ------------------------------------------------------------------------------------------ helpers

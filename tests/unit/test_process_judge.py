@@ -12,7 +12,7 @@ from swirl.config import EngineConfig
 from swirl.engines.base import Completion, Result
 from swirl.engines.openai import OpenAIEngineConfig, OpenAIEngineError
 from swirl.judging.config import JudgeConfig, ProcessJudgeConfig
-from swirl.judging.process import REASK_SEPARATOR, Question, judge_shard
+from swirl.judging.process import REASK_SEPARATOR, TOO_LONG, UNKNOWN, Question, judge_shard
 from swirl.judging.prompts import GOOD_BAD, PROCESS_MATH, PROCESS_SEARCH, parse_verdict, render_conversation
 from swirl.stages.judge import judge_version, run_judge
 from swirl.store import Store
@@ -174,6 +174,49 @@ def test_unparseable_replies_are_reasked_then_unknown_never_good():
     assert reask[1]["content"] == "Let me think about this step..." and "GOOD or BAD" in reask[2]["content"]
     none = judge_shard(rows, QUESTIONS, ScriptedEngine(), JudgeConfig(max_reasks=0))
     assert [r["process_label"] for r in none] == ["UNKNOWN", "UNKNOWN", "GOOD"]
+
+
+class WordTokenizer:
+    """Counts words: enough to measure prompts against a context limit."""
+
+    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False):
+        return "\n".join(m["content"] for m in messages)
+
+    def encode(self, text, add_special_tokens=False):
+        return list(range(len(text.split())))
+
+
+class LimitedEngine(ScriptedEngine):
+    """A judge with a context limit that, like vLLM, fails the whole batch on one prompt over it."""
+
+    tokenizer = WordTokenizer()
+
+    def __init__(self, limit: int, advertised: bool = True):
+        super().__init__()
+        self.limit = limit
+        self.max_context = limit if advertised else None
+
+    def generate(self, prompts, sampling, adapter=None):
+        for p in prompts:
+            n = len(self.tokenizer.encode(self.tokenizer.apply_chat_template(p)))
+            if n >= self.limit:
+                raise ValueError(f"prompt of {n} tokens is longer than the maximum model length {self.limit}")
+        return super().generate(prompts, sampling, adapter)
+
+
+def test_prompts_over_the_judge_context_are_skipped_not_fatal():
+    long_action = "<search_query>" + "word " * 400 + "[good]</search_query>"
+    rows = [traj("t1", "q1", ["<search_query>a [good]</search_query>", "<answer>Paris [good]</answer>"], final="Paris"),
+            traj("t2", "q1", [long_action, "<answer>Paris [good]</answer>"], final="Paris")]
+    with pytest.raises(ValueError, match="maximum model length"):  # what the check prevents
+        judge_shard(rows, QUESTIONS, LimitedEngine(300, advertised=False), JudgeConfig())
+    eng = LimitedEngine(300)
+    out = judge_shard(rows, QUESTIONS, eng, JudgeConfig())
+    assert [(r["trajectory_id"], r["process_label"]) for r in out] == [
+        ("t1", "GOOD"), ("t1", "GOOD"), ("t2", UNKNOWN), ("t2", UNKNOWN)]  # t2's step 1 shows step 0 as context
+    assert all(r["judge_text"].startswith(TOO_LONG) for r in out[2:]) and "context 300" in out[2]["judge_text"]
+    assert len(eng.calls) == 1 and len(eng.calls[0]) == 2  # only the prompts that fit were sent, once
+    assert [r["process_label"] for r in judge_shard(rows, QUESTIONS, LimitedEngine(10_000), JudgeConfig())] == ["GOOD"] * 4
 
 
 def test_llm_outcome_grading_alongside_the_rule():

@@ -175,12 +175,17 @@ class EchoEngine:
 
     name, model = "echo", "echo"
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, max_context=None):
         self.tokenizer = tokenizer
         self.adapters = []
+        self.max_context = max_context
+        self.longest = 0
 
     def generate(self, prompts, sampling, adapter=None, seeds=None):
         self.adapters.append(adapter)
+        self.longest = max([self.longest, *map(len, prompts)])
+        if self.max_context is not None and self.longest >= self.max_context:
+            raise ValueError(f"prompt of {self.longest} tokens: over the maximum model length {self.max_context}")
         out = []
         for p, s in zip(prompts, seeds):
             rng = np.random.default_rng(s)
@@ -207,6 +212,22 @@ def test_swirl_step_samples_with_the_current_adapter(stores, tiny_model_dir, tmp
     assert len(eng.adapters) == 3 and len(set(eng.adapters)) == 3  # a fresh adapter folder every step
     assert all(0.0 <= m["reward_mean"] <= 1.0 for m in res.log) and all(m["kl"] >= 0 for m in res.log)
     assert "logprob_drift" not in res.log[0]  # the echo engine reports no log-probs
+
+
+def test_swirl_skips_states_with_no_room_in_the_sampler_context(stores, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    (store, inp), _ = stores
+    cfg = TrainConfig(objective="swirl", swirl=SwirlSection(samples_per_state=2, states_per_step=8, max_tokens=16),
+                      max_steps=2, learning_rate=1e-3, lora=LoraSection(rank=4))
+    data = load_train_data(store, [inp], cfg)
+    lengths = sorted(len(st.ids) for st in data.states)
+    limit = lengths[len(lengths) // 2]  # about half the states do not fit
+    eng = EchoEngine(AutoTokenizer.from_pretrained(tiny_model_dir), max_context=limit)
+    reward = RuleReward(lambda state, action: 1.0 if "7" in action.text else 0.0)
+    res = train(cfg, tiny_model_dir, data, str(tmp_path / "sw"), eng, reward)
+    assert len(res.log) == 2 and 0 < eng.longest < limit
+    assert sum(m["states_too_long"] for m in res.log) > 0
 
 
 def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_model_dir):
