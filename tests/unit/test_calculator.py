@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 import sympy
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from swirl.tools.calculator import DEFAULT_LIMITS, CalcError, calculate, evaluate, format_value
@@ -235,6 +235,10 @@ def _reference_format_exact(v: Fraction) -> str:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(st.recursive(_literal(), _extend, max_leaves=8))
+@example(case=(  # longer than the 80-character echo
+    "(((100) + (100000)) + ((100000) ** -1)) + (((9728) ** -1) - ((1000) + (1000000)))",
+    ("op", "+", ("op", "+", ("op", "+", Fraction(100), Fraction(100000)), ("pow", Fraction(100000), -1)),
+     ("op", "-", ("pow", Fraction(9728), -1), ("op", "+", Fraction(1000), Fraction(1000000))))))
 def test_agrees_with_fraction_arithmetic(case) -> None:
     text, tree = case
     assume(len(text) <= 200)
@@ -247,5 +251,6 @@ def test_agrees_with_fraction_arithmetic(case) -> None:
         return
     got = evaluate(text, slack)
     assert got == sympy.Rational(want.numerator, want.denominator), text
-    assert calculate(text, slack) == f"{text} -> {_reference_format(want)}"
+    echo = text if len(text) <= 80 else text[:77] + "..."  # the documented echo: cut to 80 characters
+    assert calculate(text, slack) == f"{echo} -> {_reference_format(want)}"
     assert format_value(got) == _reference_format(want)
