@@ -339,9 +339,10 @@ def check_config_files(cfg: RunConfig, source: str = "<config>") -> None:
                 f"{source}: ingest.datasets[{i}].path: file not found: {d.path!r} (relative paths are resolved "
                 f"from {os.getcwd()}). Fix the path, run from the project folder, or use `hub:` instead."
             )
-    if cfg.policy and cfg.policy.adapter and not made_by_prepare(cfg.policy.adapter):
-        if not os.path.isdir(cfg.policy.adapter):
-            raise ConfigError(f"{source}: policy.adapter: adapter folder not found: {cfg.policy.adapter!r}.")
+    if cfg.policy and cfg.policy.adapter and not made_by_prepare(cfg.policy.adapter) and not os.path.isdir(
+        cfg.policy.adapter
+    ):
+        raise ConfigError(f"{source}: policy.adapter: adapter folder not found: {cfg.policy.adapter!r}.")
 
 
 def _format_validation(err: ValidationError, source: str, node: Any) -> str:

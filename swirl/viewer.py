@@ -29,8 +29,8 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], title: str = "trajectories") 
     lines = [f"# {title}", ""]
     for r in rows:
         lines += [f"## {r['trajectory_id']}", "",
-                  f"stop: **{r['stop_reason']}**, final answer: `{r.get('final_answer') or '-'}`, "
-                  f"tokens: {len(r.get('token_ids') or [])}", ""]
+                  (f"stop: **{r['stop_reason']}**, final answer: `{r.get('final_answer') or '-'}`, "
+                   f"tokens: {len(r.get('token_ids') or [])}"), ""]
         for role, label, content in _steps(r):
             body = content.replace("```", "ʼʼʼ")
             lines += [f"**{role}** ({label})", "", "```text", body, "```", ""]

@@ -163,7 +163,10 @@ def write_synthetic(
     stamp_path = os.path.join(out_dir, "_synthetic.json")
     stamp = json.dumps({"gsm8k_train": gsm8k_train, "gsm8k_test": gsm8k_test, "hotpotqa_train": hotpotqa_train,
                         "hotpotqa_test": hotpotqa_test, "seed": seed}, sort_keys=True)
-    same = os.path.exists(stamp_path) and open(stamp_path).read() == stamp
+    same = False
+    if os.path.exists(stamp_path):
+        with open(stamp_path) as f:
+            same = f.read() == stamp
     for key, path in paths.items():
         if not same or not os.path.exists(path):  # other settings than the files were written with: rewrite
             _atomic_write(path, makers[key]())

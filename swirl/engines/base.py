@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 Message = dict[str, str]
-Prompt = Union[str, Sequence[int], Sequence[Message]]
+Prompt = str | Sequence[int] | Sequence[Message]
 
 
 @dataclass(frozen=True)

