@@ -18,7 +18,8 @@ call per step, stop strings, sampled-token log-probs, observations appended). Ba
 Every figure is generated tokens per second of wall time, after a warm-up loop on other questions (the first
 calls of a fresh engine run slower), measured `--repeats` times with fresh seeds (nothing generated is reused from
 the prefix cache) in alternating order; the table shows the medians, all ratios come from the same run.
-`mean context` is the average number of tokens before each generated token (decoding cost grows with it).
+`mean context` is the average number of tokens before each generated token (decoding cost grows with it;
+`--sweep 277,400,550,700` measures by how much).
 The model defaults to the tests' tiny model; the shape options build a wider one (`--heads 8 --kv-heads 2` is
 grouped-query attention, like most current models). Prints a table and writes bench/results/rollout.json.
 """
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-num-seqs", type=int, default=None)
+    ap.add_argument("--sweep", default="", help="context lengths, e.g. 277,400,550,700: also time the engine decoding "
+                    "64 tokens for 1000 prompts of each length, prompts prefilled (cached) beforehand and not shared")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "rollout.json"))
     args = ap.parse_args()
 
@@ -160,6 +163,19 @@ def main() -> None:
                 for run, extra in (("raw LLM.generate (vllm)", {}), ("raw + logprobs + stops (vllm)", features)):
                     n, d, sp = _raw(eng.llm, first_prompts, per, 1_000_000 * seed, extra)
                     record(run, n, d, _mean_context(sp))
+    sweep = []
+    if args.sweep:
+        import random
+
+        from vllm import SamplingParams
+
+        rng, vocab = random.Random(0), len(eng.tokenizer)
+        for n_ctx in (int(x) for x in args.sweep.split(",")):
+            prompts = [[rng.randrange(vocab) for _ in range(n_ctx)] for _ in range(1000)]
+            eng.llm.generate([{"prompt_token_ids": p} for p in prompts], [SamplingParams(max_tokens=1)] * len(prompts),
+                             use_tqdm=False)  # prefill once: the timed call only decodes
+            n, d, _ = _raw(eng.llm, prompts, args.step_tokens, 7_000_000, {})
+            sweep.append({"prompt_tokens": n_ctx, "tokens_per_s": round(n / d, 1)})
     eng.close()
 
     if args.hf_questions:
@@ -186,6 +202,7 @@ def main() -> None:
         "loop_vs_replay": round(loop / rate["engine replaying the loop's steps"], 3),
         "replay_vs_raw": round(rate["engine replaying the loop's steps"] / raw_rate, 3),
         "loop_vllm_vs_hf": round(loop / rate["rollout loop (hf)"], 2) if "rollout loop (hf)" in rate else None,
+        "context_sweep": sweep,
         "warmup_s": round(warm_s, 1),
         "settings": vars(args) | {"model": model},
         "cpus": os.cpu_count(),
@@ -204,6 +221,9 @@ def main() -> None:
               f"{result['loop_vs_raw_with_logprobs_and_stops']}; loop / engine replaying its steps = "
               f"{result['loop_vs_replay']}; replay / raw = {result['replay_vs_raw']}; loop vLLM / loop HF = "
               f"{result['loop_vllm_vs_hf']}")
+    if sweep:
+        con.print("decode tok/s by prompt length (cached, unshared prompts): "
+                  + ", ".join(f"{r['prompt_tokens']}: {r['tokens_per_s']:.0f}" for r in sweep))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
