@@ -2,7 +2,7 @@
 
     python bench/rollout.py [--questions 200] [--samples 5] [--steps 4] [--step-tokens 64] [--repeats 2]
                             [--hf-questions 10] [--hidden 128 --intermediate 256 --layers 2 --heads 2 --kv-heads 2]
-                            [--model PATH --dtype auto]
+                            [--model PATH --dtype bfloat16 --cuda-graphs]   (a GPU run on a real model)
 
 The loop generates `samples` trajectories per question with the calculator tool, step-synchronously (one engine
 call per step, stop strings, sampled-token log-probs, observations appended). Baselines, on the same engine:
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-num-seqs", type=int, default=None)
+    ap.add_argument("--cuda-graphs", action="store_true", help="GPU: capture CUDA graphs (vLLM's default; slower start)")
     ap.add_argument("--sweep", default="", help="context lengths, e.g. 277,400,550,700: also time the engine decoding "
                     "64 tokens for 1000 prompts of each length, prompts prefilled (cached) beforehand and not shared")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "rollout.json"))
@@ -117,7 +118,7 @@ def main() -> None:
                                temperature=1.0, seed=seed)
 
     eng = VLLMEngine(model, dtype=args.dtype, max_model_len=2048, enable_lora=False, cpu_kvcache_gb=2,
-                     max_num_seqs=args.max_num_seqs)
+                     max_num_seqs=args.max_num_seqs, enforce_eager=not args.cuda_graphs)
     vllm_block_size = eng.llm.llm_engine.vllm_config.cache_config.block_size
     t0 = time.perf_counter()
     _loop(eng, warm_qs, args.samples, settings(10_000))  # warm-up: every batch shape, on other questions
