@@ -137,6 +137,12 @@ def run_judge(
             eng.close()
 
 
+def reasks_sent(texts: Any) -> int:
+    """Re-asks that reached the judge: reply separators, less those before a not-asked (too long) marker."""
+    total = lambda pattern: int(pc.sum(pc.count_substring(texts, pattern)).as_py() or 0)
+    return total(REASK_SEPARATOR) - total(REASK_SEPARATOR + TOO_LONG)
+
+
 def summarize(writer: ShardedWriter) -> dict[str, Any]:
     """Counts over every stored shard (this run's and earlier ones), read column-wise."""
     cols = ["trajectory_id", "step", "process_label", "judge_text", "outcome_correct", "outcome_llm",
@@ -162,10 +168,8 @@ def summarize(writer: ShardedWriter) -> dict[str, Any]:
         "good_rate": round(good / n, 4) if n else None,
         "unknown_rate": round(unknown / n, 4) if n else None,
         "too_long": int(pc.sum(pc.count_substring(t.column("judge_text"), TOO_LONG)).as_py() or 0),
-        "process_reasks": int(pc.sum(pc.count_substring(t.column("judge_text"), REASK_SEPARATOR)).as_py() or 0),
-        "outcome_llm_reasks": int(
-            pc.sum(pc.count_substring(first.column("outcome_llm_text"), REASK_SEPARATOR)).as_py() or 0
-        ),
+        "process_reasks": reasks_sent(t.column("judge_text")),
+        "outcome_llm_reasks": reasks_sent(first.column("outcome_llm_text")),
         "outcome_rule_correct": count(rule, True),
         "outcome_llm_correct": count(llm, True),
         "outcome_llm_unknown": count(pc.is_null(llm), True),

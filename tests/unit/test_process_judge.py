@@ -219,6 +219,16 @@ def test_prompts_over_the_judge_context_are_skipped_not_fatal():
     assert [r["process_label"] for r in judge_shard(rows, QUESTIONS, LimitedEngine(10_000), JudgeConfig())] == ["GOOD"] * 4
 
 
+def test_reasks_sent_do_not_count_prompts_that_were_not_sent():
+    import pyarrow as pa
+
+    from swirl.stages.judge import reasks_sent
+
+    texts = pa.array(["GOOD", f"hm{REASK_SEPARATOR}GOOD", f"hm{REASK_SEPARATOR}hm{REASK_SEPARATOR}{TOO_LONG} (9 tokens)",
+                      f"{TOO_LONG} (9 tokens)", None])
+    assert reasks_sent(texts) == 2
+
+
 def test_llm_outcome_grading_alongside_the_rule():
     rows = [traj("t1", "q1", ["<answer>Paris</answer>"], final="Paris"),
             traj("t2", "q1", ["<answer>Lyon</answer>"], final="Lyon"),
