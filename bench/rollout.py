@@ -12,8 +12,11 @@ call per step, stop strings, sampled-token log-probs, observations appended). Ba
 - raw + logprobs + stops: the same call with what the loop asks of every step.
 - engine replaying the loop's steps: for each step, one raw call on exactly the prompts the loop sent at that step
   (so at the loop's longer contexts; the prompts are already in the prefix cache, so the observations are not
-  prefilled again). loop / replay is what the loop machinery costs; replay / raw is what generating at multi-step
-  contexts costs, whatever the loop.
+  prefilled again).
+- replay, observations prefilled: the same, with the tokens each step added (template + observation) changed, so
+  the engine prefills them as it did in the loop: the engine work of the loop without the loop.
+  loop / replay-prefilled is what the loop machinery costs (Python, tools, the step barrier); replay-prefilled /
+  raw is what multi-step generation costs the engine, whatever the loop.
 
 Every figure is generated tokens per second of wall time, after a warm-up loop on other questions (the first
 calls of a fresh engine run slower), measured `--repeats` times with fresh seeds (nothing generated is reused from
@@ -54,6 +57,20 @@ def _mean_context(spans: list[tuple[int, int]]) -> float:
     """Average context length over generated tokens: a token at position p is decoded with p tokens before it."""
     n = sum(b - a for a, b in spans)
     return sum((a + b - 1) / 2 * (b - a) for a, b in spans) / max(1, n)
+
+
+REPLAY = "engine replaying the loop's steps"
+REPLAY_PREFILL = "replay, observations prefilled"
+
+
+def _replay_prompt(t, k: int, fresh: bool, vocab: int) -> list[int]:
+    """The prompt the loop sent for step k; `fresh` changes the tokens added since action k-1 (so they are not in
+    the prefix cache, as in the loop, which prefilled them) without changing the length."""
+    ids = t.token_ids[: t.action_spans[k][0]]
+    if fresh and k > 0:
+        cut = t.action_spans[k - 1][1]
+        ids = ids[:cut] + [(x + 1) % vocab for x in ids[cut:]]
+    return ids
 
 
 def _raw(llm, prompts, budget, seed0, extra):
@@ -125,6 +142,7 @@ def main() -> None:
     warm_s = time.perf_counter() - t0
 
     features = {"logprobs": 0, **eng._flat, "stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
+    vocab = len(eng.tokenizer)
     runs: dict[str, list[tuple[int, float, float]]] = {}  # run -> [(tokens, seconds, mean context)]
 
     def record(run: str, toks: int, dt: float, ctx: float) -> None:
@@ -138,16 +156,18 @@ def main() -> None:
             if what == "loop":
                 trajs, dt, toks = _loop(eng, qs, args.samples, settings(seed))
                 record("rollout loop (vllm)", toks, dt, _mean_context([s for t in trajs for s in t.action_spans]))
-                # The engine on exactly the prompts the loop sent, one call per step.
-                rt, rdt, rspans = 0, 0.0, []
-                for k in range(args.steps):
-                    prompts = [t.token_ids[: t.action_spans[k][0]] for t in trajs if len(t.action_spans) > k]
-                    if not prompts:
-                        break
-                    n, d, sp = _raw(eng.llm, prompts, args.step_tokens, 2_000_000 * seed + 100_000 * k,
-                                    {"logprobs": 0, **eng._flat})
-                    rt, rdt, rspans = rt + n, rdt + d, rspans + sp
-                record("engine replaying the loop's steps", rt, rdt, _mean_context(rspans))
+                # The engine on the prompts the loop sent, one call per step: exactly (all cached), or with each
+                # step's new tokens (template + observation) changed so that they are prefilled as in the loop.
+                for run, fresh in ((REPLAY, False), (REPLAY_PREFILL, True)):
+                    rt, rdt, rspans = 0, 0.0, []
+                    for k in range(args.steps):
+                        prompts = [_replay_prompt(t, k, fresh, vocab) for t in trajs if len(t.action_spans) > k]
+                        if not prompts:
+                            break
+                        n, d, sp = _raw(eng.llm, prompts, args.step_tokens, (2 + fresh) * 1_000_000 * seed + 100_000 * k,
+                                        {"logprobs": 0, **eng._flat})
+                        rt, rdt, rspans = rt + n, rdt + d, rspans + sp
+                    record(run, rt, rdt, _mean_context(rspans))
                 first_prompts = [t.token_ids[: t.action_spans[0][0]] for t in trajs]
                 per = max(1, round(toks / len(trajs)))
             else:
@@ -170,7 +190,7 @@ def main() -> None:
 
         from vllm import SamplingParams
 
-        rng, vocab = random.Random(0), len(eng.tokenizer)
+        rng = random.Random(0)
         for n_ctx in (int(x) for x in args.sweep.split(",")):
             prompts = [[rng.randrange(vocab) for _ in range(n_ctx)] for _ in range(1000)]
             eng.llm.generate([{"prompt_token_ids": p} for p in prompts], [SamplingParams(max_tokens=1)] * len(prompts),
@@ -200,8 +220,10 @@ def main() -> None:
         "rows": rows,
         "loop_vs_raw": round(loop / raw_rate, 3),
         "loop_vs_raw_with_logprobs_and_stops": round(loop / rate["raw + logprobs + stops (vllm)"], 3),
-        "loop_vs_replay": round(loop / rate["engine replaying the loop's steps"], 3),
-        "replay_vs_raw": round(rate["engine replaying the loop's steps"] / raw_rate, 3),
+        "loop_vs_replay": round(loop / rate[REPLAY], 3),
+        "replay_vs_raw": round(rate[REPLAY] / raw_rate, 3),
+        "loop_vs_replay_prefilled": round(loop / rate[REPLAY_PREFILL], 3),
+        "replay_prefilled_vs_raw": round(rate[REPLAY_PREFILL] / raw_rate, 3),
         "loop_vllm_vs_hf": round(loop / rate["rollout loop (hf)"], 2) if "rollout loop (hf)" in rate else None,
         "context_sweep": sweep,
         "warmup_s": round(warm_s, 1),
@@ -220,8 +242,9 @@ def main() -> None:
     con.print(t)
     con.print(f"loop / raw = {result['loop_vs_raw']} (target >= 0.8); loop / raw with logprobs+stops = "
               f"{result['loop_vs_raw_with_logprobs_and_stops']}; loop / engine replaying its steps = "
-              f"{result['loop_vs_replay']}; replay / raw = {result['replay_vs_raw']}; loop vLLM / loop HF = "
-              f"{result['loop_vllm_vs_hf']}")
+              f"{result['loop_vs_replay']} (observations prefilled: {result['loop_vs_replay_prefilled']}); "
+              f"replay / raw = {result['replay_vs_raw']} ({result['replay_prefilled_vs_raw']}); "
+              f"loop vLLM / loop HF = {result['loop_vllm_vs_hf']}")
     if sweep:
         con.print("decode tok/s by prompt length (cached, unshared prompts): "
                   + ", ".join(f"{r['prompt_tokens']}: {r['tokens_per_s']:.0f}" for r in sweep))
