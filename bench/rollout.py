@@ -37,16 +37,23 @@ import tempfile
 import time
 
 
-def _loop(engine, questions, samples, settings):
+def _start(engine, questions, samples, max_steps):
+    """The loop's trajectories before step 1: one per (question, sample), prompt ids only."""
     from swirl.protocol import MATH_PROMPT, render_prompt
-    from swirl.rollout import ChatSegments, rollout, start_trajectories
-    from swirl.tools.calculator import calculate
+    from swirl.rollout import ChatSegments, start_trajectories
 
-    trajs = start_trajectories(
+    return start_trajectories(
         questions, samples,
-        lambda q: [{"role": "user", "content": render_prompt(MATH_PROMPT, q["question"], settings.max_steps)}],
+        lambda q: [{"role": "user", "content": render_prompt(MATH_PROMPT, q["question"], max_steps)}],
         ChatSegments(engine.tokenizer),
     )
+
+
+def _loop(engine, questions, samples, settings):
+    from swirl.rollout import rollout
+    from swirl.tools.calculator import calculate
+
+    trajs = _start(engine, questions, samples, settings.max_steps)
     t0 = time.perf_counter()
     rollout(engine, trajs, {"math": calculate}, settings)
     dt = time.perf_counter() - t0
@@ -171,14 +178,8 @@ def main() -> None:
                 first_prompts = [t.token_ids[: t.action_spans[0][0]] for t in trajs]
                 per = max(1, round(toks / len(trajs)))
             else:
-                if first_prompts is None:  # raw first: the loop's first-step prompts are the rendered prompts
-                    from swirl.protocol import MATH_PROMPT, render_prompt
-                    from swirl.rollout import ChatSegments
-
-                    seg = ChatSegments(eng.tokenizer)
-                    base = [seg.prompt_ids([{"role": "user", "content": render_prompt(
-                        MATH_PROMPT, q["question"], args.steps)}]) for q in qs]
-                    first_prompts = [p for p in base for _ in range(args.samples)]
+                if first_prompts is None:  # raw first: the loop's first-step prompts
+                    first_prompts = [t.token_ids for t in _start(eng, qs, args.samples, args.steps)]
                     prev = runs.get("rollout loop (vllm)")
                     per = round(prev[-1][0] / len(first_prompts)) if prev else args.steps * args.step_tokens
                 for run, extra in (("raw LLM.generate (vllm)", {}), ("raw + logprobs + stops (vllm)", features)):

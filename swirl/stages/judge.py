@@ -137,10 +137,14 @@ def run_judge(
             eng.close()
 
 
+def occurrences(texts: Any, pattern: str) -> int:
+    """How many times `pattern` occurs in a text column, over all rows (nulls count 0)."""
+    return int(pc.sum(pc.count_substring(texts, pattern)).as_py() or 0)
+
+
 def reasks_sent(texts: Any) -> int:
     """Re-asks that reached the judge: reply separators, less those before a not-asked (too long) marker."""
-    total = lambda pattern: int(pc.sum(pc.count_substring(texts, pattern)).as_py() or 0)
-    return total(REASK_SEPARATOR) - total(REASK_SEPARATOR + TOO_LONG)
+    return occurrences(texts, REASK_SEPARATOR) - occurrences(texts, REASK_SEPARATOR + TOO_LONG)
 
 
 def summarize(writer: ShardedWriter) -> dict[str, Any]:
@@ -167,7 +171,7 @@ def summarize(writer: ShardedWriter) -> dict[str, Any]:
         "unknown": unknown,
         "good_rate": round(good / n, 4) if n else None,
         "unknown_rate": round(unknown / n, 4) if n else None,
-        "too_long": int(pc.sum(pc.count_substring(t.column("judge_text"), TOO_LONG)).as_py() or 0),
+        "too_long": occurrences(t.column("judge_text"), TOO_LONG),
         "process_reasks": reasks_sent(t.column("judge_text")),
         "outcome_llm_reasks": reasks_sent(first.column("outcome_llm_text")),
         "outcome_rule_correct": count(rule, True),

@@ -137,7 +137,7 @@ def sample_step(cfg: TrainConfig, data: TrainData, items: list[int], step: int, 
                 sampler: Any, reward: Any, dist: Dist) -> tuple[list[Seq], dict[str, float]]:
     """Sample m actions per state from the current policy (the adapter as it is now), score them with the reward
     model, and return one sequence per action weighted by its advantage (reward minus its state's mean)."""
-    from swirl.engines.base import Sampling
+    from swirl.engines.base import Sampling, too_long
     from swirl.protocol import STOP_STRINGS
     from swirl.rollout import trajectory_seed
 
@@ -149,12 +149,10 @@ def sample_step(cfg: TrainConfig, data: TrainData, items: list[int], step: int, 
             shutil.rmtree(os.path.join(os.path.dirname(adapter), old), ignore_errors=True)
     dist.barrier()
     s = cfg.swirl
-    from swirl.engines.base import too_long
-
-    mine = items[dist.rank :: dist.world]
+    assigned = items[dist.rank :: dist.world]
     # A state with no room left in the sampler's context is skipped (vLLM would fail the whole batch on it).
-    skipped = sum(too_long(sampler, len(data.states[i].ids)) for i in mine)
-    mine = [i for i in mine if not too_long(sampler, len(data.states[i].ids))]
+    mine = [i for i in assigned if not too_long(sampler, len(data.states[i].ids))]
+    skipped = len(assigned) - len(mine)
     states = [data.states[i] for i in mine]
     sampling = Sampling(n=s.samples_per_state, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                         stop=STOP_STRINGS, logprobs=True)
