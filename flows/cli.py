@@ -1,6 +1,8 @@
 """The `swirl` command line.
 
     swirl run CONFIG [--stages prepare,ingest]   run one round (a Prefect flow, tracked in MLflow)
+    swirl eval --config CONFIG [--adapter P]      evaluate the base policy (and adapters) only, reusing the store
+    swirl compare RUN [RUN ...] --config CONFIG   accuracy of several rounds side by side, and their config diffs
     swirl validate CONFIG                         check a config and print it resolved
     swirl make-tiny-model PATH                    build the tiny offline model + tokenizer
     swirl store ls [--config CONFIG | --root R]  list the complete stage outputs in a store
@@ -62,16 +64,75 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_round(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    con = _console()
     t = Table(title=f"swirl round {result['run']!r} ({result['seconds']} s)")
     for col in ("stage", "version", "rows", "status", "seconds"):
         t.add_column(col, justify="right" if col in ("rows", "seconds") else "left")
     for name, o in result["stages"].items():
         t.add_row(name, o["version"], str(o["rows"]), "cached" if o["cached"] else "computed", f"{o['seconds']:.2f}")
-    con = _console()
     con.print(t)
+    ev = result["stages"].get("eval")
+    if ev and ev.get("results"):
+        e = Table(title="evaluation (rule-graded accuracy, 95% Wilson interval)")
+        for col in ("dataset", "policy", "n", "accuracy", "interval", "judge"):
+            e.add_column(col, justify="left" if col in ("dataset", "policy") else "right")
+        for key, r in sorted(ev["results"].items(), key=lambda kv: kv[0].split("@")[::-1]):
+            policy, dataset = key.split("@", 1)
+            judge = "" if r.get("accuracy_judge") is None else f"{r['accuracy_judge']:.3f}"
+            e.add_row(dataset, policy, str(r["questions"]), f"{r['accuracy_rule']:.3f}",
+                      f"[{r['accuracy_rule_low']:.3f}, {r['accuracy_rule_high']:.3f}]", judge)
+        con.print(e)
+        con.print(f"evaluation report (gains vs base, McNemar p, cross-task heatmap): {ev['report']}", soft_wrap=True)
     con.print(f"store: {result['store']}", soft_wrap=True)
     con.print(f"MLflow run {result['mlflow_run_id']} in {result['mlflow_uri']} (open it: swirl ui mlflow --config CONFIG)",
               soft_wrap=True)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from swirl.config import ConfigError, config_from_dict
+
+    cfg = _load(args.config)
+    data = cfg.model_dump(mode="json")
+    extra = list(data["evaluate"]["policies"])
+    for i, spec in enumerate(args.adapter or []):
+        name, _, path = spec.rpartition("=") if "=" in spec else (f"adapter{i + 1}", "", spec)
+        extra.append({"name": name, "adapter": path, "trained_on": ""})
+    data["evaluate"]["policies"] = extra
+    if args.datasets:
+        data["evaluate"]["datasets"] = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    stages = ["ingest", "corpus", "evaluate"] + (["train"] if args.trained else [])
+    data["stages"] = (["prepare"] if cfg.prepare.tiny_model or cfg.prepare.synthetic else []) + stages
+    try:
+        cfg = config_from_dict(data, source=args.config)
+        from swirl.config import check_config_files
+
+        check_config_files(cfg, source=args.config)
+    except ConfigError as e:
+        _console().print(f"[bold red]config error[/] {e}", highlight=False)
+        return 2
+    if not cfg.evaluate_datasets():
+        _console().print(f"[bold red]nothing to evaluate[/]: {args.config} ingests no dataset whose split is not "
+                         "train; add one, or name datasets with --datasets", highlight=False)
+        return 2
+    from flows.round import swirl_round
+
+    _print_round(swirl_round(cfg))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from flows.compare import compare_runs
+
+    uri = _load(args.config).run.mlflow_uri if args.config else args.tracking_uri
+    try:
+        tables = compare_runs(uri, args.runs, experiment=args.experiment)
+    except LookupError as e:
+        _console().print(f"[bold red]compare[/] {e}", highlight=False)
+        return 2
+    con = _console()
+    for t in tables:
+        con.print(t)
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -155,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML run config, e.g. configs/quickstart.yaml")
     r.add_argument("--stages", help="comma-separated subset of stages to run (default: the config's stages)")
     r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("eval", help="evaluate the policy (and adapters) on the config's evaluation datasets")
+    e.add_argument("--config", required=True, help="YAML run config")
+    e.add_argument("--adapter", action="append", metavar="[NAME=]PATH",
+                   help="also evaluate this LoRA adapter (repeatable); NAME labels it in tables and metrics")
+    e.add_argument("--datasets", help="comma-separated evaluation datasets (default: every non-train split)")
+    e.add_argument("--trained", action="store_true",
+                   help="also evaluate the adapter this config trains (runs or reuses the round's stages)")
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("compare", help="accuracy tables of several rounds side by side (from MLflow)")
+    c.add_argument("runs", nargs="+", help="MLflow run ids or run names of rounds (a name means its newest run)")
+    c.add_argument("--config", help="run config whose MLflow backend to read")
+    c.add_argument("--tracking-uri", default="sqlite:///runs/quickstart/mlflow.db")
+    c.add_argument("--experiment", help="only look up run names in this experiment")
+    c.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("validate", help="validate a config and print it with defaults filled in")
     v.add_argument("config")

@@ -1,9 +1,12 @@
 """The `swirl_round` flow: one round of the pipeline, stage by stage, tracked in MLflow.
 
-Stages so far: prepare (local fixtures) -> ingest (one `questions` table per dataset) -> corpus (articles + search
-index per search dataset) -> generate (multi-step trajectories with tools, per training dataset) -> judge (process
-labels per step, outcome per trajectory) -> decompose (the sub-trajectory `steps` table) -> filter. Later stages
-(train, evaluate) are added here as they are built.
+prepare (local fixtures) -> ingest (one `questions` table per dataset) -> corpus (all articles of a search
+dataset's split + its index) -> generate (multi-step trajectories with tools, per training dataset) -> judge
+(process labels per step, outcome per trajectory) -> decompose (the sub-trajectory `steps` table) -> filter ->
+train (a LoRA adapter) -> evaluate (base and trained policy on every evaluation dataset) -> the evaluation report.
+
+A stage runs when it is listed in `stages` or a listed stage depends on it (`DEPENDS`); a finished output is a
+store hit. Evaluating only (`stages: [evaluate]`, what `swirl eval` does) needs ingest and corpus, not training.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from swirl.config import ALL_STAGES, RunConfig, load_config, with_stages
+from swirl.config import DatasetSpec, RunConfig, load_config, with_stages
+from swirl.stages.evaluate import EvalPolicy, ReportEntry
 from swirl.stages.generate import task_of
 from swirl.stages.train import adapter_path, read_train_log
+from swirl.stages.train import trained_on as train_datasets_of
 from swirl.store import Store
 from swirl.training.data import TrainInput
 from tasks.engines import close_engines
@@ -24,6 +29,8 @@ from tasks.stages import (
     StageResult,
     corpus_task,
     decompose_task,
+    eval_report_task,
+    evaluate_task,
     filter_task,
     generate_task,
     ingest_task,
@@ -31,7 +38,32 @@ from tasks.stages import (
     prepare_task,
     train_task,
 )
-from tasks.tracking import default_artifact_root, finish_round, log_stage, start_round
+from tasks.tracking import default_artifact_root, finish_round, log_report, log_stage, start_round
+
+# What each stage reads: a stage runs when it is listed or a listed stage depends on it.
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "prepare": (),
+    "ingest": (),
+    "corpus": ("ingest",),
+    "generate": ("ingest", "corpus"),
+    "judge": ("generate",),
+    "decompose": ("judge",),
+    "filter": ("decompose",),
+    "train": ("filter",),
+    "evaluate": ("ingest", "corpus"),  # the trained policy is evaluated when train is also listed
+}
+
+
+def required_stages(listed: tuple[str, ...] | list[str]) -> set[str]:
+    """The listed stages and everything they depend on."""
+    out: set[str] = set()
+    todo = list(listed)
+    while todo:
+        s = todo.pop()
+        if s not in out:
+            out.add(s)
+            todo.extend(DEPENDS[s])
+    return out
 
 
 @flow(name="swirl_round", flow_run_name="round-{cfg.run.name}", log_prints=True)
@@ -51,9 +83,8 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
     log.info("MLflow parent run %s (experiment %s, %s)", tr.parent_run_id, cfg.run.experiment, cfg.run.mlflow_uri)
     outputs: dict[str, Any] = {}
 
-    def needed(stage: str) -> bool:
-        """A stage runs when it is listed or a later listed stage needs its output (a store hit when done)."""
-        return any(s in cfg.stages for s in ALL_STAGES[ALL_STAGES.index(stage):])
+    required = required_stages(cfg.stages)
+    needed = required.__contains__
 
     def record(name: str, params: dict[str, Any], state: Any, history: list[dict[str, Any]] | None = None) -> StageResult:
         res: StageResult = state.result()
@@ -63,6 +94,14 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
         outputs[name] = {"version": res.ref.version, "rows": res.ref.rows, "cached": cached, "path": res.ref.path,
                          "seconds": round(res.seconds, 3)}
         return res
+
+    def split_questions(spec: DatasetSpec) -> Any:
+        """The whole split of a dataset (no limit, no dropped levels): what its search corpus is built from."""
+        full = spec.model_copy(update={"limit": None, "drop_levels": ()})
+        if full == spec:
+            return questions[spec.name]
+        state = ingest_task(store.url, full, return_state=True)
+        return record(f"ingest/{spec.name}/split", full.model_dump(mode="json"), state).ref
 
     try:
         t0 = time.perf_counter()
@@ -78,10 +117,12 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
                 questions[spec.name] = record(f"ingest/{spec.name}", spec.model_dump(mode="json"),
                                               futures[spec.name].state).ref
         corpora, trajectories = {}, {}
-        search_sets = [s for s in cfg.generate_datasets() if task_of(s) == "search"]
+        search_sets = [s for s in _unique(cfg.generate_datasets() * needed("generate")
+                                          + cfg.evaluate_datasets() * needed("evaluate")) if task_of(s) == "search"]
         if needed("corpus"):
-            for spec in search_sets:  # the paper searches all articles of the same dataset split
-                state = corpus_task(store.url, spec.name, questions[spec.name], cfg.search, return_state=True)
+            for spec in search_sets:  # the paper searches all articles of the dataset split, not only the sample's
+                source = split_questions(spec)
+                state = corpus_task(store.url, spec.name, source, cfg.search, return_state=True)
                 corpora[spec.name] = record(f"corpus/{spec.name}", cfg.search.model_dump(mode="json"), state).ref
         if needed("generate"):
             for spec in cfg.generate_datasets():
@@ -107,6 +148,27 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
             ref = state.result().ref
             record("train", cfg.train.model_dump(mode="json"), state, history=read_train_log(store, ref))
             outputs["train"]["adapter"] = adapter_path(ref)
+        if needed("evaluate"):
+            trained_on = "+".join(i.questions.summary.get("dataset", "?") for i in train_inputs)
+            adapter = outputs.get("train", {}).get("adapter")
+            entries = []
+            for spec in cfg.evaluate_datasets():
+                for pol in eval_policies(cfg, adapter, trained_on):
+                    state = evaluate_task(store.url, cfg.evaluate, cfg.generate, pol, spec, questions[spec.name],
+                                          corpora.get(spec.name), cfg.search, cfg.judge_config(), return_state=True)
+                    params = {"evaluate": cfg.evaluate.model_dump(mode="json"), "dataset": spec.name,
+                              "policy": pol.engine.model_dump(mode="json"), "label": pol.label}
+                    ref = record(f"eval/{spec.name}/{pol.label}", params, state).ref
+                    entries.append(ReportEntry(pol.label, pol.trained_on, ref))
+            if entries:
+                state = eval_report_task(store.url, entries, cfg.evaluate, f"{cfg.run.name}: evaluation",
+                                         return_state=True)
+                ref = record("eval", {"policies": [e.policy for e in entries]}, state).ref
+                log_report(tr, ref)
+                outputs["eval"]["report"] = f"{ref.path}/files/report.md"
+                outputs["eval"]["results"] = {e.policy + "@" + str(e.ref.summary.get("dataset")): {
+                    k: e.ref.summary.get(k) for k in ("accuracy_rule", "accuracy_rule_low", "accuracy_rule_high",
+                                                      "accuracy_judge", "questions")} for e in entries}
         summary = {"run": cfg.run.name, "store": store.url, "mlflow_run_id": tr.parent_run_id,
                    "mlflow_uri": cfg.run.mlflow_uri, "seconds": round(time.perf_counter() - t0, 2), "stages": outputs}
         finish_round(tr, "FINISHED", summary)
@@ -116,6 +178,21 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
         raise
     finally:
         close_engines()
+
+
+def _unique(specs: list[DatasetSpec]) -> list[DatasetSpec]:
+    return list({s.name: s for s in specs}.values())
+
+
+def eval_policies(cfg: RunConfig, adapter: str | None, trained_on: str) -> list[EvalPolicy]:
+    """The policies a round evaluates: the configured policy (base), this round's adapter, the listed extras."""
+    out = [EvalPolicy("base", cfg.policy)] if cfg.evaluate.base else []
+    if cfg.evaluate.trained and adapter:
+        out.append(EvalPolicy("trained", cfg.policy.model_copy(update={"adapter": adapter}), trained_on))
+    for p in cfg.evaluate.policies:  # an adapter from a swirl store knows what it was trained on
+        engine = cfg.policy.model_copy(update={"adapter": p.adapter})
+        out.append(EvalPolicy(p.name, engine, p.trained_on or train_datasets_of(p.adapter)))
+    return out
 
 
 @flow(name="swirl_round_from_file", flow_run_name="round-from-{config_path}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from swirl.engines.openai import OpenAIEngineConfig
+from swirl.evaluation.config import EvaluateConfig
 from swirl.judging.config import DecomposeConfig, FilterConfig, JudgeConfig
 from swirl.tools.config import SearchConfig
 from swirl.training.config import TrainConfig
@@ -225,8 +227,8 @@ class JudgeSection(JudgeConfig):
 
 
 # -------------------------------------------------------------------------------------------- run
-Stage = Literal["prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter", "train"]
-ALL_STAGES: tuple[str, ...] = ("prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter", "train")
+Stage = Literal["prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter", "train", "evaluate"]
+ALL_STAGES: tuple[str, ...] = typing.get_args(Stage)
 
 
 class RunConfig(_Section):
@@ -240,6 +242,9 @@ class RunConfig(_Section):
     decompose: DecomposeConfig = Field(default_factory=DecomposeConfig, description="Step-wise decomposition.")
     filter: FilterConfig = Field(default_factory=FilterConfig, description="Which sub-trajectories training keeps.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="LoRA training: objective, optimiser, checkpoints.")
+    evaluate: EvaluateConfig = Field(
+        default_factory=EvaluateConfig, description="Evaluation: datasets, question sample, policies, decoding."
+    )
     stages: tuple[Stage, ...] = Field(ALL_STAGES, description="Stages of the round to run, in pipeline order.")
 
     @model_validator(mode="after")
@@ -262,7 +267,22 @@ class RunConfig(_Section):
                     f"train.objective swirl samples from the policy engine with the adapter being trained: set "
                     f"policy.enable_lora: true and policy.max_lora_rank >= train.lora.rank ({self.train.lora.rank})"
                 )
+        unknown = [d for d in self.evaluate.datasets if d not in names]
+        if unknown:
+            raise ValueError(f"evaluate.datasets names {unknown}, which ingest.datasets does not define ({sorted(names)})")
+        if "evaluate" in self.stages and self.evaluate_datasets():
+            if self.policy is None:
+                raise ValueError("the evaluate stage needs a policy: add a `policy:` section (the model evaluated)")
+            adapters = self.evaluate.policies or (self.evaluate.trained and "train" in self.stages)
+            if adapters and self.policy.kind == "vllm" and not self.policy.enable_lora:
+                raise ValueError("evaluate runs LoRA adapters on the policy engine: set policy.enable_lora: true")
         return self
+
+    def evaluate_datasets(self) -> list[DatasetSpec]:
+        """The datasets the evaluate stage runs on (explicit list, else every split that is not train)."""
+        if self.evaluate.datasets:
+            return [d for d in self.ingest.datasets if d.name in self.evaluate.datasets]
+        return [d for d in self.ingest.datasets if d.split != "train"]
 
     def judge_config(self) -> JudgeSection:
         """The judge config with its engine filled in (the policy's when judge.engine is empty)."""
@@ -343,6 +363,10 @@ def check_config_files(cfg: RunConfig, source: str = "<config>") -> None:
         cfg.policy.adapter
     ):
         raise ConfigError(f"{source}: policy.adapter: adapter folder not found: {cfg.policy.adapter!r}.")
+    for i, p in enumerate(cfg.evaluate.policies):
+        if not made_by_prepare(p.adapter) and not os.path.isdir(p.adapter):
+            raise ConfigError(f"{source}: evaluate.policies[{i}].adapter: adapter folder not found: {p.adapter!r}. "
+                              "Give the folder of a peft adapter (e.g. <root>/train/<version>/files/adapter).")
 
 
 def _format_validation(err: ValidationError, source: str, node: Any) -> str:

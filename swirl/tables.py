@@ -79,12 +79,22 @@ EVAL_RESULTS = pa.schema(
     [
         ("question_id", pa.string()),
         ("dataset", pa.string()),
-        ("prediction", pa.string()),
+        ("model", pa.string()),  # the policy's base model
+        ("adapter", pa.string()),  # its LoRA adapter folder ("" for none)
+        ("decoding", pa.string()),  # greedy / sample(t=...,p=...)
         ("trajectory_id", pa.string()),
-        ("em", pa.float32()),
-        ("f1", pa.float32()),
-        ("rule_correct", pa.bool_()),
-        ("judge_correct", pa.bool_()),
+        ("messages", pa.list_(MESSAGE)),  # the whole episode: prompt, actions, observations
+        ("prediction", pa.string()),  # the final answer ("" when the episode never answered)
+        ("stop_reason", pa.string()),  # answer / max_steps / context_limit
+        ("num_actions", pa.int32()),
+        ("tool_calls", pa.int32()),  # search + calculator actions
+        ("invalid_actions", pa.int32()),
+        ("em", pa.float32()),  # QA: SQuAD exact match (max over aliases); null for math
+        ("f1", pa.float32()),  # QA: SQuAD token F1 (max over aliases); null for math
+        ("contains", pa.bool_()),  # QA: a normalised gold answer occurs in the normalised prediction; null for math
+        ("rule_correct", pa.bool_()),  # math: numeric equality; QA: judge.outcome.qa_rule (em, or f1 >= threshold)
+        ("judge_correct", pa.bool_()),  # the LLM judge's YES/NO; null when not judged or no verdict
+        ("judge_text", pa.string()),  # the LLM judge's reply ("" when not judged)
     ]
 )
 
@@ -118,7 +128,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 # Bump a table's version whenever its schema or the meaning of a column changes.
-SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in SCHEMAS}
+SCHEMA_VERSIONS: dict[str, int] = {**{name: 1 for name in SCHEMAS}, "eval_results": 2}
 
 
 class SchemaError(ValueError):

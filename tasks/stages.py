@@ -15,7 +15,9 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from swirl.config import DatasetSpec, EngineConfig, GenerateConfig, JudgeSection, PrepareConfig
+from swirl.evaluation.config import EvaluateConfig
 from swirl.judging.config import DecomposeConfig, FilterConfig
+from swirl.stages.evaluate import EvalPolicy, ReportEntry
 from swirl.store import StageRef, Store
 from swirl.tools.config import SearchConfig
 from swirl.training.config import TrainConfig
@@ -98,22 +100,6 @@ def _generate_version(inputs: dict[str, Any]) -> str:
                             inputs.get("search"))
 
 
-def _tools_for(spec: DatasetSpec, store: Store, corpus: StageRef | None, search: SearchConfig) -> dict[str, Any]:
-    from swirl.stages.generate import task_of
-
-    if task_of(spec) == "math":
-        from swirl.tools.calculator import calculate
-
-        return {"math": calculate}
-    if corpus is None:
-        raise ValueError(f"dataset {spec.name!r} is a search task: it needs the corpus stage's index (add 'corpus' to stages)")
-    from swirl.stages.corpus import open_retriever
-    from swirl.tools.search import search_observation
-
-    retriever = open_retriever(store, corpus, search)
-    return {"search": lambda query: search_observation(retriever, query, search)}
-
-
 def _corpus_version(inputs: dict[str, Any]) -> str:
     from swirl.stages.corpus import corpus_version
 
@@ -150,7 +136,7 @@ def generate_task(
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from swirl.stages.generate import generate_version, run_generate
+    from swirl.stages.generate import generate_version, run_generate, tools_for
     from tasks.engines import get_engine
 
     log = get_run_logger()
@@ -173,7 +159,7 @@ def generate_task(
 
     with bar:
         ref = run_generate(store, cfg, policy, spec, questions, lambda: get_engine(policy),
-                           _tools_for(spec, store, corpus, search), corpus, progress, search)
+                           tools_for(spec, store, corpus, search), corpus, progress, search)
     dt = time.perf_counter() - t0
     s = ref.summary
     log.info("generate %s -> %s: %d trajectories, %.2f actions each, invalid rate %.3f, stops %s",
@@ -287,4 +273,76 @@ def train_task(store_url: str, cfg: TrainConfig, policy: EngineConfig, inputs: l
                                            judge_engine=judge_engine, on_step=on_step))
     log.info("train -> %s: %s steps, adapter %s/files/adapter %s", res.ref.short(), res.ref.summary.get("steps"),
              res.ref.path, "" if res.computed else "[store hit]")
+    return res
+
+
+def _evaluate_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.evaluate import evaluate_version
+
+    return evaluate_version(inputs["cfg"], inputs["gen"], inputs["policy"].engine, inputs["spec"], inputs["questions"],
+                            inputs.get("corpus"), inputs.get("search"), judge=inputs.get("judge"))
+
+
+@task(
+    name="evaluate",
+    task_run_name="evaluate-{spec.name}-{policy.label}",
+    cache_key_fn=_store_cache_key("evaluate", _evaluate_version),
+    persist_result=True,
+)
+def evaluate_task(
+    store_url: str, cfg: EvaluateConfig, gen: GenerateConfig, policy: EvalPolicy, spec: DatasetSpec,
+    questions: StageRef, corpus: StageRef | None = None, search: SearchConfig | None = None,
+    judge: JudgeSection | None = None,
+) -> StageResult:
+    """One policy on the sampled questions of one dataset: episodes, rule (and judge) verdicts; resumes after a
+    crash from its finished shards."""
+    from swirl.judging import make_judge_engine
+    from swirl.stages.evaluate import run_evaluate
+    from swirl.stages.generate import tools_for
+    from tasks.engines import get_engine
+
+    log = get_run_logger()
+    store = Store(store_url)
+    search = search or SearchConfig()
+
+    def progress(p: dict[str, Any]) -> None:
+        log.info("evaluate %s/%s: %d/%d questions (%.1f s)", spec.name, policy.label, p["done"], p["total"],
+                 p["seconds"])
+
+    def judge_engine() -> Any:
+        eng = judge.engine
+        return get_engine(eng) if isinstance(eng, EngineConfig) else make_judge_engine(eng)
+
+    res = _run_stage(lambda: run_evaluate(
+        store, cfg, gen, policy.engine, spec, questions, lambda: get_engine(policy.engine),
+        tools_for(spec, store, corpus, search), corpus, search, judge=judge, judge_engine=judge_engine,
+        progress=progress))
+    s = res.ref.summary
+    log.info("evaluate %s/%s -> %s: accuracy %.3f [%.3f, %.3f] on %d questions %s", spec.name, policy.label,
+             res.ref.short(), s["accuracy_rule"], s["accuracy_rule_low"], s["accuracy_rule_high"], s["questions"],
+             "" if res.computed else "[store hit]")
+    return res
+
+
+def _report_version(inputs: dict[str, Any]) -> str:
+    from swirl.stages.evaluate import report_version
+
+    return report_version(inputs["entries"], inputs["cfg"], inputs["title"])
+
+
+@task(name="eval-report", task_run_name="eval-report", cache_key_fn=_store_cache_key("eval_report", _report_version),
+      persist_result=True)
+def eval_report_task(store_url: str, entries: list[ReportEntry], cfg: EvaluateConfig, title: str) -> StageResult:
+    """The round's evaluation report (accuracy ± interval, paired gains vs base, cross-task heatmap), also as a
+    Prefect Markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from swirl.stages.evaluate import run_report
+
+    store = Store(store_url)
+    res = _run_stage(lambda: run_report(store, entries, cfg, title))
+    md_path = f"{store.files_path(res.ref.stage, res.ref.version)}/report.md"
+    with store.fs.open(md_path, "r", encoding="utf-8") as f:
+        create_markdown_artifact(f.read(), key="evaluation-report", description=title)
+    get_run_logger().info("eval report -> %s (%s)", res.ref.short(), md_path)
     return res

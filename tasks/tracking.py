@@ -160,3 +160,29 @@ def default_artifact_root(store_root: str) -> str | None:
     if "://" in store_root:
         return None
     return "file://" + os.path.abspath(os.path.join(store_root, "mlartifacts"))
+
+
+def log_report(tr: Tracking, ref: StageRef) -> None:
+    """The evaluation report on the round's parent run: report.md and heatmap.png as artifacts, the cells as an
+    MLflow table (`eval/report_table.json`, shown in the run's Evaluation/Artifacts views)."""
+    client = _client(tr.uri)
+    files = os.path.join(ref.path, "files")
+    if "://" in ref.path:
+        return
+    for name in ("report.md", "heatmap.png"):
+        client.log_artifact(tr.parent_run_id, os.path.join(files, name), "eval")
+    with open(os.path.join(files, "report.json"), encoding="utf-8") as f:
+        cells = json.load(f)
+    rows = []
+    for c in cells:
+        vs = c.get("vs_base") or {}
+        primary = c["judge"] if c.get("judge") else c["rule"]
+        rows.append({"dataset": c["dataset"], "policy": c["policy"], "trained_on": c["trained_on"],
+                     "metric": c["metric"], "n": primary["n"], "accuracy": primary["rate"], "low": primary["low"],
+                     "high": primary["high"], "accuracy_rule": c["rule"]["rate"],
+                     "gain_vs_base": vs.get("diff"), "relative_gain": vs.get("relative_gain"),
+                     "gain_low": vs.get("diff_low"), "gain_high": vs.get("diff_high"),
+                     "mcnemar_p": vs.get("mcnemar_p")})
+    client.log_table(tr.parent_run_id, data={k: [r[k] for r in rows] for k in rows[0]} if rows else {},
+                     artifact_file="eval/report_table.json")
+    client.set_tag(tr.parent_run_id, "swirl.eval_report", os.path.join(files, "report.md"))

@@ -1,9 +1,16 @@
 """Dataset loaders: a benchmark's original format (local file or hub copy) -> rows of the `questions` table.
 
 Each format has a record parser `parse_<format>(record, where, split, dataset, index) -> row` that raises
-`DataError` naming the place (`file:line`, `file record i` for JSON-list files, or `hub[split] row i`), the field
-and the fix; and a reader of its file layout. `load_questions(spec)` dispatches on the spec's format, drops the
-levels the spec excludes, samples by seed, and reports skipped and dropped records.
+`DataError` naming the place (`file:line`, `file record i`, `file data[i]` or `hub[split] row i`), the field
+and the fix. Every format's local files are read by one reader, `iter_json_records`, which detects the layout:
+
+- JSON Lines, one record per line (records named `file:line`; a bad line is one bad record);
+- one JSON list of records (the file starts with `[`; records named `file record i`, 0-based);
+- one JSON object holding a `data` list of records, compact or pretty-printed (BeerQA's
+  `{"version", "split", "data": [...]}`; records named `file data[i]`).
+
+`load_questions(spec)` dispatches on the spec's format, drops the levels the spec excludes, samples by seed,
+and reports skipped and dropped records.
 
 Answers are the gold answer first, then aliases. Multi-hop formats keep their context paragraphs in the row's
 `metadata` JSON as `paragraphs: [{title, text, supporting}]` (one shape for every format), which is what the
@@ -20,7 +27,7 @@ Hub copies (`hub:` in a DatasetSpec; needs network; `split` is the hub split nam
 | cofca    | none known             |              |                     | use `path:` to the CofCA JSON files            |
 
 BeerQA's file is one JSON object `{version, split, data: [...]}`, so a generic hub loader cannot read it as
-records anyway; CofCA is distributed as files with its paper's code.
+records anyway (the local reader takes its `data` list); CofCA is distributed as files with its paper's code.
 """
 
 from __future__ import annotations
@@ -252,9 +259,10 @@ _MUSIQUE_ID = re.compile(r"^(\d+)hop(\d*)__")
 
 
 def parse_musique(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
-    """MuSiQue-Ans / -Full JSONL. Unanswerable records (MuSiQue-Full's contrast questions) are excluded, not
-    invalid; a record without `answerable` counts as answerable (older Ans files). Hops come from the id prefix
-    (`2hop__`, `3hop1__`, ...); `level` is `<n>hop` and the full prefix is kept as metadata `composition`."""
+    """A MuSiQue-Ans / -Full record (the official files are JSONL; JSON-list copies are read too). Unanswerable
+    records (MuSiQue-Full's contrast questions) are excluded, not invalid; a record without `answerable` counts
+    as answerable (older Ans files). Hops come from the id prefix (`2hop__`, `3hop1__`, ...); `level` is
+    `<n>hop` and the full prefix is kept as metadata `composition`."""
     question = _require(rec, "question", where)
     sid = _require(rec, "id", where)
     m = _MUSIQUE_ID.match(sid)
@@ -325,29 +333,75 @@ def _load_json(path: str) -> Any:
                         "JSON document, so it cannot be read past this point. Fix the file.") from None
 
 
-def iter_json_records(path: str) -> Iterator[tuple[str, Any]]:
-    """A file holding one JSON list of records (HotpotQA's layout) or, if it does not start with `[`, JSONL.
+def _has_data_list(doc: Any) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("data"), list)
 
-    A JSON-list file has no per-record lines, so records are named `file record i` (0-based list index)."""
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
-    if not head.startswith("["):
-        yield from iter_jsonl(path)
+
+def _is_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _data_records(path: str, doc: Any) -> Iterator[tuple[str, Any]]:
+    """The records of a whole-file JSON document: a list (`file record i`) or an object's `data` list."""
+    if isinstance(doc, list):
+        for i, rec in enumerate(doc):
+            yield f"{path} record {i}", rec
         return
-    data = _load_json(path)
-    for i, rec in enumerate(data):
-        yield f"{path} record {i}", rec
-
-
-def iter_beerqa(path: str) -> Iterator[tuple[str, Any]]:
-    """BeerQA's `{"version", "split", "data": [...]}` file; records are named `file data[i]`."""
-    doc = _load_json(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise DataError(f"{path}: field 'data': a BeerQA file is an object with a 'data' list of records "
-                        f"(got {got}); check that this is a BeerQA file (e.g. beerqa_dev_v1.0.json)")
+    if not _has_data_list(doc):
+        got = f"fields {sorted(doc)}" if isinstance(doc, dict) else type(doc).__name__
+        raise DataError(f"{path}: field 'data': the file is one JSON document ({got}) but not a list of records or "
+                        "an object with a 'data' list of records (BeerQA's layout, e.g. beerqa_dev_v1.0.json); "
+                        "write the records as JSON Lines (one object per line) or as one JSON list")
     for i, rec in enumerate(doc["data"]):
         yield f"{path} data[{i}]", rec
+
+
+def iter_json_records(path: str) -> Iterator[tuple[str, Any]]:
+    """(where, record) from a file in any of the layouts every format accepts, detected from its start:
+
+    - first non-blank character `[`: one JSON list of records, named `file record i` (0-based list index);
+    - one JSON object holding a `data` list (BeerQA's `{"version", "split", "data": [...]}`), compact on one
+      line or pretty-printed: the `data` list, records named `file data[i]`;
+    - otherwise JSON Lines: records named `file:line`; a line that is not JSON yields a DataError as its record,
+      so `skip_invalid` skips it alone.
+
+    Only the first lines are read to decide: a JSONL file's first line is a complete JSON value, so a JSONL
+    file is never parsed as one document (unless its first line is itself broken; then the whole-file parse
+    fails and, when the next line is a complete JSON object, the file is read as JSONL after all).
+    """
+    doc: Any = None
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+        if first.lstrip().startswith("["):
+            layout = "document"
+        else:
+            try:
+                value = json.loads(first) if first else None
+            except json.JSONDecodeError:
+                # Not a complete value: a pretty-printed document, or a JSONL file with a broken first line.
+                layout = "document" if first.lstrip().startswith("{") else "jsonl"
+            else:
+                layout = "jsonl"
+                if _has_data_list(value) and not any(line.strip() for line in f):
+                    layout, doc = "object", value  # a compact BeerQA file: one line, one object
+        second = next((line for line in f if line.strip()), "") if layout == "document" else ""
+    starts_object = first.lstrip().startswith("{")
+    first = ""  # a compact one-line file can be large: do not hold it while the document is parsed again
+    if layout == "jsonl":
+        yield from iter_jsonl(path)
+        return
+    if layout == "document":
+        try:
+            doc = _load_json(path)
+        except DataError:
+            if starts_object and _is_object(second):
+                yield from iter_jsonl(path)  # JSONL whose first line is broken: report it per line
+                return
+            raise
+    yield from _data_records(path, doc)
 
 
 def iter_hub(hub: str, config: str | None, split: str) -> Iterator[tuple[str, Any]]:
@@ -365,13 +419,8 @@ PARSERS: dict[str, Parser] = {
     "beerqa": parse_beerqa,
     "cofca": parse_cofca,
 }
-FILE_READERS: dict[str, Callable[[str], Iterator[tuple[str, Any]]]] = {
-    "gsm8k": iter_jsonl,
-    "hotpotqa": iter_json_records,
-    "musique": iter_jsonl,
-    "beerqa": iter_beerqa,
-    "cofca": iter_json_records,
-}
+# Every format reads the same file layouts (JSONL, a JSON list, an object with a `data` list).
+FILE_READERS: dict[str, Callable[[str], Iterator[tuple[str, Any]]]] = {fmt: iter_json_records for fmt in PARSERS}
 NO_HUB = {"beerqa", "cofca"}  # formats without a hub copy whose records the hub loader can read
 
 

@@ -53,6 +53,19 @@ def token_f1(prediction: str | None, answers: Sequence[str]) -> float:
     return max(_f1(p, normalize_answer(a).split()) for a in answers)
 
 
+def contains_answer(prediction: str | None, answers: Sequence[str]) -> bool:
+    """Some normalised gold answer occurs in the normalised prediction as whole words ("paris" is in "it is
+    paris", "10" is not in "100"); a lenient QA verdict for verbose answers."""
+    if prediction is None:
+        return False
+    p = normalize_answer(prediction).split()
+    for a in answers:
+        g = normalize_answer(a).split()
+        if g and any(p[i : i + len(g)] == g for i in range(len(p) - len(g) + 1)):
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------------------------- math
 _CURRENCY = re.compile(r"\\?[$€£¥]|\b(?:usd|dollars?|cents?)\b", re.IGNORECASE)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")

@@ -16,7 +16,7 @@ from typing import Any
 from swirl.config import DatasetSpec, EngineConfig, GenerateConfig
 from swirl.engines.base import Engine
 from swirl.protocol import render_prompt
-from swirl.rollout import ChatSegments, RolloutSettings, Tool, rollout, start_trajectories
+from swirl.rollout import ChatSegments, RolloutSettings, Tool, Trajectory, rollout, start_trajectories
 from swirl.store import StageRef, Store, stage_version
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
@@ -30,6 +30,22 @@ SUMMARY_COLUMNS = ["trajectory_id", "question_id", "messages", "token_ids", "fin
 def task_of(spec: DatasetSpec) -> str:
     """GSM8K-style datasets are calculator tasks; the multi-hop QA datasets are search tasks."""
     return "math" if spec.format in MATH_FORMATS else "search"
+
+
+def tools_for(spec: DatasetSpec, store: Store, corpus: StageRef | None, search: SearchConfig) -> dict[str, Tool]:
+    """The tool a dataset's task offers: the calculator for math, search over its corpus index otherwise."""
+    if task_of(spec) == "math":
+        from swirl.tools.calculator import calculate
+
+        return {"math": calculate}
+    if corpus is None:
+        raise ValueError(f"dataset {spec.name!r} is a search task: it needs the corpus stage's index (add 'corpus' "
+                         "to stages)")
+    from swirl.stages.corpus import open_retriever
+    from swirl.tools.search import search_observation
+
+    retriever = open_retriever(store, corpus, search)
+    return {"search": lambda query: search_observation(retriever, query, search)}
 
 
 def model_fingerprint(model: str, adapter: str | None) -> str:
@@ -93,28 +109,20 @@ def run_generate(
     writer = store.sharded(STAGE, version, TABLE, {"generate": _stage_config(cfg), "dataset": spec.name,
                                                    "policy": policy.model, "adapter": policy.adapter}, inputs)
     task = task_of(spec)
-    max_steps = cfg.max_steps_math if task == "math" else cfg.max_steps_search
-    template = cfg.math_prompt if task == "math" else cfg.search_prompt
     rows = store.read_ref(questions).select(["question_id", "question"]).to_pylist()
     done = writer.done_keys()
-    todo = [dict(r, task=task) for r in rows if r["question_id"] not in done]
-    settings = RolloutSettings(max_steps=max_steps, max_tokens_per_step=cfg.max_tokens_per_step,
-                               max_context=policy.max_model_len, temperature=cfg.temperature, top_p=cfg.top_p,
-                               seed=cfg.seed, tool_workers=cfg.tool_workers)
+    todo = [r for r in rows if r["question_id"] not in done]
+    settings = rollout_settings(cfg, task, policy.max_model_len)
     total = len(rows) * cfg.samples_per_question
     stats = {"done": len(done) * cfg.samples_per_question, "total": total, "new": 0, "tokens": 0, "seconds": 0.0,
              "resumed_questions": len(done)}
     if todo:
         eng = engine() if callable(engine) and not hasattr(engine, "generate") else engine
-        segments = ChatSegments(eng.tokenizer)
         t0 = time.perf_counter()
         for start in range(0, len(todo), cfg.shard_questions):
             shard = todo[start : start + cfg.shard_questions]
-            trajs = start_trajectories(
-                shard, cfg.samples_per_question,
-                lambda q: [{"role": "user", "content": render_prompt(template, q["question"], max_steps)}], segments,
-            )
-            rollout(eng, trajs, tools, settings, adapter=policy.adapter)
+            trajs = roll_out(eng, shard, task, cfg.samples_per_question, protocol_template(cfg, task), tools,
+                             settings, policy.adapter)
             table = to_table(TABLE, [t.row(policy.model, policy.adapter) for t in trajs])
             writer.write_shard(table, [q["question_id"] for q in shard])
             stats["done"] += len(trajs)
@@ -134,6 +142,32 @@ def run_generate(
             f.write(to_markdown(sample, title=f"{spec.name}: {len(sample)} of {len(all_rows)} trajectories"))
 
     return writer.finalize(summary, files=files if sample else None)
+
+
+def protocol_template(cfg: GenerateConfig, task: str) -> str:
+    return cfg.math_prompt if task == "math" else cfg.search_prompt
+
+
+def rollout_settings(cfg: GenerateConfig, task: str, max_context: int, **overrides: Any) -> RolloutSettings:
+    """The rollout settings of a task under the generate protocol (step limit by task); evaluation overrides the
+    decoding fields."""
+    base = {"max_steps": cfg.max_steps_math if task == "math" else cfg.max_steps_search,
+            "max_tokens_per_step": cfg.max_tokens_per_step, "max_context": max_context,
+            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "tool_workers": cfg.tool_workers}
+    return RolloutSettings(**{**base, **overrides})
+
+
+def roll_out(
+    engine: Engine, questions: list[dict[str, Any]], task: str, samples: int, template: str,
+    tools: Mapping[str, Tool], settings: RolloutSettings, adapter: str | None,
+) -> list[Trajectory]:
+    """`samples` trajectories per question (dicts with question_id and question), run to their ends."""
+    trajs = start_trajectories(
+        [dict(q, task=task) for q in questions], samples,
+        lambda q: [{"role": "user", "content": render_prompt(template, q["question"], settings.max_steps)}],
+        ChatSegments(engine.tokenizer),
+    )
+    return rollout(engine, trajs, tools, settings, adapter=adapter)
 
 
 def summarize(rows: list[dict[str, Any]], stats: Mapping[str, Any]) -> dict[str, Any]:

@@ -117,6 +117,22 @@ def adapter_path(ref: StageRef) -> str:
     return f"{ref.path}/files/adapter"
 
 
+def trained_on(adapter: str) -> str:
+    """The datasets an adapter from a train output was trained on ("gsm8k+hotpotqa"), read from its manifests;
+    "" for an adapter that is not a local swirl train output."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(adapter)))  # <root>/train/<version>
+    root, version = os.path.dirname(os.path.dirname(folder)), os.path.basename(folder)
+    if os.path.basename(os.path.dirname(folder)) != STAGE or not os.path.exists(os.path.join(folder, "_manifest.json")):
+        return ""
+    store = Store(root)
+    questions = (store.manifest(STAGE, version) or {}).get("inputs", {}).get("questions", "")
+    names = set()
+    for short in filter(None, questions.split(",")):
+        stage, v = short.split("/", 1)
+        names.add(str(((store.manifest(stage, v) or {}).get("summary") or {}).get("dataset", "?")))
+    return "+".join(sorted(names))
+
+
 def read_train_log(store: Store, ref: StageRef) -> list[dict[str, Any]]:
     """The per-step log of a train output, as rows."""
     from swirl.steps import read_columns

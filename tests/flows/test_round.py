@@ -86,3 +86,12 @@ def test_metric_names_are_sanitized():
 
     m = numeric_metrics({"dropped": {"level=easy": 3}, "ok": 1.5, "flag": True, "text": "x", "nan": float("nan")}, "ingest/h")
     assert m == {"ingest/h/dropped/level_easy": 3.0, "ingest/h/ok": 1.5, "ingest/h/flag": 1.0}
+
+
+def test_stages_run_with_what_they_depend_on():
+    from flows.round import required_stages
+
+    assert required_stages(["evaluate"]) == {"evaluate", "corpus", "ingest"}  # evaluation alone never trains
+    assert required_stages(["train", "evaluate"]) == {"ingest", "corpus", "generate", "judge", "decompose", "filter",
+                                                      "train", "evaluate"}
+    assert required_stages(["prepare", "ingest"]) == {"prepare", "ingest"}

@@ -115,3 +115,27 @@ def test_generate_needs_a_policy_and_known_datasets(tmp_path):
     p = _write(tmp_path, "stages: [ingest]\ngenerate: {math_prompt: 'no placeholder'}\n")
     with pytest.raises(ConfigError, match="placeholder"):
         load_config(p)
+
+
+def test_evaluate_section_is_checked(tmp_path):
+    ds = "ingest:\n  datasets:\n    - {name: g, format: gsm8k, split: test, hub: a/b}\n"
+    p = _write(tmp_path, "stages: [evaluate]\n" + ds)
+    with pytest.raises(ConfigError, match="evaluate stage needs a policy"):
+        load_config(p)
+    p = _write(tmp_path, "stages: [ingest]\nevaluate: {datasets: [nope]}\n" + ds)
+    with pytest.raises(ConfigError, match=r"evaluate.datasets names \['nope'\]"):
+        load_config(p)
+    p = _write(tmp_path, "stages: [ingest]\nevaluate: {policies: [{name: base, adapter: x}]}\n" + ds)
+    with pytest.raises(ConfigError, match="reserved"):
+        load_config(p)
+    p = _write(tmp_path, "stages: [evaluate]\nevaluate: {policies: [{name: r1, adapter: nowhere/adapter}]}\n"
+               "policy: {model: m}\n" + ds)
+    with pytest.raises(ConfigError, match=r"evaluate.policies\[0\].adapter: adapter folder not found"):
+        load_config(p)
+    p = _write(tmp_path, "stages: [evaluate]\nevaluate: {policies: [{name: r1, adapter: x}]}\n"
+               "policy: {model: m, enable_lora: false}\n" + ds)
+    with pytest.raises(ConfigError, match="enable_lora"):
+        load_config(p, check_files=False)
+    p = _write(tmp_path, "stages: [evaluate]\npolicy: {model: m}\n" + ds
+               + "    - {name: h, format: hotpotqa, split: train, hub: c/d}\n")
+    assert [d.name for d in load_config(p).evaluate_datasets()] == ["g"]  # every split but train

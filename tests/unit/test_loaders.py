@@ -145,6 +145,138 @@ def test_cofca_hotpot_style(tmp_path: Path) -> None:
     assert json.loads(rows[0]["metadata"])["paragraphs"][0]["text"] == "S1. S2."
 
 
+# ------------------------------------------------------------------------------ file layouts
+def _beerqa(i: int, src: str) -> dict[str, Any]:
+    return {"id": f"b{i}", "src": src, "question": f"Q{i}?", "answers": [f"A{i}", f"a {i}"],
+            "context": [[f"T{i}", f"Text {i}."]]}
+
+
+# format -> (the same records for every layout, expected (question id, answers) per row)
+LAYOUT_CASES: dict[str, tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]] = {
+    "gsm8k": (
+        [{"question": "How many?", "answer": "2 * 800 = 1600\n#### 1,600"}, {"question": "And now?", "answer": "#### 7"}],
+        [("gsm8k-dev-00000", ["1600"]), ("gsm8k-dev-00001", ["7"])],
+    ),
+    "hotpotqa": (
+        [_hotpot(1), _hotpot(2, level="hard")],
+        [("hotpotqa-dev-hp1", ["City 1"]), ("hotpotqa-dev-hp2", ["City 2"])],
+    ),
+    "musique": (
+        [_musique("2hop__1_2"), _musique("3hop1__1_2_3", answer="Minot", answer_aliases=["Minot, ND"]),
+         _musique("2hop__9_9", answerable=False)],
+        [("musique-dev-2hop__1_2", ["Stanley", "Stanley, ND"]), ("musique-dev-3hop1__1_2_3", ["Minot", "Minot, ND"])],
+    ),
+    "beerqa": (
+        [_beerqa(1, "squad"), _beerqa(2, "hotpotqa"), _beerqa(3, "beerqa")],
+        [("beerqa-dev-b1", ["A1", "a 1"]), ("beerqa-dev-b2", ["A2", "a 2"]), ("beerqa-dev-b3", ["A3", "a 3"])],
+    ),
+    "cofca": (
+        [{"_id": "c1", "question": "Q?", "answer": "A", "answer_aliases": ["a"], "type": "3-hop",
+          "context": [["T", ["S1.", " S2."]]]},
+         {"_id": "c2", "question": "Q2?", "answer": "B", "hops": 4, "context": [["U", ["S."]]]}],
+        [("cofca-dev-c1", ["A", "a"]), ("cofca-dev-c2", ["B"])],
+    ),
+}
+
+
+def _layouts(tmp_path: Path, fmt: str, records: list[Any]) -> dict[str, str]:
+    """The same records as JSONL, a pretty-printed and a one-line JSON list, and (BeerQA style) an object with a
+    `data` list, pretty-printed with indent=2 and on one line."""
+    doc = {"version": "1.0", "split": "dev", "data": records}
+    files = {
+        "jsonl": _jsonl(tmp_path / f"{fmt}.jsonl", records),
+        "list": _json(tmp_path / f"{fmt}.json", records),
+        "list-one-line": _jsonl(tmp_path / f"{fmt}-one-line.json", [json.dumps(records)]),
+        "data-object": str(tmp_path / f"{fmt}-data.json"),
+        "data-object-one-line": _jsonl(tmp_path / f"{fmt}-data-one-line.json", [doc]),
+    }
+    Path(files["data-object"]).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return files
+
+
+@pytest.mark.parametrize("fmt", sorted(LAYOUT_CASES))
+def test_every_format_reads_every_layout(tmp_path: Path, fmt: str) -> None:
+    records, expected = LAYOUT_CASES[fmt]
+    loaded = {layout: load_questions(_spec(fmt, path)) for layout, path in _layouts(tmp_path, fmt, records).items()}
+    rows = loaded["jsonl"][0]
+    assert [(r["question_id"], r["answers"]) for r in rows] == expected
+    for layout, (other, report) in loaded.items():
+        assert other == rows, layout
+        assert report.summary()["records"] == len(records) and report.summary()["kept"] == len(expected), layout
+
+
+def test_record_names_per_layout(tmp_path: Path) -> None:
+    """Each layout names its records its own way: file:line, file record i, file data[i]."""
+    bad = _musique("2hop__5_6", question="")
+    recs = [_musique("2hop__1_2"), bad]
+    names = {"jsonl": ":2:", "list": " record 1:", "list-one-line": " record 1:", "data-object": " data[1]:",
+             "data-object-one-line": " data[1]:"}
+    for layout, path in _layouts(tmp_path, "musique", recs).items():
+        with pytest.raises(DataError) as e:
+            load_questions(_spec("musique", path))
+        assert f"{path}{names[layout]} field 'question' must be a non-empty str" in str(e.value), layout
+        rows, report = load_questions(_spec("musique", path, skip_invalid=True))
+        assert len(rows) == 1 and report.summary()["skipped"] == 1, layout
+
+
+def test_musique_json_list_file(tmp_path: Path) -> None:
+    """The bug report: a MuSiQue copy that is one JSON list failed with 'expected a JSON object, got list'."""
+    path = tmp_path / "musique_ans_v1.0_dev.json"
+    path.write_text(json.dumps([_musique("2hop__1_2"), _musique("4hop2__1_2_3_4")]), encoding="utf-8")
+    rows, report = load_questions(_spec("musique", str(path)))
+    assert [(r["question_id"], r["hops"]) for r in rows] == [("musique-dev-2hop__1_2", 2),
+                                                            ("musique-dev-4hop2__1_2_3_4", 4)]
+    assert rows[0]["answers"] == ["Stanley", "Stanley, ND"]
+    assert report.summary()["kept"] == 2 and report.summary()["skipped"] == 0
+
+
+@pytest.mark.parametrize("fmt", sorted(LAYOUT_CASES))
+def test_bad_record_in_json_list_is_named_record_1(tmp_path: Path, fmt: str) -> None:
+    records, _ = LAYOUT_CASES[fmt]
+    path = _json(tmp_path / "d.json", [records[0], ["a list, not an object"], *records[1:]])
+    with pytest.raises(DataError, match=rf"{path} record 1: expected a JSON object, got list"):
+        load_questions(_spec(fmt, path))
+    no_question = {k: v for k, v in records[0].items() if k != "question"}
+    path = _json(tmp_path / "q.json", [records[0], no_question])
+    with pytest.raises(DataError, match=rf"{path} record 1: missing field 'question'"):
+        load_questions(_spec(fmt, path))
+
+
+@pytest.mark.parametrize("fmt", sorted(LAYOUT_CASES))
+def test_invalid_json_on_jsonl_line_2_is_named(tmp_path: Path, fmt: str) -> None:
+    records, expected = LAYOUT_CASES[fmt]
+    path = _jsonl(tmp_path / "d.jsonl", [records[0], '{"question": "cut off', *records[1:]])
+    with pytest.raises(DataError, match=rf"{path}:2: invalid JSON"):
+        load_questions(_spec(fmt, path))
+    rows, report = load_questions(_spec(fmt, path, skip_invalid=True))
+    assert [r["answers"] for r in rows] == [a for _, a in expected]  # (gsm8k ids count the bad line too)
+    assert report.summary()["skipped"] == 1 and report.skipped[0].startswith(f"{path}:2: invalid JSON")
+
+
+def test_jsonl_with_broken_first_line_is_still_jsonl(tmp_path: Path) -> None:
+    """A first line that is not a complete value may start a pretty-printed document; when the whole-file parse
+    fails and the next line is a JSON object, the file is JSONL and only line 1 is bad."""
+    path = _jsonl(tmp_path / "m.jsonl", ['{"id": "2hop__0_0", "question": ', _musique("2hop__1_2"), _musique("2hop__3_4")])
+    with pytest.raises(DataError, match=rf"{path}:1: invalid JSON"):
+        load_questions(_spec("musique", path))
+    rows, report = load_questions(_spec("musique", path, skip_invalid=True))
+    assert len(rows) == 2 and report.summary()["skipped"] == 1
+
+
+def test_jsonl_record_with_a_data_list_is_a_record(tmp_path: Path) -> None:
+    """Only a file whose single JSON value is an object with a `data` list is read as that list."""
+    recs = [_hotpot(1, data=["x"]), _hotpot(2, data=["y"])]
+    rows, _ = load_questions(_spec("hotpotqa", _jsonl(tmp_path / "h.jsonl", recs)))
+    assert [r["question_id"] for r in rows] == ["hotpotqa-dev-hp1", "hotpotqa-dev-hp2"]
+
+
+def test_broken_pretty_printed_object_is_a_whole_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "beerqa_dev_v1.0.json"
+    path.write_text('{\n  "version": "1.0",\n  "data": [\n    {"id": "b1", oops}\n  ]\n}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:4: invalid JSON .*whole file is one JSON document"):
+        load_questions(_spec("beerqa", str(path), skip_invalid=True))
+
+
 # -------------------------------------------------------------------------------- malformed input
 def test_bad_json_line_names_file_and_line(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "m.jsonl", [_musique("2hop__1_2"), '{"id": "2hop__3_4", "question": ', _musique("2hop__5_6")])
@@ -206,8 +338,8 @@ def test_whole_file_errors(tmp_path: Path) -> None:
     broken.write_text('[\n {"_id": "a",\n  "question": oops}\n]')
     with pytest.raises(DataError, match=rf"{broken}:3: invalid JSON"):
         load_questions(_spec("hotpotqa", str(broken), skip_invalid=True))
-    with pytest.raises(DataError, match="field 'data'"):
-        load_questions(_spec("beerqa", _json(tmp_path / "b.json", [{"id": 1}])))
+    with pytest.raises(DataError, match=rf"{tmp_path / 'b.json'}: field 'data'.*JSON Lines"):
+        load_questions(_spec("beerqa", _json(tmp_path / "b.json", {"version": "1.0", "split": "dev", "rows": []})))
     with pytest.raises(DataError, match="file not found"):
         load_questions(_spec("musique", str(tmp_path / "missing.jsonl")))
     with pytest.raises(DataError, match="no valid questions"):

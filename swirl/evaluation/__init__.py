@@ -1,0 +1,1 @@
+"""Evaluation: accuracy with confidence intervals, paired comparisons between policies, and reports."""

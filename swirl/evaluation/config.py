@@ -1,0 +1,82 @@
+"""Configuration of the evaluate stage (`evaluate:` in a run config).
+
+Evaluation uses the generate stage's protocol (its prompts and step limits: the paper evaluates with the same
+tools and limits it trains with); what is its own is which questions, which policies and how to decode.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExtraPolicy(_Section):
+    name: str = Field(description="Label of this policy in tables, metrics and reports (e.g. round1).")
+    adapter: str = Field(description="LoRA adapter folder (peft format) applied to the run's policy model.")
+    trained_on: str = Field(
+        "", description="What the adapter was trained on (the cross-task table's row label). Empty: read from "
+        "the train output the adapter comes from, when it is one.",
+    )
+
+
+class EvaluateConfig(_Section):
+    datasets: tuple[str, ...] = Field(
+        (),
+        description="Ingested dataset names to evaluate on; empty = every ingested dataset whose split is not train.",
+    )
+    questions: int = Field(
+        300,
+        ge=1,
+        description="Seeded random sample of questions per dataset (the paper: 300); all when fewer.",
+    )
+    seed: int = Field(0, description="Seed of the question sample (the same seed gives the same questions).")
+    temperature: float = Field(0.0, ge=0, description="Decoding temperature; 0 = greedy (the default).")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus sampling threshold (only when temperature > 0)."
+    )
+    max_tokens_per_step: int | None = Field(
+        None,
+        ge=1,
+        description="Most tokens per step. Empty: generate.max_tokens_per_step (the same protocol).",
+    )
+    base: bool = Field(True, description="Evaluate the policy as configured (policy.model + policy.adapter).")
+    trained: bool = Field(
+        True, description="Evaluate the policy with the adapter this round trains (when train runs)."
+    )
+    policies: tuple[ExtraPolicy, ...] = Field(
+        (),
+        description="More policies to evaluate: adapters of earlier rounds or other runs, each with a name.",
+    )
+    llm_judge: bool = Field(
+        False,
+        description="Also grade every answer with the judge model (judge.engine, else the policy) using the "
+        "paper's YES/NO prompt (judge.outcome templates). Rule verdicts are always computed.",
+    )
+    shard_questions: int = Field(
+        50, ge=1, description="Questions per shard: a crash loses at most one shard."
+    )
+    bootstrap_resamples: int = Field(
+        10_000, ge=100, description="Resamples of the paired bootstrap interval."
+    )
+    tool_workers: int = Field(8, ge=1, description="Threads running tool calls concurrently.")
+
+    @model_validator(mode="after")
+    def _names(self) -> EvaluateConfig:
+        names = [p.name for p in self.policies]
+        reserved = {"base", "trained"}.intersection(names)
+        if reserved:
+            raise ValueError(
+                f"evaluate.policies: the names {sorted(reserved)} are reserved; choose another name"
+            )
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"evaluate.policies: names must be unique; repeated: {dup}")
+        return self
+
+    @property
+    def decoding(self) -> str:
+        """How actions are decoded, as recorded in the eval_results table."""
+        return "greedy" if self.temperature == 0 else f"sample(t={self.temperature:g},p={self.top_p:g})"

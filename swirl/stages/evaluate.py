@@ -1,0 +1,432 @@
+"""Evaluate: a policy on a seeded sample of a dataset's questions -> the `eval_results` table; and the report.
+
+One output per (policy, dataset). A policy is the run's model with an optional LoRA adapter; its identity (model
+and adapter files) is an input of the version, so a new adapter re-evaluates only that policy, never the base
+model. The episode is the generate stage's protocol (same prompts, tools and step limits, METHOD.md §1.5), decoded
+greedily by default. Each row holds the whole episode (`messages`), the rule verdicts (numeric equality for math;
+EM, F1 and "gold contained in prediction" for QA) and, when `llm_judge` is on, the judge model's YES/NO with its
+text. Sharded and resumable like generate: after a crash a re-run evaluates only the questions not yet stored.
+
+`run_report` compares the policies of a round on the same questions (paired: McNemar's exact test and a bootstrap
+interval of the gain over the base policy) and writes `report.md`, `report.json` and `heatmap.png` (the cross-task
+table of METHOD.md §1.6: policy trained on X, evaluated on every dataset) as the `eval_report` stage output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from swirl.config import DatasetSpec, EngineConfig, GenerateConfig
+from swirl.data.loaders import sample_rows
+from swirl.engines.base import Engine
+from swirl.evaluation.config import EvaluateConfig
+from swirl.judging import outcome as rules
+from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig, engine_identity
+from swirl.judging.process import Question, ask_all, outcome_ask
+from swirl.rollout import Tool, Trajectory
+from swirl.stages.generate import model_fingerprint, protocol_template, roll_out, rollout_settings, task_of
+from swirl.store import StageRef, Store, stage_version
+from swirl.tables import to_table
+from swirl.tools.config import SearchConfig
+
+STAGE = "evaluate"
+TABLE = "eval_results"
+REPORT_STAGE = "eval_report"
+SAMPLE_MARKDOWN = 8  # episodes in the output's samples.md
+
+
+@dataclass(frozen=True)
+class EvalPolicy:
+    """A policy to evaluate: a label for tables and metrics, the engine config (model + adapter), its training."""
+
+    label: str
+    engine: EngineConfig
+    trained_on: str = ""
+
+
+def _settings(cfg: EvaluateConfig, gen: GenerateConfig, task: str, policy: EngineConfig):
+    return rollout_settings(
+        gen,
+        task,
+        policy.max_model_len,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens_per_step=cfg.max_tokens_per_step or gen.max_tokens_per_step,
+        seed=cfg.seed,
+        tool_workers=cfg.tool_workers,
+    )
+
+
+def _judge_identity(judge: JudgeConfig) -> dict[str, Any]:
+    """What shapes the LLM verdicts: the judge model, the outcome prompts, decoding and re-asks."""
+    keep = ("reask_template", "max_reasks", "max_tokens", "temperature", "seed")
+    return {
+        "engine": engine_identity(judge.engine),
+        "outcome": judge.outcome.model_dump(mode="json"),
+        **{k: getattr(judge, k) for k in keep},
+    }
+
+
+def _plan(
+    cfg: EvaluateConfig,
+    gen: GenerateConfig,
+    policy: EngineConfig,
+    spec: DatasetSpec,
+    questions: StageRef,
+    corpus: StageRef | None,
+    search: SearchConfig | None,
+    outcome: OutcomeJudgeConfig,
+    judge: JudgeConfig | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    task = task_of(spec)
+    s = _settings(cfg, gen, task, policy)
+    config: dict[str, Any] = {
+        "sample": {"questions": cfg.questions, "seed": cfg.seed},
+        "decoding": {
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens_per_step": s.max_tokens_per_step,
+        },
+        "protocol": {"task": task, "template": protocol_template(gen, task), "max_steps": s.max_steps},
+        "rules": {"qa_rule": outcome.qa_rule, "f1_threshold": outcome.f1_threshold},
+        "max_context": policy.max_model_len,
+        "engine": policy.kind,
+    }
+    inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
+    if task == "search":
+        if corpus is None:
+            raise ValueError(
+                f"evaluate: dataset {spec.name!r} is a search task; it needs its corpus stage output"
+            )
+        inputs["corpus"] = corpus.version
+        config["search"] = (search or SearchConfig()).model_dump(mode="json")
+    if cfg.llm_judge:
+        if judge is None or judge.engine is None:
+            raise ValueError(
+                "evaluate.llm_judge needs a judge engine: set judge.engine, or a policy to judge with"
+            )
+        config["llm_judge"] = _judge_identity(judge)
+    return config, inputs
+
+
+def evaluate_version(
+    cfg: EvaluateConfig,
+    gen: GenerateConfig,
+    policy: EngineConfig,
+    spec: DatasetSpec,
+    questions: StageRef,
+    corpus: StageRef | None = None,
+    search: SearchConfig | None = None,
+    outcome: OutcomeJudgeConfig | None = None,
+    judge: JudgeConfig | None = None,
+) -> str:
+    config, inputs = _plan(
+        cfg, gen, policy, spec, questions, corpus, search, outcome or OutcomeJudgeConfig(), judge
+    )
+    return stage_version(STAGE, config, inputs, TABLE)
+
+
+def sampled_questions(store: Store, questions: StageRef, cfg: EvaluateConfig) -> list[dict[str, Any]]:
+    """The seeded sample of questions evaluated (the same for every policy, so comparisons are paired)."""
+    rows = store.read_ref(questions).select(["question_id", "dataset", "question", "answers"]).to_pylist()
+    return sample_rows(rows, cfg.questions, cfg.seed)
+
+
+def run_evaluate(
+    store: Store,
+    cfg: EvaluateConfig,
+    gen: GenerateConfig,
+    policy: EngineConfig,
+    spec: DatasetSpec,
+    questions: StageRef,
+    engine: Engine | Callable[[], Engine],
+    tools: Mapping[str, Tool],
+    corpus: StageRef | None = None,
+    search: SearchConfig | None = None,
+    outcome: OutcomeJudgeConfig | None = None,
+    judge: JudgeConfig | None = None,
+    judge_engine: Engine | Callable[[], Engine] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> StageRef:
+    """Evaluate `policy` (model + adapter) on the sampled questions of one dataset; resume from stored shards.
+
+    `engine` and `judge_engine` may be factories, called only when there is work left."""
+    outcome = outcome or (judge.outcome if judge else OutcomeJudgeConfig())
+    config, inputs = _plan(cfg, gen, policy, spec, questions, corpus, search, outcome, judge)
+    version = stage_version(STAGE, config, inputs, TABLE)
+    if store.is_complete(STAGE, version):
+        return store.ref(STAGE, version)
+    writer = store.sharded(
+        STAGE,
+        version,
+        TABLE,
+        {**config, "dataset": spec.name, "model": policy.model, "adapter": policy.adapter},
+        inputs,
+    )
+    task = task_of(spec)
+    sample = sampled_questions(store, questions, cfg)
+    done = writer.done_keys()
+    todo = [q for q in sample if q["question_id"] not in done]
+    stats = {"done": len(done), "total": len(sample), "seconds": 0.0, "resumed_questions": len(done)}
+    if todo:
+        eng = _build(engine)
+        jeng = _build(judge_engine) if cfg.llm_judge else None
+        settings = _settings(cfg, gen, task, policy)
+        t0 = time.perf_counter()
+        for start in range(0, len(todo), cfg.shard_questions):
+            shard = todo[start : start + cfg.shard_questions]
+            trajs = roll_out(
+                eng, shard, task, 1, protocol_template(gen, task), tools, settings, policy.adapter
+            )
+            rows = [
+                score_episode(t, q, task == "math", outcome, policy, cfg.decoding)
+                for t, q in zip(trajs, shard)
+            ]
+            if jeng is not None:
+                judge_rows(rows, shard, task == "math", judge, jeng)
+            writer.write_shard(to_table(TABLE, rows), [q["question_id"] for q in shard])
+            stats["done"] += len(shard)
+            stats["seconds"] = time.perf_counter() - t0
+            if progress:
+                progress(dict(stats))
+    rows = writer.read_shards().to_pylist()
+    summary = {
+        **summarize(rows),
+        "resumed_questions": stats["resumed_questions"],
+        "dataset": spec.name,
+        "decoding": cfg.decoding,
+        "adapter": policy.adapter or "",
+    }
+
+    def files(folder: str) -> None:
+        from swirl.viewer import to_markdown
+
+        sample_md = rows[:SAMPLE_MARKDOWN]
+        with open(os.path.join(folder, "samples.md"), "w", encoding="utf-8") as f:
+            f.write(
+                to_markdown(
+                    sample_md, title=f"{spec.name}: {len(sample_md)} of {len(rows)} evaluation episodes"
+                )
+            )
+        with open(os.path.join(folder, "sampled_question_ids.json"), "w", encoding="utf-8") as f:
+            json.dump([q["question_id"] for q in sample], f)
+
+    return writer.finalize(summary, files=files)
+
+
+def _build(engine: Any) -> Any:
+    return engine() if callable(engine) and not hasattr(engine, "generate") else engine
+
+
+def score_episode(
+    t: Trajectory,
+    q: Mapping[str, Any],
+    math: bool,
+    outcome: OutcomeJudgeConfig,
+    policy: EngineConfig,
+    decoding: str,
+) -> dict[str, Any]:
+    """An eval_results row: the episode and its rule verdicts (the LLM verdict is filled in by `judge_rows`)."""
+    answers = list(q["answers"] or ())
+    prediction = t.final_answer if t.stop_reason == "answer" else ""
+    kinds = [a.kind for a in t.actions]
+    em = f1 = contains = None
+    if not math:
+        em = float(rules.exact_match(prediction, answers))
+        f1 = rules.token_f1(prediction, answers)
+        contains = rules.contains_answer(prediction, answers)
+    return {
+        "question_id": q["question_id"],
+        "dataset": q["dataset"],
+        "model": policy.model,
+        "adapter": policy.adapter or "",
+        "decoding": decoding,
+        "trajectory_id": t.trajectory_id,
+        "messages": t.messages,
+        "prediction": prediction,
+        "stop_reason": t.stop_reason,
+        "num_actions": len(kinds),
+        "tool_calls": sum(k in ("search", "math") for k in kinds),
+        "invalid_actions": kinds.count("invalid"),
+        "em": em,
+        "f1": f1,
+        "contains": contains,
+        "rule_correct": rules.rule_outcome(prediction, answers, math, outcome.qa_rule, outcome.f1_threshold),
+        "judge_correct": None,
+        "judge_text": "",
+    }
+
+
+def judge_rows(
+    rows: list[dict[str, Any]],
+    questions: Sequence[Mapping[str, Any]],
+    math: bool,
+    judge: JudgeConfig,
+    engine: Engine,
+) -> None:
+    """The paper's YES/NO grading of every answered episode (in one batch); no answer is never correct."""
+    asks = []
+    for row, q in zip(rows, questions):
+        question = Question(q["dataset"], q["question"], tuple(q["answers"] or ()))
+        ask = outcome_ask({"final_answer": row["prediction"]}, question, math, judge)
+        asks.append(ask)
+    ask_all(engine, [a for a in asks if a is not None], judge)
+    for row, ask in zip(rows, asks):
+        if ask is None:
+            row["judge_correct"], row["judge_text"] = False, ""
+        else:
+            row["judge_correct"] = None if ask.verdict is None else ask.verdict == "YES"
+            row["judge_text"] = ask.text
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Accuracy by rule (and judge) with 95% Wilson intervals, QA scores, and how episodes went."""
+    from swirl.evaluation.metrics import episode_stats, proportion
+
+    out: dict[str, Any] = {"questions": len(rows)}
+    rule = proportion(bool(r["rule_correct"]) for r in rows)
+    out.update(accuracy_rule=rule.rate, accuracy_rule_low=rule.low, accuracy_rule_high=rule.high)
+    judged = [r for r in rows if r["judge_text"] or r["judge_correct"] is not None]
+    if judged:
+        jp = proportion(bool(r["judge_correct"]) for r in rows)  # no verdict counts as not correct
+        out.update(
+            accuracy_judge=jp.rate,
+            accuracy_judge_low=jp.low,
+            accuracy_judge_high=jp.high,
+            judge_no_verdict=sum(r["judge_correct"] is None for r in rows),
+        )
+    qa = [r for r in rows if r["em"] is not None]
+    if qa:
+        out.update(
+            em=sum(r["em"] for r in qa) / len(qa),
+            f1=sum(r["f1"] for r in qa) / len(qa),
+            contains=sum(bool(r["contains"]) for r in qa) / len(qa),
+        )
+    out.update(episode_stats(rows))
+    return out
+
+
+# -------------------------------------------------------------------------------------------- report
+@dataclass(frozen=True)
+class ReportEntry:
+    """One evaluated (policy, dataset): the policy's label and training, and its evaluate output."""
+
+    policy: str
+    trained_on: str
+    ref: StageRef
+
+
+def report_version(entries: Sequence[ReportEntry], cfg: EvaluateConfig, title: str) -> str:
+    config, inputs = _report_plan(entries, cfg, title)
+    return stage_version(REPORT_STAGE, config, inputs, None)
+
+
+def _report_plan(entries: Sequence[ReportEntry], cfg: EvaluateConfig, title: str) -> tuple[dict, dict]:
+    if not entries:
+        raise ValueError("eval report: no evaluation outputs to report on")
+    config = {
+        "policies": sorted({(e.policy, e.trained_on) for e in entries}),
+        "title": title,
+        "bootstrap_resamples": cfg.bootstrap_resamples,
+        "seed": cfg.seed,
+    }
+    inputs = {f"{e.ref.summary.get('dataset', '?')}/{e.policy}": e.ref.short() for e in entries}
+    return config, inputs
+
+
+def run_report(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig, title: str) -> StageRef:
+    """Cells (accuracy ± interval, paired comparison with `base` on the same questions) -> report files."""
+    from swirl.evaluation.report import heatmap_png, markdown_report
+
+    config, inputs = _report_plan(entries, cfg, title)
+    version = stage_version(REPORT_STAGE, config, inputs, None)
+    if store.is_complete(REPORT_STAGE, version):
+        return store.ref(REPORT_STAGE, version)
+    cells = report_cells(store, entries, cfg)
+
+    def produce(folder: str) -> None:
+        with open(os.path.join(folder, "report.md"), "w", encoding="utf-8") as f:
+            f.write(markdown_report(cells, title))
+        with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as f:
+            json.dump([{**asdict(c), "metric": c.metric} for c in cells], f, indent=2)
+        heatmap_png(cells, os.path.join(folder, "heatmap.png"), title)
+
+    summary: dict[str, Any] = {}
+    for c in cells:
+        m = {"accuracy": c.primary.rate}
+        if c.vs_base is not None:
+            v = c.vs_base
+            m.update(gain_vs_base=v.diff, gain_low=v.diff_low, gain_high=v.diff_high, mcnemar_p=v.mcnemar_p)
+            if v.relative_gain is not None:
+                m["relative_gain_vs_base"] = v.relative_gain
+        summary.setdefault(c.dataset, {})[c.policy] = m
+    return store.write_files(REPORT_STAGE, version, produce, config, inputs, summary)
+
+
+def report_cells(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig) -> list[Any]:
+    """One report cell per entry; policies other than `base` are compared with `base` on the same questions."""
+    from swirl.evaluation.metrics import episode_stats, paired_comparison, proportion
+    from swirl.evaluation.report import Cell
+
+    cols = [
+        "question_id",
+        "dataset",
+        "rule_correct",
+        "judge_correct",
+        "judge_text",
+        "num_actions",
+        "tool_calls",
+        "invalid_actions",
+        "stop_reason",
+    ]
+    tables = {(e.policy, e.ref.short()): store.read_ref(e.ref).select(cols).to_pylist() for e in entries}
+    by_dataset: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for e in entries:
+        rows = tables[(e.policy, e.ref.short())]
+        by_dataset.setdefault(str(e.ref.summary.get("dataset")), {})[e.policy] = rows
+    cells = []
+    for e in entries:
+        dataset = str(e.ref.summary.get("dataset"))
+        rows = by_dataset[dataset][e.policy]
+        judged = any(r["judge_text"] or r["judge_correct"] is not None for r in rows)
+        verdict = (lambda r: bool(r["judge_correct"])) if judged else (lambda r: bool(r["rule_correct"]))
+        base = by_dataset[dataset].get("base")
+        vs_base = None
+        if base is not None and e.policy != "base":
+            a, b = _aligned(base, rows, dataset, e.policy)
+            vs_base = paired_comparison(
+                [verdict(r) for r in a],
+                [verdict(r) for r in b],
+                resamples=cfg.bootstrap_resamples,
+                seed=cfg.seed,
+            )
+        cells.append(
+            Cell(
+                policy=e.policy,
+                trained_on=e.trained_on,
+                dataset=dataset,
+                rule=proportion(bool(r["rule_correct"]) for r in rows),
+                judge=proportion(bool(r["judge_correct"]) for r in rows) if judged else None,
+                vs_base=vs_base,
+                episode=episode_stats(rows),
+            )
+        )
+    return cells
+
+
+def _aligned(base: list[dict], other: list[dict], dataset: str, policy: str) -> tuple[list[dict], list[dict]]:
+    """Both policies' rows in the same question order; the question sets must be equal (a paired comparison)."""
+    a = {r["question_id"]: r for r in base}
+    b = {r["question_id"]: r for r in other}
+    if set(a) != set(b):
+        raise ValueError(
+            f"eval report: {policy!r} and 'base' were evaluated on different questions of {dataset!r} "
+            f"({len(set(a) ^ set(b))} differ); evaluate both with the same evaluate.questions and evaluate.seed"
+        )
+    ids = sorted(a)
+    return [a[i] for i in ids], [b[i] for i in ids]
