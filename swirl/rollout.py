@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swirl.engines.base import Engine, Sampling
-from swirl.protocol import STOP_STRINGS, Action, corrective_observation, parse_action
+from swirl.protocol import STOP_STRINGS, Action, corrective_observation, parse_action, with_last_step_warning
 
 Tool = Callable[[str], str]  # action content -> full observation text ("QUERY -> RESULT")
 
@@ -55,6 +55,9 @@ class Trajectory:
     final_answer: str = ""
     stop_reason: str = ""  # answer / max_steps / context_limit
     generated_tokens: int = 0
+    # Turns the model sees before `messages` (worked examples as chat turns): part of token_ids, not of the stored
+    # conversation, so judges and action counts see only the episode itself.
+    context: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -115,15 +118,18 @@ def trajectory_seed(base: int, question_id: str, sample_idx: int, step: int) -> 
 
 def start_trajectories(
     questions: Sequence[Mapping[str, str]], samples: int, prompt_for: Callable[[Mapping[str, str]], list[dict[str, str]]],
-    segments: ChatSegments,
+    segments: ChatSegments, context: Sequence[Mapping[str, str]] = (),
 ) -> list[Trajectory]:
-    """`questions`: dicts with question_id, question, task. One trajectory per (question, sample)."""
+    """`questions`: dicts with question_id, question, task. One trajectory per (question, sample). `context`: chat
+    turns placed before each prompt (e.g. a worked example), seen by the model but not stored as the episode."""
     out = []
+    ctx = [dict(m) for m in context]
     for q in questions:
         messages = prompt_for(q)
-        ids = segments.prompt_ids(messages)
+        ids = segments.prompt_ids(ctx + messages)
         for k in range(samples):
-            out.append(Trajectory(f"{q['question_id']}#{k}", q["question_id"], k, q["task"], list(messages), list(ids)))
+            out.append(Trajectory(f"{q['question_id']}#{k}", q["question_id"], k, q["task"], list(messages), list(ids),
+                                  context=ctx))
     return out
 
 
@@ -148,6 +154,8 @@ def rollout(
                 break  # no observation after the last allowed action
             going = [t for t in live if not t.done]  # not answered, not out of context
             observations = list(pool.map(lambda t: _observe(t, tools), going))
+            if step + 1 == settings.max_steps - 1:  # the next action is the last one allowed: say so
+                observations = [with_last_step_warning(o) for o in observations]
             for t, obs in zip(going, observations):
                 ended_eos = bool(t.token_ids) and t.token_ids[-1] == segments.eos_id
                 t.messages.append({"role": "user", "content": obs})
@@ -183,7 +191,7 @@ def _generate_step(
         # Token-in/token-out where the engine allows it; a text-only engine (an HTTP chat API) gets the messages,
         # and its completions are re-tokenized locally (its `token_exact` is False and the stage says so).
         exact = getattr(engine, "token_exact", True)
-        prompts = [t.token_ids if exact else t.messages for t in group]
+        prompts = [t.token_ids if exact else t.context + t.messages for t in group]
         results = engine.generate(prompts, sampling, adapter=adapter, seeds=seeds)
         for t, res in zip(group, results):
             c = res.completions[0]

@@ -193,7 +193,8 @@ def judge_task(store_url: str, name: str, trajectories: StageRef, questions: Sta
     store = Store(store_url)
     t0 = time.perf_counter()
     existed = store.is_complete("judge", judge_version(trajectories, questions, cfg))
-    engine = get_engine(cfg.engine) if isinstance(cfg.engine, EngineConfig) and not existed else None
+    local = isinstance(cfg.engine, EngineConfig) and cfg.needs_model
+    engine = get_engine(cfg.engine) if local and not existed else None
     ref = run_judge(store, trajectories, questions, cfg, engine)
     dt = time.perf_counter() - t0
     log.info("judge %s -> %s: %d step labels %s", name, ref.short(), ref.rows,

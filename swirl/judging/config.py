@@ -25,6 +25,13 @@ class _Section(BaseModel):
 
 
 class ProcessJudgeConfig(_Section):
+    kind: Literal["llm", "rule"] = Field(
+        "llm",
+        description="llm = the judge model rates each step with the paper's prompt; rule = swirl.judging.rules "
+        "rates it by program checks (a calculation is new, valid and grounded in the question's numbers; a search "
+        "is new and on topic; an answer follows from earlier results), no judge model and no gold answers: for "
+        "machines without a judge model and tool worlds where the checks are meaningful.",
+    )
     search_template: str = Field(
         prompts.PROCESS_SEARCH,
         description="Process-judge prompt for search (multi-hop QA) trajectories. Placeholders: {conversation}, "
@@ -113,10 +120,16 @@ class JudgeConfig(_Section):
         prompts.check_template(self.reask_template, prompts.REASK_FIELDS, "judge.reask_template")
         return self
 
+    @property
+    def needs_model(self) -> bool:
+        """Whether judging asks a model (an LLM process judge, or LLM grading of final answers)."""
+        return self.process.kind == "llm" or self.outcome.llm
+
     def version_config(self, engine_identity: dict[str, Any]) -> dict[str, Any]:
-        """The config that determines the judgments: everything but engine serving details and shard size."""
+        """The config that determines the judgments: everything but engine serving details and shard size (and
+        the engine itself when no model is asked)."""
         data = self.model_dump(mode="json", exclude={"engine", "shard_size"})
-        return {**data, "engine": engine_identity}
+        return {**data, "engine": engine_identity if self.needs_model else {"kind": "rule"}}
 
 
 def engine_identity(cfg: Any) -> dict[str, Any]:

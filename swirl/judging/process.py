@@ -127,6 +127,18 @@ def process_asks(row: Mapping[str, Any], q: Question, math: bool, cfg: JudgeConf
     return asks
 
 
+def rule_asks(row: Mapping[str, Any], q: Question, math: bool) -> list[Ask]:
+    """The rule judge's labels (swirl.judging.rules), as already-answered asks (nothing is sent to a model)."""
+    from swirl.judging.rules import rule_process_label
+
+    msgs = row["messages"]
+    asks = []
+    for i in action_indices(row):
+        label, reason = rule_process_label(msgs[:i], q.text, msgs[i]["content"] or "", math)
+        asks.append(Ask([], GOOD_BAD, replies=[f"[rule] {reason}\n{label}"], verdict=label))
+    return asks
+
+
 def outcome_ask(row: Mapping[str, Any], q: Question, math: bool, cfg: JudgeConfig) -> Ask | None:
     """The paper's YES/NO grading question, or None when there is no final answer to grade (it is not correct)."""
     answer = row.get("final_answer")
@@ -150,14 +162,15 @@ def judge_shard(
                 "given to the judge; pass the questions tables the trajectories were generated from"
             )
         math = cfg.outcome.is_math(q.dataset)
-        steps = process_asks(row, q, math, cfg)
+        steps = process_asks(row, q, math, cfg) if cfg.process.kind == "llm" else rule_asks(row, q, math)
         grade = outcome_ask(row, q, math, cfg) if cfg.outcome.llm and steps else None
         rule = rules.rule_outcome(
             row.get("final_answer"), q.answers, math, cfg.outcome.qa_rule, cfg.outcome.f1_threshold
         )
         plan.append((row, steps, grade, rule))
-    asks = [a for _, steps, grade, _ in plan for a in (*steps, *([grade] if grade else []))]
-    ask_all(engine, asks, cfg)
+    asks = [a for _, steps, grade, _ in plan for a in (*steps, *([grade] if grade else [])) if a.verdict is None]
+    if asks:
+        ask_all(engine, asks, cfg)
     out = []
     for row, steps, grade, rule in plan:
         llm = None if grade is None or grade.verdict is None else grade.verdict == "YES"
@@ -170,6 +183,6 @@ def judge_shard(
                 "outcome_correct": rule,
                 "outcome_llm": False if cfg.outcome.llm and grade is None else llm,
                 "outcome_llm_text": grade.text if grade else "",
-                "judge_model": engine.model,
+                "judge_model": engine.model if cfg.needs_model else "rule",
             })
     return out

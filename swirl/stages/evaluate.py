@@ -29,7 +29,14 @@ from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig, engine_identity
 from swirl.judging.process import Question, ask_all, outcome_ask
 from swirl.rollout import Tool, Trajectory
-from swirl.stages.generate import model_fingerprint, protocol_template, roll_out, rollout_settings, task_of
+from swirl.stages.generate import (
+    model_fingerprint,
+    protocol_examples,
+    protocol_template,
+    roll_out,
+    rollout_settings,
+    task_of,
+)
 from swirl.store import StageRef, Store, stage_version
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
@@ -92,7 +99,12 @@ def _plan(
             "top_p": s.top_p,
             "max_tokens_per_step": s.max_tokens_per_step,
         },
-        "protocol": {"task": task, "template": protocol_template(gen, task), "max_steps": s.max_steps},
+        "protocol": {
+            "task": task,
+            "template": protocol_template(gen, task),
+            "examples": protocol_examples(gen, task),
+            "max_steps": s.max_steps,
+        },
         "rules": {"qa_rule": outcome.qa_rule, "f1_threshold": outcome.f1_threshold},
         "max_context": policy.max_model_len,
         "engine": policy.kind,
@@ -181,7 +193,8 @@ def run_evaluate(
         for start in range(0, len(todo), cfg.shard_questions):
             shard = todo[start : start + cfg.shard_questions]
             trajs = roll_out(
-                eng, shard, task, 1, protocol_template(gen, task), tools, settings, policy.adapter
+                eng, shard, task, 1, protocol_template(gen, task), tools, settings, policy.adapter,
+                protocol_examples(gen, task),
             )
             rows = [
                 score_episode(t, q, task == "math", outcome, policy, cfg.decoding)

@@ -122,7 +122,7 @@ def run_generate(
         for start in range(0, len(todo), cfg.shard_questions):
             shard = todo[start : start + cfg.shard_questions]
             trajs = roll_out(eng, shard, task, cfg.samples_per_question, protocol_template(cfg, task), tools,
-                             settings, policy.adapter)
+                             settings, policy.adapter, protocol_examples(cfg, task))
             table = to_table(TABLE, [t.row(policy.model, policy.adapter) for t in trajs])
             writer.write_shard(table, [q["question_id"] for q in shard])
             stats["done"] += len(trajs)
@@ -148,6 +148,11 @@ def protocol_template(cfg: GenerateConfig, task: str) -> str:
     return cfg.math_prompt if task == "math" else cfg.search_prompt
 
 
+def protocol_examples(cfg: GenerateConfig, task: str) -> list[dict[str, str]]:
+    """The worked example shown as chat turns before every prompt of the task ([] when none is configured)."""
+    return [m.model_dump() for m in (cfg.math_example if task == "math" else cfg.search_example)]
+
+
 def rollout_settings(cfg: GenerateConfig, task: str, max_context: int, **overrides: Any) -> RolloutSettings:
     """The rollout settings of a task under the generate protocol (step limit by task); evaluation overrides the
     decoding fields."""
@@ -160,12 +165,14 @@ def rollout_settings(cfg: GenerateConfig, task: str, max_context: int, **overrid
 def roll_out(
     engine: Engine, questions: list[dict[str, Any]], task: str, samples: int, template: str,
     tools: Mapping[str, Tool], settings: RolloutSettings, adapter: str | None,
+    examples: list[dict[str, str]] | None = None,
 ) -> list[Trajectory]:
-    """`samples` trajectories per question (dicts with question_id and question), run to their ends."""
+    """`samples` trajectories per question (dicts with question_id and question), run to their ends; `examples`:
+    chat turns of a worked example shown before each prompt."""
     trajs = start_trajectories(
         [dict(q, task=task) for q in questions], samples,
         lambda q: [{"role": "user", "content": render_prompt(template, q["question"], settings.max_steps)}],
-        ChatSegments(engine.tokenizer),
+        ChatSegments(engine.tokenizer), context=examples or (),
     )
     return rollout(engine, trajs, tools, settings, adapter=adapter)
 

@@ -36,7 +36,9 @@ def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
 
 
 def _plan(trajectories: Refs, questions: Refs, cfg: JudgeConfig, engine: Engine | None) -> tuple[dict, dict]:
-    if cfg.engine is not None:
+    if not cfg.needs_model:
+        identity = {"kind": "rule"}
+    elif cfg.engine is not None:
         identity = engine_identity(cfg.engine)
     elif engine is not None:
         identity = {"kind": engine.name, "model": engine.model}
@@ -109,7 +111,7 @@ def run_judge(
     judged = 0
     try:
         for chunk in _pending(store, _refs(trajectories, "trajectories", "trajectories"), done, cfg.shard_size):
-            if eng is None:
+            if eng is None and cfg.needs_model:
                 from swirl.judging import make_judge_engine
 
                 eng = make_judge_engine(cfg.engine)
@@ -123,7 +125,7 @@ def run_judge(
             judged_this_run=judged,
             seconds_this_run=round(time.perf_counter() - t0, 3),
             outcome_llm_enabled=cfg.outcome.llm,
-            judge_model=(eng.model if eng is not None else config["engine"]["model"]),
+            judge_model=(eng.model if eng is not None else config["engine"].get("model", "rule")),
         )
         if not cfg.outcome.llm:
             for k in ("outcome_llm_reasks", "outcome_llm_correct", "outcome_llm_unknown", "rule_llm_agreement"):

@@ -18,6 +18,16 @@ def run_prepare(prepare: PrepareConfig) -> dict[str, str]:
         made.update(
             write_synthetic(s.dir, s.gsm8k_train, s.gsm8k_test, s.hotpotqa_train, s.hotpotqa_test, seed=s.seed)
         )
+    if prepare.toy_worlds:
+        from swirl.data.toyworld import write_toy_worlds
+
+        t = prepare.toy_worlds
+        made.update(write_toy_worlds(t.dir, t.arithmetic_train, t.arithmetic_test, t.twohop_train, t.twohop_test,
+                                     seed=t.seed))
+    if prepare.model:
+        from swirl.models.packaged import convert_packaged_model
+
+        made["model"] = convert_packaged_model(prepare.model.name, prepare.model.path)
     if prepare.tiny_model:
         from swirl.models.tiny import build_tiny_model
 

@@ -47,7 +47,7 @@ def _plan(cfg: TrainConfig, policy: Any, inputs: Sequence[TrainInput], judge: Ju
     cfg = effective_config(cfg, policy)
     config: dict[str, Any] = {"train": cfg.version_config(), "policy": engine_identity(policy)}
     if cfg.objective == "swirl":
-        if judge is None or judge.engine is None:
+        if judge is None or (judge.engine is None and judge.needs_model):
             raise ValueError("train: the swirl objective needs a reward model: a judge config with an engine")
         config["reward_model"] = judge.version_config(engine_identity(judge.engine))
     ins = {k: ",".join(sorted(getattr(i, k).short() for i in inputs)) for k in ("trajectories", "steps", "questions")}
@@ -161,6 +161,10 @@ def build_sampler_and_reward(cfg: TrainConfig, policy: Any, judge: JudgeConfig, 
         raise ValueError(f"train: the policy engine must serve the trained adapter: set policy.enable_lora: true and "
                          f"policy.max_lora_rank >= train.lora.rank ({cfg.lora.rank})")
     engine = sampler() if sampler else make_judge_engine(policy)
+    if judge.process.kind == "rule":
+        from swirl.training.rewards import rule_process_reward
+
+        return engine, rule_process_reward(judge, cfg.swirl.label_rewards)
     same = engine_identity(judge.engine) == engine_identity(policy) and not getattr(policy, "adapter", None)
     judge_eng = judge_engine() if judge_engine else (engine if same else make_judge_engine(judge.engine))
     return engine, JudgeReward(judge_eng, judge, cfg.swirl.label_rewards)

@@ -89,9 +89,11 @@ class TrainConfig(_Section):
         0.0, ge=0, description="Weight of the KL penalty to the base model (the adapter disabled); 0 = none."
     )
     kl_estimator: Literal["k1", "k2", "k3"] = Field(
-        "k3",
-        description="Per-token KL estimate on the trained tokens (d = log pi - log pi_base): k1 = d, k2 = d^2 / 2, "
-        "k3 = exp(-d) + d - 1 (non-negative, low variance).",
+        "k2",
+        description="Per-token KL penalty used as a loss on the trained tokens (sampled from pi; d = log pi - log "
+        "pi_base). k2 = d^2 / 2: its expected gradient is that of KL(pi || pi_base), the documented penalty; k1 = d: "
+        "a value estimate only, zero expected gradient (penalises nothing); k3 = exp(-d) + d - 1: a non-negative value "
+        "estimate of KL(pi || pi_base), but its expected gradient is that of the reverse KL(pi_base || pi).",
     )
     lora: LoraSection = Field(default_factory=LoraSection, description="The LoRA adapter trained.")
     offline: OfflineSection = Field(default_factory=OfflineSection, description="swirl_offline rewards and baseline.")

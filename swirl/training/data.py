@@ -132,6 +132,14 @@ def load_train_data(store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig
             adv = advantages(rew, [r["question_id"] for r in rows], cfg.offline)
             summary.update(reward_mean=float(rew.mean()) if len(rew) else 0.0,
                            advantage_std=float(adv.std()) if len(adv) else 0.0)
+            if len(adv) and np.abs(adv).max() < 1e-6:  # 0 up to rounding (a mean of equal rewards)
+                off = cfg.offline
+                raise ValueError(
+                    f"train (swirl_offline): every one of the {len(adv)} kept actions has advantage 0 (reward "
+                    f"{off.reward} from {rew.min():g} to {rew.max():g}, baseline {off.baseline}), so nothing would be "
+                    "learned; with train.offline.baseline mean/question_mean the kept actions need different rewards "
+                    "(filter.strategy none keeps BAD steps), or use train.offline.baseline none"
+                )
         else:
             adv = np.ones(len(rows))
         by_traj: dict[str, list[tuple[int, float]]] = {}

@@ -10,7 +10,16 @@ All three objectives minimise, over an optimizer step's loss tokens t (see `batc
                   (REINFORCE with a per-state baseline; its gradient is -advantage * grad log pi)
 
 KL_t is estimated on the trained tokens from d = log pi - log pi_base, pi_base = the policy with its adapter
-disabled (the starting model): k1 = d, k2 = d^2 / 2, k3 = exp(-d) + d - 1.
+disabled (the starting model). The tokens are sampled from pi and the loss treats that sampling as fixed, so what
+matters is each estimator's expected *gradient* (Σ_x pi(x) grad est(x)), not its expected value:
+
+- k2 = d^2 / 2 (the default): expected gradient = grad KL(pi || pi_base), the penalty the method asks for;
+- k1 = d: a value estimate of KL(pi || pi_base) only; its expected gradient is zero (E_pi[grad log pi] = 0), so as
+  a loss it penalises nothing in expectation (only adds noise);
+- k3 = exp(-d) + d - 1: a non-negative value estimate of KL(pi || pi_base), but its expected gradient is
+  grad KL(pi_base || pi), the reverse (mass-covering) direction.
+
+tests/unit/test_method_fixes.py checks all three against autograd on exact KLs of a small categorical distribution.
 """
 
 from __future__ import annotations
@@ -45,7 +54,9 @@ def token_logprobs(model: Any, mb: MicroBatch) -> torch.Tensor:
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token estimate of KL(pi || pi_base) on tokens sampled from (or logged under) pi."""
+    """Per-token KL penalty on tokens sampled from (or logged under) pi, d = logp - ref_logp (see the module doc):
+    k2 = d^2 / 2, whose expected gradient is grad KL(pi || pi_base); k1 = d (value estimate only, zero expected
+    gradient); k3 = exp(-d) + d - 1 (expected gradient = grad KL(pi_base || pi))."""
     d = logp - ref_logp
     if kind == "k1":
         return d
@@ -67,7 +78,7 @@ class LossParts:
     tokens: int
 
 
-def micro_batch_loss(model: Any, mb: MicroBatch, beta: float = 0.0, kl_kind: str = "k3") -> LossParts:
+def micro_batch_loss(model: Any, mb: MicroBatch, beta: float = 0.0, kl_kind: str = "k2") -> LossParts:
     """This micro-batch's part of the step loss (coefficients are normalised over the whole step, so the step's
     gradient is the sum of its micro-batches' gradients: gradient accumulation is exact)."""
     logp = token_logprobs(model, mb)  # [N]

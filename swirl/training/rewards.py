@@ -52,3 +52,14 @@ class RuleReward:
 
     def score(self, states: Sequence[State], actions: Sequence[Completion]) -> list[float]:
         return [float(self.fn(s, a)) for s, a in zip(states, actions, strict=True)]
+
+
+def rule_process_reward(cfg: JudgeConfig, label_rewards: Mapping[str, float]) -> RuleReward:
+    """The rule-based process judge (swirl.judging.rules) as reward model: no judge model is asked."""
+    from swirl.judging.rules import rule_process_label
+
+    def score(s: State, a: Completion) -> float:
+        label, _ = rule_process_label(s.messages, s.question, a.text or "", cfg.outcome.is_math(s.dataset))
+        return float(label_rewards.get(label, 0.0))
+
+    return RuleReward(score)

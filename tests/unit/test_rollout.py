@@ -5,7 +5,7 @@ import re
 import pytest
 
 from swirl.engines.scripted import ScriptedEngine
-from swirl.protocol import MATH_PROMPT, SEARCH_PROMPT, parse_action, render_prompt
+from swirl.protocol import LAST_STEP_WARNING, MATH_PROMPT, SEARCH_PROMPT, parse_action, render_prompt
 from swirl.rollout import ChatSegments, RolloutSettings, rollout, start_trajectories
 
 
@@ -120,16 +120,18 @@ def test_garbage_never_crashes(tok, case):
 
 
 def test_context_limit_ends_trajectory(tok):
-    settings = RolloutSettings(max_steps=5, max_tokens_per_step=50, max_context=260)
-    _, (t,) = _run(tok, lambda p, s: "word " * 200, [{"question_id": "q", "question": "?", "task": "search"}], settings)
-    assert t.stop_reason == "context_limit" and len(t.token_ids) <= 260
+    q = {"question_id": "q", "question": "?", "task": "search"}
+    limit = len(ChatSegments(tok).prompt_ids(_prompt(q))) + 22  # room for less than one step's 50 tokens
+    settings = RolloutSettings(max_steps=5, max_tokens_per_step=50, max_context=limit)
+    _, (t,) = _run(tok, lambda p, s: "word " * 200, [q], settings)
+    assert t.stop_reason == "context_limit" and len(t.token_ids) <= limit
 
 
 def test_tool_errors_become_observations(tok):
     def boom(q):
         raise RuntimeError("index offline")
 
-    script = lambda p, s: "<search_query>x</search_query>" if _turns(p) == 1 else "<answer>a</answer>"  # noqa: E731
+    script = lambda p, s: "<search_query>x</search_query>" if _turns(p) == 1 else "<answer>a</answer>"
     _, (t,) = _run(tok, script, [{"question_id": "q", "question": "?", "task": "search"}], tools={"search": boom})
     assert t.messages[2]["content"] == "x -> error: RuntimeError: index offline" and t.stop_reason == "answer"
     _, (t,) = _run(tok, lambda p, s: "<math_exp>1+1</math_exp>", [{"question_id": "q", "question": "?", "task": "search"}],
@@ -158,3 +160,85 @@ def test_vllm_rollout_token_exact(vllm_engine, tok):
             assert t.token_ids[b:c] == seg.between_ids(obs["content"], ended_eos)  # template + observation, exact
         assert t.action_spans[-1][1] == len(t.token_ids)  # ends with the last action (no dangling observation)
     assert len(trajs) == 12
+
+
+# ------------------------------------------------------------------- the step limit: prompt and loop agree
+
+
+def _searcher_until_warned(prompt, seed):
+    """Searches until the last-step warning, then answers."""
+    if LAST_STEP_WARNING in prompt:
+        return "<answer>done</answer>"
+    return f"<search_query>query {_turns(prompt)}</search_query>"
+
+
+@pytest.mark.parametrize("max_steps", [1, 2, 3, 5])
+def test_last_step_warning_then_answer_uses_every_step(tok, max_steps):
+    settings = RolloutSettings(max_steps=max_steps, max_context=8192)
+    _, (t,) = _run(tok, _searcher_until_warned, [{"question_id": "q", "question": "?", "task": "search"}], settings)
+    warned = [i for i, m in enumerate(t.messages) if LAST_STEP_WARNING in m["content"]]
+    if max_steps == 1:  # no observation at all, so no warning: the one action is a search
+        assert warned == [] and t.stop_reason == "max_steps" and len(t.action_spans) == 1
+        return
+    assert t.stop_reason == "answer" and t.final_answer == "done" and len(t.action_spans) == max_steps
+    assert [a.kind for a in t.actions] == ["search"] * (max_steps - 1) + ["answer"]
+    # exactly once, in the observation right before the last action, at its end
+    assert warned == [len(t.messages) - 2] and t.messages[-2]["role"] == "user"
+    assert t.messages[-2]["content"].endswith(LAST_STEP_WARNING)
+
+
+def test_warning_on_corrective_observations_too(tok):
+    _, (t,) = _run(tok, lambda p, s: "no tags", [{"question_id": "q", "question": "?", "task": "math"}],
+                   RolloutSettings(max_steps=3))
+    obs = [m["content"] for m in t.messages if m["role"] == "user"][1:]
+    assert len(obs) == 2 and LAST_STEP_WARNING not in obs[0]
+    assert obs[1].startswith("Invalid action") and obs[1].endswith(LAST_STEP_WARNING)
+
+
+@pytest.mark.parametrize("template, tool", [(SEARCH_PROMPT, "search"), (MATH_PROMPT, "math")])
+def test_prompt_states_the_queries_the_loop_allows(tok, template, tool):
+    text = render_prompt(template, "?", 5)
+    word = "queries" if tool == "search" else "calculations"
+    m = re.search(rf"up to (\d+) (?:sequential )?{word} before answering", text)
+    assert m and "You have 5 steps" in text, text
+    promised = int(m.group(1))
+    assert promised == 4
+    tag = "search_query" if tool == "search" else "math_exp"
+
+    def script(prompt, seed):  # uses every promised query, then answers
+        return "<answer>x</answer>" if _turns(prompt) > promised else f"<{tag}>{_turns(prompt)}</{tag}>"
+
+    _, (t,) = _run(tok, script, [{"question_id": "q", "question": "?", "task": tool}],
+                   RolloutSettings(max_steps=5, max_context=8192))
+    assert t.stop_reason == "answer" and [a.kind for a in t.actions] == [tool] * promised + ["answer"]
+    # one more query than promised leaves no step to answer in
+    _, (t,) = _run(tok, lambda p, s: "<answer>x</answer>" if _turns(p) > promised + 1 else f"<{tag}>{_turns(p)}</{tag}>",
+                   [{"question_id": "q", "question": "?", "task": tool}], RolloutSettings(max_steps=5, max_context=8192))
+    assert t.stop_reason == "max_steps" and not t.final_answer
+
+
+def test_render_prompt_fills_max_queries():
+    assert render_prompt("{question}: {max_steps} steps, {max_queries} queries", "Q", 5) == "Q: 5 steps, 4 queries"
+    assert render_prompt("{question} {max_steps}", "Q", 1) == "Q 1"  # templates without {max_queries} still work
+
+
+def test_worked_example_turns_are_seen_but_not_stored(tok):
+    """A worked example given as chat turns precedes the prompt in the token ids (the model sees it) but not in
+    the stored conversation, so action counts and judges see only the episode."""
+    example = [{"role": "user", "content": "What is 6 * 7?"}, {"role": "assistant", "content": "<math_exp>6 * 7</math_exp>"},
+               {"role": "user", "content": "6 * 7 -> 42"}, {"role": "assistant", "content": "<answer>42</answer>"}]
+    seen = []
+
+    def script(prompt, seed):
+        seen.append(prompt)
+        return "<math_exp>48 / 2</math_exp>" if _turns(prompt) == 3 else "<answer>24</answer>"
+
+    eng = ScriptedEngine(tok, script)
+    q = {"question_id": "q1", "question": "What is 48 / 2?", "task": "math"}
+    (t,) = start_trajectories([q], 1, _prompt, ChatSegments(tok), context=example)
+    rollout(eng, [t], {"math": _calc}, RolloutSettings())
+    assert "6 * 7 -> 42" in seen[0] and seen[0].index("6 * 7") < seen[0].index("48 / 2")  # the example comes first
+    assert [m["role"] for m in t.messages] == ["user", "assistant", "user", "assistant"]  # the episode only
+    assert t.messages[0]["content"].endswith("What is 48 / 2?") and t.stop_reason == "answer"
+    full = tok.apply_chat_template(example + t.messages[:1], add_generation_prompt=True, tokenize=False)
+    assert t.token_ids[: t.action_spans[0][0]] == tok.encode(full, add_special_tokens=False)  # token-exact prefix

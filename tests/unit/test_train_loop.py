@@ -77,11 +77,19 @@ def test_load_train_data_keeps_only_filtered_actions(stores):
 
 
 def test_offline_weights_reward_minus_mean(stores):
+    from swirl.judging.config import FilterConfig
+    from swirl.stages.filter import run_filter
+    from swirl.training.data import TrainInput
+
     (store, inp), _ = stores
     cfg = TrainConfig(objective="swirl_offline", kl_beta=0.0)
-    data = load_train_data(store, [inp], cfg)
-    w = np.concatenate([e.weights for e in data.examples])
-    assert len(w) == 72 and abs(w.mean()) < 1e-12  # every kept step is GOOD: rewards 1, mean baseline 1 -> 0
+    # every step the process filter keeps is GOOD: rewards 1, mean baseline 1, every advantage 0 -> refused
+    with pytest.raises(ValueError, match="advantage 0"):
+        load_train_data(store, [inp], cfg)
+    everything = TrainInput(inp.trajectories, run_filter(store, inp.steps, FilterConfig(strategy="none")), inp.questions)
+    w = np.concatenate([e.weights for e in load_train_data(store, [everything], cfg).examples])
+    # 96 steps, 12 of them BAD (reward 0): mean 0.875
+    assert len(w) == 96 and abs(w.mean()) < 1e-12 and set(np.round(w, 12)) == {0.125, -0.875}
     process_none = TrainConfig(objective="swirl_offline", offline={"baseline": "none"})
     assert set(np.concatenate([e.weights for e in load_train_data(store, [inp], process_none).examples])) == {1.0}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from swirl.judging.config import DecomposeConfig, FilterConfig
-from swirl.protocol import MATH_PROMPT
+from swirl.protocol import MATH_PROMPT, render_prompt
 from swirl.rollout import ChatSegments
 from swirl.stages.decompose import run_decompose
 from swirl.stages.filter import run_filter
@@ -16,7 +16,7 @@ from swirl.training.data import TrainInput
 
 
 def _trajectory(seg: ChatSegments, tid: str, qid: str, question: str, actions: list[str], observations: list[str]) -> dict:
-    messages = [{"role": "user", "content": MATH_PROMPT.format(question=question, max_steps=4)}]
+    messages = [{"role": "user", "content": render_prompt(MATH_PROMPT, question, 4)}]
     ids = seg.prompt_ids(messages)
     spans = []
     for i, a in enumerate(actions):
