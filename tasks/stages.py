@@ -233,7 +233,9 @@ def filter_task(store_url: str, name: str, steps: StageRef, cfg: FilterConfig) -
     from swirl.stages.filter import run_filter
 
     res = _run_stage(lambda: run_filter(Store(store_url), steps, cfg))
-    get_run_logger().info("filter %s (%s) -> %s: %s", name, cfg.strategy, res.ref.short(), res.ref.summary.get("kept"))
+    s = res.ref.summary
+    get_run_logger().info("filter %s (%s) -> %s: kept %s trajectories, %s steps", name, cfg.strategy, res.ref.short(),
+                          s.get("kept_trajectories"), s.get("kept_steps"))
     return res
 
 
