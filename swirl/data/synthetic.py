@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 NAMES = [
@@ -160,13 +161,23 @@ def write_synthetic(
         "hotpotqa_train": lambda: json.dumps(hotpot_records(hotpotqa_train, seed, "train")),
         "hotpotqa_test": lambda: json.dumps(hotpot_records(hotpotqa_test, seed, "dev")),
     }
-    stamp_path = os.path.join(out_dir, "_synthetic.json")
-    stamp = json.dumps({"gsm8k_train": gsm8k_train, "gsm8k_test": gsm8k_test, "hotpotqa_train": hotpotqa_train,
-                        "hotpotqa_test": hotpotqa_test, "seed": seed}, sort_keys=True)
+    stamp = {"gsm8k_train": gsm8k_train, "gsm8k_test": gsm8k_test, "hotpotqa_train": hotpotqa_train,
+             "hotpotqa_test": hotpotqa_test, "seed": seed}
+    return write_once(os.path.join(out_dir, "_synthetic.json"), stamp, paths, makers)
+
+
+def write_once(stamp_path: str, settings: dict[str, Any], paths: dict[str, str],
+               makers: dict[str, Callable[[], str]]) -> dict[str, str]:
+    """Write each file `paths[k]` from `makers[k]()` unless it exists and was written with the same `settings`
+    (recorded in the stamp file, written last). A rewrite first drops the stamp, so one cut short never leaves files
+    of mixed settings under a valid stamp. Returns `paths`."""
+    stamp = json.dumps(settings, sort_keys=True)
     same = False
     if os.path.exists(stamp_path):
-        with open(stamp_path) as f:
+        with open(stamp_path, encoding="utf-8") as f:
             same = f.read() == stamp
+        if not same:
+            os.remove(stamp_path)
     for key, path in paths.items():
         if not same or not os.path.exists(path):  # other settings than the files were written with: rewrite
             _atomic_write(path, makers[key]())

@@ -36,7 +36,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from swirl.data.synthetic import _atomic_write
+from swirl.data.synthetic import write_once
 
 FORMAT = 1  # bump when the generated content changes, so written files are rebuilt
 _SPLITS = {"train": 0, "dev": 1, "test": 2}
@@ -316,18 +316,6 @@ def write_toy_worlds(out_dir: str, arithmetic_train: int, arithmetic_test: int, 
         "twohop_train": lambda: json.dumps(twohop_records(twohop_train, seed, "train")),
         "twohop_test": lambda: json.dumps(twohop_records(twohop_test, seed, "dev")),
     }
-    stamp_path = os.path.join(out_dir, "_toyworld.json")
-    stamp = json.dumps({"arithmetic_train": arithmetic_train, "arithmetic_test": arithmetic_test,
-                        "twohop_train": twohop_train, "twohop_test": twohop_test, "seed": seed, "format": FORMAT},
-                       sort_keys=True)
-    same = False
-    if os.path.exists(stamp_path):
-        with open(stamp_path, encoding="utf-8") as f:
-            same = f.read() == stamp
-    if not same and os.path.exists(stamp_path):
-        os.remove(stamp_path)  # a rewrite cut short must not leave files of mixed settings under a valid stamp
-    for key, path in paths.items():
-        if not same or not os.path.exists(path):
-            _atomic_write(path, makers[key]())
-    _atomic_write(stamp_path, stamp)
-    return paths
+    settings = {"arithmetic_train": arithmetic_train, "arithmetic_test": arithmetic_test, "twohop_train": twohop_train,
+                "twohop_test": twohop_test, "seed": seed, "format": FORMAT}
+    return write_once(os.path.join(out_dir, "_toyworld.json"), settings, paths, makers)
