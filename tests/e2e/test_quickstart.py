@@ -69,7 +69,7 @@ def test_quickstart_end_to_end(tmp_path):
     lines = {ln.split("│")[1].strip(): ln for ln in ev.stdout.splitlines() if ln.startswith("│") and "│" in ln[1:]}
     assert "cached" in lines["eval/gsm8k_test/round1"] and "cached" in lines["eval/hotpotqa_dev/base"]
     assert "computed" in lines["eval"] and not any(k.startswith(("generate", "train")) for k in lines)
-    report = sorted((tmp_path / "runs/quickstart/eval_report").glob("*/files/report.md"), key=os.path.getmtime)[-1]
+    report = max((tmp_path / "runs/quickstart/eval_report").glob("*/files/report.md"), key=os.path.getmtime)
     assert "| round1 | gsm8k+hotpotqa | gsm8k_test | 32 |" in report.read_text()  # read from the adapter's output
 
     show = _swirl(tmp_path, "show", "trajectories", "--config", "configs/quickstart.yaml", "--dataset", "hotpotqa", "-n", "2")
