@@ -1,7 +1,7 @@
 """Does a SWiRL round make a real model better? The paper's comparisons at this machine's scale.
 
-    python bench/learning.py [--config configs/learn-cpu.yaml] [--variants base,sft,swirl_none,...]
-                             [--objective swirl_offline|swirl] [--out bench/results/learning.json]
+    python bench/learning.py [--config configs/learn-cpu.yaml] [--variants base,warmup,sft,swirl_none,...]
+                             [--objective swirl_offline|swirl] [--no-warmup] [--out bench/results/learning.json]
 
 Every variant is one `swirl_round` on the same config with one change, so everything they share (the converted
 model, the toy worlds, the trajectories, their judgments and the base model's evaluation) is computed once and
@@ -9,14 +9,18 @@ is a store hit afterwards; all are evaluated on the same held-out questions (eva
 same seed), so each comparison with the base model is paired:
 
     base                      the policy as configured (no training)
+    warmup                    SFT on the training split's gold demonstrations (generate.source: gold: the
+                              datasets' own solutions replayed as protocol actions through the real tools), to
+                              teach the protocol; with --warmup (the default) every variant below starts from
+                              this adapter: it generates with it, trains it further, and is compared with it
     sft                       SFT on outcome-filtered trajectories (the paper's SFT baseline)
     swirl_none                SWiRL (--objective) with no filter
     swirl_process             ... keeping trajectories whose every step the process judge rates GOOD (the paper's best)
     swirl_outcome             ... keeping trajectories with a correct final answer
     swirl_process_outcome     ... both
 
-The table gives each variant's accuracy per dataset (rule-graded) with its 95% Wilson interval, the gain over base
-with its paired bootstrap interval and McNemar's exact p. The same seed gives the same table: generation and
+The tables give each variant's accuracy per dataset (rule-graded) with its 95% Wilson interval, the gain over base
+(and, with the warm-up, over the warm-up adapter) with its paired bootstrap interval and McNemar's exact p. The same seed gives the same table: generation and
 training are seeded, evaluation is greedy; vLLM on CPU reproduces greedy decoding exactly in our tests
 (tests/unit/test_evaluate.py), so the figures are expected to repeat exactly on the same machine and versions.
 Writes the table as Markdown and JSON (bench/results/learning.{md,json}).
@@ -36,6 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
+    "warmup": {"generate": {"source": "gold", "samples_per_question": 1}, "filter": {"strategy": "outcome"},
+               "train": {"objective": "sft", "kl_beta": 0.0, "max_steps": 30}},
     "sft": {"train": {"objective": "sft", "kl_beta": 0.0}, "filter": {"strategy": "outcome"}},
     "swirl_none": {"filter": {"strategy": "none"}},
     "swirl_process": {"filter": {"strategy": "process"}},
@@ -51,12 +57,16 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def variant_config(data: dict[str, Any], name: str, objective: str | None) -> Any:
+def variant_config(data: dict[str, Any], name: str, objective: str | None, start_adapter: str | None = None) -> Any:
+    """The config of one variant; `start_adapter`: the warm-up adapter the trained variants generate with and
+    continue training (train.lora.init_adapter defaults to the policy's adapter)."""
     from swirl.config import config_from_dict
 
     over = VARIANTS[name]
     if name.startswith("swirl") and objective:
         over = _merge(over, {"train": {"objective": objective}})
+    if start_adapter and name not in ("base", "warmup"):
+        over = _merge(over, {"policy": {"adapter": start_adapter}})
     cfg = _merge(data, over)
     if name == "base":  # evaluation only: nothing is trained
         cfg["stages"] = [s for s in cfg["stages"] if s in ("prepare", "ingest", "corpus", "evaluate")]
@@ -64,11 +74,21 @@ def variant_config(data: dict[str, Any], name: str, objective: str | None) -> An
     return config_from_dict(cfg, source=f"bench/learning.py:{name}")
 
 
+def _cell(c: Any) -> dict[str, Any]:
+    return {"variant": c.policy, "dataset": c.dataset, "accuracy": c.rule.rate, "low": c.rule.low,
+            "high": c.rule.high, "n": c.rule.n,
+            **({"gain": c.vs_base.diff, "gain_low": c.vs_base.diff_low, "gain_high": c.vs_base.diff_high,
+                "mcnemar_p": c.vs_base.mcnemar_p} if c.vs_base else {}),
+            "episode": dict(c.episode)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/learn-cpu.yaml")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--objective", default=None, help="objective of the swirl_* variants (default: the config's)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="train the variants from the base model, not from the warm-up adapter")
     p.add_argument("--out", default="bench/results/learning.json")
     args = p.parse_args()
     for k, v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "VLLM_NO_USAGE_STATS": "1",
@@ -88,20 +108,27 @@ def main() -> int:
     store = Store(base_cfg.run.store_root)
     entries: list[ReportEntry] = []
     timings: dict[str, float] = {}
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.warmup and any(n not in ("base", "warmup") for n in names) and "warmup" not in names:
+        names.insert(1 if names[:1] == ["base"] else 0, "warmup")  # the variants start from its adapter
+    start_adapter = None
     try:
-        for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
-            cfg = variant_config(data, name, args.objective)
+        for name in names:
+            cfg = variant_config(data, name, args.objective, start_adapter)
             t0 = time.perf_counter()
             result = swirl_round(cfg, keep_engines=True)
             timings[name] = round(time.perf_counter() - t0, 1)
             label = "base" if name == "base" else "trained"
+            label_name = f"warmup+{name}" if start_adapter and name not in ("base", "warmup") else name
             for key, out in result["stages"].items():
                 parts = key.split("/")
                 if parts[0] == "eval" and len(parts) == 3 and parts[2] == label:
                     ref = store.ref("evaluate", out["version"])
                     if not any(e.ref.version == ref.version for e in entries):
                         trained_on = "" if name == "base" else cfg.train.objective
-                        entries.append(ReportEntry(name, trained_on, ref))
+                        entries.append(ReportEntry(label_name, trained_on, ref))
+            if name == "warmup" and args.warmup:
+                start_adapter = result["stages"]["train"]["adapter"]
             print(f"{name}: {timings[name]} s", flush=True)
     finally:
         close_engines()
@@ -109,6 +136,11 @@ def main() -> int:
     cells = report_cells(store, entries, cfg_eval)
     title = f"SWiRL at CPU scale: {base_cfg.policy.model}, {args.config}"
     md = markdown_report(cells, title)
+    warm_cells = []
+    if start_adapter and any(e.policy.startswith("warmup+") for e in entries):
+        warm_cells = report_cells(store, [e for e in entries if e.policy != "base"], cfg_eval, baseline="warmup")
+        md += "\n\n" + markdown_report(warm_cells, "The same policies compared with the warm-up adapter "
+                                        "(\"gain vs base\" below = gain vs warmup)")
     print(md)
     result = {
         "config": args.config,
@@ -117,11 +149,9 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "seconds": timings,
-        "cells": [{"variant": c.policy, "dataset": c.dataset, "accuracy": c.rule.rate, "low": c.rule.low,
-                   "high": c.rule.high, "n": c.rule.n,
-                   **({"gain": c.vs_base.diff, "gain_low": c.vs_base.diff_low, "gain_high": c.vs_base.diff_high,
-                       "mcnemar_p": c.vs_base.mcnemar_p} if c.vs_base else {}),
-                   "episode": dict(c.episode)} for c in cells],
+        "warmup_adapter": start_adapter,
+        "cells": [_cell(c) for c in cells],
+        "cells_vs_warmup": [_cell(c) for c in warm_cells],
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:

@@ -175,6 +175,12 @@ class EngineConfig(_Section):
     kind: Literal["vllm", "hf"] = Field("vllm", description="Inference engine: vllm (production) or hf (fallback).")
     model: str = Field(description="Model folder or hub id (hub ids need network).")
     adapter: str | None = Field(None, description="LoRA adapter folder (peft format) applied to every request.")
+    merge_adapter: bool = Field(
+        False,
+        description="Serve `adapter` merged into a copy of the weights (made at engine start, removed at close) "
+        "instead of as a LoRA: vLLM's LoRA path on a CPU decodes several times slower (bench/cpu_engine.py). One "
+        "engine per adapter; not for sampling from an adapter that is being trained (train.objective swirl).",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype. auto = bfloat16 on GPU, float32 on CPU."
     )
@@ -193,6 +199,12 @@ class EngineConfig(_Section):
         "machines, vLLM's default on GPUs.",
     )
     max_num_seqs: int | None = Field(None, ge=1, description="vLLM's limit on sequences decoded at once. Empty: vLLM's default.")
+    cpu_threads: str | None = Field(
+        None,
+        description="vLLM on CPU: the cores its worker's threads bind to, in vLLM's list syntax ('0-3', '0,2') or "
+        "`all`. Empty: vLLM's automatic binding, which keeps one core for the scheduler process (on a 2-core "
+        "machine, half of it; bench/cpu_engine.py compares them).",
+    )
 
 
 # ---------------------------------------------------------------------------------------- generate
@@ -228,6 +240,13 @@ def _check_example(turns: tuple[ChatTurn, ...], name: str) -> None:
 class GenerateConfig(_Section):
     datasets: tuple[str, ...] = Field(
         (), description="Ingested dataset names to generate trajectories for; empty = every dataset with split train."
+    )
+    source: Literal["policy", "gold"] = Field(
+        "policy",
+        description="Who acts: the policy model (sampled), or `gold`: each question's own solution from the dataset "
+        "(GSM8K calculator notes, HotpotQA/CofCA supporting facts, MuSiQue decomposition) replayed as protocol "
+        "actions through the same loop and tools, as demonstrations for an SFT warm-up. Questions without a "
+        "solution get no trajectory; no model runs (the policy's tokenizer is used).",
     )
     samples_per_question: int = Field(5, ge=1, description="Trajectories per question (the paper: 5).")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature (the paper does not report one).")
@@ -278,6 +297,8 @@ class GenerateConfig(_Section):
                 ) from None
         _check_example(self.math_example, "math_example")
         _check_example(self.search_example, "search_example")
+        if self.source == "gold" and self.samples_per_question != 1:
+            raise ValueError("source gold replays the one solution each question has: set samples_per_question: 1")
         return self
 
 
@@ -331,6 +352,9 @@ class RunConfig(_Section):
                     f"train.objective swirl samples from the policy engine with the adapter being trained: set "
                     f"policy.enable_lora: true and policy.max_lora_rank >= train.lora.rank ({self.train.lora.rank})"
                 )
+            if self.train.objective == "swirl" and self.policy.merge_adapter:
+                raise ValueError("train.objective swirl samples from the adapter being trained, which a merged "
+                                 "engine cannot serve: set policy.merge_adapter: false")
         off = self.train.offline
         if self.train.objective == "swirl_offline" and off.baseline != "none":
             # the reward's factors (process label, outcome) that the filter makes the same for every kept step

@@ -1,7 +1,9 @@
 """One engine per engine config for the whole flow run (vLLM start-up costs tens of seconds).
 
 Adapters are per request, so they are not part of the key: the policy with and without its adapter shares one
-engine. `close_engines()` runs at the end of a flow.
+engine. An engine with `merge_adapter` serves its one adapter, so the adapter is part of its key; only one such
+engine is kept at a time (each holds a copy of the weights and its own KV cache). `close_engines()` runs at the
+end of a flow.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ _LOCK = threading.Lock()
 
 
 def get_engine(cfg: EngineConfig) -> Engine:
-    key = json.dumps(cfg.model_dump(mode="json", exclude={"adapter"}), sort_keys=True)
+    merged = bool(cfg.merge_adapter and cfg.adapter)
+    key = json.dumps(cfg.model_dump(mode="json", exclude=None if merged else {"adapter"}), sort_keys=True)
     with _LOCK:
         if key not in _ENGINES:
+            if merged:
+                for k in [k for k, e in _ENGINES.items() if getattr(e, "merged_adapter", False)]:
+                    _ENGINES.pop(k).close()
             _ENGINES[key] = make_engine(cfg)
         return _ENGINES[key]
 

@@ -14,6 +14,19 @@ __all__ = ["Completion", "Engine", "Prompt", "Result", "Sampling", "encode_promp
 
 def make_engine(cfg: EngineConfig) -> Engine:
     """Build the engine a config names (heavy imports happen here, not at import time)."""
+    if getattr(cfg, "merge_adapter", False) and cfg.adapter:
+        from swirl.engines.merged import MergedAdapterEngine, merge_adapter, merged_folder
+
+        folder = merge_adapter(cfg.model, cfg.adapter, merged_folder(cfg.model, cfg.adapter))
+        try:
+            inner = make_engine(cfg.model_copy(update={"model": folder, "adapter": None, "merge_adapter": False,
+                                                       "enable_lora": False}))
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return MergedAdapterEngine(inner, cfg.adapter, folder)
     if cfg.kind == "vllm":
         from swirl.engines.vllm import VLLMEngine
 
@@ -31,6 +44,7 @@ def make_engine(cfg: EngineConfig) -> Engine:
             enforce_eager=cfg.enforce_eager,
             block_size=cfg.block_size,
             max_num_seqs=cfg.max_num_seqs,
+            cpu_threads=cfg.cpu_threads,
         )
     if cfg.kind == "hf":
         from swirl.engines.hf import HFEngine

@@ -22,6 +22,14 @@ from swirl.engines.base import (
 )
 
 
+def cpu_core_list(spec: str) -> str:
+    """`all` -> the cores this process may run on, as vLLM's list syntax (e.g. '0-1'); anything else unchanged."""
+    if spec != "all":
+        return spec
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    return ",".join(str(c) for c in cores)
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -41,6 +49,7 @@ class VLLMEngine:
         block_size: int | None = None,
         enable_prefix_caching: bool | None = None,
         max_num_seqs: int | None = None,
+        cpu_threads: str | None = None,
     ):
         import torch
 
@@ -48,6 +57,8 @@ class VLLMEngine:
         if not torch.cuda.is_available():
             # vLLM's CPU backend sizes its KV cache from this variable (GiB).
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(cpu_kvcache_gb)))
+            if cpu_threads:  # the cores the worker's OpenMP threads bind to (vLLM's auto keeps one for the scheduler)
+                os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_core_list(cpu_threads)
         try:
             from vllm import LLM
         except ImportError as e:

@@ -30,6 +30,7 @@ from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig, engine_identit
 from swirl.judging.process import Question, ask_all, outcome_ask
 from swirl.rollout import Tool, Trajectory
 from swirl.stages.generate import (
+    engine_identity,
     model_fingerprint,
     protocol_examples,
     protocol_template,
@@ -107,7 +108,7 @@ def _plan(
         },
         "rules": {"qa_rule": outcome.qa_rule, "f1_threshold": outcome.f1_threshold},
         "max_context": policy.max_model_len,
-        "engine": policy.kind,
+        "engine": engine_identity(policy),
     }
     inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
     if task == "search":
@@ -381,8 +382,8 @@ def run_report(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig
     return store.write_files(REPORT_STAGE, version, produce, config, inputs, summary)
 
 
-def report_cells(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig) -> list[Any]:
-    """One report cell per entry; policies other than `base` are compared with `base` on the same questions."""
+def report_cells(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig, baseline: str = "base") -> list[Any]:
+    """One report cell per entry; policies other than `baseline` are compared with it on the same questions."""
     from swirl.evaluation.metrics import episode_stats, paired_comparison, proportion
     from swirl.evaluation.report import Cell
 
@@ -408,9 +409,9 @@ def report_cells(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConf
         rows = by_dataset[dataset][e.policy]
         judged = any(r["judge_text"] or r["judge_correct"] is not None for r in rows)
         verdict = (lambda r: bool(r["judge_correct"])) if judged else (lambda r: bool(r["rule_correct"]))
-        base = by_dataset[dataset].get("base")
+        base = by_dataset[dataset].get(baseline)
         vs_base = None
-        if base is not None and e.policy != "base":
+        if base is not None and e.policy != baseline:
             a, b = _aligned(base, rows, dataset, e.policy)
             vs_base = paired_comparison(
                 [verdict(r) for r in a],

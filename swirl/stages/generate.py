@@ -65,13 +65,19 @@ def model_fingerprint(model: str, adapter: str | None) -> str:
     return folder(model) + ("|" + folder(adapter) if adapter else "")
 
 
+def engine_identity(policy: EngineConfig) -> str:
+    """How the policy is served, where it changes the numbers: the engine kind, and a merged adapter (merged
+    weights round differently from a LoRA applied at run time)."""
+    return policy.kind + ("+merged" if policy.merge_adapter and policy.adapter else "")
+
+
 def generate_version(
     cfg: GenerateConfig, policy: EngineConfig, spec: DatasetSpec, questions: StageRef, corpus: StageRef | None,
     search: SearchConfig | None = None,
 ) -> str:
     inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
     config = {"generate": _stage_config(cfg), "task": task_of(spec), "max_context": policy.max_model_len,
-              "engine": policy.kind}
+              "engine": engine_identity(policy)}
     if task_of(spec) == "search":  # the index and how results are shown both shape the observations
         if corpus is None:
             raise ValueError(f"dataset {spec.name!r} is a search task: generate needs its corpus stage output")
@@ -109,21 +115,35 @@ def run_generate(
     writer = store.sharded(STAGE, version, TABLE, {"generate": _stage_config(cfg), "dataset": spec.name,
                                                    "policy": policy.model, "adapter": policy.adapter}, inputs)
     task = task_of(spec)
-    rows = store.read_ref(questions).select(["question_id", "question"]).to_pylist()
+    rows = store.read_ref(questions).select(["question_id", "question", "answers", "metadata"]).to_pylist()
+    model, adapter = policy.model, policy.adapter
+    if cfg.source == "gold":
+        from swirl.data.demonstrations import GoldScript
+
+        script = GoldScript(rows, task)
+        without = sum(r["question"] not in script.actions for r in rows)
+        rows = [r for r in rows if r["question"] in script.actions]
+        if not rows:
+            raise ValueError(f"generate.source gold: no question of dataset {spec.name!r} has a gold solution "
+                             f"({spec.format} gives calculator notes or supporting facts only when the file has them)")
+        engine = lambda: gold_engine(policy, script)  # noqa: E731
+        model, adapter = f"gold ({policy.model} tokens)", None
     done = writer.done_keys()
     todo = [r for r in rows if r["question_id"] not in done]
     settings = rollout_settings(cfg, task, policy.max_model_len)
     total = len(rows) * cfg.samples_per_question
     stats = {"done": len(done) * cfg.samples_per_question, "total": total, "new": 0, "tokens": 0, "seconds": 0.0,
              "resumed_questions": len(done)}
+    if cfg.source == "gold":
+        stats["without_gold_solution"] = without
     if todo:
         eng = engine() if callable(engine) and not hasattr(engine, "generate") else engine
         t0 = time.perf_counter()
         for start in range(0, len(todo), cfg.shard_questions):
             shard = todo[start : start + cfg.shard_questions]
             trajs = roll_out(eng, shard, task, cfg.samples_per_question, protocol_template(cfg, task), tools,
-                             settings, policy.adapter, protocol_examples(cfg, task))
-            table = to_table(TABLE, [t.row(policy.model, policy.adapter) for t in trajs])
+                             settings, adapter, protocol_examples(cfg, task))
+            table = to_table(TABLE, [t.row(model, adapter) for t in trajs])
             writer.write_shard(table, [q["question_id"] for q in shard])
             stats["done"] += len(trajs)
             stats["new"] += len(trajs)
@@ -142,6 +162,16 @@ def run_generate(
             f.write(to_markdown(sample, title=f"{spec.name}: {len(sample)} of {len(all_rows)} trajectories"))
 
     return writer.finalize(summary, files=files if sample else None)
+
+
+def gold_engine(policy: EngineConfig, script: Callable[[str, int | None], str]) -> Engine:
+    """The engine of `source: gold`: the gold script, speaking the policy's tokens (no model is loaded)."""
+    from transformers import AutoTokenizer
+
+    from swirl.engines.scripted import ScriptedEngine
+
+    return ScriptedEngine(AutoTokenizer.from_pretrained(policy.model), script, model="gold",
+                          max_context=policy.max_model_len)
 
 
 def protocol_template(cfg: GenerateConfig, task: str) -> str:
@@ -203,5 +233,6 @@ def summarize(rows: list[dict[str, Any]], stats: Mapping[str, Any]) -> dict[str,
         "tokens_per_s": stats.get("tokens", 0) / secs if secs else 0.0,
         "trajectories_per_s": stats.get("new", 0) / secs if secs else 0.0,
         "resumed_questions": stats.get("resumed_questions", 0),
+        **({"without_gold_solution": stats["without_gold_solution"]} if "without_gold_solution" in stats else {}),
     }
 

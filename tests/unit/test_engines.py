@@ -144,3 +144,11 @@ def test_sampled_logprobs_from_flat_and_dict_formats():
     assert _sampled_logprobs(flat, [5, 9]) == [-0.5, -1.25]
     per_position = [{5: SimpleNamespace(logprob=-0.5), 7: SimpleNamespace(logprob=-3.0)}, {9: SimpleNamespace(logprob=-1.25)}]
     assert _sampled_logprobs(per_position, [5, 9]) == [-0.5, -1.25]
+
+
+def test_cpu_core_list_names_every_allowed_core():
+    from swirl.engines.vllm import cpu_core_list
+
+    assert cpu_core_list("0-3") == "0-3"
+    expected = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
+    assert cpu_core_list("all") == ",".join(map(str, expected))

@@ -135,6 +135,18 @@ def test_report_compares_policies_on_the_same_questions(evaluated, tiny_model_di
     assert run_report(store, entries, cfg, "test round") == ref  # a store hit
 
 
+def test_report_cells_compare_with_a_chosen_baseline(evaluated):
+    from swirl.stages.evaluate import report_cells
+
+    store, base, trained, _ = evaluated
+    cfg = EvaluateConfig(bootstrap_resamples=200)
+    # The trained policy as the baseline: base is 5 correct answers behind it (5/10 vs 10/10).
+    cells = {c.policy: c for c in report_cells(store, [ReportEntry("base", "", base), ReportEntry("warm", "", trained)],
+                                               cfg, baseline="warm")}
+    assert cells["warm"].vs_base is None
+    assert cells["base"].vs_base.diff == -0.5 and cells["base"].vs_base.mcnemar_p == pytest.approx(2 * 0.5**5)
+
+
 def test_report_refuses_unpaired_samples(evaluated, tiny_model_dir, tiny_adapter_dir):
     store, base, _, root = evaluated
     _, other = run_policy(root, tiny_model_dir, adapter=tiny_adapter_dir, questions=6)
