@@ -1,18 +1,20 @@
-"""vLLM on CPU: decoding speed by core binding (`cpu_threads`) and by how an adapter is served (`merge_adapter`).
+"""vLLM on CPU: decoding speed by core binding (`cpu_threads`) and by how an adapter is served
+(`merge_adapter`).
 
-    python bench/cpu_engine.py [--model runs/models/smollm2-135m-instruct] [--prompts 64] [--tokens 64] [--repeats 2]
+    python bench/cpu_engine.py [--model runs/models/smollm2-135m-instruct] [--prompts 64] [--tokens 64]
+                               [--repeats 2]
 
 Settings, each in its own process (the binding is fixed when an engine starts):
 
 - auto: vLLM's automatic binding (it keeps one core for its scheduler process; on a 2-core machine, half);
 - all cores: `cpu_threads: all`;
-- all cores + LoRA: the same with a LoRA adapter (rank 16 on every linear layer, random non-zero weights, built
-  for the run) applied per request, as vLLM serves adapters;
+- all cores + LoRA: the same with a LoRA adapter (rank 16 on every linear layer, random non-zero weights,
+  built for the run) applied per request, as vLLM serves adapters;
 - all cores + merged: the same adapter merged into a copy of the weights (`merge_adapter: true`).
 
-Each process starts its engine, makes a short warm-up call, then times `--prompts` sampled completions of up to
-`--tokens` tokens (fixed seed). Settings alternate for `--repeats` rounds; the table shows the median generated
-tokens/s and the ratio to `auto` from the same run. Writes bench/results/cpu_engine.json.
+Each process starts its engine, makes a short warm-up call, then times `--prompts` sampled completions of up
+to `--tokens` tokens (fixed seed). Settings alternate for `--repeats` rounds; the table shows the median
+generated tokens/s and the ratio to `auto` from the same run. Writes bench/results/cpu_engine.json.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # name -> (cpu_threads, adapter mode)
-SETTINGS = {"auto": ("", "none"), "all cores": ("all", "none"), "all cores + LoRA": ("all", "lora"),
-            "all cores + merged": ("all", "merged")}
+SETTINGS = {
+    "auto": ("", "none"),
+    "all cores": ("all", "none"),
+    "all cores + LoRA": ("all", "lora"),
+    "all cores + merged": ("all", "merged"),
+}
 
 
 def build_adapter(model: str, out: str) -> str:
@@ -41,8 +47,13 @@ def build_adapter(model: str, out: str) -> str:
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    cfg = LoraConfig(r=16, lora_alpha=32, init_lora_weights=False, lora_dropout=0.0,
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    cfg = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        init_lora_weights=False,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     get_peft_model(base, cfg).save_pretrained(out)
     return out
 
@@ -51,9 +62,18 @@ def child(model: str, prompts: int, tokens: int, threads: str, mode: str, adapte
     from swirl.config import EngineConfig
     from swirl.engines import Sampling, make_engine
 
-    cfg = EngineConfig(kind="vllm", model=model, dtype="float32", max_model_len=1024, cpu_kvcache_gb=1,
-                       cpu_threads=threads or None, enable_lora=mode == "lora", max_lora_rank=16,
-                       adapter=adapter if mode != "none" else None, merge_adapter=mode == "merged")
+    cfg = EngineConfig(
+        kind="vllm",
+        model=model,
+        dtype="float32",
+        max_model_len=1024,
+        cpu_kvcache_gb=1,
+        cpu_threads=threads or None,
+        enable_lora=mode == "lora",
+        max_lora_rank=16,
+        adapter=adapter if mode != "none" else None,
+        merge_adapter=mode == "merged",
+    )
     eng = make_engine(cfg)
     request_adapter = cfg.adapter
     texts = [f"Write a short story number {i} about a lighthouse keeper." for i in range(prompts)]
@@ -85,15 +105,33 @@ def main() -> int:
     runs: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for _ in range(args.repeats):
         for name, (threads, mode) in SETTINGS.items():
-            out = subprocess.run([sys.executable, __file__, "--model", args.model, "--prompts", str(args.prompts),
-                                  "--tokens", str(args.tokens), "--child", threads, mode, adapter],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    args.model,
+                    "--prompts",
+                    str(args.prompts),
+                    "--tokens",
+                    str(args.tokens),
+                    "--child",
+                    threads,
+                    mode,
+                    adapter,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
             runs[name].append(r["tokens"] / r["seconds"])
             print(f"{name}: {runs[name][-1]:.1f} tok/s", flush=True)
     base = statistics.median(runs["auto"])
-    rows = [{"setting": n, "tok_s": statistics.median(v), "vs_auto": statistics.median(v) / base, "runs": v}
-            for n, v in runs.items()]
+    rows = [
+        {"setting": n, "tok_s": statistics.median(v), "vs_auto": statistics.median(v) / base, "runs": v}
+        for n, v in runs.items()
+    ]
     print(f"\n| setting | tok/s (median of {args.repeats}) | vs auto |\n|---|---|---|")
     for r in rows:
         print(f"| {r['setting']} | {r['tok_s']:.1f} | {r['vs_auto']:.2f}x |")
@@ -102,8 +140,18 @@ def main() -> int:
     shutil.rmtree(os.path.dirname(adapter), ignore_errors=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"model": args.model, "prompts": args.prompts, "tokens": args.tokens, "date": time.strftime("%Y-%m-%d"),
-                   "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows}, f, indent=2)
+        json.dump(
+            {
+                "model": args.model,
+                "prompts": args.prompts,
+                "tokens": args.tokens,
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "rows": rows,
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {args.out}")
     return 0
 

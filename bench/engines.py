@@ -2,8 +2,8 @@
 
     python bench/engines.py [--prompts 64] [--max-tokens 128] [--model PATH]
 
-Prints a table and writes bench/results/engines.json. The figure that matters is the ratio measured in the same
-run (these machines are noisy); both engines produce identical greedy ids, which the script checks.
+Prints a table and writes bench/results/engines.json. The figure that matters is the ratio measured in the
+same run (these machines are noisy); both engines produce identical greedy ids, which the script checks.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def main() -> None:
     s = Sampling(max_tokens=args.max_tokens, logprobs=True)
     rows = []
     outputs = {}
-    for name, make in (("hf", lambda: HFEngine(model, dtype="float32", batch_size=16)),
-                       ("vllm", lambda: VLLMEngine(model, dtype="float32", max_model_len=2048, enable_lora=False))):
+    for name, make in (
+        ("hf", lambda: HFEngine(model, dtype="float32", batch_size=16)),
+        ("vllm", lambda: VLLMEngine(model, dtype="float32", max_model_len=2048, enable_lora=False)),
+    ):
         t0 = time.perf_counter()
         eng = make()
         load = time.perf_counter() - t0
@@ -48,14 +50,24 @@ def main() -> None:
         dt = time.perf_counter() - t0
         toks = sum(len(c.token_ids) for r in res for c in r.completions)
         outputs[name] = [[c.token_ids for c in r.completions] for r in res]
-        rows.append({"engine": name, "load_s": round(load, 2), "gen_s": round(dt, 3), "tokens": toks,
-                     "tokens_per_s": round(toks / dt, 1)})
+        rows.append(
+            {
+                "engine": name,
+                "load_s": round(load, 2),
+                "gen_s": round(dt, 3),
+                "tokens": toks,
+                "tokens_per_s": round(toks / dt, 1),
+            }
+        )
         eng.close()
     base = rows[0]["tokens_per_s"]
     for r in rows:
         r["speedup_vs_hf"] = round(r["tokens_per_s"] / base, 2)
     identical = outputs["hf"] == outputs["vllm"]
-    t = Table(title=f"greedy generation, {args.prompts} prompts x <= {args.max_tokens} tokens (ids identical: {identical})")
+    t = Table(
+        title=f"greedy generation, {args.prompts} prompts x <= {args.max_tokens} tokens (ids identical: "
+        f"{identical})"
+    )
     for k in rows[0]:
         t.add_column(k, justify="right")
     for r in rows:
@@ -63,8 +75,17 @@ def main() -> None:
     Console().print(t)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"rows": rows, "greedy_ids_identical": identical, "prompts": args.prompts,
-                   "max_tokens": args.max_tokens, "model": model}, f, indent=2)
+        json.dump(
+            {
+                "rows": rows,
+                "greedy_ids_identical": identical,
+                "prompts": args.prompts,
+                "max_tokens": args.max_tokens,
+                "model": model,
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {args.out}")
 
 

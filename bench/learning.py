@@ -1,12 +1,13 @@
 """Does a SWiRL round make a real model better? The paper's comparisons at this machine's scale.
 
     python bench/learning.py [--config configs/learn-cpu.yaml] [--variants base,warmup,sft,swirl_none,...]
-                             [--objective swirl_offline|swirl] [--no-warmup] [--out bench/results/learning.json]
+                             [--objective swirl_offline|swirl] [--no-warmup]
+                             [--out bench/results/learning.json]
 
 Every variant is one `swirl_round` on the same config with one change, so everything they share (the converted
 model, the toy worlds, the trajectories, their judgments and the base model's evaluation) is computed once and
-is a store hit afterwards; all are evaluated on the same held-out questions (evaluate.questions per dataset, the
-same seed), so each comparison with the base model is paired:
+is a store hit afterwards; all are evaluated on the same held-out questions (evaluate.questions per dataset,
+the same seed), so each comparison with the base model is paired:
 
     base                      the policy as configured (no training)
     warmup                    SFT on the training split's gold demonstrations (generate.source: gold: the
@@ -15,15 +16,17 @@ same seed), so each comparison with the base model is paired:
                               this adapter: it generates with it, trains it further, and is compared with it
     sft                       SFT on outcome-filtered trajectories (the paper's SFT baseline)
     swirl_none                SWiRL (--objective) with no filter
-    swirl_process             ... keeping trajectories whose every step the process judge rates GOOD (the paper's best)
+    swirl_process             ... keeping trajectories whose every step the process judge rates GOOD (the
+                              paper's best)
     swirl_outcome             ... keeping trajectories with a correct final answer
     swirl_process_outcome     ... both
 
-The tables give each variant's accuracy per dataset (rule-graded) with its 95% Wilson interval, the gain over base
-(and, with the warm-up, over the warm-up adapter) with its paired bootstrap interval and McNemar's exact p. The same seed gives the same table: generation and
-training are seeded, evaluation is greedy; vLLM on CPU reproduces greedy decoding exactly in our tests
-(tests/unit/test_evaluate.py), so the figures are expected to repeat exactly on the same machine and versions.
-Writes the table as Markdown and JSON (bench/results/learning.{md,json}).
+The tables give each variant's accuracy per dataset (rule-graded) with its 95% Wilson interval, the gain over
+base (and, with the warm-up, over the warm-up adapter) with its paired bootstrap interval and McNemar's exact
+p. The same seed gives the same table: generation and training are seeded, evaluation is greedy; vLLM on CPU
+reproduces greedy decoding exactly in our tests (tests/unit/test_evaluate.py), so the figures are expected to
+repeat exactly on the same machine and versions. Writes the table as Markdown and JSON
+(bench/results/learning.{md,json}).
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
-    "warmup": {"generate": {"source": "gold", "samples_per_question": 1}, "filter": {"strategy": "outcome"},
-               "train": {"objective": "sft", "kl_beta": 0.0, "max_steps": 30}},
+    "warmup": {
+        "generate": {"source": "gold", "samples_per_question": 1},
+        "filter": {"strategy": "outcome"},
+        "train": {"objective": "sft", "kl_beta": 0.0, "max_steps": 30},
+    },
     "sft": {"train": {"objective": "sft", "kl_beta": 0.0}, "filter": {"strategy": "outcome"}},
     "swirl_none": {"filter": {"strategy": "none"}},
     "swirl_process": {"filter": {"strategy": "process"}},
@@ -57,7 +63,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def variant_config(data: dict[str, Any], name: str, objective: str | None, start_adapter: str | None = None) -> Any:
+def variant_config(
+    data: dict[str, Any], name: str, objective: str | None, start_adapter: str | None = None
+) -> Any:
     """The config of one variant; `start_adapter`: the warm-up adapter the trained variants generate with and
     continue training (train.lora.init_adapter defaults to the policy's adapter)."""
     from swirl.config import config_from_dict
@@ -75,24 +83,49 @@ def variant_config(data: dict[str, Any], name: str, objective: str | None, start
 
 
 def _cell(c: Any) -> dict[str, Any]:
-    return {"variant": c.policy, "dataset": c.dataset, "accuracy": c.rule.rate, "low": c.rule.low,
-            "high": c.rule.high, "n": c.rule.n,
-            **({"gain": c.vs_base.diff, "gain_low": c.vs_base.diff_low, "gain_high": c.vs_base.diff_high,
-                "mcnemar_p": c.vs_base.mcnemar_p} if c.vs_base else {}),
-            "episode": dict(c.episode)}
+    return {
+        "variant": c.policy,
+        "dataset": c.dataset,
+        "accuracy": c.rule.rate,
+        "low": c.rule.low,
+        "high": c.rule.high,
+        "n": c.rule.n,
+        **(
+            {
+                "gain": c.vs_base.diff,
+                "gain_low": c.vs_base.diff_low,
+                "gain_high": c.vs_base.diff_high,
+                "mcnemar_p": c.vs_base.mcnemar_p,
+            }
+            if c.vs_base
+            else {}
+        ),
+        "episode": dict(c.episode),
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/learn-cpu.yaml")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--objective", default=None, help="objective of the swirl_* variants (default: the config's)")
-    p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                   help="train the variants from the base model, not from the warm-up adapter")
+    p.add_argument(
+        "--objective", default=None, help="objective of the swirl_* variants (default: the config's)"
+    )
+    p.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="train the variants from the base model, not from the warm-up adapter",
+    )
     p.add_argument("--out", default="bench/results/learning.json")
     args = p.parse_args()
-    for k, v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "VLLM_NO_USAGE_STATS": "1",
-                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
+    for k, v in {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "VLLM_NO_USAGE_STATS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
         os.environ.setdefault(k, v)
 
     from flows.round import swirl_round
@@ -138,9 +171,13 @@ def main() -> int:
     md = markdown_report(cells, title)
     warm_cells = []
     if start_adapter and any(e.policy.startswith("warmup+") for e in entries):
-        warm_cells = report_cells(store, [e for e in entries if e.policy != "base"], cfg_eval, baseline="warmup")
-        md += "\n\n" + markdown_report(warm_cells, "The same policies compared with the warm-up adapter "
-                                        "(\"gain vs base\" below = gain vs warmup)")
+        warm_cells = report_cells(
+            store, [e for e in entries if e.policy != "base"], cfg_eval, baseline="warmup"
+        )
+        md += "\n\n" + markdown_report(
+            warm_cells,
+            'The same policies compared with the warm-up adapter ("gain vs base" below = gain vs warmup)',
+        )
     print(md)
     result = {
         "config": args.config,

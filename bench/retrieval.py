@@ -91,16 +91,23 @@ def run(path: str, retrievers: list[str], device: str, ks: tuple[int, ...] = (1,
         "corpus_documents": pool["documents"],
         "corpus_paragraphs_before_dedup": pool["paragraphs"],
         "results": results,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "device": pick_device(device), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": pick_device(device),
+            "python": platform.python_version(),
+        },
     }
 
 
 def print_table(report: dict[str, Any]) -> None:
     cols = ["recall@1", "recall@5", "all@5", "index_build_s", "queries_per_s_batched", "queries_per_s_single"]
     labels = ["recall@1", "recall@5", "all@5", "build s", "queries/s batched", "queries/s single"]
-    title = (f"HotpotQA retrieval: {report['questions']} questions, pooled corpus of {report['corpus_documents']} "
-             f"paragraphs ({report['machine']['device']}, {report['machine']['cpus']} CPUs)")
+    title = (
+        f"HotpotQA retrieval: {report['questions']} questions, pooled corpus of {report['corpus_documents']} "
+        f"paragraphs ({report['machine']['device']}, {report['machine']['cpus']} CPUs)"
+    )
     try:
         from rich.console import Console
         from rich.table import Table
@@ -110,7 +117,9 @@ def print_table(report: dict[str, Any]) -> None:
         for label in labels:
             table.add_column(label, justify="right")
         for kind, r in report["results"].items():
-            table.add_row(kind, *(f"{r[c]:.3f}" if c.startswith(("recall", "all")) else f"{r[c]}" for c in cols))
+            table.add_row(
+                kind, *(f"{r[c]:.3f}" if c.startswith(("recall", "all")) else f"{r[c]}" for c in cols)
+            )
         Console(width=max(100, Console().width)).print(table)
     except ImportError:
         print(title)
@@ -123,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hotpotqa", default=str(DEFAULT_DATA), help="HotpotQA distractor file (JSON list)")
     ap.add_argument("--retrievers", default="bm25,dense", help="comma-separated: bm25,dense")
-    ap.add_argument("--device", default="", help="torch device for dense (default: cuda if available, else cpu)")
+    ap.add_argument(
+        "--device", default="", help="torch device for dense (default: cuda if available, else cpu)"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrieval.json"))
     args = ap.parse_args(argv)
     if not os.path.exists(args.hotpotqa):

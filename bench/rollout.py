@@ -1,26 +1,28 @@
 """Rollout-loop throughput: the multi-step loop vs one raw `LLM.generate` call vs the HF engine.
 
     python bench/rollout.py [--questions 200] [--samples 5] [--steps 4] [--step-tokens 64] [--repeats 2]
-                            [--hf-questions 10] [--hidden 128 --intermediate 256 --layers 2 --heads 2 --kv-heads 2]
+                            [--hf-questions 10]
+                            [--hidden 128 --intermediate 256 --layers 2 --heads 2 --kv-heads 2]
                             [--model PATH --dtype bfloat16 --cuda-graphs]   (a GPU run on a real model)
 
-The loop generates `samples` trajectories per question with the calculator tool, step-synchronously (one engine
-call per step, stop strings, sampled-token log-probs, observations appended). Baselines, on the same engine:
+The loop generates `samples` trajectories per question with the calculator tool, step-synchronously (one
+engine call per step, stop strings, sampled-token log-probs, observations appended). Baselines, on the same
+engine:
 
-- raw: one `LLM.generate` call on the loop's first-step prompts producing the same number of tokens (`ignore_eos`,
-  the same per-prompt budget): the engine with no loop around it.
+- raw: one `LLM.generate` call on the loop's first-step prompts producing the same number of tokens
+  (`ignore_eos`, the same per-prompt budget): the engine with no loop around it.
 - raw + logprobs + stops: the same call with what the loop asks of every step.
-- engine replaying the loop's steps: for each step, one raw call on exactly the prompts the loop sent at that step
-  (so at the loop's longer contexts; the prompts are already in the prefix cache, so the observations are not
-  prefilled again).
-- replay, observations prefilled: the same, with the tokens each step added (template + observation) changed, so
-  the engine prefills them as it did in the loop: the engine work of the loop without the loop.
-  loop / replay-prefilled is what the loop machinery costs (Python, tools, the step barrier); replay-prefilled /
-  raw is what multi-step generation costs the engine, whatever the loop.
+- engine replaying the loop's steps: for each step, one raw call on exactly the prompts the loop sent at that
+  step (so at the loop's longer contexts; the prompts are already in the prefix cache, so the observations are
+  not prefilled again).
+- replay, observations prefilled: the same, with the tokens each step added (template + observation) changed,
+  so the engine prefills them as it did in the loop: the engine work of the loop without the loop.
+  loop / replay-prefilled is what the loop machinery costs (Python, tools, the step barrier);
+  replay-prefilled / raw is what multi-step generation costs the engine, whatever the loop.
 
 Every figure is generated tokens per second of wall time, after a warm-up loop on other questions (the first
-calls of a fresh engine run slower), measured `--repeats` times with fresh seeds (nothing generated is reused from
-the prefix cache) in alternating order; the table shows the medians, all ratios come from the same run.
+calls of a fresh engine run slower), measured `--repeats` times with fresh seeds (nothing generated is reused
+from the prefix cache) in alternating order; the table shows the medians, all ratios come from the same run.
 `mean context` is the average number of tokens before each generated token (decoding cost grows with it;
 `--sweep 277,400,550,700` measures by how much).
 The model defaults to the tests' tiny model; the shape options build a wider one (`--heads 8 --kv-heads 2` is
@@ -43,7 +45,8 @@ def _start(engine, questions, samples, max_steps):
     from swirl.rollout import ChatSegments, start_trajectories
 
     return start_trajectories(
-        questions, samples,
+        questions,
+        samples,
         lambda q: [{"role": "user", "content": render_prompt(MATH_PROMPT, q["question"], max_steps)}],
         ChatSegments(engine.tokenizer),
     )
@@ -61,7 +64,8 @@ def _loop(engine, questions, samples, settings):
 
 
 def _mean_context(spans: list[tuple[int, int]]) -> float:
-    """Average context length over generated tokens: a token at position p is decoded with p tokens before it."""
+    """Average context length over generated tokens: a token at position p is decoded with p tokens before
+    it."""
     n = sum(b - a for a, b in spans)
     return sum((a + b - 1) / 2 * (b - a) for a, b in spans) / max(1, n)
 
@@ -71,8 +75,8 @@ REPLAY_PREFILL = "replay, observations prefilled"
 
 
 def _replay_prompt(t, k: int, fresh: bool, vocab: int) -> list[int]:
-    """The prompt the loop sent for step k; `fresh` changes the tokens added since action k-1 (so they are not in
-    the prefix cache, as in the loop, which prefilled them) without changing the length."""
+    """The prompt the loop sent for step k; `fresh` changes the tokens added since action k-1 (so they are not
+    in the prefix cache, as in the loop, which prefilled them) without changing the length."""
     ids = t.token_ids[: t.action_spans[k][0]]
     if fresh and k > 0:
         cut = t.action_spans[k - 1][1]
@@ -83,12 +87,14 @@ def _replay_prompt(t, k: int, fresh: bool, vocab: int) -> list[int]:
 def _raw(llm, prompts, budget, seed0, extra):
     from vllm import SamplingParams
 
-    params = [SamplingParams(temperature=1.0, max_tokens=budget, ignore_eos=True, seed=seed0 + i, **extra)
-              for i in range(len(prompts))]
+    params = [
+        SamplingParams(temperature=1.0, max_tokens=budget, ignore_eos=True, seed=seed0 + i, **extra)
+        for i in range(len(prompts))
+    ]
     t0 = time.perf_counter()
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     dt = time.perf_counter() - t0
-    spans = [(len(p), len(p) + len(o.outputs[0].token_ids)) for p, o in zip(prompts, outs)]
+    spans = [(len(p), len(p) + len(o.outputs[0].token_ids)) for p, o in zip(prompts, outs, strict=False)]
     return sum(b - a for a, b in spans), dt, spans
 
 
@@ -100,7 +106,9 @@ def main() -> None:
     ap.add_argument("--step-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--hf-questions", type=int, default=10, help="0 skips the HF engine")
-    ap.add_argument("--model", default="", help="a model folder; default: build the tiny model with the shape below")
+    ap.add_argument(
+        "--model", default="", help="a model folder; default: build the tiny model with the shape below"
+    )
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--intermediate", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
@@ -108,9 +116,15 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-num-seqs", type=int, default=None)
-    ap.add_argument("--cuda-graphs", action="store_true", help="GPU: capture CUDA graphs (vLLM's default; slower start)")
-    ap.add_argument("--sweep", default="", help="context lengths, e.g. 277,400,550,700: also time the engine decoding "
-                    "64 tokens for 1000 prompts of each length, prompts prefilled (cached) beforehand and not shared")
+    ap.add_argument(
+        "--cuda-graphs", action="store_true", help="GPU: capture CUDA graphs (vLLM's default; slower start)"
+    )
+    ap.add_argument(
+        "--sweep",
+        default="",
+        help="context lengths, e.g. 277,400,550,700: also time the engine decoding "
+        "64 tokens for 1000 prompts of each length, prompts prefilled (cached) beforehand and not shared",
+    )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "rollout.json"))
     args = ap.parse_args()
 
@@ -124,25 +138,48 @@ def main() -> None:
     from swirl.protocol import STOP_STRINGS
     from swirl.rollout import RolloutSettings
 
-    shape = {"hidden_size": args.hidden, "intermediate_size": args.intermediate, "num_layers": args.layers,
-             "num_heads": args.heads, "num_kv_heads": args.kv_heads}
+    shape = {
+        "hidden_size": args.hidden,
+        "intermediate_size": args.intermediate,
+        "num_layers": args.layers,
+        "num_heads": args.heads,
+        "num_kv_heads": args.kv_heads,
+    }
     if args.model:
         model = args.model
     else:
-        tiny = shape == {"hidden_size": 128, "intermediate_size": 256, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2}
+        tiny = shape == {
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_layers": 2,
+            "num_heads": 2,
+            "num_kv_heads": 2,
+        }
         name = "swirl-bench-tiny" + ("" if tiny else "-" + "-".join(str(v) for v in shape.values()))
         model = build_tiny_model(os.path.join(tempfile.gettempdir(), name), **shape)
     warm_n = max(20, args.questions // 5)
     recs = gsm8k_records(args.questions + warm_n, seed=3)
     qs = [{"question_id": f"q{i}", "question": r["question"], "task": "math"} for i, r in enumerate(recs)]
-    qs, warm_qs = qs[: args.questions], qs[args.questions:]
+    qs, warm_qs = qs[: args.questions], qs[args.questions :]
 
     def settings(seed: int) -> RolloutSettings:
-        return RolloutSettings(max_steps=args.steps, max_tokens_per_step=args.step_tokens, max_context=2048,
-                               temperature=1.0, seed=seed)
+        return RolloutSettings(
+            max_steps=args.steps,
+            max_tokens_per_step=args.step_tokens,
+            max_context=2048,
+            temperature=1.0,
+            seed=seed,
+        )
 
-    eng = VLLMEngine(model, dtype=args.dtype, max_model_len=2048, enable_lora=False, cpu_kvcache_gb=2,
-                     max_num_seqs=args.max_num_seqs, enforce_eager=not args.cuda_graphs)
+    eng = VLLMEngine(
+        model,
+        dtype=args.dtype,
+        max_model_len=2048,
+        enable_lora=False,
+        cpu_kvcache_gb=2,
+        max_num_seqs=args.max_num_seqs,
+        enforce_eager=not args.cuda_graphs,
+    )
     vllm_block_size = eng.llm.llm_engine.vllm_config.cache_config.block_size
     t0 = time.perf_counter()
     _loop(eng, warm_qs, args.samples, settings(10_000))  # warm-up: every batch shape, on other questions
@@ -162,17 +199,27 @@ def main() -> None:
         for what in order:
             if what == "loop":
                 trajs, dt, toks = _loop(eng, qs, args.samples, settings(seed))
-                record("rollout loop (vllm)", toks, dt, _mean_context([s for t in trajs for s in t.action_spans]))
-                # The engine on the prompts the loop sent, one call per step: exactly (all cached), or with each
-                # step's new tokens (template + observation) changed so that they are prefilled as in the loop.
+                record(
+                    "rollout loop (vllm)", toks, dt, _mean_context([s for t in trajs for s in t.action_spans])
+                )
+                # The engine on the prompts the loop sent, one call per step: exactly (all cached), or with
+                # each step's new tokens (template + observation) changed so that they are prefilled as in the
+                # loop.
                 for run, fresh in ((REPLAY, False), (REPLAY_PREFILL, True)):
                     rt, rdt, rspans = 0, 0.0, []
                     for k in range(args.steps):
-                        prompts = [_replay_prompt(t, k, fresh, vocab) for t in trajs if len(t.action_spans) > k]
+                        prompts = [
+                            _replay_prompt(t, k, fresh, vocab) for t in trajs if len(t.action_spans) > k
+                        ]
                         if not prompts:
                             break
-                        n, d, sp = _raw(eng.llm, prompts, args.step_tokens, (2 + fresh) * 1_000_000 * seed + 100_000 * k,
-                                        {"logprobs": 0, **eng._flat})
+                        n, d, sp = _raw(
+                            eng.llm,
+                            prompts,
+                            args.step_tokens,
+                            (2 + fresh) * 1_000_000 * seed + 100_000 * k,
+                            {"logprobs": 0, **eng._flat},
+                        )
                         rt, rdt, rspans = rt + n, rdt + d, rspans + sp
                     record(run, rt, rdt, _mean_context(rspans))
                 first_prompts = [t.token_ids[: t.action_spans[0][0]] for t in trajs]
@@ -182,7 +229,10 @@ def main() -> None:
                     first_prompts = [t.token_ids for t in _start(eng, qs, args.samples, args.steps)]
                     prev = runs.get("rollout loop (vllm)")
                     per = round(prev[-1][0] / len(first_prompts)) if prev else args.steps * args.step_tokens
-                for run, extra in (("raw LLM.generate (vllm)", {}), ("raw + logprobs + stops (vllm)", features)):
+                for run, extra in (
+                    ("raw LLM.generate (vllm)", {}),
+                    ("raw + logprobs + stops (vllm)", features),
+                ):
                     n, d, sp = _raw(eng.llm, first_prompts, per, 1_000_000 * seed, extra)
                     record(run, n, d, _mean_context(sp))
     sweep = []
@@ -194,8 +244,12 @@ def main() -> None:
         rng = random.Random(0)
         for n_ctx in (int(x) for x in args.sweep.split(",")):
             prompts = [[rng.randrange(vocab) for _ in range(n_ctx)] for _ in range(1000)]
-            eng.llm.generate([{"prompt_token_ids": p} for p in prompts], [SamplingParams(max_tokens=1)] * len(prompts),
-                             use_tqdm=False)  # prefill once: the timed call only decodes
+            # prefill once: the timed call only decodes
+            eng.llm.generate(
+                [{"prompt_token_ids": p} for p in prompts],
+                [SamplingParams(max_tokens=1)] * len(prompts),
+                use_tqdm=False,
+            )
             n, d, _ = _raw(eng.llm, prompts, args.step_tokens, 7_000_000, {})
             sweep.append({"prompt_tokens": n_ctx, "tokens_per_s": round(n / d, 1)})
     eng.close()
@@ -208,10 +262,16 @@ def main() -> None:
     rows = []
     for run, ms in runs.items():
         rates = [t / d for t, d, _ in ms]
-        rows.append({"run": run, "gen_tokens": ms[-1][0], "mean_context": round(statistics.mean(c for _, _, c in ms)),
-                     "seconds": round(statistics.median(d for _, d, _ in ms), 2),
-                     "tokens_per_s": round(statistics.median(rates), 1),
-                     "tokens_per_s_each": [round(r, 1) for r in rates]})
+        rows.append(
+            {
+                "run": run,
+                "gen_tokens": ms[-1][0],
+                "mean_context": round(statistics.mean(c for _, _, c in ms)),
+                "seconds": round(statistics.median(d for _, d, _ in ms), 2),
+                "tokens_per_s": round(statistics.median(rates), 1),
+                "tokens_per_s_each": [round(r, 1) for r in rates],
+            }
+        )
     rate = {r["run"]: r["tokens_per_s"] for r in rows}
     raw_rate = rate["raw LLM.generate (vllm)"]
     for r in rows:
@@ -225,15 +285,19 @@ def main() -> None:
         "replay_vs_raw": round(rate[REPLAY] / raw_rate, 3),
         "loop_vs_replay_prefilled": round(loop / rate[REPLAY_PREFILL], 3),
         "replay_prefilled_vs_raw": round(rate[REPLAY_PREFILL] / raw_rate, 3),
-        "loop_vllm_vs_hf": round(loop / rate["rollout loop (hf)"], 2) if "rollout loop (hf)" in rate else None,
+        "loop_vllm_vs_hf": round(loop / rate["rollout loop (hf)"], 2)
+        if "rollout loop (hf)" in rate
+        else None,
         "context_sweep": sweep,
         "warmup_s": round(warm_s, 1),
         "settings": vars(args) | {"model": model},
         "cpus": os.cpu_count(),
         "vllm_block_size": vllm_block_size,
     }
-    t = Table(title=f"rollout throughput: {args.questions} questions x {args.samples} samples, <= {args.steps} steps "
-                    f"x {args.step_tokens} tokens, median of {args.repeats}")
+    t = Table(
+        title=f"rollout throughput: {args.questions} questions x {args.samples} samples, <= {args.steps} "
+        f"steps x {args.step_tokens} tokens, median of {args.repeats}"
+    )
     cols = ["run", "gen_tokens", "mean_context", "seconds", "tokens_per_s", "vs_raw"]
     for c in cols:
         t.add_column(c, justify="left" if c == "run" else "right")
@@ -241,14 +305,18 @@ def main() -> None:
         t.add_row(*(str(r[c]) for c in cols))
     con = Console(width=120)
     con.print(t)
-    con.print(f"loop / raw = {result['loop_vs_raw']} (target >= 0.8); loop / raw with logprobs+stops = "
-              f"{result['loop_vs_raw_with_logprobs_and_stops']}; loop / engine replaying its steps = "
-              f"{result['loop_vs_replay']} (observations prefilled: {result['loop_vs_replay_prefilled']}); "
-              f"replay / raw = {result['replay_vs_raw']} ({result['replay_prefilled_vs_raw']}); "
-              f"loop vLLM / loop HF = {result['loop_vllm_vs_hf']}")
+    con.print(
+        f"loop / raw = {result['loop_vs_raw']} (target >= 0.8); loop / raw with logprobs+stops = "
+        f"{result['loop_vs_raw_with_logprobs_and_stops']}; loop / engine replaying its steps = "
+        f"{result['loop_vs_replay']} (observations prefilled: {result['loop_vs_replay_prefilled']}); "
+        f"replay / raw = {result['replay_vs_raw']} ({result['replay_prefilled_vs_raw']}); "
+        f"loop vLLM / loop HF = {result['loop_vllm_vs_hf']}"
+    )
     if sweep:
-        con.print("decode tok/s by prompt length (cached, unshared prompts): "
-                  + ", ".join(f"{r['prompt_tokens']}: {r['tokens_per_s']:.0f}" for r in sweep))
+        con.print(
+            "decode tok/s by prompt length (cached, unshared prompts): "
+            + ", ".join(f"{r['prompt_tokens']}: {r['tokens_per_s']:.0f}" for r in sweep)
+        )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

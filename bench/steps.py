@@ -3,9 +3,9 @@
     python bench/steps.py [--steps 1000000] [--shard-trajectories 12500] [--root DIR] [--keep]
 
 Writes synthetic `questions`, `trajectories` (with token ids, as generate would) and `judgments` tables into a
-store, in shards as the sharded stages do, then runs the decompose and filter stages in a fresh child process so
-that its peak RSS measures those stages alone. Prints a table and writes bench/results/steps.json. Targets on a
-2-core machine: under 30 s and 2 GB peak RSS for the two stages together.
+store, in shards as the sharded stages do, then runs the decompose and filter stages in a fresh child process
+so that its peak RSS measures those stages alone. Prints a table and writes bench/results/steps.json. Targets
+on a 2-core machine: under 30 s and 2 GB peak RSS for the two stages together.
 """
 
 from __future__ import annotations
@@ -40,7 +40,12 @@ def _shard(start: int, n: int, rng: np.random.Generator, questions: int):
     messages, spans, lengths = [], [], []
     for j in range(n):
         i = start + j
-        msgs = [{"role": "user", "content": f"Help me answer the question in a few words. Question {i}: " + "x" * 300}]
+        msgs = [
+            {
+                "role": "user",
+                "content": f"Help me answer the question in a few words. Question {i}: " + "x" * 300,
+            }
+        ]
         sp, pos = [], PROMPT_TOKENS
         for a in range(k[j]):
             last = a == k[j] - 1
@@ -49,7 +54,10 @@ def _shard(start: int, n: int, rng: np.random.Generator, questions: int):
             elif (i + a) % 11 == 0:
                 act = "I am not sure what to do next."  # an invalid step
             else:
-                act = f"Next I need the director of film {i}. <search_query>director of film {i} {a}</search_query>"
+                act = (
+                    f"Next I need the director of film {i}. <search_query>director of film {i} "
+                    f"{a}</search_query>"
+                )
             msgs.append({"role": "assistant", "content": act})
             sp.append({"start": pos, "end": pos + ACTION_TOKENS})
             pos += ACTION_TOKENS
@@ -60,36 +68,44 @@ def _shard(start: int, n: int, rng: np.random.Generator, questions: int):
         spans.append(sp)
         lengths.append(pos)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    token_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(rng.integers(0, 32000, offsets[-1], dtype=np.int32)))
-    trajs = pa.table({
-        "trajectory_id": pa.array(tids),
-        "question_id": pa.array(qids),
-        "sample_idx": pa.array(np.arange(start, start + n) % 5, pa.int32()),
-        "messages": pa.array(messages, schema("trajectories").field("messages").type),
-        "token_ids": token_ids,
-        "action_spans": pa.array(spans, schema("trajectories").field("action_spans").type),
-        "action_logprobs": pa.nulls(n, schema("trajectories").field("action_logprobs").type),
-        "final_answer": pa.array([f"answer {start + j}" for j in range(n)]),
-        "stop_reason": pa.array(["answer"] * n),
-        "num_actions": pa.array(k, pa.int32()),
-        "model": pa.array(["bench"] * n),
-        "adapter": pa.nulls(n, pa.string()),
-    }, schema=schema("trajectories"))
+    token_ids = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(rng.integers(0, 32000, offsets[-1], dtype=np.int32))
+    )
+    trajs = pa.table(
+        {
+            "trajectory_id": pa.array(tids),
+            "question_id": pa.array(qids),
+            "sample_idx": pa.array(np.arange(start, start + n) % 5, pa.int32()),
+            "messages": pa.array(messages, schema("trajectories").field("messages").type),
+            "token_ids": token_ids,
+            "action_spans": pa.array(spans, schema("trajectories").field("action_spans").type),
+            "action_logprobs": pa.nulls(n, schema("trajectories").field("action_logprobs").type),
+            "final_answer": pa.array([f"answer {start + j}" for j in range(n)]),
+            "stop_reason": pa.array(["answer"] * n),
+            "num_actions": pa.array(k, pa.int32()),
+            "model": pa.array(["bench"] * n),
+            "adapter": pa.nulls(n, pa.string()),
+        },
+        schema=schema("trajectories"),
+    )
     steps = int(k.sum())
     label = rng.choice(np.array(["GOOD", "BAD", "UNKNOWN"], dtype=object), size=steps, p=[0.85, 0.12, 0.03])
     correct = rng.random(n) < 0.6
     traj_of_step = np.repeat(np.arange(n), k)
     step_no = np.arange(steps) - np.repeat(np.cumsum(k) - k, k)
-    judged = pa.table({
-        "trajectory_id": pa.array(np.array(tids, dtype=object)[traj_of_step]),
-        "step": pa.array(step_no, pa.int32()),
-        "process_label": pa.array(label),
-        "judge_text": pa.array([f"The step follows from the context. {lab}" for lab in label]),
-        "outcome_correct": pa.array(correct[traj_of_step]),
-        "outcome_llm": pa.nulls(steps, pa.bool_()),
-        "outcome_llm_text": pa.array([""] * steps),
-        "judge_model": pa.array(["bench-judge"] * steps),
-    }, schema=schema("judgments"))
+    judged = pa.table(
+        {
+            "trajectory_id": pa.array(np.array(tids, dtype=object)[traj_of_step]),
+            "step": pa.array(step_no, pa.int32()),
+            "process_label": pa.array(label),
+            "judge_text": pa.array([f"The step follows from the context. {lab}" for lab in label]),
+            "outcome_correct": pa.array(correct[traj_of_step]),
+            "outcome_llm": pa.nulls(steps, pa.bool_()),
+            "outcome_llm_text": pa.array([""] * steps),
+            "judge_model": pa.array(["bench-judge"] * steps),
+        },
+        schema=schema("judgments"),
+    )
     return trajs, judged, tids
 
 
@@ -100,9 +116,19 @@ def make_inputs(root: str, steps: int, shard: int) -> dict:
     store = Store(root)
     n_traj = steps // int(ACTIONS.mean())
     questions = max(1, n_traj // 5)
-    qrows = [{"question_id": f"{DATASETS[q % 2]}-train-{q:05d}", "dataset": DATASETS[q % 2], "split": "train",
-              "question": f"Question {q}?", "answers": [str(q)], "level": "", "hops": None, "metadata": "{}"}
-             for q in range(questions)]
+    qrows = [
+        {
+            "question_id": f"{DATASETS[q % 2]}-train-{q:05d}",
+            "dataset": DATASETS[q % 2],
+            "split": "train",
+            "question": f"Question {q}?",
+            "answers": [str(q)],
+            "level": "",
+            "hops": None,
+            "metadata": "{}",
+        }
+        for q in range(questions)
+    ]
     q = store.write_table("ingest", "bench-q", to_table("questions", qrows), "questions", {})
     tw = store.sharded("generate", "bench-t", "trajectories", {})
     jw = store.sharded("judge", "bench-j", "judgments", {})
@@ -112,13 +138,18 @@ def make_inputs(root: str, steps: int, shard: int) -> dict:
         tw.write_shard(trajs, [f"{start}"])  # keys: one per shard (the ids would bloat the manifest)
         jw.write_shard(judged, [f"{start}"])
     t, j = tw.finalize(), jw.finalize({"outcome_llm_enabled": False})
-    return {"questions": q.version, "trajectories": t.version, "judgments": j.version,
-            "trajectory_rows": t.rows, "judgment_rows": j.rows}
+    return {
+        "questions": q.version,
+        "trajectories": t.version,
+        "judgments": j.version,
+        "trajectory_rows": t.rows,
+        "judgment_rows": j.rows,
+    }
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child started by a
-    big parent would report the parent's peak."""
+    """This process's peak RSS. VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child started by
+    a big parent would report the parent's peak."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -168,7 +199,9 @@ def main() -> None:
     ap.add_argument("--shard-trajectories", type=int, default=12_500, help="trajectories per input shard")
     ap.add_argument("--root", default="", help="store folder (default: a temporary folder, removed after)")
     ap.add_argument("--keep", action="store_true", help="keep the store folder")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "steps.json"))
+    ap.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "steps.json")
+    )
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # the measured child process
@@ -181,8 +214,12 @@ def main() -> None:
         t0 = time.perf_counter()
         versions = make_inputs(root, args.steps, args.shard_trajectories)
         make_s = round(time.perf_counter() - t0, 2)
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps([root, versions])],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", json.dumps([root, versions])],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode:
             sys.exit(f"the measured child process failed:\n{proc.stderr}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -217,10 +254,19 @@ def main() -> None:
     Console().print(t)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"steps_requested": args.steps, "trajectories": versions["trajectory_rows"], "inputs_build_s": make_s,
-                   "cpus": os.cpu_count(), **res,
-                   "targets": {"total_s": 30, "peak_rss_mb": 2048},
-                   "meets_targets": res["total_s"] < 30 and res["peak_rss_mb"] < 2048}, f, indent=2)
+        json.dump(
+            {
+                "steps_requested": args.steps,
+                "trajectories": versions["trajectory_rows"],
+                "inputs_build_s": make_s,
+                "cpus": os.cpu_count(),
+                **res,
+                "targets": {"total_s": 30, "peak_rss_mb": 2048},
+                "meets_targets": res["total_s"] < 30 and res["peak_rss_mb"] < 2048,
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {args.out}")
 
 

@@ -2,15 +2,17 @@
 
     python bench/train.py [--k 2 5 10] [--trajectories 64] [--prompt-tokens 150] [--action-tokens 48]
                           [--obs-tokens 60] [--micro-batch-tokens 4096] [--step-trajectories 16]
-                          [--model FOLDER | --config tiny|qwen2-0.5b] [--device cpu|cuda] [--dtype float32|bfloat16]
+                          [--model FOLDER | --config tiny|qwen2-0.5b] [--device cpu|cuda]
+                          [--dtype float32|bfloat16]
 
-For each K (actions per trajectory, all kept), `--trajectories` synthetic trajectories of `prompt + K x (action +
-observation)` tokens (no observation after the last action) are trained for one epoch: optimizer steps of
-`--step-trajectories` trajectories, each a gradient accumulation over micro-batches of at most
-`--micro-batch-tokens` padded tokens, then one AdamW step on the LoRA weights. Once with `prefix_shared` batches
-(one row per trajectory) and once with `naive_expand` batches (one row per action), with the same micro-batch
-budget; one untimed warm-up step precedes each timed epoch. Figures: trained (action) tokens/s, processed (non-pad)
-tokens/s, wall seconds per epoch, and the speed-up naive / prefix wall time per K, all from the same run.
+For each K (actions per trajectory, all kept), `--trajectories` synthetic trajectories of
+`prompt + K x (action + observation)` tokens (no observation after the last action) are trained for one epoch:
+optimizer steps of `--step-trajectories` trajectories, each a gradient accumulation over micro-batches of at
+most `--micro-batch-tokens` padded tokens, then one AdamW step on the LoRA weights. Once with `prefix_shared`
+batches (one row per trajectory) and once with `naive_expand` batches (one row per action), with the same
+micro-batch budget; one untimed warm-up step precedes each timed epoch. Figures: trained (action) tokens/s,
+processed (non-pad) tokens/s, wall seconds per epoch, and the speed-up naive / prefix wall time per K, all
+from the same run.
 
 `--config qwen2-0.5b` builds a random Qwen2 with the 0.5B shapes (hidden 896, 24 layers, 14 heads, 2 KV heads,
 intermediate 4864, vocab 151936) from `Qwen2Config` (nothing downloaded): use it with `--device cuda --dtype
@@ -47,20 +49,36 @@ def build_model(args):
         base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(args.device)
         name = args.model or "tiny (swirl.models.tiny)"
     else:  # qwen2-0.5b shapes, random weights
-        cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                          rope_theta=1_000_000.0, tie_word_embeddings=True, use_sliding_window=False,
-                          pad_token_id=151643, bos_token_id=151643, eos_token_id=151645)
+        cfg = Qwen2Config(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rope_theta=1_000_000.0,
+            tie_word_embeddings=True,
+            use_sliding_window=False,
+            pad_token_id=151643,
+            bos_token_id=151643,
+            eos_token_id=151645,
+        )
         with torch.device(args.device):
             base = Qwen2ForCausalLM(cfg).to(dtype)
         name = "random Qwen2 with 0.5B shapes"
     base.config.use_cache = False
-    lora = LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
+    lora = LoraConfig(
+        r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0, target_modules=LORA_TARGETS
+    )
     model = get_peft_model(base, lora)
     model.train()  # dropout is 0 in Qwen2 and LoRA: train mode changes nothing numerically
     n_all = sum(p.numel() for p in model.parameters())
     n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return model, f"{name}: {n_all / 1e6:.1f}M parameters, LoRA r={args.lora_rank} {n_lora / 1e6:.2f}M trainable"
+    return (
+        model,
+        f"{name}: {n_all / 1e6:.1f}M parameters, LoRA r={args.lora_rank} {n_lora / 1e6:.2f}M trainable",
+    )
 
 
 def make_examples(k: int, args, vocab: int, rng: np.random.Generator):
@@ -109,14 +127,15 @@ def run_epoch(model, examples, layout, args) -> dict:
     opt = torch.optim.AdamW(params, lr=1e-5)
     step = args.step_trajectories
     warm = {"rows": 0, "micro_batches": 0, "trained_tokens": 0, "processed_tokens": 0, "padded_tokens": 0}
-    train_step(model, opt, examples[:step], layout, args, warm)  # warm-up (kernels, allocator, optimizer state)
+    # warm-up (kernels, allocator, optimizer state)
+    train_step(model, opt, examples[:step], layout, args, warm)
     _sync(args.device)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     stats = dict.fromkeys(warm, 0)
     t0 = time.perf_counter()
     for i in range(0, len(examples), step):
-        train_step(model, opt, examples[i: i + step], layout, args, stats)
+        train_step(model, opt, examples[i : i + step], layout, args, stats)
     _sync(args.device)
     dt = time.perf_counter() - t0
     stats.update(
@@ -136,19 +155,34 @@ def main() -> None:
     ap.add_argument("--trajectories", type=int, default=64, help="trajectories per epoch")
     ap.add_argument("--prompt-tokens", type=int, default=150)
     ap.add_argument("--action-tokens", type=int, default=48)
-    ap.add_argument("--obs-tokens", type=int, default=60, help="observation/template tokens after every action but the last")
-    ap.add_argument("--micro-batch-tokens", type=int, default=4096, help="padded tokens per micro-batch (both layouts)")
+    ap.add_argument(
+        "--obs-tokens",
+        type=int,
+        default=60,
+        help="observation/template tokens after every action but the last",
+    )
+    ap.add_argument(
+        "--micro-batch-tokens", type=int, default=4096, help="padded tokens per micro-batch (both layouts)"
+    )
     ap.add_argument("--step-trajectories", type=int, default=16, help="trajectories per optimizer step")
     ap.add_argument("--aggregation", default="token", choices=["token", "action", "sequence"])
     ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--model", default="", help="a local transformers causal-LM folder (default: the tiny model)")
-    ap.add_argument("--config", default="tiny", choices=["tiny", "qwen2-0.5b"],
-                    help="model when --model is not given: the tiny model or a random Qwen2 with 0.5B shapes")
+    ap.add_argument(
+        "--model", default="", help="a local transformers causal-LM folder (default: the tiny model)"
+    )
+    ap.add_argument(
+        "--config",
+        default="tiny",
+        choices=["tiny", "qwen2-0.5b"],
+        help="model when --model is not given: the tiny model or a random Qwen2 with 0.5B shapes",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train.json"))
+    ap.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train.json")
+    )
     args = ap.parse_args()
 
     import torch
@@ -171,24 +205,51 @@ def main() -> None:
         per = {}
         for name, layout in (("prefix", prefix_shared), ("naive", naive_expand)):
             per[name] = run_epoch(model, examples, layout, args)
-            rows.append({"K": k, "layout": name, "trajectory_tokens": len(examples[0].token_ids), **per[name]})
+            rows.append(
+                {"K": k, "layout": name, "trajectory_tokens": len(examples[0].token_ids), **per[name]}
+            )
         speedups[k] = round(per["naive"]["epoch_s"] / per["prefix"]["epoch_s"], 2)
         rows[-2]["speedup"] = speedups[k]
         rows[-1]["speedup"] = 1.0
 
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or 'cpu'}, " \
-        f"{torch.get_num_threads()} threads"
-    cols = ["K", "layout", "trajectory_tokens", "rows", "micro_batches", "trained_tokens", "processed_tokens",
-            "padded_tokens", "epoch_s", "trained_tokens_per_s", "processed_tokens_per_s", "speedup"]
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    )
+    cols = [
+        "K",
+        "layout",
+        "trajectory_tokens",
+        "rows",
+        "micro_batches",
+        "trained_tokens",
+        "processed_tokens",
+        "padded_tokens",
+        "epoch_s",
+        "trained_tokens_per_s",
+        "processed_tokens_per_s",
+        "speedup",
+    ]
     if args.device.startswith("cuda"):
         cols.append("peak_gpu_memory_gb")
-    t = Table(title=f"one epoch of LoRA training, {args.trajectories} trajectories (prompt {args.prompt_tokens}, "
-                    f"actions {args.action_tokens}, observations {args.obs_tokens} tokens), micro-batches of "
-                    f"{args.micro_batch_tokens} tokens, {args.dtype} on {args.device}")
-    heads = {"trajectory_tokens": "traj tokens", "micro_batches": "micro-batches", "trained_tokens": "trained tokens",
-             "processed_tokens": "processed tokens", "padded_tokens": "padded tokens", "epoch_s": "epoch s",
-             "trained_tokens_per_s": "trained tok/s", "processed_tokens_per_s": "processed tok/s",
-             "speedup": "speed-up", "peak_gpu_memory_gb": "peak GPU GB"}
+    t = Table(
+        title=f"one epoch of LoRA training, {args.trajectories} trajectories (prompt {args.prompt_tokens}, "
+        f"actions {args.action_tokens}, observations {args.obs_tokens} tokens), micro-batches of "
+        f"{args.micro_batch_tokens} tokens, {args.dtype} on {args.device}"
+    )
+    heads = {
+        "trajectory_tokens": "traj tokens",
+        "micro_batches": "micro-batches",
+        "trained_tokens": "trained tokens",
+        "processed_tokens": "processed tokens",
+        "padded_tokens": "padded tokens",
+        "epoch_s": "epoch s",
+        "trained_tokens_per_s": "trained tok/s",
+        "processed_tokens_per_s": "processed tok/s",
+        "speedup": "speed-up",
+        "peak_gpu_memory_gb": "peak GPU GB",
+    }
     for c in cols:
         t.add_column(heads.get(c, c), justify="right")
     for r in rows:
@@ -197,9 +258,11 @@ def main() -> None:
     console.print(t)
     console.print(f"model: {described}; device: {device}")
     got = speedups.get(TARGET_K)
-    console.print("speed-up prefix-shared vs naive (naive s / prefix s): "
-                  + ", ".join(f"K={k}: {s}x" for k, s in speedups.items())
-                  + (f" (target >= {TARGET_SPEEDUP}x at K={TARGET_K})" if got is not None else ""))
+    console.print(
+        "speed-up prefix-shared vs naive (naive s / prefix s): "
+        + ", ".join(f"K={k}: {s}x" for k, s in speedups.items())
+        + (f" (target >= {TARGET_SPEEDUP}x at K={TARGET_K})" if got is not None else "")
+    )
     result = {
         "rows": rows,
         "speedup": {str(k): s for k, s in speedups.items()},

@@ -1,14 +1,14 @@
 """The `swirl` command line.
 
-    swirl run CONFIG [--stages prepare,ingest]   run one round (a Prefect flow, tracked in MLflow)
-    swirl eval --config CONFIG [--adapter P]      evaluate the base policy (and adapters) only, reusing the store
-    swirl compare RUN [RUN ...] --config CONFIG   accuracy of several rounds side by side, and their config diffs
-    swirl validate CONFIG                         check a config and print it resolved
-    swirl make-tiny-model PATH                    build the tiny offline model + tokenizer
-    swirl make-model NAME PATH [--overwrite]      convert a pip-packaged model (smollm2-135m-instruct) to a folder
-    swirl store ls [--config CONFIG | --root R]  list the complete stage outputs in a store
-    swirl ui mlflow|prefect [--config CONFIG]     start a UI bound to 127.0.0.1
-    swirl show trajectories --config CONFIG       print a few generated trajectories as transcripts
+swirl run CONFIG [--stages prepare,ingest]   run one round (a Prefect flow, tracked in MLflow)
+swirl eval --config CONFIG [--adapter P]      evaluate the base policy (and adapters) only, reusing the store
+swirl compare RUN [RUN ...] --config CONFIG   accuracy of several rounds side by side, and their config diffs
+swirl validate CONFIG                         check a config and print it resolved
+swirl make-tiny-model PATH                    build the tiny offline model + tokenizer
+swirl make-model NAME PATH [--overwrite]      convert a pip-packaged model (smollm2-135m-instruct) to a folder
+swirl store ls [--config CONFIG | --root R]  list the complete stage outputs in a store
+swirl ui mlflow|prefect [--config CONFIG]     start a UI bound to 127.0.0.1
+swirl show trajectories --config CONFIG       print a few generated trajectories as transcripts
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def _print_round(result: dict[str, Any]) -> None:
     for col in ("stage", "version", "rows", "status", "seconds"):
         t.add_column(col, justify="right" if col in ("rows", "seconds") else "left")
     for name, o in result["stages"].items():
-        t.add_row(name, o["version"], str(o["rows"]), "cached" if o["cached"] else "computed", f"{o['seconds']:.2f}")
+        t.add_row(
+            name, o["version"], str(o["rows"]), "cached" if o["cached"] else "computed", f"{o['seconds']:.2f}"
+        )
     con.print(t)
     ev = result["stages"].get("eval")
     if ev and ev.get("results"):
@@ -80,13 +82,25 @@ def _print_round(result: dict[str, Any]) -> None:
         for key, r in sorted(ev["results"].items(), key=lambda kv: kv[0].split("@")[::-1]):
             policy, dataset = key.split("@", 1)
             judge = "" if r.get("accuracy_judge") is None else f"{r['accuracy_judge']:.3f}"
-            e.add_row(dataset, policy, str(r["questions"]), f"{r['accuracy_rule']:.3f}",
-                      f"[{r['accuracy_rule_low']:.3f}, {r['accuracy_rule_high']:.3f}]", judge)
+            e.add_row(
+                dataset,
+                policy,
+                str(r["questions"]),
+                f"{r['accuracy_rule']:.3f}",
+                f"[{r['accuracy_rule_low']:.3f}, {r['accuracy_rule_high']:.3f}]",
+                judge,
+            )
         con.print(e)
-        con.print(f"evaluation report (gains vs base, McNemar p, cross-task heatmap): {ev['report']}", soft_wrap=True)
+        con.print(
+            f"evaluation report (gains vs base, McNemar p, cross-task heatmap): {ev['report']}",
+            soft_wrap=True,
+        )
     con.print(f"store: {result['store']}", soft_wrap=True)
-    con.print(f"MLflow run {result['mlflow_run_id']} in {result['mlflow_uri']} (open it: swirl ui mlflow --config CONFIG)",
-              soft_wrap=True)
+    con.print(
+        f"MLflow run {result['mlflow_run_id']} in {result['mlflow_uri']} (open it: swirl ui mlflow --config "
+        "CONFIG)",
+        soft_wrap=True,
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -113,8 +127,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _console().print(f"[bold red]config error[/] {e}", highlight=False)
         return 2
     if not cfg.evaluate_datasets():
-        _console().print(f"[bold red]nothing to evaluate[/]: {args.config} ingests no dataset whose split is not "
-                         "train; add one, or name datasets with --datasets", highlight=False)
+        _console().print(
+            f"[bold red]nothing to evaluate[/]: {args.config} ingests no dataset whose split is not "
+            "train; add one, or name datasets with --datasets",
+            highlight=False,
+        )
         return 2
     from flows.round import swirl_round
 
@@ -159,7 +176,9 @@ def cmd_make_model(args: argparse.Namespace) -> int:
 
     path = convert_packaged_model(args.name, args.path, overwrite=args.overwrite)
     stamp = read_stamp(path) or {}
-    _console().print(f"[green]{args.name} ready[/] at {path} ({stamp.get('parameters', 0) / 1e6:.1f}M parameters)")
+    _console().print(
+        f"[green]{args.name} ready[/] at {path} ({stamp.get('parameters', 0) / 1e6:.1f}M parameters)"
+    )
     return 0
 
 
@@ -191,11 +210,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not root:
         raise SystemExit("give --config CONFIG or --root STORE_ROOT")
     store = Store(root)
-    found = [m for m in store.versions("generate")
-             if (args.version is None or m["version"] == args.version)
-             and (args.dataset is None or m["config"].get("dataset") == args.dataset)]
+    found = [
+        m
+        for m in store.versions("generate")
+        if (args.version is None or m["version"] == args.version)
+        and (args.dataset is None or m["config"].get("dataset") == args.dataset)
+    ]
     if not found:
-        _console().print(f"[red]no complete generate output in {root}[/] matching the filters; run the generate stage first")
+        _console().print(
+            f"[red]no complete generate output in {root}[/] matching the filters; run the generate stage "
+            "first"
+        )
         return 1
     m = found[0]  # newest
     table = store.read("generate", m["version"])
@@ -204,7 +229,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         table = table.filter(pc.equal(table["question_id"], args.question))
     rows = table.slice(0, args.n).to_pylist()
-    _console().print(f"generate/{m['version']} ({m['config'].get('dataset')}): {len(rows)} of {table.num_rows} trajectories")
+    _console().print(
+        f"generate/{m['version']} ({m['config'].get('dataset')}): {len(rows)} of {table.num_rows} "
+        "trajectories"
+    )
     print_rich(rows, _console())
     return 0
 
@@ -220,7 +248,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="swirl", description="SWiRL / OREO pipeline: Prefect flows + MLflow tracking.")
+    p = argparse.ArgumentParser(
+        prog="swirl", description="SWiRL / OREO pipeline: Prefect flows + MLflow tracking."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run one round of the pipeline on a config")
@@ -230,15 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate the policy (and adapters) on the config's evaluation datasets")
     e.add_argument("--config", required=True, help="YAML run config")
-    e.add_argument("--adapter", action="append", metavar="[NAME=]PATH",
-                   help="also evaluate this LoRA adapter (repeatable); NAME labels it in tables and metrics")
+    e.add_argument(
+        "--adapter",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="also evaluate this LoRA adapter (repeatable); NAME labels it in tables and metrics",
+    )
     e.add_argument("--datasets", help="comma-separated evaluation datasets (default: every non-train split)")
-    e.add_argument("--trained", action="store_true",
-                   help="also evaluate the adapter this config trains (runs or reuses the round's stages)")
+    e.add_argument(
+        "--trained",
+        action="store_true",
+        help="also evaluate the adapter this config trains (runs or reuses the round's stages)",
+    )
     e.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("compare", help="accuracy tables of several rounds side by side (from MLflow)")
-    c.add_argument("runs", nargs="+", help="MLflow run ids or run names of rounds (a name means its newest run)")
+    c.add_argument(
+        "runs", nargs="+", help="MLflow run ids or run names of rounds (a name means its newest run)"
+    )
     c.add_argument("--config", help="run config whose MLflow backend to read")
     c.add_argument("--tracking-uri", default="sqlite:///runs/quickstart/mlflow.db")
     c.add_argument("--experiment", help="only look up run names in this experiment")
@@ -248,15 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config")
     v.set_defaults(func=cmd_validate)
 
-    m = sub.add_parser("make-tiny-model", help="build a tiny random Qwen2 model with a locally trained tokenizer")
+    m = sub.add_parser(
+        "make-tiny-model", help="build a tiny random Qwen2 model with a locally trained tokenizer"
+    )
     m.add_argument("path")
     m.add_argument("--vocab-size", type=int, default=2048)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--overwrite", action="store_true")
     m.set_defaults(func=cmd_make_tiny_model)
 
-    mm = sub.add_parser("make-model", help="convert a pip-packaged GGUF model (smollm2-135m-instruct) into a "
-                        "transformers/vLLM folder (float32 safetensors); cached")
+    mm = sub.add_parser(
+        "make-model",
+        help="convert a pip-packaged GGUF model (smollm2-135m-instruct) into a "
+        "transformers/vLLM folder (float32 safetensors); cached",
+    )
     mm.add_argument("name", help="smollm2-135m-instruct")
     mm.add_argument("path")
     mm.add_argument("--overwrite", action="store_true")

@@ -1,8 +1,8 @@
 """`swirl compare`: the evaluation of several rounds side by side, read back from MLflow.
 
 A round's parent run carries `eval/<dataset>/<policy>/accuracy_rule` (with `_low`/`_high`, the 95% Wilson
-interval), `accuracy_judge` when an LLM judge graded, and the report's `gain_vs_base` and `mcnemar_p`. Its params
-are the flattened run config, so the config differences between rounds are the params that differ.
+interval), `accuracy_judge` when an LLM judge graded, and the report's `gain_vs_base` and `mcnemar_p`. Its
+params are the flattened run config, so the config differences between rounds are the params that differ.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def config_diff(runs: Sequence[Any]) -> list[tuple[str, list[str]]]:
 
 
 def compare_runs(uri: str, refs: Sequence[str], experiment: str | None = None) -> list[Any]:
-    """Two rich tables: accuracy per (dataset, policy) with one column per round, and the config differences."""
+    """Two rich tables: accuracy per (dataset, policy) with one column per round, and the config
+    differences."""
     from mlflow import MlflowClient
     from rich.table import Table
 

@@ -3,10 +3,12 @@
 prepare (local fixtures) -> ingest (one `questions` table per dataset) -> corpus (all articles of a search
 dataset's split + its index) -> generate (multi-step trajectories with tools, per training dataset) -> judge
 (process labels per step, outcome per trajectory) -> decompose (the sub-trajectory `steps` table) -> filter ->
-train (a LoRA adapter) -> evaluate (base and trained policy on every evaluation dataset) -> the evaluation report.
+train (a LoRA adapter) -> evaluate (base and trained policy on every evaluation dataset) -> the evaluation
+report.
 
 A stage runs when it is listed in `stages` or a listed stage depends on it (`DEPENDS`); a finished output is a
-store hit. Evaluating only (`stages: [evaluate]`, what `swirl eval` does) needs ingest and corpus, not training.
+store hit. Evaluating only (`stages: [evaluate]`, what `swirl eval` does) needs ingest and corpus, not
+training.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def required_stages(listed: tuple[str, ...] | list[str]) -> set[str]:
 @flow(name="swirl_round", flow_run_name="round-{cfg.run.name}", log_prints=True)
 def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
     """Run one round of the pipeline on a run config; returns the stage outputs (stage -> version, rows).
-    `keep_engines`: leave the engines running for a next round in the same process (close with close_engines)."""
+    `keep_engines`: leave the engines running for a next round in the same process (close with
+    close_engines)."""
     log = get_run_logger()
     store = Store(cfg.run.store_root)
     flow_run_id = str(flow_run.get_id() or "")
@@ -78,26 +81,48 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
         cfg.run.experiment,
         run_name=cfg.run.name,
         params=cfg.model_dump(mode="json"),
-        tags={"prefect.flow_run_id": flow_run_id, "swirl.store": store.url, "swirl.stages": ",".join(cfg.stages)},
+        tags={
+            "prefect.flow_run_id": flow_run_id,
+            "swirl.store": store.url,
+            "swirl.stages": ",".join(cfg.stages),
+        },
         artifact_root=default_artifact_root(cfg.run.store_root),
     )
-    log.info("MLflow parent run %s (experiment %s, %s)", tr.parent_run_id, cfg.run.experiment, cfg.run.mlflow_uri)
+    log.info(
+        "MLflow parent run %s (experiment %s, %s)", tr.parent_run_id, cfg.run.experiment, cfg.run.mlflow_uri
+    )
     outputs: dict[str, Any] = {}
 
     required = required_stages(cfg.stages)
     needed = required.__contains__
 
-    def record(name: str, params: dict[str, Any], state: Any, history: list[dict[str, Any]] | None = None) -> StageResult:
+    def record(
+        name: str, params: dict[str, Any], state: Any, history: list[dict[str, Any]] | None = None
+    ) -> StageResult:
         res: StageResult = state.result()
         cached = state.name == "Cached" or not res.computed
-        log_stage(tr, res.ref, params, res.seconds, cached, {"prefect.flow_run_id": flow_run_id}, name=name,
-                  history=history)
-        outputs[name] = {"version": res.ref.version, "rows": res.ref.rows, "cached": cached, "path": res.ref.path,
-                         "seconds": round(res.seconds, 3)}
+        log_stage(
+            tr,
+            res.ref,
+            params,
+            res.seconds,
+            cached,
+            {"prefect.flow_run_id": flow_run_id},
+            name=name,
+            history=history,
+        )
+        outputs[name] = {
+            "version": res.ref.version,
+            "rows": res.ref.rows,
+            "cached": cached,
+            "path": res.ref.path,
+            "seconds": round(res.seconds, 3),
+        }
         return res
 
     def split_questions(spec: DatasetSpec) -> Any:
-        """The whole split of a dataset (no limit, no dropped levels): what its search corpus is built from."""
+        """The whole split of a dataset (no limit, no dropped levels): what its search corpus is built
+        from."""
         full = spec.model_copy(update={"limit": None, "drop_levels": ()})
         if full == spec:
             return questions[spec.name]
@@ -115,22 +140,43 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
             futures = {spec.name: ingest_task.submit(store.url, spec) for spec in cfg.ingest.datasets}
             for spec in cfg.ingest.datasets:
                 futures[spec.name].wait()
-                questions[spec.name] = record(f"ingest/{spec.name}", spec.model_dump(mode="json"),
-                                              futures[spec.name].state).ref
+                questions[spec.name] = record(
+                    f"ingest/{spec.name}", spec.model_dump(mode="json"), futures[spec.name].state
+                ).ref
         corpora, trajectories = {}, {}
-        search_sets = [s for s in _unique(cfg.generate_datasets() * needed("generate")
-                                          + cfg.evaluate_datasets() * needed("evaluate")) if task_of(s) == "search"]
+        search_sets = [
+            s
+            for s in _unique(
+                cfg.generate_datasets() * needed("generate") + cfg.evaluate_datasets() * needed("evaluate")
+            )
+            if task_of(s) == "search"
+        ]
         if needed("corpus"):
-            for spec in search_sets:  # the paper searches all articles of the dataset split, not only the sample's
+            for (
+                spec
+            ) in search_sets:  # the paper searches all articles of the dataset split, not only the sample's
                 source = split_questions(spec)
                 state = corpus_task(store.url, spec.name, source, cfg.search, return_state=True)
-                corpora[spec.name] = record(f"corpus/{spec.name}", cfg.search.model_dump(mode="json"), state).ref
+                corpora[spec.name] = record(
+                    f"corpus/{spec.name}", cfg.search.model_dump(mode="json"), state
+                ).ref
         if needed("generate"):
             for spec in cfg.generate_datasets():
-                state = generate_task(store.url, cfg.generate, cfg.policy, spec, questions[spec.name],
-                                      corpora.get(spec.name), cfg.search, return_state=True)
-                trajectories[spec.name] = record(f"generate/{spec.name}", {
-                    **cfg.generate.model_dump(mode="json"), "policy": cfg.policy.model_dump(mode="json")}, state).ref
+                state = generate_task(
+                    store.url,
+                    cfg.generate,
+                    cfg.policy,
+                    spec,
+                    questions[spec.name],
+                    corpora.get(spec.name),
+                    cfg.search,
+                    return_state=True,
+                )
+                trajectories[spec.name] = record(
+                    f"generate/{spec.name}",
+                    {**cfg.generate.model_dump(mode="json"), "policy": cfg.policy.model_dump(mode="json")},
+                    state,
+                ).ref
         train_inputs: list[TrainInput] = []
         for name, trajs in trajectories.items() if needed("judge") else ():
             judge_cfg = cfg.judge_config()
@@ -138,14 +184,18 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
             judgments = record(f"judge/{name}", judge_cfg.model_dump(mode="json"), state).ref
             if not needed("decompose"):
                 continue
-            state = decompose_task(store.url, name, trajs, judgments, questions[name], cfg.decompose, return_state=True)
+            state = decompose_task(
+                store.url, name, trajs, judgments, questions[name], cfg.decompose, return_state=True
+            )
             steps = record(f"decompose/{name}", cfg.decompose.model_dump(mode="json"), state).ref
             if needed("filter"):
                 state = filter_task(store.url, name, steps, cfg.filter, return_state=True)
                 kept = record(f"filter/{name}", cfg.filter.model_dump(mode="json"), state).ref
                 train_inputs.append(TrainInput(trajs, kept, questions[name]))
         if needed("train") and train_inputs:
-            state = train_task(store.url, cfg.train, cfg.policy, train_inputs, cfg.judge_config(), return_state=True)
+            state = train_task(
+                store.url, cfg.train, cfg.policy, train_inputs, cfg.judge_config(), return_state=True
+            )
             ref = state.result().ref
             record("train", cfg.train.model_dump(mode="json"), state, history=read_train_log(store, ref))
             outputs["train"]["adapter"] = adapter_path(ref)
@@ -155,23 +205,54 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
             entries = []
             for spec in cfg.evaluate_datasets():
                 for pol in eval_policies(cfg, adapter, trained_on):
-                    state = evaluate_task(store.url, cfg.evaluate, cfg.generate, pol, spec, questions[spec.name],
-                                          corpora.get(spec.name), cfg.search, cfg.judge_config(), return_state=True)
-                    params = {"evaluate": cfg.evaluate.model_dump(mode="json"), "dataset": spec.name,
-                              "policy": pol.engine.model_dump(mode="json"), "label": pol.label}
+                    state = evaluate_task(
+                        store.url,
+                        cfg.evaluate,
+                        cfg.generate,
+                        pol,
+                        spec,
+                        questions[spec.name],
+                        corpora.get(spec.name),
+                        cfg.search,
+                        cfg.judge_config(),
+                        return_state=True,
+                    )
+                    params = {
+                        "evaluate": cfg.evaluate.model_dump(mode="json"),
+                        "dataset": spec.name,
+                        "policy": pol.engine.model_dump(mode="json"),
+                        "label": pol.label,
+                    }
                     ref = record(f"eval/{spec.name}/{pol.label}", params, state).ref
                     entries.append(ReportEntry(pol.label, pol.trained_on, ref))
             if entries:
-                state = eval_report_task(store.url, entries, cfg.evaluate, f"{cfg.run.name}: evaluation",
-                                         return_state=True)
+                state = eval_report_task(
+                    store.url, entries, cfg.evaluate, f"{cfg.run.name}: evaluation", return_state=True
+                )
                 ref = record("eval", {"policies": [e.policy for e in entries]}, state).ref
                 log_report(tr, ref)
                 outputs["eval"]["report"] = f"{ref.path}/files/report.md"
-                outputs["eval"]["results"] = {e.policy + "@" + str(e.ref.summary.get("dataset")): {
-                    k: e.ref.summary.get(k) for k in ("accuracy_rule", "accuracy_rule_low", "accuracy_rule_high",
-                                                      "accuracy_judge", "questions")} for e in entries}
-        summary = {"run": cfg.run.name, "store": store.url, "mlflow_run_id": tr.parent_run_id,
-                   "mlflow_uri": cfg.run.mlflow_uri, "seconds": round(time.perf_counter() - t0, 2), "stages": outputs}
+                outputs["eval"]["results"] = {
+                    e.policy + "@" + str(e.ref.summary.get("dataset")): {
+                        k: e.ref.summary.get(k)
+                        for k in (
+                            "accuracy_rule",
+                            "accuracy_rule_low",
+                            "accuracy_rule_high",
+                            "accuracy_judge",
+                            "questions",
+                        )
+                    }
+                    for e in entries
+                }
+        summary = {
+            "run": cfg.run.name,
+            "store": store.url,
+            "mlflow_run_id": tr.parent_run_id,
+            "mlflow_uri": cfg.run.mlflow_uri,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "stages": outputs,
+        }
         finish_round(tr, "FINISHED", summary)
         return summary
     except BaseException:
@@ -187,7 +268,8 @@ def _unique(specs: list[DatasetSpec]) -> list[DatasetSpec]:
 
 
 def eval_policies(cfg: RunConfig, adapter: str | None, trained_on: str) -> list[EvalPolicy]:
-    """The policies a round evaluates: the configured policy (base), this round's adapter, the listed extras."""
+    """The policies a round evaluates: the configured policy (base), this round's adapter, the listed
+    extras."""
     out = [EvalPolicy("base", cfg.policy)] if cfg.evaluate.base else []
     if cfg.evaluate.trained and adapter:
         out.append(EvalPolicy("trained", cfg.policy.model_copy(update={"adapter": adapter}), trained_on))
@@ -198,6 +280,9 @@ def eval_policies(cfg: RunConfig, adapter: str | None, trained_on: str) -> list[
 
 
 @flow(name="swirl_round_from_file", flow_run_name="round-from-{config_path}")
-def swirl_round_from_file(config_path: str = "configs/quickstart.yaml", stages: list[str] | None = None) -> dict[str, Any]:
-    """Run a round on a YAML config file (paths resolve from the worker's working directory, the project root)."""
+def swirl_round_from_file(
+    config_path: str = "configs/quickstart.yaml", stages: list[str] | None = None
+) -> dict[str, Any]:
+    """Run a round on a YAML config file (paths resolve from the worker's working directory, the project
+    root)."""
     return swirl_round(with_stages(load_config(config_path), stages, source=config_path))

@@ -1,13 +1,13 @@
 """The multi-step protocol of SWiRL (METHOD.md §1.1): prompts, action parsing and observations.
 
 In each step the model may think freely, then takes exactly one action, an XML-like tag:
-`<search_query>Q</search_query>`, `<math_exp>E</math_exp>` or `<answer>A</answer>`. Generation stops at the first
-closing tag. The tool's result comes back as the next user turn, `QUERY -> RESULT`.
+`<search_query>Q</search_query>`, `<math_exp>E</math_exp>` or `<answer>A</answer>`. Generation stops at the
+first closing tag. The tool's result comes back as the next user turn, `QUERY -> RESULT`.
 
 Parsing rules (`parse_action`):
 - the first complete known tag wins; the text before it is the thought;
-- no complete tag, an unclosed tag, an empty tag, an unknown tag, or a second action tag opened before the first one
-  closes make the step `invalid`; the model then gets a corrective observation instead of a crash.
+- no complete tag, an unclosed tag, an empty tag, an unknown tag, or a second action tag opened before the
+  first one closes make the step `invalid`; the model then gets a corrective observation instead of a crash.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ STOP_STRINGS = tuple(f"</{t}>" for t in ACTION_TAGS)  # generation stops right a
 
 SEARCH_PROMPT = (
     "Help me answer the question below in a few words. If a search would help, write a search query between "
-    "<search_query> and </search_query> tags. You have {max_steps} steps, one query or the final answer in each, "
-    "so you may make up to {max_queries} sequential queries before answering; do not repeat a query. Each result "
-    "comes back to you as QUERY -> RESULT. When you have enough information, give the answer between <answer> and "
-    "</answer> tags. In each message either search or answer, not both.\n\n"
+    "<search_query> and </search_query> tags. You have {max_steps} steps, one query or the final answer in "
+    "each, so you may make up to {max_queries} sequential queries before answering; do not repeat a query. "
+    "Each result comes back to you as QUERY -> RESULT. When you have enough information, give the answer "
+    "between <answer> and </answer> tags. In each message either search or answer, not both.\n\n"
     "Question: {question}"
 )
 MATH_PROMPT = (
     "Help me answer the question below. If a calculation would help, write an arithmetic expression between "
     "<math_exp> and </math_exp> tags; a calculator evaluates it and the result comes back to you as "
-    "EXPRESSION -> RESULT. You have {max_steps} steps, one calculation or the final answer in each, so you may make "
-    "up to {max_queries} calculations before answering. When you know the answer, give only the final number "
-    "between <answer> and </answer> tags. In each message either calculate or answer, not both.\n\n"
+    "EXPRESSION -> RESULT. You have {max_steps} steps, one calculation or the final answer in each, so you "
+    "may make up to {max_queries} calculations before answering. When you know the answer, give only the "
+    "final number between <answer> and </answer> tags. In each message either calculate or answer, not "
+    "both.\n\n"
     "Question: {question}"
 )
 
@@ -76,8 +77,9 @@ LAST_STEP_WARNING = "This is your last step: give your final answer now between 
 
 
 def render_prompt(template: str, question: str, max_steps: int) -> str:
-    """The first user turn. `max_steps` counts every action, the final answer included (the rollout's step limit),
-    so a template may also use {max_queries} = max_steps - 1, the tool calls possible before the answer."""
+    """The first user turn. `max_steps` counts every action, the final answer included (the rollout's step
+    limit), so a template may also use {max_queries} = max_steps - 1, the tool calls possible before the
+    answer."""
     return template.format(question=question, max_steps=max_steps, max_queries=max(max_steps - 1, 0))
 
 

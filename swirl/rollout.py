@@ -55,8 +55,8 @@ class Trajectory:
     final_answer: str = ""
     stop_reason: str = ""  # answer / max_steps / context_limit
     generated_tokens: int = 0
-    # Turns the model sees before `messages` (worked examples as chat turns): part of token_ids, not of the stored
-    # conversation, so judges and action counts see only the episode itself.
+    # Turns the model sees before `messages` (worked examples as chat turns): part of token_ids, not of the
+    # stored conversation, so judges and action counts see only the episode itself.
     context: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -89,13 +89,17 @@ class ChatSegments:
     def __init__(self, tokenizer: Any):
         self.tok = tokenizer
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "q"}, {"role": "assistant", "content": self._A},
-             {"role": "user", "content": self._O}],
-            add_generation_prompt=True, tokenize=False,
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": self._A},
+                {"role": "user", "content": self._O},
+            ],
+            add_generation_prompt=True,
+            tokenize=False,
         )
         a_end, o_start = text.index(self._A) + len(self._A), text.index(self._O)
         self.after_action = text[a_end:o_start]  # e.g. "<|im_end|>\n<|im_start|>user\n"
-        self.after_obs = text[o_start + len(self._O):]  # e.g. "<|im_end|>\n<|im_start|>assistant\n"
+        self.after_obs = text[o_start + len(self._O) :]  # e.g. "<|im_end|>\n<|im_start|>assistant\n"
         self.eos_text = tokenizer.eos_token or ""
         self.eos_id = tokenizer.eos_token_id
 
@@ -106,7 +110,7 @@ class ChatSegments:
     def between_ids(self, observation: str, action_ended_with_eos: bool) -> list[int]:
         head = self.after_action
         if action_ended_with_eos and self.eos_text and head.startswith(self.eos_text):
-            head = head[len(self.eos_text):]  # the model closed its own turn; don't close it twice
+            head = head[len(self.eos_text) :]  # the model closed its own turn; don't close it twice
         return list(self.tok.encode(head + observation + self.after_obs, add_special_tokens=False))
 
 
@@ -117,19 +121,32 @@ def trajectory_seed(base: int, question_id: str, sample_idx: int, step: int) -> 
 
 
 def start_trajectories(
-    questions: Sequence[Mapping[str, str]], samples: int, prompt_for: Callable[[Mapping[str, str]], list[dict[str, str]]],
-    segments: ChatSegments, context: Sequence[Mapping[str, str]] = (),
+    questions: Sequence[Mapping[str, str]],
+    samples: int,
+    prompt_for: Callable[[Mapping[str, str]], list[dict[str, str]]],
+    segments: ChatSegments,
+    context: Sequence[Mapping[str, str]] = (),
 ) -> list[Trajectory]:
-    """`questions`: dicts with question_id, question, task. One trajectory per (question, sample). `context`: chat
-    turns placed before each prompt (e.g. a worked example), seen by the model but not stored as the episode."""
+    """`questions`: dicts with question_id, question, task. One trajectory per (question, sample). `context`:
+    chat turns placed before each prompt (e.g. a worked example), seen by the model but not stored as the
+    episode."""
     out = []
     ctx = [dict(m) for m in context]
     for q in questions:
         messages = prompt_for(q)
         ids = segments.prompt_ids(ctx + messages)
         for k in range(samples):
-            out.append(Trajectory(f"{q['question_id']}#{k}", q["question_id"], k, q["task"], list(messages), list(ids),
-                                  context=ctx))
+            out.append(
+                Trajectory(
+                    f"{q['question_id']}#{k}",
+                    q["question_id"],
+                    k,
+                    q["task"],
+                    list(messages),
+                    list(ids),
+                    context=ctx,
+                )
+            )
     return out
 
 
@@ -156,7 +173,7 @@ def rollout(
             observations = list(pool.map(lambda t: _observe(t, tools), going))
             if step + 1 == settings.max_steps - 1:  # the next action is the last one allowed: say so
                 observations = [with_last_step_warning(o) for o in observations]
-            for t, obs in zip(going, observations):
+            for t, obs in zip(going, observations, strict=True):
                 ended_eos = bool(t.token_ids) and t.token_ids[-1] == segments.eos_id
                 t.messages.append({"role": "user", "content": obs})
                 t.token_ids.extend(segments.between_ids(obs, ended_eos))
@@ -178,22 +195,30 @@ def _has_room(t: Trajectory, s: RolloutSettings) -> bool:
 
 
 def _generate_step(
-    engine: Engine, live: list[Trajectory], s: RolloutSettings, step: int, adapter: str | None, seg: ChatSegments
+    engine: Engine,
+    live: list[Trajectory],
+    s: RolloutSettings,
+    step: int,
+    adapter: str | None,
+    seg: ChatSegments,
 ) -> None:
-    # One engine call per distinct token budget: all trajectories share one unless some are near the context limit.
+    # One engine call per distinct token budget: all trajectories share one unless some are near the context
+    # limit.
     budgets: dict[int, list[Trajectory]] = {}
     for t in live:
         budgets.setdefault(min(s.max_tokens_per_step, s.max_context - len(t.token_ids)), []).append(t)
     for budget, group in budgets.items():
-        sampling = Sampling(n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=budget, stop=STOP_STRINGS,
-                            logprobs=True)
+        sampling = Sampling(
+            n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=budget, stop=STOP_STRINGS, logprobs=True
+        )
         seeds = [trajectory_seed(s.seed, t.question_id, t.sample_idx, step) for t in group]
-        # Token-in/token-out where the engine allows it; a text-only engine (an HTTP chat API) gets the messages,
-        # and its completions are re-tokenized locally (its `token_exact` is False and the stage says so).
+        # Token-in/token-out where the engine allows it; a text-only engine (an HTTP chat API) gets the
+        # messages, and its completions are re-tokenized locally (its `token_exact` is False and the stage
+        # says so).
         exact = getattr(engine, "token_exact", True)
         prompts = [t.token_ids if exact else t.context + t.messages for t in group]
         results = engine.generate(prompts, sampling, adapter=adapter, seeds=seeds)
-        for t, res in zip(group, results):
+        for t, res in zip(group, results, strict=False):
             c = res.completions[0]
             start = len(t.token_ids)
             t.token_ids.extend(c.token_ids)

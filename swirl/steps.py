@@ -1,15 +1,16 @@
 """Step-wise decomposition (METHOD.md §1.2) and the four filtering strategies (§1.3), on Arrow batches.
 
 A trajectory with K actions becomes K `steps` rows. Row i refers to its state by `state_offset` =
-action_spans[i].start (the state is token_ids[:state_offset] of the trajectory): a reference, never a copy, so the
-table grows as O(K), not O(K^2). Both stages stream their input by Parquet row group and write one shard per batch;
-only a few small columns per step (ids, labels) are held whole, never texts or token ids (bench/steps.py: 1M rows).
+action_spans[i].start (the state is token_ids[:state_offset] of the trajectory): a reference, never a copy, so
+the table grows as O(K), not O(K^2). Both stages stream their input by Parquet row group and write one shard
+per batch; only a few small columns per step (ids, labels) are held whole, never texts or token ids
+(bench/steps.py: 1M rows).
 
-Filtering is per trajectory: `process` keeps a trajectory whose every step is GOOD (UNKNOWN and BAD are not GOOD);
-`outcome` keeps one whose final answer is correct (a missing outcome is not correct); `process_outcome` both;
-`none` all. The paper compares strategies at a fixed number of trajectories: `fixed_count` samples the same number
-per dataset for every strategy, by a seeded hash rank (a trajectory has the same rank under every strategy, so the
-samples overlap as much as their pools allow).
+Filtering is per trajectory: `process` keeps a trajectory whose every step is GOOD (UNKNOWN and BAD are not
+GOOD); `outcome` keeps one whose final answer is correct (a missing outcome is not correct); `process_outcome`
+both; `none` all. The paper compares strategies at a fixed number of trajectories: `fixed_count` samples the
+same number per dataset for every strategy, by a seeded hash rank (a trajectory has the same rank under every
+strategy, so the samples overlap as much as their pools allow).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ STRATEGIES = ("none", "process", "outcome", "process_outcome")
 
 
 # ------------------------------------------------------------------------------------------ reading
-def iter_batches(store: Store, ref: StageRef, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def iter_batches(
+    store: Store, ref: StageRef, columns: Sequence[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
     """Stream some columns of a complete stage table, part by part and row group by row group."""
     m = store.ref(ref.stage, ref.version)  # raises IncompleteOutput when not complete
     manifest = store.manifest(ref.stage, ref.version) or {}
@@ -51,7 +54,8 @@ def iter_batches(store: Store, ref: StageRef, columns: Sequence[str], batch_rows
 
 
 def read_columns(store: Store, refs: Sequence[StageRef], columns: Sequence[str]) -> pa.Table:
-    """Some columns of one or more complete stage tables, concatenated (empty tables keep their column types)."""
+    """Some columns of one or more complete stage tables, concatenated (empty tables keep their column
+    types)."""
     batches = [b for r in refs for b in iter_batches(store, r, columns, 1 << 16)]
     if batches:
         return pa.Table.from_batches(batches)
@@ -60,9 +64,10 @@ def read_columns(store: Store, refs: Sequence[StageRef], columns: Sequence[str])
 
 # ------------------------------------------------------------------------------------------ actions
 def action_kind(text: str | None) -> str:
-    """search / math / answer / invalid, by the rollout's own parser (swirl.protocol.parse_action), so a step is
-    invalid here exactly when the rollout answered it with a corrective observation: the first complete known tag
-    wins; no tag, an unclosed, empty or unknown tag, or a second action tag opened before it closes is invalid."""
+    """search / math / answer / invalid, by the rollout's own parser (swirl.protocol.parse_action), so a step
+    is invalid here exactly when the rollout answered it with a corrective observation: the first complete
+    known tag wins; no tag, an unclosed, empty or unknown tag, or a second action tag opened before it closes
+    is invalid."""
     return parse_action(text).kind if text else "invalid"
 
 
@@ -72,8 +77,9 @@ DECOMPOSE_COLUMNS = ("trajectory_id", "question_id", "messages", "action_spans",
 
 @dataclass(frozen=True)
 class JudgmentIndex:
-    """Judgments sorted by (trajectory_id, step) with each trajectory's first row and row count, so a batch finds
-    its judgments by position (one dict lookup per trajectory) instead of a join against the whole table."""
+    """Judgments sorted by (trajectory_id, step) with each trajectory's first row and row count, so a batch
+    finds its judgments by position (one dict lookup per trajectory) instead of a join against the whole
+    table."""
 
     table: pa.Table  # trajectory_id, step, process_label, outcome
     rows: dict[str, tuple[int, int]]
@@ -87,17 +93,17 @@ class JudgmentIndex:
         if len(short):
             i = int(short[0])
             raise ValueError(
-                f"no judgment for trajectory {tids[i]!r} step {count[i]} (it has {actions[i]} actions; {len(short)} "
-                "trajectories of this batch lack judgments); judge these trajectories first (the judgments must "
-                "come from the same trajectories tables)"
+                f"no judgment for trajectory {tids[i]!r} step {count[i]} (it has {actions[i]} actions; "
+                f"{len(short)} trajectories of this batch lack judgments); judge these trajectories first "
+                "(the judgments must come from the same trajectories tables)"
             )
         idx = start[parent] + step
         judged_step = self.table.column("step").to_numpy()[idx] if len(idx) else idx
         if (judged_step != step).any():
             i = int(np.nonzero(judged_step != step)[0][0])
             raise ValueError(
-                f"judgments of trajectory {tids[parent[i]]!r} are not steps 0..{actions[parent[i]] - 1} exactly once; "
-                "the judgments table is inconsistent: delete it and re-run the judge"
+                f"judgments of trajectory {tids[parent[i]]!r} are not steps 0..{actions[parent[i]] - 1} "
+                "exactly once; the judgments table is inconsistent: delete it and re-run the judge"
             )
         return pa.array(idx, pa.int64())
 
@@ -114,11 +120,12 @@ def index_judgments(judgments: pa.Table) -> JudgmentIndex:
     starts = np.nonzero(new)[0]
     counts = np.diff(np.append(starts, n))
     ids = pc.take(tids, pa.array(starts)).to_pylist()
-    return JudgmentIndex(t, dict(zip(ids, zip(starts.tolist(), counts.tolist()))))
+    return JudgmentIndex(t, dict(zip(ids, zip(starts.tolist(), counts.tolist(), strict=True), strict=True)))
 
 
 def _group_rank(parents: np.ndarray) -> np.ndarray:
-    """Position of each element within its run of equal, non-decreasing parent indices (0, 1, 2, 0, 1, ...)."""
+    """Position of each element within its run of equal, non-decreasing parent indices (0, 1, 2, 0, 1,
+    ...)."""
     starts = np.searchsorted(parents, parents, side="left")
     return np.arange(len(parents), dtype=np.int64) - starts
 
@@ -136,7 +143,9 @@ def decompose_batch(
     """
     if isinstance(batch, pa.Table):
         batch = batch.combine_chunks()
-        batch = batch.to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        batch = (
+            batch.to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        )
     tids = batch.column("trajectory_id")
     msgs = batch.column("messages")
     spans = batch.column("action_spans")
@@ -145,16 +154,18 @@ def decompose_batch(
     is_action = pc.equal(flat.field("role"), "assistant")
     a_parent = pc.filter(parent, is_action).to_numpy()
     a_text = pc.filter(flat.field("content"), is_action)
-    per_traj = np.bincount(a_parent, minlength=len(batch)) if len(a_parent) else np.zeros(len(batch), np.int64)
+    per_traj = (
+        np.bincount(a_parent, minlength=len(batch)) if len(a_parent) else np.zeros(len(batch), np.int64)
+    )
     n_spans = pc.fill_null(pc.list_value_length(spans), 0).to_numpy()
     n_actions = pc.fill_null(batch.column("num_actions"), -1).to_numpy()
     bad = np.nonzero((per_traj != n_spans) | ((n_actions >= 0) & (n_actions != per_traj)))[0]
     if len(bad):
         i = int(bad[0])
         raise ValueError(
-            f"trajectory {tids[i].as_py()!r}: {per_traj[i]} assistant messages but num_actions={n_actions[i]} and "
-            f"{n_spans[i]} action_spans; the trajectories table is inconsistent (regenerate it). "
-            f"{len(bad)} trajectories of this batch are affected."
+            f"trajectory {tids[i].as_py()!r}: {per_traj[i]} assistant messages but "
+            f"num_actions={n_actions[i]} and {n_spans[i]} action_spans; the trajectories table is "
+            f"inconsistent (regenerate it). {len(bad)} trajectories of this batch are affected."
         )
     steps = pa.array(_group_rank(a_parent), pa.int32())
     take = pa.array(a_parent, pa.int64())
@@ -163,8 +174,8 @@ def decompose_batch(
     if qidx.null_count:
         missing = sorted(set(pc.filter(qids, pc.is_null(qidx)).to_pylist()))
         raise ValueError(
-            f"questions {missing[:5]} ({len(missing)} in all) are not in the questions tables given to decompose; "
-            "pass the questions tables the trajectories were generated from"
+            f"questions {missing[:5]} ({len(missing)} in all) are not in the questions tables given to "
+            "decompose; pass the questions tables the trajectories were generated from"
         )
     base = pa.table({"trajectory_id": pc.take(tids, take), "step": steps})
     idx = judgments.rows_of(tids.to_pylist(), per_traj, a_parent, base.column("step").to_numpy())
@@ -188,25 +199,34 @@ def decompose_batch(
 
 # ------------------------------------------------------------------------------------------- filter
 def trajectory_flags(steps: pa.Table) -> pa.Table:
-    """One row per trajectory: dataset, steps, all_good (every step GOOD), correct (outcome true, null = false)."""
-    t = pa.table({
-        "trajectory_id": steps.column("trajectory_id"),
-        "dataset": steps.column("dataset"),
-        "good": pc.fill_null(pc.equal(steps.column("process_label"), "GOOD"), False),
-        "correct": pc.fill_null(steps.column("outcome_correct"), False),
-    })
+    """One row per trajectory: dataset, steps, all_good (every step GOOD), correct (outcome true,
+    null = false)."""
+    t = pa.table(
+        {
+            "trajectory_id": steps.column("trajectory_id"),
+            "dataset": steps.column("dataset"),
+            "good": pc.fill_null(pc.equal(steps.column("process_label"), "GOOD"), False),
+            "correct": pc.fill_null(steps.column("outcome_correct"), False),
+        }
+    )
     g = t.group_by("trajectory_id", use_threads=False).aggregate(
         [("dataset", "min"), ("good", "all"), ("correct", "all"), ("good", "count")]
     )
-    return g.rename_columns(["trajectory_id", "dataset", "all_good", "correct", "steps"]).sort_by("trajectory_id")
+    return g.rename_columns(["trajectory_id", "dataset", "all_good", "correct", "steps"]).sort_by(
+        "trajectory_id"
+    )
 
 
 def eligible(flags: pa.Table, strategy: str) -> np.ndarray:
     """Boolean mask over trajectories that `strategy` keeps (before any fixed-count sampling)."""
     good = flags.column("all_good").to_numpy(zero_copy_only=False)
     correct = flags.column("correct").to_numpy(zero_copy_only=False)
-    masks = {"none": np.ones(len(good), dtype=bool), "process": good, "outcome": correct,
-             "process_outcome": good & correct}
+    masks = {
+        "none": np.ones(len(good), dtype=bool),
+        "process": good,
+        "outcome": correct,
+        "process_outcome": good & correct,
+    }
     if strategy not in masks:
         raise ValueError(f"filter.strategy: unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
     return masks[strategy]
@@ -221,7 +241,8 @@ def hash_rank(ids: Sequence[str], seed: int) -> np.ndarray:
 
 
 def select(flags: pa.Table, cfg: FilterConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Kept-trajectory masks for every strategy (with the fixed-count sample applied) and the filter summary."""
+    """Kept-trajectory masks for every strategy (with the fixed-count sample applied) and the filter
+    summary."""
     datasets = flags.column("dataset").to_numpy(zero_copy_only=False).astype(object)
     steps = flags.column("steps").to_numpy()
     names = sorted(set(datasets.tolist()))
@@ -239,8 +260,9 @@ def select(flags: pa.Table, cfg: FilterConfig) -> tuple[dict[str, np.ndarray], d
             n = min(sizes.values()) if cfg.fixed_count == "min" else int(cfg.fixed_count)
             if sizes[cfg.strategy] < n:
                 raise ValueError(
-                    f"filter.fixed_count={cfg.fixed_count}: strategy {cfg.strategy} keeps only {sizes[cfg.strategy]} "
-                    f"trajectories of dataset {ds!r} (pools: {sizes}); lower fixed_count or set it to 'min'"
+                    f"filter.fixed_count={cfg.fixed_count}: strategy {cfg.strategy} keeps only "
+                    f"{sizes[cfg.strategy]} trajectories of dataset {ds!r} (pools: {sizes}); lower "
+                    "fixed_count or set it to 'min'"
                 )
             fixed[ds] = n
             for s in STRATEGIES:
@@ -251,8 +273,13 @@ def select(flags: pa.Table, cfg: FilterConfig) -> tuple[dict[str, np.ndarray], d
                 kept[s][drop] = False
 
     def counts(mask: np.ndarray) -> dict[str, Any]:
-        per = {ds: {"trajectories": int((mask & in_dataset[ds]).sum()),
-                    "steps": int(steps[mask & in_dataset[ds]].sum())} for ds in names}
+        per = {
+            ds: {
+                "trajectories": int((mask & in_dataset[ds]).sum()),
+                "steps": int(steps[mask & in_dataset[ds]].sum()),
+            }
+            for ds in names
+        }
         return {"trajectories": int(mask.sum()), "steps": int(steps[mask].sum()), "per_dataset": per}
 
     summary: dict[str, Any] = {
@@ -279,7 +306,8 @@ def set_keep(batch: pa.RecordBatch | pa.Table, keep: pa.Array | pa.ChunkedArray)
 
 
 def question_datasets(questions: Sequence[Mapping[str, Any]] | pa.Table) -> tuple[pa.Array, pa.Array]:
-    """(question_ids, datasets) arrays from questions rows or a table; a question in two datasets is an error."""
+    """(question_ids, datasets) arrays from questions rows or a table; a question in two datasets is an
+    error."""
     t = questions if isinstance(questions, pa.Table) else pa.Table.from_pylist(list(questions))
     ids = pc.cast(t.column("question_id"), pa.string()).combine_chunks()
     ds = pc.cast(t.column("dataset"), pa.string()).combine_chunks()
@@ -287,17 +315,21 @@ def question_datasets(questions: Sequence[Mapping[str, Any]] | pa.Table) -> tupl
         uniq = pa.table({"q": ids, "d": ds}).group_by("q").aggregate([("d", "count_distinct")])
         clash = uniq.filter(pc.greater(uniq.column("d_count_distinct"), 1)).column("q").to_pylist()
         if clash:
-            raise ValueError(f"question ids {clash[:5]} appear in more than one dataset; give each dataset its own ids")
+            raise ValueError(
+                f"question ids {clash[:5]} appear in more than one dataset; give each dataset its own ids"
+            )
         keep = pa.table({"q": ids, "d": ds}).group_by("q").aggregate([("d", "min")])
         ids, ds = keep.column("q").combine_chunks(), keep.column("d_min").combine_chunks()
     return ids, ds
 
 
 def shard_columns(writer: Any, columns: Sequence[str]) -> pa.Table | None:
-    """Some columns of every shard a ShardedWriter holds so far (this run's and recovered ones), for summaries."""
+    """Some columns of every shard a ShardedWriter holds so far (this run's and recovered ones), for
+    summaries."""
     fs = writer.fs
     files = sorted(
-        p for p in fs.ls(writer.dir, detail=False)
+        p
+        for p in fs.ls(writer.dir, detail=False)
         if p.rsplit("/", 1)[-1].startswith("shard-") and p.endswith(".parquet")
     )
     parts = []

@@ -2,16 +2,17 @@
 
 Layout under `root` (a local folder or any fsspec URL):
 
-    <stage>/<version>/_manifest.json        the commit marker: written last, lists every file with its checksum
+    <stage>/<version>/_manifest.json        the commit marker: written last, lists every file with its
+                                            checksum
     <stage>/<version>/part-00000.parquet    table parts (one per shard for sharded writes)
     <stage>/<version>/files/...             other outputs of the stage (indexes, adapters, reports)
     <stage>/<version>.partial/              a sharded write in progress (resumable)
     <stage>/.tmp-<version>-<nonce>/         a whole write in progress (renamed into place when complete)
 
-`version` = short hash of (stage, canonical config JSON, input versions, table name + schema version). The same
-inputs and config give the same version, so a finished stage is skipped; changing one knob re-runs that stage and
-what follows. Only a version whose manifest exists and whose files match it is complete; anything else is never
-read as a result.
+`version` = short hash of (stage, canonical config JSON, input versions, table name + schema version). The
+same inputs and config give the same version, so a finished stage is skipped; changing one knob re-runs that
+stage and what follows. Only a version whose manifest exists and whose files match it is complete; anything
+else is never read as a result.
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ class Store:
     def __init__(self, root: str):
         self.url = str(root)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
         if self.local:
             self.root = os.path.abspath(self.root)
         self.fs.makedirs(self.root, exist_ok=True)
@@ -130,10 +133,13 @@ class Store:
             try:
                 return json.loads(f.read())
             except json.JSONDecodeError as e:
-                raise IncompleteOutput(f"{mpath}: corrupt manifest ({e}); delete {self.path(stage, version)} to redo the stage") from None
+                raise IncompleteOutput(
+                    f"{mpath}: corrupt manifest ({e}); delete {self.path(stage, version)} to redo the stage"
+                ) from None
 
     def is_complete(self, stage: str, version: str, verify: bool = False) -> bool:
-        """True when the manifest exists and its files are all there with the recorded sizes (and checksums)."""
+        """True when the manifest exists and its files are all there with the recorded sizes (and
+        checksums)."""
         try:
             self._verified_manifest(stage, version, verify=verify)
             return True
@@ -148,20 +154,32 @@ class Store:
         for entry in m["files"]:
             p = self._join(base, entry["name"])
             if not self.fs.exists(p):
-                raise IncompleteOutput(f"{p}: listed in the manifest but missing; delete {base} and re-run the stage.")
+                raise IncompleteOutput(
+                    f"{p}: listed in the manifest but missing; delete {base} and re-run the stage."
+                )
             size = self.fs.size(p)
             if size != entry["bytes"]:
                 raise IncompleteOutput(
-                    f"{p}: {size} bytes, manifest says {entry['bytes']}; the output is corrupt. Delete {base} and re-run."
+                    f"{p}: {size} bytes, manifest says {entry['bytes']}; the output is corrupt. Delete "
+                    f"{base} and re-run."
                 )
             if verify and self._sha256(p) != entry["sha256"]:
-                raise IncompleteOutput(f"{p}: checksum differs from the manifest; corrupt. Delete {base} and re-run.")
+                raise IncompleteOutput(
+                    f"{p}: checksum differs from the manifest; corrupt. Delete {base} and re-run."
+                )
         return m
 
     def ref(self, stage: str, version: str) -> StageRef:
         m = self._verified_manifest(stage, version, verify=False)
-        return StageRef(stage, version, self.path(stage, version), m.get("table"), m.get("rows", 0), m.get("summary", {}),
-                        m.get("created_at", 0.0))
+        return StageRef(
+            stage,
+            version,
+            self.path(stage, version),
+            m.get("table"),
+            m.get("rows", 0),
+            m.get("summary", {}),
+            m.get("created_at", 0.0),
+        )
 
     def read(self, stage: str, version: str, verify: bool = True) -> pa.Table:
         """Read a complete stage table; parts are checksummed against the manifest while they are read."""
@@ -175,7 +193,9 @@ class Store:
             with self.fs.open(p, "rb") as f:
                 data = f.read()
             if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise IncompleteOutput(f"{p}: checksum differs from the manifest; corrupt. Delete {base} and re-run.")
+                raise IncompleteOutput(
+                    f"{p}: checksum differs from the manifest; corrupt. Delete {base} and re-run."
+                )
             tables.append(pq.read_table(io.BytesIO(data)))
         sch = schema(m["table"])
         table = pa.concat_tables(tables) if tables else sch.empty_table()
@@ -191,8 +211,14 @@ class Store:
 
     def versions(self, stage: str | None = None) -> list[dict[str, Any]]:
         """Manifests of every complete output, newest first."""
-        stages = [stage] if stage else sorted(
-            os.path.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False) if self.fs.isdir(p)
+        stages = (
+            [stage]
+            if stage
+            else sorted(
+                os.path.basename(p.rstrip("/"))
+                for p in self.fs.ls(self.root, detail=False)
+                if self.fs.isdir(p)
+            )
         )
         out = []
         for s in stages:
@@ -242,7 +268,8 @@ class Store:
         inputs: Mapping[str, str] | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> StageRef:
-        """Write a stage output made of files: `producer(folder)` fills a local folder that becomes `files/`."""
+        """Write a stage output made of files: `producer(folder)` fills a local folder that becomes
+        `files/`."""
 
         def produce(tmp: str) -> list[dict[str, Any]]:
             os.makedirs(os.path.join(tmp, "files"), exist_ok=True)
@@ -255,7 +282,9 @@ class Store:
         final = self.path(stage, version)
         with tempfile.TemporaryDirectory(prefix=f"swirl-{stage}-") as local_tmp:
             parts = produce(local_tmp)
-            manifest = self._build_manifest(local_tmp, stage, version, parts, table_name, config, inputs, summary)
+            manifest = self._build_manifest(
+                local_tmp, stage, version, parts, table_name, config, inputs, summary
+            )
             with open(os.path.join(local_tmp, MANIFEST), "w") as f:
                 json.dump(manifest, f, indent=2, sort_keys=True, default=str)
             self.fs.makedirs(self._join(self.root, stage), exist_ok=True)
@@ -278,14 +307,22 @@ class Store:
                 self.fs.put_file(os.path.join(local_tmp, MANIFEST), self._join(final, MANIFEST))
         return self.ref(stage, version)
 
-    def _build_manifest(self, folder, stage, version, parts, table_name, config, inputs, summary) -> dict[str, Any]:
+    def _build_manifest(
+        self, folder, stage, version, parts, table_name, config, inputs, summary
+    ) -> dict[str, Any]:
         files = []
         for dirpath, _, names in os.walk(folder):
             for n in sorted(names):
                 if n == MANIFEST:
                     continue
                 p = os.path.join(dirpath, n)
-                files.append({"name": os.path.relpath(p, folder), "bytes": os.path.getsize(p), "sha256": file_sha256(p)})
+                files.append(
+                    {
+                        "name": os.path.relpath(p, folder),
+                        "bytes": os.path.getsize(p),
+                        "sha256": file_sha256(p),
+                    }
+                )
         by_name = {f["name"]: f for f in files}
         parts = [{**by_name[p["name"]], "rows": p["rows"]} for p in parts]
         return {
@@ -311,7 +348,8 @@ class Store:
         config: Mapping[str, Any],
         inputs: Mapping[str, str] | None = None,
     ) -> ShardedWriter:
-        """A resumable writer: each shard is committed on its own; a crash loses at most the shard in flight."""
+        """A resumable writer: each shard is committed on its own; a crash loses at most the shard in
+        flight."""
         return ShardedWriter(self, stage, version, table_name, dict(config), dict(inputs or {}))
 
     def _sha256(self, path: str) -> str:
@@ -325,11 +363,13 @@ class Store:
 
 
 class ShardedWriter:
-    """Writes a table shard by shard into `<stage>/<version>.partial/`, then commits it as `<stage>/<version>/`.
+    """Writes a table shard by shard into `<stage>/<version>.partial/`, then commits it as
+    `<stage>/<version>/`.
 
-    Each shard is `shard-NNNNN.parquet` plus `shard-NNNNN.json` (rows, keys, checksum); the JSON is written last, so
-    a shard without it, or whose parquet does not match it, is incomplete and dropped on resume. `done_keys()`
-    tells the caller which work items (e.g. question ids) are already stored, so a re-run does only the rest.
+    Each shard is `shard-NNNNN.parquet` plus `shard-NNNNN.json` (rows, keys, checksum); the JSON is written
+    last, so a shard without it, or whose parquet does not match it, is incomplete and dropped on resume.
+    `done_keys()` tells the caller which work items (e.g. question ids) are already stored, so a re-run does
+    only the rest.
     """
 
     def __init__(self, store: Store, stage: str, version: str, table_name: str, config: dict, inputs: dict):
@@ -369,7 +409,11 @@ class ShardedWriter:
                 with self.fs.open(meta_p, "rb") as f:
                     meta = json.loads(f.read())
                 data_p = f"{self.dir}/{meta['name']}"
-                ok = self.fs.exists(data_p) and self.fs.size(data_p) == meta["bytes"] and self.store._sha256(data_p) == meta["sha256"]
+                ok = (
+                    self.fs.exists(data_p)
+                    and self.fs.size(data_p) == meta["bytes"]
+                    and self.store._sha256(data_p) == meta["sha256"]
+                )
             except (json.JSONDecodeError, KeyError, OSError):
                 ok = False
             if ok:
@@ -388,7 +432,9 @@ class ShardedWriter:
         keys = [str(k) for k in keys]
         again = self._keys.intersection(keys)
         if again:
-            raise StoreError(f"shard repeats work items already stored: {sorted(again)[:5]}; skip done_keys()")
+            raise StoreError(
+                f"shard repeats work items already stored: {sorted(again)[:5]}; skip done_keys()"
+            )
         check_table(self.table_name, table)
         index = self._shards[-1]["index"] + 1 if self._shards else 0
         name = f"shard-{index:05d}.parquet"
@@ -431,14 +477,17 @@ class ShardedWriter:
             with self.fs.open(path, "wb") as f:
                 f.write(data)
 
-    def finalize(self, summary: Mapping[str, Any] | None = None, files: Callable[[str], None] | None = None) -> StageRef:
-        """Commit all shards (and the extra files `files(folder)` writes into a local folder) as the stage's output.
-        Idempotent: a complete output is returned as it is."""
+    def finalize(
+        self, summary: Mapping[str, Any] | None = None, files: Callable[[str], None] | None = None
+    ) -> StageRef:
+        """Commit all shards (and the extra files `files(folder)` writes into a local folder) as the stage's
+        output. Idempotent: a complete output is returned as it is."""
         if self.complete:
             return self.store.ref(self.stage, self.version)
         final = self.store.path(self.stage, self.version)
         parts = [
-            {"name": s["name"], "rows": s["rows"], "bytes": s["bytes"], "sha256": s["sha256"]} for s in self._shards
+            {"name": s["name"], "rows": s["rows"], "bytes": s["bytes"], "sha256": s["sha256"]}
+            for s in self._shards
         ]
         extra: list[dict[str, Any]] = []
         if files:
@@ -448,7 +497,9 @@ class ShardedWriter:
                     for n in sorted(names):
                         src = os.path.join(dirpath, n)
                         name = "files/" + os.path.relpath(src, tmp)
-                        extra.append({"name": name, "bytes": os.path.getsize(src), "sha256": file_sha256(src)})
+                        extra.append(
+                            {"name": name, "bytes": os.path.getsize(src), "sha256": file_sha256(src)}
+                        )
                         self.fs.makedirs(os.path.dirname(f"{self.dir}/{name}"), exist_ok=True)
                         self.fs.put_file(src, f"{self.dir}/{name}")
         manifest = {
@@ -480,4 +531,3 @@ class ShardedWriter:
             self._atomic_put(f"{final}/{MANIFEST}", body)
             self.fs.rm(self.dir, recursive=True)
         return self.store.ref(self.stage, self.version)
-

@@ -65,8 +65,10 @@ STEPS = pa.schema(
         ("trajectory_id", pa.string()),
         ("step", pa.int32()),
         ("question_id", pa.string()),
-        ("dataset", pa.string()),  # questions.dataset of the trajectory's question (per-dataset filter counts)
-        ("state_offset", pa.int32()),  # state = token_ids[:state_offset] of the trajectory (a reference, not a copy)
+        # questions.dataset of the trajectory's question (per-dataset filter counts)
+        ("dataset", pa.string()),
+        # state = token_ids[:state_offset] of the trajectory (a reference, not a copy)
+        ("state_offset", pa.int32()),
         ("action_text", pa.string()),
         ("action_kind", pa.string()),  # search / math / answer / invalid
         ("process_label", pa.string()),
@@ -91,8 +93,10 @@ EVAL_RESULTS = pa.schema(
         ("invalid_actions", pa.int32()),
         ("em", pa.float32()),  # QA: SQuAD exact match (max over aliases); null for math
         ("f1", pa.float32()),  # QA: SQuAD token F1 (max over aliases); null for math
-        ("contains", pa.bool_()),  # QA: a normalised gold answer occurs in the normalised prediction; null for math
-        ("rule_correct", pa.bool_()),  # math: numeric equality; QA: judge.outcome.qa_rule (em, or f1 >= threshold)
+        # QA: a normalised gold answer occurs in the normalised prediction; null for math
+        ("contains", pa.bool_()),
+        # math: numeric equality; QA: judge.outcome.qa_rule (em, or f1 >= threshold)
+        ("rule_correct", pa.bool_()),
         ("judge_correct", pa.bool_()),  # the LLM judge's YES/NO; null when not judged or no verdict
         ("judge_text", pa.string()),  # the LLM judge's reply ("" when not judged)
     ]
@@ -170,5 +174,7 @@ def check_table(name: str, table: pa.Table, source: str = "") -> pa.Table:
         got = {f.name: str(f.type) for f in table.schema}
         want = {f.name: str(f.type) for f in sch}
         diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
-        raise SchemaError(f"table {name!r}{where} does not match its schema; (got, expected) per column: {diff}")
+        raise SchemaError(
+            f"table {name!r}{where} does not match its schema; (got, expected) per column: {diff}"
+        )
     return table

@@ -15,8 +15,10 @@ def _steps(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     out = []
     for i, m in enumerate(row["messages"]):
         if m["role"] == "assistant":
-            label = f"action {len([1 for x in row['messages'][:i] if x['role'] == 'assistant']) + 1}: " \
-                    f"{parse_action(m['content']).kind}"
+            label = (
+                f"action {len([1 for x in row['messages'][:i] if x['role'] == 'assistant']) + 1}: "
+                f"{parse_action(m['content']).kind}"
+            )
         elif i == 0:
             label = "prompt"
         else:
@@ -28,9 +30,15 @@ def _steps(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 def to_markdown(rows: Sequence[Mapping[str, Any]], title: str = "trajectories") -> str:
     lines = [f"# {title}", ""]
     for r in rows:
-        lines += [f"## {r['trajectory_id']}", "",
-                  (f"stop: **{r['stop_reason']}**, final answer: `{r.get('final_answer') or '-'}`, "
-                   f"tokens: {len(r.get('token_ids') or [])}"), ""]
+        lines += [
+            f"## {r['trajectory_id']}",
+            "",
+            (
+                f"stop: **{r['stop_reason']}**, final answer: `{r.get('final_answer') or '-'}`, "
+                f"tokens: {len(r.get('token_ids') or [])}"
+            ),
+            "",
+        ]
         for role, label, content in _steps(r):
             body = content.replace("```", "ʼʼʼ")
             lines += [f"**{role}** ({label})", "", "```text", body, "```", ""]
@@ -46,10 +54,15 @@ def print_rich(rows: Sequence[Mapping[str, Any]], console: Any = None, max_chars
     for r in rows:
         parts = []
         for role, label, content in _steps(r):
-            shown = content if len(content) <= max_chars else content[:max_chars] + f" … [{len(content)} chars]"
+            shown = (
+                content if len(content) <= max_chars else content[:max_chars] + f" … [{len(content)} chars]"
+            )
             t = Text()
             t.append(f"{role} · {label}\n", style=f"bold {_ROLE_STYLE.get(role, 'white')}")
             t.append(shown)
             parts.append(t)
-        sub = f"stop: {r['stop_reason']} · answer: {r.get('final_answer') or '-'} · tokens: {len(r.get('token_ids') or [])}"
+        sub = (
+            f"stop: {r['stop_reason']} · answer: {r.get('final_answer') or '-'} · tokens: "
+            f"{len(r.get('token_ids') or [])}"
+        )
         console.print(Panel(Group(*parts), title=str(r["trajectory_id"]), subtitle=sub, expand=True))

@@ -1,9 +1,9 @@
 """One engine per engine config for the whole flow run (vLLM start-up costs tens of seconds).
 
 Adapters are per request, so they are not part of the key: the policy with and without its adapter shares one
-engine. An engine with `merge_adapter` serves its one adapter, so the adapter is part of its key; only one such
-engine is kept at a time (each holds a copy of the weights and its own KV cache). `close_engines()` runs at the
-end of a flow.
+engine. An engine with `merge_adapter` serves its one adapter, so the adapter is part of its key; only one
+such engine is kept at a time (each holds a copy of the weights and its own KV cache). `close_engines()` runs
+at the end of a flow.
 """
 
 from __future__ import annotations

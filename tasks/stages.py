@@ -1,8 +1,8 @@
 """Prefect tasks for the round's stages.
 
 Cache keys come from the store: a task's key is `<stage>-<version>` when the store already holds that version
-complete, and there is no key otherwise. So the Prefect UI shows a stage as Cached exactly when the store would
-skip it, and deleting an output from the store makes the stage run again.
+complete, and there is no key otherwise. So the Prefect UI shows a stage as Cached exactly when the store
+would skip it, and deleting an output from the store makes the stage run again.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def _store_cache_key(stage: str, version_of) -> Any:
 
 
 def _is_transient(state: Any) -> bool:
-    """Retry I/O failures (a hub download, a flaky object store), never bad input (ValueError: DataError, ...)."""
+    """Retry I/O failures (a hub download, a flaky object store), never bad input (ValueError: DataError,
+    ...)."""
     return not isinstance(state.result(raise_on_failure=False), ValueError)
 
 
@@ -87,8 +88,13 @@ def ingest_task(store_url: str, spec: DatasetSpec) -> StageResult:
     res = _run_stage(lambda: run_ingest(Store(store_url), spec))
     ref, s = res.ref, res.ref.summary
     get_run_logger().info(
-        "ingest %s -> %s: %d questions (%s read, %s skipped) %s", spec.name, ref.short(), ref.rows, s.get("records"),
-        s.get("skipped"), f"in {res.seconds:.1f}s" if res.computed else "[store hit]",
+        "ingest %s -> %s: %d questions (%s read, %s skipped) %s",
+        spec.name,
+        ref.short(),
+        ref.rows,
+        s.get("records"),
+        s.get("skipped"),
+        f"in {res.seconds:.1f}s" if res.computed else "[store hit]",
     )
     return res
 
@@ -96,8 +102,14 @@ def ingest_task(store_url: str, spec: DatasetSpec) -> StageResult:
 def _generate_version(inputs: dict[str, Any]) -> str:
     from swirl.stages.generate import generate_version
 
-    return generate_version(inputs["cfg"], inputs["policy"], inputs["spec"], inputs["questions"], inputs.get("corpus"),
-                            inputs.get("search"))
+    return generate_version(
+        inputs["cfg"],
+        inputs["policy"],
+        inputs["spec"],
+        inputs["questions"],
+        inputs.get("corpus"),
+        inputs.get("search"),
+    )
 
 
 def _corpus_version(inputs: dict[str, Any]) -> str:
@@ -113,12 +125,19 @@ def _corpus_version(inputs: dict[str, Any]) -> str:
     persist_result=True,
 )
 def corpus_task(store_url: str, name: str, questions: StageRef, search: SearchConfig) -> StageResult:
-    """The articles of a dataset split, de-duplicated, with their search index (built once per corpus version)."""
+    """The articles of a dataset split, de-duplicated, with their search index (built once per corpus
+    version)."""
     from swirl.stages.corpus import run_corpus
 
     res = _run_stage(lambda: run_corpus(Store(store_url), questions, search))
-    get_run_logger().info("corpus %s -> %s: %d articles, %s index %s", name, res.ref.short(), res.ref.rows,
-                          search.retriever, f"built in {res.seconds:.1f}s" if res.computed else "[store hit]")
+    get_run_logger().info(
+        "corpus %s -> %s: %d articles, %s index %s",
+        name,
+        res.ref.short(),
+        res.ref.rows,
+        search.retriever,
+        f"built in {res.seconds:.1f}s" if res.computed else "[store hit]",
+    )
     return res
 
 
@@ -129,8 +148,13 @@ def corpus_task(store_url: str, name: str, questions: StageRef, search: SearchCo
     persist_result=True,
 )
 def generate_task(
-    store_url: str, cfg: GenerateConfig, policy: EngineConfig, spec: DatasetSpec, questions: StageRef,
-    corpus: StageRef | None = None, search: SearchConfig | None = None,
+    store_url: str,
+    cfg: GenerateConfig,
+    policy: EngineConfig,
+    spec: DatasetSpec,
+    questions: StageRef,
+    corpus: StageRef | None = None,
+    search: SearchConfig | None = None,
 ) -> StageResult:
     """Multi-step trajectories with tools for every question of one dataset (resumes after a crash)."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -145,9 +169,16 @@ def generate_task(
     search = search or SearchConfig()
     version = generate_version(cfg, policy, spec, questions, corpus, search)
     existed = store.is_complete("generate", version)
-    artifact = None if existed else create_progress_artifact(0.0, description=f"generate {spec.name}: trajectories")
-    bar = Progress(TextColumn(f"generate {spec.name}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    artifact = (
+        None if existed else create_progress_artifact(0.0, description=f"generate {spec.name}: trajectories")
+    )
+    bar = Progress(
+        TextColumn(f"generate {spec.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
     bar_task = bar.add_task("gen", total=questions.rows * cfg.samples_per_question, rate="")
 
     def progress(p: dict[str, Any]) -> None:
@@ -158,13 +189,29 @@ def generate_task(
         log.info("generate %s: %d/%d trajectories, %s", spec.name, p["done"], p["total"], rate)
 
     with bar:
-        ref = run_generate(store, cfg, policy, spec, questions, lambda: get_engine(policy),
-                           tools_for(spec, store, corpus, search), corpus, progress, search)
+        ref = run_generate(
+            store,
+            cfg,
+            policy,
+            spec,
+            questions,
+            lambda: get_engine(policy),
+            tools_for(spec, store, corpus, search),
+            corpus,
+            progress,
+            search,
+        )
     dt = time.perf_counter() - t0
     s = ref.summary
-    log.info("generate %s -> %s: %d trajectories, %.2f actions each, invalid rate %.3f, stops %s",
-             spec.name, ref.short(), ref.rows, s.get("actions_per_trajectory", 0), s.get("invalid_rate", 0),
-             s.get("stop_reasons"))
+    log.info(
+        "generate %s -> %s: %d trajectories, %.2f actions each, invalid rate %.3f, stops %s",
+        spec.name,
+        ref.short(),
+        ref.rows,
+        s.get("actions_per_trajectory", 0),
+        s.get("invalid_rate", 0),
+        s.get("stop_reasons"),
+    )
     return StageResult(ref, not existed, dt)
 
 
@@ -183,7 +230,9 @@ def _judge_version(inputs: dict[str, Any]) -> str:
     retry_delay_seconds=[10, 60],
     retry_condition_fn=lambda task, task_run, state: _is_transient(state),
 )
-def judge_task(store_url: str, name: str, trajectories: StageRef, questions: StageRef, cfg: JudgeSection) -> StageResult:
+def judge_task(
+    store_url: str, name: str, trajectories: StageRef, questions: StageRef, cfg: JudgeSection
+) -> StageResult:
     """Process labels (GOOD/BAD/UNKNOWN per step) and outcome correctness; resumes from finished shards, so a
     retry after an endpoint failure judges only the rest."""
     from swirl.stages.judge import judge_version, run_judge
@@ -197,8 +246,13 @@ def judge_task(store_url: str, name: str, trajectories: StageRef, questions: Sta
     engine = get_engine(cfg.engine) if local and not existed else None
     ref = run_judge(store, trajectories, questions, cfg, engine)
     dt = time.perf_counter() - t0
-    log.info("judge %s -> %s: %d step labels %s", name, ref.short(), ref.rows,
-             {k: v for k, v in ref.summary.items() if k in ("good", "bad", "unknown", "GOOD", "BAD", "UNKNOWN")})
+    log.info(
+        "judge %s -> %s: %d step labels %s",
+        name,
+        ref.short(),
+        ref.rows,
+        {k: v for k, v in ref.summary.items() if k in ("good", "bad", "unknown", "GOOD", "BAD", "UNKNOWN")},
+    )
     return StageResult(ref, not existed, dt)
 
 
@@ -208,10 +262,20 @@ def _decompose_version(inputs: dict[str, Any]) -> str:
     return decompose_version(inputs["trajectories"], inputs["judgments"], inputs["questions"], inputs["cfg"])
 
 
-@task(name="decompose", task_run_name="decompose-{name}", cache_key_fn=_store_cache_key("decompose", _decompose_version),
-      persist_result=True)
-def decompose_task(store_url: str, name: str, trajectories: StageRef, judgments: StageRef, questions: StageRef,
-                   cfg: DecomposeConfig) -> StageResult:
+@task(
+    name="decompose",
+    task_run_name="decompose-{name}",
+    cache_key_fn=_store_cache_key("decompose", _decompose_version),
+    persist_result=True,
+)
+def decompose_task(
+    store_url: str,
+    name: str,
+    trajectories: StageRef,
+    judgments: StageRef,
+    questions: StageRef,
+    cfg: DecomposeConfig,
+) -> StageResult:
     """One `steps` row per (trajectory, action): a reference to its state, the action, its labels."""
     from swirl.stages.decompose import run_decompose
 
@@ -226,16 +290,27 @@ def _filter_version(inputs: dict[str, Any]) -> str:
     return filter_version(inputs["steps"], inputs["cfg"])
 
 
-@task(name="filter", task_run_name="filter-{name}", cache_key_fn=_store_cache_key("filter", _filter_version),
-      persist_result=True)
+@task(
+    name="filter",
+    task_run_name="filter-{name}",
+    cache_key_fn=_store_cache_key("filter", _filter_version),
+    persist_result=True,
+)
 def filter_task(store_url: str, name: str, steps: StageRef, cfg: FilterConfig) -> StageResult:
-    """Mark the steps training keeps (none / process / outcome / process_outcome), with counts per strategy."""
+    """Mark the steps training keeps (none / process / outcome / process_outcome), with counts per
+    strategy."""
     from swirl.stages.filter import run_filter
 
     res = _run_stage(lambda: run_filter(Store(store_url), steps, cfg))
     s = res.ref.summary
-    get_run_logger().info("filter %s (%s) -> %s: kept %s trajectories, %s steps", name, cfg.strategy, res.ref.short(),
-                          s.get("kept_trajectories"), s.get("kept_steps"))
+    get_run_logger().info(
+        "filter %s (%s) -> %s: kept %s trajectories, %s steps",
+        name,
+        cfg.strategy,
+        res.ref.short(),
+        s.get("kept_trajectories"),
+        s.get("kept_steps"),
+    )
     return res
 
 
@@ -245,11 +320,21 @@ def _train_version(inputs: dict[str, Any]) -> str:
     return train_version(inputs["cfg"], inputs["policy"], inputs["inputs"], inputs.get("judge"))
 
 
-@task(name="train", task_run_name="train", cache_key_fn=_store_cache_key("train", _train_version), persist_result=True)
-def train_task(store_url: str, cfg: TrainConfig, policy: EngineConfig, inputs: list[TrainInput],
-               judge: JudgeSection | None = None) -> StageResult:
-    """LoRA training on the filtered steps (sft / swirl_offline / swirl); resumes from its latest checkpoint after a
-    crash. Per-step metrics go to the task log and, with the output, to MLflow."""
+@task(
+    name="train",
+    task_run_name="train",
+    cache_key_fn=_store_cache_key("train", _train_version),
+    persist_result=True,
+)
+def train_task(
+    store_url: str,
+    cfg: TrainConfig,
+    policy: EngineConfig,
+    inputs: list[TrainInput],
+    judge: JudgeSection | None = None,
+) -> StageResult:
+    """LoRA training on the filtered steps (sft / swirl_offline / swirl); resumes from its latest checkpoint
+    after a crash. Per-step metrics go to the task log and, with the output, to MLflow."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from swirl.judging import make_judge_engine
@@ -258,32 +343,68 @@ def train_task(store_url: str, cfg: TrainConfig, policy: EngineConfig, inputs: l
 
     log = get_run_logger()
     store = Store(store_url)
-    bar = Progress(TextColumn(f"train {cfg.objective}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    bar = Progress(
+        TextColumn(f"train {cfg.objective}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
     bar_task = bar.add_task("train", total=cfg.max_steps, info="")
 
     def on_step(m: dict[str, Any]) -> None:
-        shown = {k: m[k] for k in ("loss", "reward_mean", "kl", "grad_norm", "lr", "tokens_per_s") if m.get(k) is not None}
+        shown = {
+            k: m[k]
+            for k in ("loss", "reward_mean", "kl", "grad_norm", "lr", "tokens_per_s")
+            if m.get(k) is not None
+        }
         info = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         bar.update(bar_task, completed=m["step"], info=info)
         log.info("train step %d: %s", m["step"], info)
 
     def judge_engine() -> Any:
-        return get_engine(judge.engine) if isinstance(judge.engine, EngineConfig) else make_judge_engine(judge.engine)
+        return (
+            get_engine(judge.engine)
+            if isinstance(judge.engine, EngineConfig)
+            else make_judge_engine(judge.engine)
+        )
 
     with bar:
-        res = _run_stage(lambda: run_train(store, cfg, policy, inputs, judge, sampler=lambda: get_engine(policy),
-                                           judge_engine=judge_engine, on_step=on_step))
-    log.info("train -> %s: %s steps, adapter %s/files/adapter %s", res.ref.short(), res.ref.summary.get("steps"),
-             res.ref.path, "" if res.computed else "[store hit]")
+        res = _run_stage(
+            lambda: run_train(
+                store,
+                cfg,
+                policy,
+                inputs,
+                judge,
+                sampler=lambda: get_engine(policy),
+                judge_engine=judge_engine,
+                on_step=on_step,
+            )
+        )
+    log.info(
+        "train -> %s: %s steps, adapter %s/files/adapter %s",
+        res.ref.short(),
+        res.ref.summary.get("steps"),
+        res.ref.path,
+        "" if res.computed else "[store hit]",
+    )
     return res
 
 
 def _evaluate_version(inputs: dict[str, Any]) -> str:
     from swirl.stages.evaluate import evaluate_version
 
-    return evaluate_version(inputs["cfg"], inputs["gen"], inputs["policy"].engine, inputs["spec"], inputs["questions"],
-                            inputs.get("corpus"), inputs.get("search"), judge=inputs.get("judge"))
+    return evaluate_version(
+        inputs["cfg"],
+        inputs["gen"],
+        inputs["policy"].engine,
+        inputs["spec"],
+        inputs["questions"],
+        inputs.get("corpus"),
+        inputs.get("search"),
+        judge=inputs.get("judge"),
+    )
 
 
 @task(
@@ -293,12 +414,18 @@ def _evaluate_version(inputs: dict[str, Any]) -> str:
     persist_result=True,
 )
 def evaluate_task(
-    store_url: str, cfg: EvaluateConfig, gen: GenerateConfig, policy: EvalPolicy, spec: DatasetSpec,
-    questions: StageRef, corpus: StageRef | None = None, search: SearchConfig | None = None,
+    store_url: str,
+    cfg: EvaluateConfig,
+    gen: GenerateConfig,
+    policy: EvalPolicy,
+    spec: DatasetSpec,
+    questions: StageRef,
+    corpus: StageRef | None = None,
+    search: SearchConfig | None = None,
     judge: JudgeSection | None = None,
 ) -> StageResult:
-    """One policy on the sampled questions of one dataset: episodes, rule (and judge) verdicts; resumes after a
-    crash from its finished shards."""
+    """One policy on the sampled questions of one dataset: episodes, rule (and judge) verdicts; resumes after
+    a crash from its finished shards."""
     from swirl.judging import make_judge_engine
     from swirl.stages.evaluate import run_evaluate
     from swirl.stages.generate import tools_for
@@ -309,21 +436,48 @@ def evaluate_task(
     search = search or SearchConfig()
 
     def progress(p: dict[str, Any]) -> None:
-        log.info("evaluate %s/%s: %d/%d questions (%.1f s)", spec.name, policy.label, p["done"], p["total"],
-                 p["seconds"])
+        log.info(
+            "evaluate %s/%s: %d/%d questions (%.1f s)",
+            spec.name,
+            policy.label,
+            p["done"],
+            p["total"],
+            p["seconds"],
+        )
 
     def judge_engine() -> Any:
         eng = judge.engine
         return get_engine(eng) if isinstance(eng, EngineConfig) else make_judge_engine(eng)
 
-    res = _run_stage(lambda: run_evaluate(
-        store, cfg, gen, policy.engine, spec, questions, lambda: get_engine(policy.engine),
-        tools_for(spec, store, corpus, search), corpus, search, judge=judge, judge_engine=judge_engine,
-        progress=progress))
+    res = _run_stage(
+        lambda: run_evaluate(
+            store,
+            cfg,
+            gen,
+            policy.engine,
+            spec,
+            questions,
+            lambda: get_engine(policy.engine),
+            tools_for(spec, store, corpus, search),
+            corpus,
+            search,
+            judge=judge,
+            judge_engine=judge_engine,
+            progress=progress,
+        )
+    )
     s = res.ref.summary
-    log.info("evaluate %s/%s -> %s: accuracy %.3f [%.3f, %.3f] on %d questions %s", spec.name, policy.label,
-             res.ref.short(), s["accuracy_rule"], s["accuracy_rule_low"], s["accuracy_rule_high"], s["questions"],
-             "" if res.computed else "[store hit]")
+    log.info(
+        "evaluate %s/%s -> %s: accuracy %.3f [%.3f, %.3f] on %d questions %s",
+        spec.name,
+        policy.label,
+        res.ref.short(),
+        s["accuracy_rule"],
+        s["accuracy_rule_low"],
+        s["accuracy_rule_high"],
+        s["questions"],
+        "" if res.computed else "[store hit]",
+    )
     return res
 
 
@@ -333,11 +487,17 @@ def _report_version(inputs: dict[str, Any]) -> str:
     return report_version(inputs["entries"], inputs["cfg"], inputs["title"])
 
 
-@task(name="eval-report", task_run_name="eval-report", cache_key_fn=_store_cache_key("eval_report", _report_version),
-      persist_result=True)
-def eval_report_task(store_url: str, entries: list[ReportEntry], cfg: EvaluateConfig, title: str) -> StageResult:
-    """The round's evaluation report (accuracy ± interval, paired gains vs base, cross-task heatmap), also as a
-    Prefect Markdown artifact."""
+@task(
+    name="eval-report",
+    task_run_name="eval-report",
+    cache_key_fn=_store_cache_key("eval_report", _report_version),
+    persist_result=True,
+)
+def eval_report_task(
+    store_url: str, entries: list[ReportEntry], cfg: EvaluateConfig, title: str
+) -> StageResult:
+    """The round's evaluation report (accuracy ± interval, paired gains vs base, cross-task heatmap), also as
+    a Prefect Markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
 
     from swirl.stages.evaluate import run_report

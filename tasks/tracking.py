@@ -1,9 +1,10 @@
 """MLflow tracking for rounds: one parent run per round, one nested run per stage (DESIGN.md §6).
 
-Uses `MlflowClient` with explicit run ids rather than MLflow's fluent "active run" state, so that stages running
-in Prefect's worker threads log to the right run. Metric names are namespaced (`ingest/questions`), configs are
-flattened into params, stage outputs are logged as MLflow dataset inputs (lineage) with their store version as
-digest, and tags carry the Prefect flow-run id and the store versions so a run can be found from either UI.
+Uses `MlflowClient` with explicit run ids rather than MLflow's fluent "active run" state, so that stages
+running in Prefect's worker threads log to the right run. Metric names are namespaced (`ingest/questions`),
+configs are flattened into params, stage outputs are logged as MLflow dataset inputs (lineage) with their
+store version as digest, and tags carry the Prefect flow-run id and the store versions so a run can be found
+from either UI.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 from swirl.store import StageRef
 
-MAX_PARAM_LEN = 6000
-_METRIC_BAD = re.compile(r"[^\w\-. :/]")  # MLflow metric names allow alphanumerics and _ - . space : /  # MLflow's limit on a param value is 6000 characters
+MAX_PARAM_LEN = 6000  # MLflow's limit on a param value is 6000 characters
+_METRIC_BAD = re.compile(r"[^\w\-. :/]")  # MLflow metric names allow alphanumerics and _ - . space : /
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def numeric_metrics(summary: Mapping[str, Any], prefix: str) -> dict[str, float]:
-    """The numeric leaves of a stage summary as namespaced metrics (`prefix/name`, nested names joined by /)."""
+    """The numeric leaves of a stage summary as namespaced metrics (`prefix/name`, nested names joined by
+    /)."""
     out: dict[str, float] = {}
     for k, v in summary.items():
         name = f"{prefix}/{_METRIC_BAD.sub('_', str(k))}"
@@ -64,7 +66,12 @@ def numeric_metrics(summary: Mapping[str, Any], prefix: str) -> dict[str, float]
 
 
 def start_round(
-    uri: str, experiment: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str], artifact_root: str | None
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    artifact_root: str | None,
 ) -> Tracking:
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -96,7 +103,8 @@ def log_stage(
     history: list[Mapping[str, Any]] | None = None,
 ) -> str:
     """A nested run for one stage output: its config, summary metrics, version tags and dataset lineage.
-    `history`: per-step metric rows (each with a `step`), logged as metric series `<name>/<metric>` (training curves)."""
+    `history`: per-step metric rows (each with a `step`), logged as metric series `<name>/<metric>` (training
+    curves)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag, Metric
@@ -114,31 +122,58 @@ def log_stage(
     rid = run.info.run_id
     _log_params(client, rid, flatten(params))
     prefix = name or ref.stage  # e.g. ingest/gsm8k: one namespace per dataset when a stage runs per dataset
-    metrics = {**numeric_metrics(ref.summary, prefix), f"{prefix}/rows": float(ref.rows), f"{prefix}/seconds": seconds}
+    metrics = {
+        **numeric_metrics(ref.summary, prefix),
+        f"{prefix}/rows": float(ref.rows),
+        f"{prefix}/seconds": seconds,
+    }
     now = int(time.time() * 1000)
     client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
-    series = [Metric(f"{prefix}/{_METRIC_BAD.sub('_', str(k))}", float(v), now, int(row["step"]))
-              for row in history or () for k, v in row.items()
-              if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    series = [
+        Metric(f"{prefix}/{_METRIC_BAD.sub('_', str(k))}", float(v), now, int(row["step"]))
+        for row in history or ()
+        for k, v in row.items()
+        if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
     for i in range(0, len(series), 1000):  # MLflow accepts at most 1000 metrics per batch
         client.log_batch(rid, metrics=series[i : i + 1000])
     if ref.table:
         import warnings
 
-        with warnings.catch_warnings():  # a local path matches two equivalent local source kinds; either is right
+        with (
+            warnings.catch_warnings()
+        ):  # a local path matches two equivalent local source kinds; either is right
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(ref.path)
         ds = MetaDataset(source, name=f"{ref.table}:{ref.short()}", digest=ref.version)
-        client.log_inputs(rid, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", ref.stage)])])
-    client.log_dict(rid, {"stage": ref.stage, "version": ref.version, "path": ref.path, "rows": ref.rows,
-                          "summary": ref.summary}, "stage_output.json")
+        client.log_inputs(
+            rid, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", ref.stage)])]
+        )
+    client.log_dict(
+        rid,
+        {
+            "stage": ref.stage,
+            "version": ref.version,
+            "path": ref.path,
+            "rows": ref.rows,
+            "summary": ref.summary,
+        },
+        "stage_output.json",
+    )
     files = os.path.join(ref.path, "files")
-    if "://" not in ref.path and os.path.isdir(files):  # reports (Markdown, HTML, plots), not indexes or weights
+    if "://" not in ref.path and os.path.isdir(
+        files
+    ):  # reports (Markdown, HTML, plots), not indexes or weights
         for dirpath, _, names in os.walk(files):
             for n in names:
-                if n.endswith((".md", ".html", ".png", ".svg", ".json")) and os.path.relpath(dirpath, files).split(os.sep)[0] != "adapter":
+                if (
+                    n.endswith((".md", ".html", ".png", ".svg", ".json"))
+                    and os.path.relpath(dirpath, files).split(os.sep)[0] != "adapter"
+                ):
                     client.log_artifact(rid, os.path.join(dirpath, n), "files")
-        if os.path.isdir(os.path.join(files, "adapter")):  # a trained LoRA adapter: logged whole, loadable with peft
+        if os.path.isdir(
+            os.path.join(files, "adapter")
+        ):  # a trained LoRA adapter: logged whole, loadable with peft
             client.log_artifacts(rid, os.path.join(files, "adapter"), "adapter")
             client.set_tag(rid, "swirl.adapter", os.path.join(files, "adapter"))
     client.set_terminated(rid, "FINISHED")
@@ -163,8 +198,8 @@ def default_artifact_root(store_root: str) -> str | None:
 
 
 def log_report(tr: Tracking, ref: StageRef) -> None:
-    """The evaluation report on the round's parent run: report.md and heatmap.png as artifacts, the cells as an
-    MLflow table (`eval/report_table.json`, shown in the run's Evaluation/Artifacts views)."""
+    """The evaluation report on the round's parent run: report.md and heatmap.png as artifacts, the cells as
+    an MLflow table (`eval/report_table.json`, shown in the run's Evaluation/Artifacts views)."""
     client = _client(tr.uri)
     files = os.path.join(ref.path, "files")
     if "://" in ref.path:
@@ -177,12 +212,27 @@ def log_report(tr: Tracking, ref: StageRef) -> None:
     for c in cells:
         vs = c.get("vs_base") or {}
         primary = c["judge"] if c.get("judge") else c["rule"]
-        rows.append({"dataset": c["dataset"], "policy": c["policy"], "trained_on": c["trained_on"],
-                     "metric": c["metric"], "n": primary["n"], "accuracy": primary["rate"], "low": primary["low"],
-                     "high": primary["high"], "accuracy_rule": c["rule"]["rate"],
-                     "gain_vs_base": vs.get("diff"), "relative_gain": vs.get("relative_gain"),
-                     "gain_low": vs.get("diff_low"), "gain_high": vs.get("diff_high"),
-                     "mcnemar_p": vs.get("mcnemar_p")})
-    client.log_table(tr.parent_run_id, data={k: [r[k] for r in rows] for k in rows[0]} if rows else {},
-                     artifact_file="eval/report_table.json")
+        rows.append(
+            {
+                "dataset": c["dataset"],
+                "policy": c["policy"],
+                "trained_on": c["trained_on"],
+                "metric": c["metric"],
+                "n": primary["n"],
+                "accuracy": primary["rate"],
+                "low": primary["low"],
+                "high": primary["high"],
+                "accuracy_rule": c["rule"]["rate"],
+                "gain_vs_base": vs.get("diff"),
+                "relative_gain": vs.get("relative_gain"),
+                "gain_low": vs.get("diff_low"),
+                "gain_high": vs.get("diff_high"),
+                "mcnemar_p": vs.get("mcnemar_p"),
+            }
+        )
+    client.log_table(
+        tr.parent_run_id,
+        data={k: [r[k] for r in rows] for k in rows[0]} if rows else {},
+        artifact_file="eval/report_table.json",
+    )
     client.set_tag(tr.parent_run_id, "swirl.eval_report", os.path.join(files, "report.md"))

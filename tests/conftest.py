@@ -1,4 +1,5 @@
-"""Shared test fixtures: offline environment, one tiny model, one vLLM engine and one Prefect harness per session.
+"""Shared test fixtures: offline environment, one tiny model, one vLLM engine and one Prefect harness per
+session.
 
 The environment is set before anything imports Prefect, MLflow, transformers or vLLM.
 """
@@ -58,8 +59,13 @@ def tiny_adapter_dir(tiny_model_dir, tmp_path_factory) -> str:
 
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                     "up_proj", "down_proj"], init_lora_weights=False, lora_dropout=0.0)
+    cfg = LoraConfig(
+        r=8,
+        lora_alpha=32,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,
+        lora_dropout=0.0,
+    )
     model = get_peft_model(base, cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():

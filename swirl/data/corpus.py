@@ -1,10 +1,10 @@
 """Rows of the `corpus` table (doc_id, title, text): from questions' context paragraphs or from a corpus file.
 
 The paper searches "all articles of that dataset split", so the default corpus is the pool of every context
-paragraph of the split's questions (HotpotQA/CofCA/BeerQA contexts, MuSiQue paragraphs, stored by the loaders in
-each question's `metadata.paragraphs`), de-duplicated by (title, text): the same Wikipedia paragraph appears
-under many questions. A user corpus file (JSONL or Parquet with `title`, `text` and optional `doc_id`) replaces
-it, e.g. a full Wikipedia dump.
+paragraph of the split's questions (HotpotQA/CofCA/BeerQA contexts, MuSiQue paragraphs, stored by the loaders
+in each question's `metadata.paragraphs`), de-duplicated by (title, text): the same Wikipedia paragraph
+appears under many questions. A user corpus file (JSONL or Parquet with `title`, `text` and optional `doc_id`)
+replaces it, e.g. a full Wikipedia dump.
 
 `doc_id` is a hash of title and text when the source has none, so the same paragraph has the same id in every
 run and every split.
@@ -37,14 +37,20 @@ def corpus_from_questions(tables: Iterable[pa.Table]) -> tuple[list[Row], dict[s
     stats = {"questions": 0, "questions_without_paragraphs": 0, "paragraphs": 0, "empty": 0, "duplicates": 0}
     datasets: set[str] = set()
     for table in tables:
-        for qid, dataset, meta in zip(table.column("question_id").to_pylist(), table.column("dataset").to_pylist(),
-                                      table.column("metadata").to_pylist(), strict=True):
+        for qid, dataset, meta in zip(
+            table.column("question_id").to_pylist(),
+            table.column("dataset").to_pylist(),
+            table.column("metadata").to_pylist(),
+            strict=True,
+        ):
             stats["questions"] += 1
             datasets.add(dataset)
             try:
                 paragraphs = json.loads(meta or "{}").get("paragraphs") or []
             except json.JSONDecodeError as e:
-                raise DataError(f"question {qid}: field 'metadata' is not JSON ({e.msg}); re-run ingest") from None
+                raise DataError(
+                    f"question {qid}: field 'metadata' is not JSON ({e.msg}); re-run ingest"
+                ) from None
             if not paragraphs:
                 stats["questions_without_paragraphs"] += 1
             for p in paragraphs:
@@ -60,8 +66,9 @@ def corpus_from_questions(tables: Iterable[pa.Table]) -> tuple[list[Row], dict[s
                 rows.append({"doc_id": doc_id(title, text), "title": title, "text": text})
     if not rows:
         raise DataError(
-            f"the questions of {sorted(datasets) or 'no dataset'} carry no context paragraphs to search (GSM8K has "
-            "none); give the corpus stage a corpus file (JSONL/Parquet with title,text) or multi-hop QA questions"
+            f"the questions of {sorted(datasets) or 'no dataset'} carry no context paragraphs to search "
+            "(GSM8K has none); give the corpus stage a corpus file (JSONL/Parquet with title,text) or "
+            "multi-hop QA questions"
         )
     return rows, {**stats, "documents": len(rows), "datasets": sorted(datasets)}
 
@@ -69,20 +76,25 @@ def corpus_from_questions(tables: Iterable[pa.Table]) -> tuple[list[Row], dict[s
 def read_corpus_file(path: str) -> tuple[list[Row], dict[str, Any]]:
     """A user corpus: JSONL (one `{title, text[, doc_id]}` per line) or Parquet with those columns.
 
-    Given doc_ids must be unique; without them rows are de-duplicated by (title, text) like pooled paragraphs."""
+    Given doc_ids must be unique; without them rows are de-duplicated by (title, text) like pooled
+    paragraphs."""
     if not os.path.exists(path):
         raise DataError(f"{path}: corpus file not found; fix the corpus path")
     if path.endswith(".parquet"):
         table = pq.read_table(path)
         missing = {"title", "text"} - set(table.column_names)
         if missing:
-            raise DataError(f"{path}: missing column(s) {sorted(missing)} (columns: {table.column_names}); a corpus "
-                            "needs title and text, and may have doc_id")
+            raise DataError(
+                f"{path}: missing column(s) {sorted(missing)} (columns: {table.column_names}); a corpus "
+                "needs title and text, and may have doc_id"
+            )
         records = ((f"{path} row {i}", r) for i, r in enumerate(table.to_pylist()))
     elif path.endswith((".jsonl", ".json")):
         records = _jsonl(path)
     else:
-        raise DataError(f"{path}: unknown corpus file type; use .jsonl (one JSON object per line) or .parquet")
+        raise DataError(
+            f"{path}: unknown corpus file type; use .jsonl (one JSON object per line) or .parquet"
+        )
     rows: list[Row] = []
     seen_ids: dict[str, str] = {}
     seen_text: set[tuple[str, str]] = set()
@@ -109,7 +121,9 @@ def read_corpus_file(path: str) -> tuple[list[Row], dict[str, Any]]:
                 continue
             did = doc_id(title, text)
         if did in seen_ids:
-            raise DataError(f"{where}: field 'doc_id': {did!r} repeats {seen_ids[did]}; doc ids must be unique")
+            raise DataError(
+                f"{where}: field 'doc_id': {did!r} repeats {seen_ids[did]}; doc ids must be unique"
+            )
         seen_ids[did] = where
         seen_text.add((title, text))
         rows.append({"doc_id": did, "title": title, "text": text})
@@ -126,4 +140,6 @@ def _jsonl(path: str) -> Iterable[tuple[str, Any]]:
             try:
                 yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
+                raise DataError(
+                    f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); fix or remove the line"
+                ) from None

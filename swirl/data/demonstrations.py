@@ -1,8 +1,8 @@
 """Gold demonstrations: a dataset's own solution, replayed as protocol actions through the rollout loop.
 
-A small instruct model does not write the protocol's tags zero-shot, and copies a worked example only for one step.
-The datasets say how each question is solved, so the pipeline can show the model whole episodes in the protocol
-it will be trained and evaluated on (`generate.source: gold`, then SFT on them as a warm-up):
+A small instruct model does not write the protocol's tags zero-shot, and copies a worked example only for one
+step. The datasets say how each question is solved, so the pipeline can show the model whole episodes in the
+protocol it will be trained and evaluated on (`generate.source: gold`, then SFT on them as a warm-up):
 
 - GSM8K-style math: each calculator note `<<expr=value>>` of the solution is one `<math_exp>expr</math_exp>`
   action (operators spaced, as in the worked example), then `<answer>gold</answer>`;
@@ -11,10 +11,10 @@ it will be trained and evaluated on (`generate.source: gold`, then SFT on them a
 - MuSiQue: the titles of the paragraphs that support each sub-question of `question_decomposition`, in order;
 - BeerQA has no supporting facts: its questions have no demonstration (counted, not guessed).
 
-`GoldScript` is a script for the `ScriptedEngine`: given the prompt text of a trajectory's next step, it finds the
-question (the last known question text in the prompt; worked examples come before it) and returns the first gold
-action not yet taken after it. The observations are the real tools' replies, so a demonstration is exactly what
-the policy would have seen had it written the same actions.
+`GoldScript` is a script for the `ScriptedEngine`: given the prompt text of a trajectory's next step, it finds
+the question (the last known question text in the prompt; worked examples come before it) and returns the
+first gold action not yet taken after it. The observations are the real tools' replies, so a demonstration is
+exactly what the policy would have seen had it written the same actions.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def gold_actions(row: Mapping[str, Any], task: str) -> list[str]:
 
 
 class GoldScript:
-    """`script(prompt_text, seed) -> next action` for the ScriptedEngine, from the questions' gold episodes."""
+    """`script(prompt_text, seed) -> next action` for the ScriptedEngine, from the questions' gold
+    episodes."""
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], task: str):
         self.actions = {r["question"]: gold_actions(r, task) for r in rows}

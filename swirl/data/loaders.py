@@ -18,13 +18,16 @@ corpus stage indexes; `supporting` is true/false when the source says which para
 
 Hub copies (`hub:` in a DatasetSpec; needs network; `split` is the hub split name):
 
-| format   | hub id                 | config       | splits              | notes                                          |
-|----------|------------------------|--------------|---------------------|------------------------------------------------|
-| gsm8k    | `openai/gsm8k`         | `main`       | train, test         |                                                |
-| hotpotqa | `hotpotqa/hotpot_qa`   | `distractor` | train, validation   | the hub's columnar context/supporting_facts are accepted |
-| musique  | `dgslibisey/MuSiQue`   | (none)       | train, validation   | the official `musique_ans_v1.0_*.jsonl` files  |
-| beerqa   | none known             |              |                     | use `path:` to `beerqa_dev_v1.0.json`          |
-| cofca    | none known             |              |                     | use `path:` to the CofCA JSON files            |
+| format   | hub id               | config       | splits            | notes |
+|----------|----------------------|--------------|-------------------|-------|
+| gsm8k    | `openai/gsm8k`       | `main`       | train, test       |       |
+| hotpotqa | `hotpotqa/hotpot_qa` | `distractor` | train, validation | (1)   |
+| musique  | `dgslibisey/MuSiQue` | (none)       | train, validation | (2)   |
+| beerqa   | none known           |              |                   | (3)   |
+| cofca    | none known           |              |                   | (4)   |
+
+(1) the hub's columnar context/supporting_facts are accepted; (2) the official `musique_ans_v1.0_*.jsonl`
+files; (3) use `path:` to `beerqa_dev_v1.0.json`; (4) use `path:` to the CofCA JSON files.
 
 BeerQA's file is one JSON object `{version, split, data: [...]}`, so a generic hub loader cannot read it as
 records anyway (the local reader takes its `data` list); CofCA is distributed as files with its paper's code.
@@ -68,10 +71,14 @@ class LoadReport:
 
     def summary(self) -> dict[str, Any]:
         dropped = sum(self.dropped.values())
-        return {"source": self.source, "records": self.records,
-                "kept": self.records - len(self.skipped) - dropped,
-                "skipped": len(self.skipped), "skipped_examples": self.skipped[:5],
-                "dropped": dict(sorted(self.dropped.items()))}
+        return {
+            "source": self.source,
+            "records": self.records,
+            "kept": self.records - len(self.skipped) - dropped,
+            "skipped": len(self.skipped),
+            "skipped_examples": self.skipped[:5],
+            "dropped": dict(sorted(self.dropped.items())),
+        }
 
 
 Row = dict[str, Any]
@@ -160,7 +167,9 @@ def _source_id(rec: dict[str, Any], where: str, *names: str) -> str:
 
 def _paragraph(title: Any, text: Any, where: str, fld: str, supporting: bool | None) -> dict[str, Any]:
     if not isinstance(title, str) or not isinstance(text, str):
-        raise DataError(f"{where}: field {fld!r}: title and text must be strings, got {title!r:.40} / {text!r:.40}")
+        raise DataError(
+            f"{where}: field {fld!r}: title and text must be strings, got {title!r:.40} / {text!r:.40}"
+        )
     return {"title": title.strip(), "text": text.strip(), "supporting": supporting}
 
 
@@ -171,11 +180,15 @@ def _hotpot_context(ctx: Any, where: str, support: set[str] | None) -> list[dict
     if isinstance(ctx, dict) and "title" in ctx and "sentences" in ctx:
         ctx = [[t, s] for t, s in zip(ctx["title"], ctx["sentences"], strict=False)]
     if not isinstance(ctx, list):
-        raise DataError(f"{where}: field 'context' must be a list of [title, sentences], got {type(ctx).__name__}")
+        raise DataError(
+            f"{where}: field 'context' must be a list of [title, sentences], got {type(ctx).__name__}"
+        )
     out = []
     for i, item in enumerate(ctx):
         if not (isinstance(item, list | tuple) and len(item) == 2):
-            raise DataError(f"{where}: field 'context[{i}]' must be [title, sentences or text], got {item!r:.80}")
+            raise DataError(
+                f"{where}: field 'context[{i}]' must be [title, sentences or text], got {item!r:.80}"
+            )
         title, sents = item
         if isinstance(sents, list) and all(isinstance(x, str) for x in sents):
             sents = "".join(sents)
@@ -192,14 +205,25 @@ def _supporting_facts(rec: dict[str, Any], where: str) -> list[list[Any]] | None
     if isinstance(sf, dict) and "title" in sf and "sent_id" in sf:
         sf = [[t, i] for t, i in zip(sf["title"], sf["sent_id"], strict=False)]
     if not isinstance(sf, list) or not all(
-        isinstance(x, list | tuple) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], int) for x in sf
+        isinstance(x, list | tuple) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], int)
+        for x in sf
     ):
-        raise DataError(f"{where}: field 'supporting_facts' must be a list of [title, sentence index], got {sf!r:.80}")
+        raise DataError(
+            f"{where}: field 'supporting_facts' must be a list of [title, sentence index], got {sf!r:.80}"
+        )
     return [[t.strip(), i] for t, i in sf]
 
 
-def _row(dataset: str, split: str, sid: str, question: str, answers: list[str], level: str, hops: int | None,
-         metadata: dict[str, Any]) -> Row:
+def _row(
+    dataset: str,
+    split: str,
+    sid: str,
+    question: str,
+    answers: list[str],
+    level: str,
+    hops: int | None,
+    metadata: dict[str, Any],
+) -> Row:
     return {
         "question_id": f"{dataset}-{split}-{sid}",
         "dataset": dataset,
@@ -234,12 +258,18 @@ _HOPS_IN = re.compile(r"(\d)\s*-?\s*hop", re.IGNORECASE)
 
 
 def parse_cofca(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
-    """CofCA: HotpotQA-style records over counterfactual passages. `supporting_facts` and `level` are optional;
-    hops come from an integer `hops` field, or from `level`/`type` when they say e.g. "3hop", else unknown."""
+    """CofCA: HotpotQA-style records over counterfactual passages. `supporting_facts` and `level` are
+    optional; hops come from an integer `hops` field, or from `level`/`type` when they say e.g. "3hop", else
+    unknown."""
     question = _require(rec, "question", where)
     sid = _source_id(rec, where, "_id", "id")
-    answers = _answers(_require(rec, "answer", where), _optional(rec, "answer_aliases", where, list, []), where, "answer",
-                       "answer_aliases")
+    answers = _answers(
+        _require(rec, "answer", where),
+        _optional(rec, "answer_aliases", where, list, []),
+        where,
+        "answer",
+        "answer_aliases",
+    )
     facts = _supporting_facts(rec, where)
     if "context" not in rec:
         raise DataError(f"{where}: missing field 'context' (fields present: {sorted(rec)})")
@@ -259,33 +289,52 @@ _MUSIQUE_ID = re.compile(r"^(\d+)hop(\d*)__")
 
 
 def parse_musique(rec: dict[str, Any], where: str, split: str, dataset: str, index: int) -> Row:
-    """A MuSiQue-Ans / -Full record (the official files are JSONL; JSON-list copies are read too). Unanswerable
-    records (MuSiQue-Full's contrast questions) are excluded, not invalid; a record without `answerable` counts
-    as answerable (older Ans files). Hops come from the id prefix (`2hop__`, `3hop1__`, ...); `level` is
-    `<n>hop` and the full prefix is kept as metadata `composition`."""
+    """A MuSiQue-Ans / -Full record (the official files are JSONL; JSON-list copies are read too).
+    Unanswerable records (MuSiQue-Full's contrast questions) are excluded, not invalid; a record without
+    `answerable` counts as answerable (older Ans files). Hops come from the id prefix (`2hop__`, `3hop1__`,
+    ...); `level` is `<n>hop` and the full prefix is kept as metadata `composition`."""
     question = _require(rec, "question", where)
     sid = _require(rec, "id", where)
     m = _MUSIQUE_ID.match(sid)
     if not m:
-        raise DataError(f"{where}: field 'id' must start with '<n>hop__' or '<n>hop<k>__' (e.g. 2hop__1_2), "
-                        f"got {sid!r:.80}")
+        raise DataError(
+            f"{where}: field 'id' must start with '<n>hop__' or '<n>hop<k>__' (e.g. 2hop__1_2), "
+            f"got {sid!r:.80}"
+        )
     answerable = _optional(rec, "answerable", where, bool, True)
     if not answerable:
         raise Excluded("unanswerable")
-    answers = _answers(_require(rec, "answer", where), _optional(rec, "answer_aliases", where, list, []), where, "answer",
-                       "answer_aliases")
+    answers = _answers(
+        _require(rec, "answer", where),
+        _optional(rec, "answer_aliases", where, list, []),
+        where,
+        "answer",
+        "answer_aliases",
+    )
     paras = _require(rec, "paragraphs", where, list)
     paragraphs = []
     for i, p in enumerate(paras):
         if not isinstance(p, dict) or "title" not in p or "paragraph_text" not in p:
-            raise DataError(f"{where}: field 'paragraphs[{i}]' must be an object with title and paragraph_text, "
-                            f"got {p!r:.80}")
+            raise DataError(
+                f"{where}: field 'paragraphs[{i}]' must be an object with title and paragraph_text, "
+                f"got {p!r:.80}"
+            )
         sup = p.get("is_supporting")
-        paragraphs.append(_paragraph(p["title"], p["paragraph_text"], where, f"paragraphs[{i}]",
-                                     sup if isinstance(sup, bool) else None))
+        paragraphs.append(
+            _paragraph(
+                p["title"],
+                p["paragraph_text"],
+                where,
+                f"paragraphs[{i}]",
+                sup if isinstance(sup, bool) else None,
+            )
+        )
     hops = int(m.group(1))
-    meta = {"composition": sid.split("__", 1)[0], "paragraphs": paragraphs,
-            "question_decomposition": rec.get("question_decomposition") or []}
+    meta = {
+        "composition": sid.split("__", 1)[0],
+        "paragraphs": paragraphs,
+        "question_decomposition": rec.get("question_decomposition") or [],
+    }
     return _row(dataset, split, sid, question, answers, f"{hops}hop", hops, meta)
 
 
@@ -300,7 +349,9 @@ def parse_beerqa(rec: dict[str, Any], where: str, split: str, dataset: str, inde
     sid = _source_id(rec, where, "id")
     answers_in = _require(rec, "answers", where, list)
     if not answers_in:
-        raise DataError(f"{where}: field 'answers' is empty (BeerQA's test split has no answers; use train/dev)")
+        raise DataError(
+            f"{where}: field 'answers' is empty (BeerQA's test split has no answers; use train/dev)"
+        )
     answers = _answers(answers_in[0], answers_in[1:], where, "answers", "answers")
     src = _optional(rec, "src", where, str, "")
     ctx = _optional(rec, "context", where, list, [])
@@ -320,7 +371,10 @@ def iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as e:
-                yield where, DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); fix or remove the line")
+                yield (
+                    where,
+                    DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); fix or remove the line"),
+                )
 
 
 def _load_json(path: str) -> Any:
@@ -329,8 +383,10 @@ def _load_json(path: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); the whole file is one "
-                        "JSON document, so it cannot be read past this point. Fix the file.") from None
+        raise DataError(
+            f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); the whole file is one "
+            "JSON document, so it cannot be read past this point. Fix the file."
+        ) from None
 
 
 def _has_data_list(doc: Any) -> bool:
@@ -352,9 +408,11 @@ def _data_records(path: str, doc: Any) -> Iterator[tuple[str, Any]]:
         return
     if not _has_data_list(doc):
         got = f"fields {sorted(doc)}" if isinstance(doc, dict) else type(doc).__name__
-        raise DataError(f"{path}: field 'data': the file is one JSON document ({got}) but not a list of records or "
-                        "an object with a 'data' list of records (BeerQA's layout, e.g. beerqa_dev_v1.0.json); "
-                        "write the records as JSON Lines (one object per line) or as one JSON list")
+        raise DataError(
+            f"{path}: field 'data': the file is one JSON document ({got}) but not a list of records or "
+            "an object with a 'data' list of records (BeerQA's layout, e.g. beerqa_dev_v1.0.json); "
+            "write the records as JSON Lines (one object per line) or as one JSON list"
+        )
     for i, rec in enumerate(doc["data"]):
         yield f"{path} data[{i}]", rec
 
@@ -365,8 +423,8 @@ def iter_json_records(path: str) -> Iterator[tuple[str, Any]]:
     - first non-blank character `[`: one JSON list of records, named `file record i` (0-based list index);
     - one JSON object holding a `data` list (BeerQA's `{"version", "split", "data": [...]}`), compact on one
       line or pretty-printed: the `data` list, records named `file data[i]`;
-    - otherwise JSON Lines: records named `file:line`; a line that is not JSON yields a DataError as its record,
-      so `skip_invalid` skips it alone.
+    - otherwise JSON Lines: records named `file:line`; a line that is not JSON yields a DataError as its
+      record, so `skip_invalid` skips it alone.
 
     Only the first lines are read to decide: a JSONL file's first line is a complete JSON value, so a JSONL
     file is never parsed as one document (unless its first line is itself broken; then the whole-file parse
@@ -420,7 +478,9 @@ PARSERS: dict[str, Parser] = {
     "cofca": parse_cofca,
 }
 # Every format reads the same file layouts (JSONL, a JSON list, an object with a `data` list).
-FILE_READERS: dict[str, Callable[[str], Iterator[tuple[str, Any]]]] = {fmt: iter_json_records for fmt in PARSERS}
+FILE_READERS: dict[str, Callable[[str], Iterator[tuple[str, Any]]]] = {
+    fmt: iter_json_records for fmt in PARSERS
+}
 NO_HUB = {"beerqa", "cofca"}  # formats without a hub copy whose records the hub loader can read
 
 
@@ -428,17 +488,22 @@ def load_questions(spec: DatasetSpec) -> tuple[list[Row], LoadReport]:
     """Read a dataset into `questions` rows; stop at the first bad record unless spec.skip_invalid.
 
     Order of operations: parse (malformed -> error or skipped; excluded by the format -> dropped), drop
-    `spec.drop_levels`, reject repeated question ids, then take the seeded sample, so `limit` counts kept rows.
+    `spec.drop_levels`, reject repeated question ids, then take the seeded sample, so `limit` counts kept
+    rows.
     """
     parser = PARSERS[spec.format]
     if spec.path:
         if not os.path.exists(spec.path):
-            raise DataError(f"{spec.path}: file not found (dataset {spec.name!r}); fix ingest.datasets[].path")
+            raise DataError(
+                f"{spec.path}: file not found (dataset {spec.name!r}); fix ingest.datasets[].path"
+            )
         records, source = FILE_READERS[spec.format](spec.path), spec.path
     else:
         if spec.format in NO_HUB:
-            raise DataError(f"dataset {spec.name!r}: no hub copy of {spec.format} is supported; download the "
-                            f"original file and set `path:` instead of `hub:` (see swirl.data.loaders)")
+            raise DataError(
+                f"dataset {spec.name!r}: no hub copy of {spec.format} is supported; download the "
+                f"original file and set `path:` instead of `hub:` (see swirl.data.loaders)"
+            )
         records, source = iter_hub(spec.hub, spec.hub_config, spec.split), f"{spec.hub}[{spec.split}]"
     report = LoadReport(source)
     rows: list[Row] = []
@@ -451,14 +516,18 @@ def load_questions(spec: DatasetSpec) -> tuple[list[Row], LoadReport]:
                 raise rec
             row = parser(rec, where, spec.split, spec.name, index)
             if row["question_id"] in seen:
-                raise DataError(f"{where}: field 'id': question id {row['question_id']!r} repeats the record at "
-                                f"{seen[row['question_id']]}; remove the duplicate")
+                raise DataError(
+                    f"{where}: field 'id': question id {row['question_id']!r} repeats the record at "
+                    f"{seen[row['question_id']]}; remove the duplicate"
+                )
         except Excluded as e:
             report.dropped[e.reason] += 1
             continue
         except DataError as e:
             if not spec.skip_invalid:
-                raise DataError(f"{e}\n(set skip_invalid: true on dataset {spec.name!r} to skip and count bad records)") from None
+                raise DataError(
+                    f"{e}\n(set skip_invalid: true on dataset {spec.name!r} to skip and count bad records)"
+                ) from None
             report.skipped.append(str(e))
             continue
         if row["level"] in drop:
@@ -467,13 +536,16 @@ def load_questions(spec: DatasetSpec) -> tuple[list[Row], LoadReport]:
         seen[row["question_id"]] = where
         rows.append(row)
     if not rows:
-        raise DataError(f"{source}: no valid questions (dataset {spec.name!r}, {report.records} records read, "
-                        f"dropped {dict(report.dropped)}, skipped {len(report.skipped)})")
+        raise DataError(
+            f"{source}: no valid questions (dataset {spec.name!r}, {report.records} records read, "
+            f"dropped {dict(report.dropped)}, skipped {len(report.skipped)})"
+        )
     return sample_rows(rows, spec.limit, spec.seed), report
 
 
 def sample_rows(rows: list[Row], limit: int | None, seed: int) -> list[Row]:
-    """A seeded random sample of `limit` rows, in their original order (all rows when limit is None or larger)."""
+    """A seeded random sample of `limit` rows, in their original order (all rows when limit is None or
+    larger)."""
     if limit is None or limit >= len(rows):
         return rows
     keep = sorted(random.Random(seed).sample(range(len(rows)), limit))

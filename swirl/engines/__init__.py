@@ -19,8 +19,11 @@ def make_engine(cfg: EngineConfig) -> Engine:
 
         folder = merge_adapter(cfg.model, cfg.adapter, merged_folder(cfg.model, cfg.adapter))
         try:
-            inner = make_engine(cfg.model_copy(update={"model": folder, "adapter": None, "merge_adapter": False,
-                                                       "enable_lora": False}))
+            inner = make_engine(
+                cfg.model_copy(
+                    update={"model": folder, "adapter": None, "merge_adapter": False, "enable_lora": False}
+                )
+            )
         except BaseException:
             import shutil
 

@@ -18,8 +18,8 @@ Prompt = str | Sequence[int] | Sequence[Message]
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to sample. temperature 0 = greedy. `seed` seeds prompt i with `seed + i` unless per-prompt seeds are
-    given to `generate`."""
+    """How to sample. temperature 0 = greedy. `seed` seeds prompt i with `seed + i` unless per-prompt seeds
+    are given to `generate`."""
 
     n: int = 1
     temperature: float = 0.0
@@ -48,7 +48,9 @@ class Completion:
     text: str
     finish_reason: str  # "stop" (eos token or stop string) or "length" (max_tokens)
     stop: str | None = None  # the stop string that ended it (None for eos or length)
-    logprobs: list[float] | None = None  # log-prob of each generated token under the unmodified model distribution
+    logprobs: list[float] | None = (
+        None  # log-prob of each generated token under the unmodified model distribution
+    )
 
 
 @dataclass
@@ -61,23 +63,29 @@ class Engine(Protocol):
     name: str
     model: str
     tokenizer: Any
-    # Context limit in tokens (prompt + generated), or None when the engine does not know one. A prompt of this
-    # many tokens or more cannot be run; callers check with `too_long` and skip it instead of failing a batch.
+    # Context limit in tokens (prompt + generated), or None when the engine does not know one. A prompt of
+    # this many tokens or more cannot be run; callers check with `too_long` and skip it instead of failing a
+    # batch.
     max_context: int | None
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Result]:
         """One Result per prompt, each with `sampling.n` completions. `adapter`: a peft LoRA folder or None.
-        `seeds`: one seed per prompt (overrides `sampling.seed + i`), so a prompt's samples do not depend on the
-        batch it is in."""
+        `seeds`: one seed per prompt (overrides `sampling.seed + i`), so a prompt's samples do not depend on
+        the batch it is in."""
         ...
 
     def close(self) -> None: ...
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Chat messages -> chat template (with the assistant generation prompt) -> ids; text -> ids; ids unchanged."""
+    """Chat messages -> chat template (with the assistant generation prompt) -> ids; text -> ids; ids
+    unchanged."""
     if isinstance(prompt, str):
         return list(tokenizer.encode(prompt, add_special_tokens=False))
     prompt = list(prompt)
@@ -92,18 +100,21 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
 
 
 def too_long(engine: Any, prompt_len: int) -> bool:
-    """Whether a prompt of `prompt_len` tokens leaves the engine no room to generate (vLLM rejects such a prompt,
-    and with it the whole batch). Engines with no known limit accept everything."""
+    """Whether a prompt of `prompt_len` tokens leaves the engine no room to generate (vLLM rejects such a
+    prompt, and with it the whole batch). Engines with no known limit accept everything."""
     limit = getattr(engine, "max_context", None)
     return limit is not None and prompt_len >= limit
 
 
 def adapter_key(path: str) -> str:
     """Identity of an adapter's current contents: the same folder rewritten by training gets a new key."""
-    weights = [f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(os.path.join(path, f))]
+    weights = [
+        f for f in ("adapter_model.safetensors", "adapter_model.bin") if os.path.exists(os.path.join(path, f))
+    ]
     if not os.path.exists(os.path.join(path, "adapter_config.json")) or not weights:
         raise FileNotFoundError(
-            f"{path}: not a peft LoRA adapter folder (needs adapter_config.json and adapter_model.safetensors)"
+            f"{path}: not a peft LoRA adapter folder (needs adapter_config.json and "
+            "adapter_model.safetensors)"
         )
     st = os.stat(os.path.join(path, weights[0]))
     return f"{os.path.abspath(path)}@{st.st_mtime_ns}:{st.st_size}"

@@ -1,7 +1,7 @@
 """The `hf` engine: transformers `generate` with batching, stop strings, logprobs and peft LoRA adapters.
 
-A fallback and a cross-check for the vLLM engine: on the same model and prompts, greedy decoding gives the same
-token ids (tested). Sampling uses torch's generator, so sampled tokens differ from vLLM's.
+A fallback and a cross-check for the vLLM engine: on the same model and prompts, greedy decoding gives the
+same token ids (tested). Sampling uses torch's generator, so sampled tokens differ from vLLM's.
 """
 
 from __future__ import annotations
@@ -24,21 +24,31 @@ from swirl.engines.base import (
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model: str, dtype: str = "auto", batch_size: int = 16, seed: int = 0, device: str | None = None):
+    def __init__(
+        self, model: str, dtype: str = "auto", batch_size: int = 16, seed: int = 0, device: str | None = None
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = model
-        self.max_context: int | None = None  # transformers runs any length (past the trained positions, badly)
+        self.max_context: int | None = (
+            None  # transformers runs any length (past the trained positions, badly)
+        )
         self.batch_size = batch_size
         self.seed = seed
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self._torch_dtype = getattr(torch, resolve_dtype(dtype))
-        self.base = AutoModelForCausalLM.from_pretrained(model, dtype=self._torch_dtype).to(self.device).eval()
+        self.base = (
+            AutoModelForCausalLM.from_pretrained(model, dtype=self._torch_dtype).to(self.device).eval()
+        )
         self._peft: Any = None  # PeftModel wrapping self.base once an adapter is used
         self._adapters: dict[str, str] = {}  # adapter_key -> peft adapter name
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_id = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
         eos = self.tokenizer.eos_token_id
         gen_eos = getattr(self.base.generation_config, "eos_token_id", None)
         self.eos_ids = {eos} | (set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}) - {None}
@@ -62,26 +72,40 @@ class HFEngine:
 
     # ------------------------------------------------------------------------------------- generate
     def generate(
-        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Result]:
-        """Batches of `batch_size` prompts. Sampling seeds torch once per batch with its first prompt's seed, so
-        sampled (not greedy) outputs depend on the batch composition, unlike vLLM's per-request seeds."""
+        """Batches of `batch_size` prompts. Sampling seeds torch once per batch with its first prompt's seed,
+        so sampled (not greedy) outputs depend on the batch composition, unlike vLLM's per-request seeds."""
         import contextlib
 
         ids = [encode_prompt(self.tokenizer, p) for p in prompts]
         per_seed = prompt_seeds(sampling, len(ids), seeds)
         model = self._model_for(adapter)
-        ctx = model.disable_adapter() if (adapter is None and self._peft is not None) else contextlib.nullcontext()
+        ctx = (
+            model.disable_adapter()
+            if (adapter is None and self._peft is not None)
+            else contextlib.nullcontext()
+        )
         results = [Result(prompt_token_ids=p) for p in ids]
         with ctx:
             for start in range(0, len(ids), self.batch_size):
                 chunk = list(range(start, min(start + self.batch_size, len(ids))))
                 batch_seed = per_seed[chunk[0]]
-                for i, comps in zip(chunk, self._generate_batch(model, [ids[i] for i in chunk], sampling, batch_seed)):
+                for i, comps in zip(
+                    chunk,
+                    self._generate_batch(model, [ids[i] for i in chunk], sampling, batch_seed),
+                    strict=True,
+                ):
                     results[i].completions = comps
         return results
 
-    def _generate_batch(self, model: Any, batch: list[list[int]], s: Sampling, seed: int | None) -> list[list[Completion]]:
+    def _generate_batch(
+        self, model: Any, batch: list[list[int]], s: Sampling, seed: int | None
+    ) -> list[list[Completion]]:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -89,8 +113,8 @@ class HFEngine:
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         attn = torch.zeros((len(batch), width), dtype=torch.long)
         for r, p in enumerate(batch):  # left padding
-            input_ids[r, width - len(p):] = torch.tensor(p)
-            attn[r, width - len(p):] = 1
+            input_ids[r, width - len(p) :] = torch.tensor(p)
+            attn[r, width - len(p) :] = 1
         rows = len(batch) * s.n
         stopper = _StopCriteria(self.tokenizer, width, s.stop, self.eos_ids, rows)
         greedy = s.temperature == 0
@@ -119,7 +143,12 @@ class HFEngine:
         logp = None
         if s.logprobs:
             logits = torch.stack(out.logits, dim=1).float()  # [rows, steps, vocab]
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, gen.unsqueeze(-1).to(logits.device)).squeeze(-1).cpu()
+            logp = (
+                torch.log_softmax(logits, dim=-1)
+                .gather(-1, gen.unsqueeze(-1).to(logits.device))
+                .squeeze(-1)
+                .cpu()
+            )
         per_prompt: list[list[Completion]] = [[] for _ in batch]
         for r in range(rows):
             n_tok = stopper.done_at[r] if stopper.done_at[r] is not None else gen.shape[1]
@@ -143,7 +172,9 @@ class HFEngine:
 class _StopCriteria:
     """Per-row stop on an eos token or on a stop string appearing in the decoded completion (as vLLM does)."""
 
-    def __init__(self, tokenizer: Any, prompt_width: int, stops: tuple[str, ...], eos_ids: set[int], rows: int):
+    def __init__(
+        self, tokenizer: Any, prompt_width: int, stops: tuple[str, ...], eos_ids: set[int], rows: int
+    ):
         self.tok, self.width, self.stops, self.eos = tokenizer, prompt_width, stops, eos_ids
         self.done_at: list[int | None] = [None] * rows
         self.stop_str: list[str | None] = [None] * rows
@@ -152,7 +183,7 @@ class _StopCriteria:
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        gen = input_ids[:, self.width:]
+        gen = input_ids[:, self.width :]
         n = gen.shape[1]
         for r in range(gen.shape[0]):
             if self.done_at[r] is not None:

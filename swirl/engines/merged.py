@@ -1,10 +1,10 @@
 """Serve a LoRA adapter merged into a copy of the base weights (`EngineConfig.merge_adapter`).
 
 vLLM's LoRA path on a CPU decodes several times slower than the plain model (the adapter's matmuls run as
-separate, unfused ops at every layer), so for evaluating or sampling a fixed adapter it is faster to merge it into
-the weights once (W + B·A·alpha/r, peft's `merge_and_unload`) and serve the merged copy as an ordinary model. The
-merged engine serves exactly that one adapter: a request for another adapter, or for the base model, is an error
-(it cannot be answered by these weights).
+separate, unfused ops at every layer), so for evaluating or sampling a fixed adapter it is faster to merge it
+into the weights once (W + B·A·alpha/r, peft's `merge_and_unload`) and serve the merged copy as an ordinary
+model. The merged engine serves exactly that one adapter: a request for another adapter, or for the base
+model, is an error (it cannot be answered by these weights).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def merge_adapter(model: str, adapter: str, out: str) -> str:
-    """Write `model` with `adapter` merged into its weights to the folder `out` (tokenizer files copied unchanged,
-    so the merged model tokenizes exactly as the base). Returns `out`."""
+    """Write `model` with `adapter` merged into its weights to the folder `out` (tokenizer files copied
+    unchanged, so the merged model tokenizes exactly as the base). Returns `out`."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -61,12 +61,18 @@ class MergedAdapterEngine:
         self.tokenizer, self.max_context = inner.tokenizer, inner.max_context
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Result]:
         if adapter is None or os.path.abspath(adapter) != os.path.abspath(self.adapter):
-            raise ValueError(f"this engine serves the adapter {self.adapter!r} merged into its weights; it cannot "
-                             f"answer a request for {adapter or 'the base model'!r} (use an engine without "
-                             "merge_adapter for it)")
+            raise ValueError(
+                f"this engine serves the adapter {self.adapter!r} merged into its weights; it cannot "
+                f"answer a request for {adapter or 'the base model'!r} (use an engine without "
+                "merge_adapter for it)"
+            )
         return self.inner.generate(prompts, sampling, adapter=None, seeds=seeds)
 
     def close(self) -> None:

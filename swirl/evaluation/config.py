@@ -17,7 +17,8 @@ class ExtraPolicy(_Section):
     name: str = Field(description="Label of this policy in tables, metrics and reports (e.g. round1).")
     adapter: str = Field(description="LoRA adapter folder (peft format) applied to the run's policy model.")
     trained_on: str = Field(
-        "", description="What the adapter was trained on (the cross-task table's row label). Empty: read from "
+        "",
+        description="What the adapter was trained on (the cross-task table's row label). Empty: read from "
         "the train output the adapter comes from, when it is one.",
     )
 
@@ -25,7 +26,8 @@ class ExtraPolicy(_Section):
 class EvaluateConfig(_Section):
     datasets: tuple[str, ...] = Field(
         (),
-        description="Ingested dataset names to evaluate on; empty = every ingested dataset whose split is not train.",
+        description="Ingested dataset names to evaluate on; empty = every ingested dataset whose split is "
+        "not train.",
     )
     questions: int = Field(
         300,

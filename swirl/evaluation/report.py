@@ -153,8 +153,8 @@ def markdown_report(cells: Sequence[Cell], title: str) -> str:
     lines += ["", "## Cross-task table", ""]
     rows, cols, values, gains = cross_task_matrix(cells)
     body = [
-        [label] + [_cross_cell(v, g) for v, g in zip(vals, gs)]
-        for label, vals, gs in zip(rows, values, gains)
+        [label] + [_cross_cell(v, g) for v, g in zip(vals, gs, strict=True)]
+        for label, vals, gs in zip(rows, values, gains, strict=True)
     ]
     lines += _markdown_table(["policy"] + cols, body)
     lines += ["", _HOW_TO_READ]

@@ -1,7 +1,7 @@
 """Judging: the process judge (GOOD/BAD per step), the outcome judge (rule-based and LLM), and their configs.
 
-`make_judge_engine` builds the judge's engine from its config: a local engine (vllm/hf) or an OpenAI-compatible
-endpoint. Heavy imports happen inside it.
+`make_judge_engine` builds the judge's engine from its config: a local engine (vllm/hf) or an
+OpenAI-compatible endpoint. Heavy imports happen inside it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Configuration of the judge, decompose and filter stages.
 
 Kept apart from swirl.config, which imports these into RunConfig; so this module never imports swirl.config (a
-cycle) and stays light (pydantic only). Every field of `JudgeConfig` except the engine's serving details goes into
-the judge stage's version (`JudgeConfig.version_config`): a changed prompt re-judges; a changed URL, concurrency or
-timeout does not.
+cycle) and stays light (pydantic only). Every field of `JudgeConfig` except the engine's serving details goes
+into the judge stage's version (`JudgeConfig.version_config`): a changed prompt re-judges; a changed URL,
+concurrency or timeout does not.
 
 A local in-process judge (vllm/hf) is an engine object passed to `run_judge`; to name one in YAML instead,
 subclass in swirl.config: `class JudgeSection(JudgeConfig): engine: EngineConfig | OpenAIEngineConfig | None`
@@ -27,22 +27,27 @@ class _Section(BaseModel):
 class ProcessJudgeConfig(_Section):
     kind: Literal["llm", "rule"] = Field(
         "llm",
-        description="llm = the judge model rates each step with the paper's prompt; rule = swirl.judging.rules "
-        "rates it by program checks (a calculation is new, valid and grounded in the question's numbers; a search "
-        "is new and on topic; an answer follows from earlier results), no judge model and no gold answers: for "
-        "machines without a judge model and tool worlds where the checks are meaningful.",
+        description="llm = the judge model rates each step with the paper's prompt; "
+        "rule = swirl.judging.rules rates it by program checks (a calculation is new, valid and grounded in "
+        "the question's numbers; a search is new and on topic; an answer follows from earlier results), no "
+        "judge model and no gold answers: for machines without a judge model and tool worlds where the "
+        "checks are meaningful.",
     )
     search_template: str = Field(
         prompts.PROCESS_SEARCH,
-        description="Process-judge prompt for search (multi-hop QA) trajectories. Placeholders: {conversation}, "
-        "{last_message} (required), {question}. Write literal braces as {{ }}. The reply must end in GOOD or BAD.",
+        description="Process-judge prompt for search (multi-hop QA) trajectories. Placeholders: "
+        "{conversation}, {last_message} (required), {question}. Write literal braces as {{ }}. The reply "
+        "must end in GOOD or BAD.",
     )
     math_template: str = Field(
         prompts.PROCESS_MATH,
-        description="Process-judge prompt for calculator (math) trajectories; same placeholders as search_template.",
+        description="Process-judge prompt for calculator (math) trajectories; same placeholders as "
+        "search_template.",
     )
     show_system: bool = Field(
-        False, description="Show the policy's system message in {conversation} (the judge prompt explains the task)."
+        False,
+        description="Show the policy's system message in {conversation} (the judge prompt explains the "
+        "task).",
     )
 
     @model_validator(mode="after")
@@ -55,28 +60,32 @@ class ProcessJudgeConfig(_Section):
 class OutcomeJudgeConfig(_Section):
     qa_rule: Literal["em", "f1"] = Field(
         "em",
-        description="Rule for multi-hop QA answers: em = SQuAD exact match with any alias; f1 = SQuAD token F1 "
-        "(max over aliases) at least f1_threshold. GSM8K-style math datasets always use numeric equality.",
+        description="Rule for multi-hop QA answers: em = SQuAD exact match with any alias; f1 = SQuAD token "
+        "F1 (max over aliases) at least f1_threshold. GSM8K-style math datasets always use numeric equality.",
     )
-    f1_threshold: float = Field(0.8, gt=0, le=1, description="Token F1 that counts as correct when qa_rule is f1.")
+    f1_threshold: float = Field(
+        0.8, gt=0, le=1, description="Token F1 that counts as correct when qa_rule is f1."
+    )
     math_datasets: tuple[str, ...] = Field(
         ("gsm8k",),
-        description="Dataset labels (questions.dataset) graded as math (numeric equality, calculator judge prompt). "
-        "A label matches an entry when equal to it or starting with it followed by _ or - (gsm8k_test).",
+        description="Dataset labels (questions.dataset) graded as math (numeric equality, calculator judge "
+        "prompt). A label matches an entry when equal to it or starting with it followed by _ "
+        "or - (gsm8k_test).",
     )
     llm: bool = Field(
         False,
-        description="Also grade final answers with the judge model (the paper's YES/NO prompt) into outcome_llm. "
-        "The decompose stage chooses which outcome (rule or llm) filtering uses.",
+        description="Also grade final answers with the judge model (the paper's YES/NO prompt) into "
+        "outcome_llm. The decompose stage chooses which outcome (rule or llm) filtering uses.",
     )
     qa_template: str = Field(
         prompts.OUTCOME_QA,
-        description="LLM grading prompt for QA. Placeholders: {answer_key}, {prediction} (required), {question}. "
-        "The reply must end in YES or NO.",
+        description="LLM grading prompt for QA. Placeholders: {answer_key}, {prediction} (required), "
+        "{question}. The reply must end in YES or NO.",
     )
     math_template: str = Field(
         prompts.OUTCOME_MATH,
-        description="LLM grading prompt for math (says 10, 10.00, $10, $10.00 are the same); same placeholders.",
+        description="LLM grading prompt for math (says 10, 10.00, $10, $10.00 are the same); same "
+        "placeholders.",
     )
 
     @model_validator(mode="after")
@@ -92,18 +101,25 @@ class OutcomeJudgeConfig(_Section):
 class JudgeConfig(_Section):
     engine: OpenAIEngineConfig | None = Field(
         None,
-        description="The judge model behind an OpenAI-compatible endpoint (a hosted model, or `vllm serve` of a "
-        "local one). Empty: the caller passes an engine object (e.g. the policy's own vllm/hf engine).",
+        description="The judge model behind an OpenAI-compatible endpoint (a hosted model, or `vllm serve` "
+        "of a local one). Empty: the caller passes an engine object (e.g. the policy's own vllm/hf engine).",
     )
-    process: ProcessJudgeConfig = Field(default_factory=ProcessJudgeConfig, description="Per-step GOOD/BAD judge.")
-    outcome: OutcomeJudgeConfig = Field(default_factory=OutcomeJudgeConfig, description="Final-answer correctness.")
+    process: ProcessJudgeConfig = Field(
+        default_factory=ProcessJudgeConfig, description="Per-step GOOD/BAD judge."
+    )
+    outcome: OutcomeJudgeConfig = Field(
+        default_factory=OutcomeJudgeConfig, description="Final-answer correctness."
+    )
     reask_template: str = Field(
         prompts.REASK,
         description="Follow-up sent after a reply with no verdict (the reply stays in the conversation). "
         "Placeholder: {choices} (e.g. 'GOOD or BAD').",
     )
     max_reasks: int = Field(
-        2, ge=0, le=10, description="Follow-ups after an unparseable reply; then the label is UNKNOWN (never GOOD)."
+        2,
+        ge=0,
+        le=10,
+        description="Follow-ups after an unparseable reply; then the label is UNKNOWN (never GOOD).",
     )
     max_tokens: int = Field(512, ge=1, description="Tokens per judge reply (reasoning + verdict).")
     temperature: float = Field(0.0, ge=0, description="Judge sampling temperature (0 = greedy).")
@@ -135,8 +151,8 @@ class JudgeConfig(_Section):
 def engine_identity(cfg: Any) -> dict[str, Any]:
     """What makes an engine's outputs what they are (model, weights dtype, adapter), not where or how fast.
 
-    Takes an OpenAIEngineConfig or swirl.config.EngineConfig (duck-typed: this module must not import swirl.config,
-    which imports it)."""
+    Takes an OpenAIEngineConfig or swirl.config.EngineConfig (duck-typed: this module must not import
+    swirl.config, which imports it)."""
     if isinstance(cfg, OpenAIEngineConfig):
         return cfg.identity()
     return {k: getattr(cfg, k, None) for k in ("kind", "model", "adapter", "dtype")}
@@ -149,7 +165,9 @@ class DecomposeConfig(_Section):
         description="Which judged outcome becomes steps.outcome_correct (what outcome filtering uses): rule "
         "(numeric equality / EM) or llm (the judge's YES/NO grading; needs judge.outcome.llm).",
     )
-    batch_rows: int = Field(2048, ge=1, description="Trajectories decomposed per batch (one output shard each).")
+    batch_rows: int = Field(
+        2048, ge=1, description="Trajectories decomposed per batch (one output shard each)."
+    )
 
 
 Strategy = Literal["none", "process", "outcome", "process_outcome"]
@@ -158,13 +176,15 @@ Strategy = Literal["none", "process", "outcome", "process_outcome"]
 class FilterConfig(_Section):
     strategy: Strategy = Field(
         "process",
-        description="Which trajectories to keep: none (all), process (every step judged GOOD), outcome (final "
-        "answer correct), process_outcome (both). The paper finds process best for SWiRL, process_outcome for SFT.",
+        description="Which trajectories to keep: none (all), process (every step judged GOOD), outcome "
+        "(final answer correct), process_outcome (both). The paper finds process best for SWiRL, "
+        "process_outcome for SFT.",
     )
     fixed_count: int | Literal["min"] | None = Field(
         None,
-        description="Keep this many trajectories per dataset, sampled by seed, the same number for every strategy "
-        "(the paper's protocol). 'min' = the smallest pool over the four strategies. Empty: keep every eligible one.",
+        description="Keep this many trajectories per dataset, sampled by seed, the same number for every "
+        "strategy (the paper's protocol). 'min' = the smallest pool over the four strategies. Empty: keep "
+        "every eligible one.",
     )
     seed: int = Field(0, description="Seed of the fixed_count sample.")
     batch_rows: int = Field(65536, ge=1, description="Step rows rewritten per batch (one output shard each).")

@@ -3,9 +3,10 @@
 - Multi-hop QA: exact match and token F1 with the SQuAD v1.1 normalisation (lowercase, drop ASCII punctuation,
   drop the articles a/an/the, collapse whitespace), each the max over the gold answer and its aliases.
 - Math (GSM8K): numeric equality. The answer's number is read strictly first (`$1,600`, `1600.00`, `1.6e3`,
-  `3/4`, `25%` -> 25), then, for text around it, the number after the last `=` or else the last number in the text
-  (GSM8K's usual convention). LaTeX answers (`\\frac{3}{2}`, `\\boxed{12}`) go through math-verify. Numbers are
-  compared as exact fractions with a 1e-6 relative tolerance (so 1600 == 1600.0 but 1600 != 16000).
+  `3/4`, `25%` -> 25), then, for text around it, the number after the last `=` or else the last number in the
+  text (GSM8K's usual convention). LaTeX answers (`\\frac{3}{2}`, `\\boxed{12}`) go through math-verify.
+  Numbers are compared as exact fractions with a 1e-6 relative tolerance (so 1600 == 1600.0 but
+  1600 != 16000).
 
 The LLM grading prompt (the paper's YES/NO judge) lives in prompts.py and runs in process.py with the process
 judge's requests.
@@ -46,7 +47,8 @@ def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
 
 
 def token_f1(prediction: str | None, answers: Sequence[str]) -> float:
-    """SQuAD v1.1 token F1, the max over the gold answer and its aliases (0 for no prediction or no answers)."""
+    """SQuAD v1.1 token F1, the max over the gold answer and its aliases (0 for no prediction or no
+    answers)."""
     if prediction is None or not answers:
         return 0.0
     p = normalize_answer(prediction).split()
@@ -83,7 +85,8 @@ def _clean(text: str) -> str:
 
 
 def parse_number(text: str | None) -> Fraction | None:
-    """The value of a text that is only a number (after dropping currency, thousands commas, a %, a final dot)."""
+    """The value of a text that is only a number (after dropping currency, thousands commas, a %, a final
+    dot)."""
     if not text:
         return None
     t = _clean(text).replace(" ", "")
@@ -99,7 +102,8 @@ def parse_number(text: str | None) -> Fraction | None:
 
 
 def extract_number(text: str | None) -> Fraction | None:
-    """The answer's number: the whole text if it is one; else the number after the last `=`; else the last one."""
+    """The answer's number: the whole text if it is one; else the number after the last `=`; else the last
+    one."""
     if not text:
         return None
     whole = parse_number(text)
@@ -118,8 +122,8 @@ def _close(a: Fraction, b: Fraction) -> bool:
 
 
 def _math_verify_equal(prediction: str, gold: str) -> bool:
-    """math-verify for LaTeX-ish answers; its signal-based timeouts are off (they only work on the main thread),
-    so inputs are length-bounded instead."""
+    """math-verify for LaTeX-ish answers; its signal-based timeouts are off (they only work on the main
+    thread), so inputs are length-bounded instead."""
     if len(prediction) > 2000 or len(gold) > 2000:
         return False
     try:
@@ -127,7 +131,8 @@ def _math_verify_equal(prediction: str, gold: str) -> bool:
 
         from math_verify import parse, verify
 
-        logging.getLogger("math_verify.utils").setLevel(logging.ERROR)  # "timeout disabled": we bound input instead
+        # "timeout disabled": we bound input instead
+        logging.getLogger("math_verify.utils").setLevel(logging.ERROR)
 
         g = parse(gold, parsing_timeout=None)
         p = parse(prediction, parsing_timeout=None)
@@ -149,11 +154,14 @@ def math_equal(prediction: str | None, gold: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ verdict
-def rule_outcome(prediction: str | None, answers: Sequence[str], math: bool, qa_rule: str = "em",
-                 f1_threshold: float = 0.8) -> bool:
+def rule_outcome(
+    prediction: str | None, answers: Sequence[str], math: bool, qa_rule: str = "em", f1_threshold: float = 0.8
+) -> bool:
     """Correct or not by rule. Math: equal to the gold answer (answers[0]) or any alias numerically."""
     if not answers:
-        raise ValueError("rule_outcome: the question has no gold answers; the questions table must list at least one")
+        raise ValueError(
+            "rule_outcome: the question has no gold answers; the questions table must list at least one"
+        )
     if prediction is None or not prediction.strip():
         return False
     if math:

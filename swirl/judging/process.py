@@ -1,12 +1,12 @@
 """The process judge (METHOD.md §1.3) and the LLM outcome grader, batched over many trajectories.
 
-For step i of a trajectory the judge sees the conversation before action i and rates action i alone, GOOD or BAD.
-Every question of a shard (all steps of all its trajectories, plus one outcome question per trajectory when LLM
-grading is on) goes to the engine in one `generate` call, so a local engine batches them and the HTTP engine runs
-them concurrently. A reply without a verdict is re-asked (the reply stays in the conversation, followed by the
-re-ask prompt) at most `max_reasks` times; then the label is UNKNOWN, counted, and never treated as GOOD.
-A question whose prompt does not fit the judge's context (`engine.max_context`) is not sent, so that it cannot
-fail the batch: its label is UNKNOWN and its judge text says why (`TOO_LONG`).
+For step i of a trajectory the judge sees the conversation before action i and rates action i alone, GOOD or
+BAD. Every question of a shard (all steps of all its trajectories, plus one outcome question per trajectory
+when LLM grading is on) goes to the engine in one `generate` call, so a local engine batches them and the HTTP
+engine runs them concurrently. A reply without a verdict is re-asked (the reply stays in the conversation,
+followed by the re-ask prompt) at most `max_reasks` times; then the label is UNKNOWN, counted, and never
+treated as GOOD. A question whose prompt does not fit the judge's context (`engine.max_context`) is not sent,
+so that it cannot fail the batch: its label is UNKNOWN and its judge text says why (`TOO_LONG`).
 """
 
 from __future__ import annotations
@@ -71,9 +71,11 @@ def ask_all(engine: Engine, asks: Sequence[Ask], cfg: JudgeConfig) -> None:
         )
         results = engine.generate([a.conversation(cfg.reask_template) for a in pending], sampling)
         if len(results) != len(pending):
-            raise RuntimeError(f"engine {engine.name} returned {len(results)} results for {len(pending)} prompts")
+            raise RuntimeError(
+                f"engine {engine.name} returned {len(results)} results for {len(pending)} prompts"
+            )
         still = []
-        for a, r in zip(pending, results):
+        for a, r in zip(pending, results, strict=True):
             text = r.completions[0].text if r.completions else ""
             a.replies.append(text)
             a.verdict = parse_verdict(text, a.choices)
@@ -105,8 +107,8 @@ def action_indices(row: Mapping[str, Any]) -> list[int]:
     n_actions = row.get("num_actions")
     if len(idx) != n_spans or (n_actions is not None and n_actions != len(idx)):
         raise ValueError(
-            f"trajectory {row['trajectory_id']!r}: {len(idx)} assistant messages but num_actions={n_actions} and "
-            f"{n_spans} action_spans; the trajectories table is inconsistent (regenerate it)"
+            f"trajectory {row['trajectory_id']!r}: {len(idx)} assistant messages but num_actions={n_actions} "
+            f"and {n_spans} action_spans; the trajectories table is inconsistent (regenerate it)"
         )
     return idx
 
@@ -128,7 +130,8 @@ def process_asks(row: Mapping[str, Any], q: Question, math: bool, cfg: JudgeConf
 
 
 def rule_asks(row: Mapping[str, Any], q: Question, math: bool) -> list[Ask]:
-    """The rule judge's labels (swirl.judging.rules), as already-answered asks (nothing is sent to a model)."""
+    """The rule judge's labels (swirl.judging.rules), as already-answered asks (nothing is sent to a
+    model)."""
     from swirl.judging.rules import rule_process_label
 
     msgs = row["messages"]
@@ -140,7 +143,8 @@ def rule_asks(row: Mapping[str, Any], q: Question, math: bool) -> list[Ask]:
 
 
 def outcome_ask(row: Mapping[str, Any], q: Question, math: bool, cfg: JudgeConfig) -> Ask | None:
-    """The paper's YES/NO grading question, or None when there is no final answer to grade (it is not correct)."""
+    """The paper's YES/NO grading question, or None when there is no final answer to grade (it is not
+    correct)."""
     answer = row.get("final_answer")
     if not answer or not answer.strip():
         return None
@@ -158,8 +162,9 @@ def judge_shard(
         q = questions.get(row["question_id"])
         if q is None:
             raise ValueError(
-                f"trajectory {row['trajectory_id']!r}: question {row['question_id']!r} is not in the questions tables "
-                "given to the judge; pass the questions tables the trajectories were generated from"
+                f"trajectory {row['trajectory_id']!r}: question {row['question_id']!r} is not in the "
+                "questions tables given to the judge; pass the questions tables the trajectories were "
+                "generated from"
             )
         math = cfg.outcome.is_math(q.dataset)
         steps = process_asks(row, q, math, cfg) if cfg.process.kind == "llm" else rule_asks(row, q, math)
@@ -168,21 +173,25 @@ def judge_shard(
             row.get("final_answer"), q.answers, math, cfg.outcome.qa_rule, cfg.outcome.f1_threshold
         )
         plan.append((row, steps, grade, rule))
-    asks = [a for _, steps, grade, _ in plan for a in (*steps, *([grade] if grade else [])) if a.verdict is None]
+    asks = [
+        a for _, steps, grade, _ in plan for a in (*steps, *([grade] if grade else [])) if a.verdict is None
+    ]
     if asks:
         ask_all(engine, asks, cfg)
     out = []
     for row, steps, grade, rule in plan:
         llm = None if grade is None or grade.verdict is None else grade.verdict == "YES"
         for i, a in enumerate(steps):
-            out.append({
-                "trajectory_id": row["trajectory_id"],
-                "step": i,
-                "process_label": a.verdict or UNKNOWN,
-                "judge_text": a.text,
-                "outcome_correct": rule,
-                "outcome_llm": False if cfg.outcome.llm and grade is None else llm,
-                "outcome_llm_text": grade.text if grade else "",
-                "judge_model": engine.model if cfg.needs_model else "rule",
-            })
+            out.append(
+                {
+                    "trajectory_id": row["trajectory_id"],
+                    "step": i,
+                    "process_label": a.verdict or UNKNOWN,
+                    "judge_text": a.text,
+                    "outcome_correct": rule,
+                    "outcome_llm": False if cfg.outcome.llm and grade is None else llm,
+                    "outcome_llm_text": grade.text if grade else "",
+                    "judge_model": engine.model if cfg.needs_model else "rule",
+                }
+            )
     return out

@@ -1,8 +1,9 @@
 """Judge prompts (paraphrases of the SWiRL paper's appendix), their rendering, and verdict parsing.
 
-The templates are defaults of the judge config (users may replace them); `check_template` validates a template's
-`{placeholders}` when the config is loaded, so a typo fails before any request is sent. Parsing never guesses:
-a reply without a clear verdict is `None`, which the judge re-asks and finally records as UNKNOWN.
+The templates are defaults of the judge config (users may replace them); `check_template` validates a
+template's `{placeholders}` when the config is loaded, so a typo fails before any request is sent. Parsing
+never guesses: a reply without a clear verdict is `None`, which the judge re-asks and finally records as
+UNKNOWN.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 from swirl.engines.base import Message
 
 PROCESS_SEARCH = """\
-I need to answer a question with the help of a search engine, and I may need several searches before I can answer.
+I need to answer a question with the help of a search engine, and I may need several searches before I can \
+answer.
 
 Question: {question}
 
@@ -24,11 +26,11 @@ Our conversation so far ("Me" is me, "Result" is what the search engine returned
 My last message:
 {last_message}
 
-Judge only my last message, given the conversation before it. If it is a search query, it is GOOD if it is likely \
-to help answer the question. If it is an answer, it is GOOD only if it follows from the search results in the \
-conversation: judge whether the results support it, not whether you believe it is true. If the results are not \
-enough to answer the question, rate the answer BAD. Explain your reasoning, then end with a final line holding one \
-word: GOOD or BAD."""
+Judge only my last message, given the conversation before it. If it is a search query, it is GOOD if it is \
+likely to help answer the question. If it is an answer, it is GOOD only if it follows from the search \
+results in the conversation: judge whether the results support it, not whether you believe it is true. If \
+the results are not enough to answer the question, rate the answer BAD. Explain your reasoning, then end \
+with a final line holding one word: GOOD or BAD."""
 
 PROCESS_MATH = """\
 I need to solve a math word problem, and I can use a calculator for the arithmetic, one expression at a time.
@@ -41,27 +43,27 @@ Our conversation so far ("Me" is me, "Result" is what the calculator returned fo
 My last message:
 {last_message}
 
-Judge only my last message, given the conversation before it. If it is a calculation, it is GOOD if it is correct \
-for the problem and likely to help solve it. If it is an answer, it is GOOD only if it follows from the problem and \
-the calculations in the conversation: judge whether the work supports it, not whether you believe it is true. \
-Explain your reasoning, then end with a final line holding one word: GOOD or BAD."""
+Judge only my last message, given the conversation before it. If it is a calculation, it is GOOD if it is \
+correct for the problem and likely to help solve it. If it is an answer, it is GOOD only if it follows from \
+the problem and the calculations in the conversation: judge whether the work supports it, not whether you \
+believe it is true. Explain your reasoning, then end with a final line holding one word: GOOD or BAD."""
 
 OUTCOME_QA = """\
 Question: {question}
 The answer key says: {answer_key}
 My answer is: {prediction}
 
-Am I correct? Don't use your own knowledge: only check whether my answer gives the answer in the key. Explain your \
-reasoning, then end with a final line holding one word: YES or NO."""
+Am I correct? Don't use your own knowledge: only check whether my answer gives the answer in the key. \
+Explain your reasoning, then end with a final line holding one word: YES or NO."""
 
 OUTCOME_MATH = """\
 Question: {question}
 The answer key says: {answer_key}
 My answer is: {prediction}
 
-Am I correct? Don't use your own knowledge: only check whether my answer gives the answer in the key. Numbers \
-written differently are the same answer: "10", "10.00", "$10" and "$10.00" are the same. Explain your reasoning, \
-then end with a final line holding one word: YES or NO."""
+Am I correct? Don't use your own knowledge: only check whether my answer gives the answer in the key. \
+Numbers written differently are the same answer: "10", "10.00", "$10" and "$10.00" are the same. Explain \
+your reasoning, then end with a final line holding one word: YES or NO."""
 
 REASK = "Your reply did not end with a clear verdict. Reply with one word: {choices}."
 
@@ -78,14 +80,19 @@ def template_fields(template: str) -> set[str]:
 
 
 def check_template(template: str, fields: tuple[set[str], set[str]], where: str) -> str:
-    """Raise a ValueError naming the config field when a template misses a placeholder or has an unknown one."""
+    """Raise a ValueError naming the config field when a template misses a placeholder or has an unknown
+    one."""
     required, optional = fields
     try:
         found = template_fields(template)
     except ValueError as e:
-        raise ValueError(f"{where}: not a valid template ({e}); write literal braces as {{{{ and }}}}") from None
+        raise ValueError(
+            f"{where}: not a valid template ({e}); write literal braces as {{{{ and }}}}"
+        ) from None
     if "" in found or any(not f.isidentifier() for f in found):
-        raise ValueError(f"{where}: placeholders must be named, e.g. {{question}}; write literal braces as {{{{ }}}}")
+        raise ValueError(
+            f"{where}: placeholders must be named, e.g. {{question}}; write literal braces as {{{{ }}}}"
+        )
     missing, unknown = required - found, found - required - optional
     if missing or unknown:
         raise ValueError(
@@ -98,7 +105,8 @@ def check_template(template: str, fields: tuple[set[str], set[str]], where: str)
 
 
 def render_conversation(messages: Sequence[Message], show_system: bool = False) -> str:
-    """The context before an action as a transcript: the prompt (User), my actions (Me), tool results (Result)."""
+    """The context before an action as a transcript: the prompt (User), my actions (Me), tool results
+    (Result)."""
     blocks, seen_action = [], False
     for m in messages:
         role = m["role"]
@@ -121,8 +129,8 @@ def parse_verdict(text: str, choices: Sequence[str] = GOOD_BAD) -> str | None:
     """The verdict a judge reply ends with, or None when it has no clear one.
 
     The last non-empty line decides when it names exactly one choice (any case, markdown ignored: `**Good**`);
-    otherwise the last choice written in capitals anywhere in the reply. Echoes of the instruction ("GOOD or BAD")
-    are ignored. Lower-case words in the reasoning ("a good query") never decide.
+    otherwise the last choice written in capitals anywhere in the reply. Echoes of the instruction ("GOOD or
+    BAD") are ignored. Lower-case words in the reasoning ("a good query") never decide.
     """
     if not text:
         return None

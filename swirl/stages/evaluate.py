@@ -1,15 +1,17 @@
 """Evaluate: a policy on a seeded sample of a dataset's questions -> the `eval_results` table; and the report.
 
-One output per (policy, dataset). A policy is the run's model with an optional LoRA adapter; its identity (model
-and adapter files) is an input of the version, so a new adapter re-evaluates only that policy, never the base
-model. The episode is the generate stage's protocol (same prompts, tools and step limits, METHOD.md §1.5), decoded
-greedily by default. Each row holds the whole episode (`messages`), the rule verdicts (numeric equality for math;
-EM, F1 and "gold contained in prediction" for QA) and, when `llm_judge` is on, the judge model's YES/NO with its
-text. Sharded and resumable like generate: after a crash a re-run evaluates only the questions not yet stored.
+One output per (policy, dataset). A policy is the run's model with an optional LoRA adapter; its identity
+(model and adapter files) is an input of the version, so a new adapter re-evaluates only that policy, never
+the base model. The episode is the generate stage's protocol (same prompts, tools and step limits, METHOD.md
+§1.5), decoded greedily by default. Each row holds the whole episode (`messages`), the rule verdicts (numeric
+equality for math; EM, F1 and "gold contained in prediction" for QA) and, when `llm_judge` is on, the judge
+model's YES/NO with its text. Sharded and resumable like generate: after a crash a re-run evaluates only the
+questions not yet stored.
 
-`run_report` compares the policies of a round on the same questions (paired: McNemar's exact test and a bootstrap
-interval of the gain over the base policy) and writes `report.md`, `report.json` and `heatmap.png` (the cross-task
-table of METHOD.md §1.6: policy trained on X, evaluated on every dataset) as the `eval_report` stage output.
+`run_report` compares the policies of a round on the same questions (paired: McNemar's exact test and a
+bootstrap interval of the gain over the base policy) and writes `report.md`, `report.json` and `heatmap.png`
+(the cross-task table of METHOD.md §1.6: policy trained on X, evaluated on every dataset) as the `eval_report`
+stage output.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from swirl.data.loaders import sample_rows
 from swirl.engines.base import Engine
 from swirl.evaluation.config import EvaluateConfig
 from swirl.judging import outcome as rules
-from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig, engine_identity
+from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig
 from swirl.judging.process import Question, ask_all, outcome_ask
 from swirl.rollout import Tool, Trajectory
 from swirl.stages.generate import (
@@ -50,7 +52,8 @@ SAMPLE_MARKDOWN = 8  # episodes in the output's samples.md
 
 @dataclass(frozen=True)
 class EvalPolicy:
-    """A policy to evaluate: a label for tables and metrics, the engine config (model + adapter), its training."""
+    """A policy to evaluate: a label for tables and metrics, the engine config (model + adapter), its
+    training."""
 
     label: str
     engine: EngineConfig
@@ -194,12 +197,19 @@ def run_evaluate(
         for start in range(0, len(todo), cfg.shard_questions):
             shard = todo[start : start + cfg.shard_questions]
             trajs = roll_out(
-                eng, shard, task, 1, protocol_template(gen, task), tools, settings, policy.adapter,
+                eng,
+                shard,
+                task,
+                1,
+                protocol_template(gen, task),
+                tools,
+                settings,
+                policy.adapter,
                 protocol_examples(gen, task),
             )
             rows = [
                 score_episode(t, q, task == "math", outcome, policy, cfg.decoding)
-                for t, q in zip(trajs, shard)
+                for t, q in zip(trajs, shard, strict=True)
             ]
             if jeng is not None:
                 judge_rows(rows, shard, task == "math", judge, jeng)
@@ -245,7 +255,8 @@ def score_episode(
     policy: EngineConfig,
     decoding: str,
 ) -> dict[str, Any]:
-    """An eval_results row: the episode and its rule verdicts (the LLM verdict is filled in by `judge_rows`)."""
+    """An eval_results row: the episode and its rule verdicts (the LLM verdict is filled in by
+    `judge_rows`)."""
     answers = list(q["answers"] or ())
     prediction = t.final_answer if t.stop_reason == "answer" else ""
     kinds = [a.kind for a in t.actions]
@@ -285,12 +296,12 @@ def judge_rows(
 ) -> None:
     """The paper's YES/NO grading of every answered episode (in one batch); no answer is never correct."""
     asks = []
-    for row, q in zip(rows, questions):
+    for row, q in zip(rows, questions, strict=False):
         question = Question(q["dataset"], q["question"], tuple(q["answers"] or ()))
         ask = outcome_ask({"final_answer": row["prediction"]}, question, math, judge)
         asks.append(ask)
     ask_all(engine, [a for a in asks if a is not None], judge)
-    for row, ask in zip(rows, asks):
+    for row, ask in zip(rows, asks, strict=False):
         if ask is None:
             row["judge_correct"], row["judge_text"] = False, ""
         else:
@@ -382,8 +393,11 @@ def run_report(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig
     return store.write_files(REPORT_STAGE, version, produce, config, inputs, summary)
 
 
-def report_cells(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig, baseline: str = "base") -> list[Any]:
-    """One report cell per entry; policies other than `baseline` are compared with it on the same questions."""
+def report_cells(
+    store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig, baseline: str = "base"
+) -> list[Any]:
+    """One report cell per entry; policies other than `baseline` are compared with it on the same
+    questions."""
     from swirl.evaluation.metrics import episode_stats, paired_comparison, proportion
     from swirl.evaluation.report import Cell
 
@@ -434,13 +448,15 @@ def report_cells(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConf
 
 
 def _aligned(base: list[dict], other: list[dict], dataset: str, policy: str) -> tuple[list[dict], list[dict]]:
-    """Both policies' rows in the same question order; the question sets must be equal (a paired comparison)."""
+    """Both policies' rows in the same question order; the question sets must be equal (a paired
+    comparison)."""
     a = {r["question_id"]: r for r in base}
     b = {r["question_id"]: r for r in other}
     if set(a) != set(b):
         raise ValueError(
             f"eval report: {policy!r} and 'base' were evaluated on different questions of {dataset!r} "
-            f"({len(set(a) ^ set(b))} differ); evaluate both with the same evaluate.questions and evaluate.seed"
+            f"({len(set(a) ^ set(b))} differ); evaluate both with the same evaluate.questions and "
+            "evaluate.seed"
         )
     ids = sorted(a)
     return [a[i] for i in ids], [b[i] for i in ids]

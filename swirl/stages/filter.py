@@ -1,9 +1,9 @@
 """Filter: steps -> steps with `keep` set by a strategy (none / process / outcome / process_outcome).
 
 Two passes over the steps table: the first reads four columns and decides per trajectory (every step GOOD?
-outcome correct?), with the optional fixed-count sample per dataset; the second streams the rows by row group and
-writes them with `keep`. The summary holds kept (and eligible) trajectory and step counts for all four strategies,
-total and per dataset, so one run shows what every strategy would keep.
+outcome correct?), with the optional fixed-count sample per dataset; the second streams the rows by row group
+and writes them with `keep`. The summary holds kept (and eligible) trajectory and step counts for all four
+strategies, total and per dataset, so one run shows what every strategy would keep.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def run_filter(store: Store, steps: StageRef, cfg: FilterConfig) -> StageRef:
         n = batch.num_rows
         if str(k) not in done:
             if n and not pc.all(pc.equal(batch.column("trajectory_id"), tids.slice(offset, n))).as_py():
-                raise RuntimeError(f"{steps.short()}: rows changed between the two passes of the filter; re-run it")
+                raise RuntimeError(
+                    f"{steps.short()}: rows changed between the two passes of the filter; re-run it"
+                )
             writer.write_shard(set_keep(batch, keep.slice(offset, n)), [str(k)])
         offset += n
     summary["seconds"] = round(time.perf_counter() - t0, 3)

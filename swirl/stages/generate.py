@@ -1,8 +1,8 @@
 """Generate: questions -> multi-step trajectories with tools (SWiRL stage 1), sharded and resumable.
 
-Questions are processed in shards of `shard_questions`; each shard's trajectories (all samples of its questions)
-are committed on their own, keyed by question id, so a crash loses at most the shard in flight and a re-run
-repeats no finished question.
+Questions are processed in shards of `shard_questions`; each shard's trajectories (all samples of its
+questions) are committed on their own, keyed by question id, so a crash loses at most the shard in flight and
+a re-run repeats no finished question.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from swirl.tools.config import SearchConfig
 STAGE = "generate"
 TABLE = "trajectories"
 MATH_FORMATS = {"gsm8k"}
-SUMMARY_COLUMNS = ["trajectory_id", "question_id", "messages", "token_ids", "final_answer", "stop_reason", "num_actions"]
+SUMMARY_COLUMNS = [
+    "trajectory_id",
+    "question_id",
+    "messages",
+    "token_ids",
+    "final_answer",
+    "stop_reason",
+    "num_actions",
+]
 
 
 def task_of(spec: DatasetSpec) -> str:
@@ -32,15 +40,19 @@ def task_of(spec: DatasetSpec) -> str:
     return "math" if spec.format in MATH_FORMATS else "search"
 
 
-def tools_for(spec: DatasetSpec, store: Store, corpus: StageRef | None, search: SearchConfig) -> dict[str, Tool]:
+def tools_for(
+    spec: DatasetSpec, store: Store, corpus: StageRef | None, search: SearchConfig
+) -> dict[str, Tool]:
     """The tool a dataset's task offers: the calculator for math, search over its corpus index otherwise."""
     if task_of(spec) == "math":
         from swirl.tools.calculator import calculate
 
         return {"math": calculate}
     if corpus is None:
-        raise ValueError(f"dataset {spec.name!r} is a search task: it needs the corpus stage's index (add 'corpus' "
-                         "to stages)")
+        raise ValueError(
+            f"dataset {spec.name!r} is a search task: it needs the corpus stage's index (add 'corpus' "
+            "to stages)"
+        )
     from swirl.stages.corpus import open_retriever
     from swirl.tools.search import search_observation
 
@@ -72,15 +84,25 @@ def engine_identity(policy: EngineConfig) -> str:
 
 
 def generate_version(
-    cfg: GenerateConfig, policy: EngineConfig, spec: DatasetSpec, questions: StageRef, corpus: StageRef | None,
+    cfg: GenerateConfig,
+    policy: EngineConfig,
+    spec: DatasetSpec,
+    questions: StageRef,
+    corpus: StageRef | None,
     search: SearchConfig | None = None,
 ) -> str:
     inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
-    config = {"generate": _stage_config(cfg), "task": task_of(spec), "max_context": policy.max_model_len,
-              "engine": engine_identity(policy)}
+    config = {
+        "generate": _stage_config(cfg),
+        "task": task_of(spec),
+        "max_context": policy.max_model_len,
+        "engine": engine_identity(policy),
+    }
     if task_of(spec) == "search":  # the index and how results are shown both shape the observations
         if corpus is None:
-            raise ValueError(f"dataset {spec.name!r} is a search task: generate needs its corpus stage output")
+            raise ValueError(
+                f"dataset {spec.name!r} is a search task: generate needs its corpus stage output"
+            )
         inputs["corpus"] = corpus.version
         config["search"] = (search or SearchConfig()).model_dump(mode="json")
     return stage_version(STAGE, config, inputs, TABLE)
@@ -112,8 +134,18 @@ def run_generate(
     if store.is_complete(STAGE, version):
         return store.ref(STAGE, version)
     inputs = {"questions": questions.version, **({"corpus": corpus.version} if corpus else {})}
-    writer = store.sharded(STAGE, version, TABLE, {"generate": _stage_config(cfg), "dataset": spec.name,
-                                                   "policy": policy.model, "adapter": policy.adapter}, inputs)
+    writer = store.sharded(
+        STAGE,
+        version,
+        TABLE,
+        {
+            "generate": _stage_config(cfg),
+            "dataset": spec.name,
+            "policy": policy.model,
+            "adapter": policy.adapter,
+        },
+        inputs,
+    )
     task = task_of(spec)
     rows = store.read_ref(questions).select(["question_id", "question", "answers", "metadata"]).to_pylist()
     model, adapter = policy.model, policy.adapter
@@ -124,16 +156,24 @@ def run_generate(
         without = sum(r["question"] not in script.actions for r in rows)
         rows = [r for r in rows if r["question"] in script.actions]
         if not rows:
-            raise ValueError(f"generate.source gold: no question of dataset {spec.name!r} has a gold solution "
-                             f"({spec.format} gives calculator notes or supporting facts only when the file has them)")
+            raise ValueError(
+                f"generate.source gold: no question of dataset {spec.name!r} has a gold solution "
+                f"({spec.format} gives calculator notes or supporting facts only when the file has them)"
+            )
         engine = lambda: gold_engine(policy, script)  # noqa: E731
         model, adapter = f"gold ({policy.model} tokens)", None
     done = writer.done_keys()
     todo = [r for r in rows if r["question_id"] not in done]
     settings = rollout_settings(cfg, task, policy.max_model_len)
     total = len(rows) * cfg.samples_per_question
-    stats = {"done": len(done) * cfg.samples_per_question, "total": total, "new": 0, "tokens": 0, "seconds": 0.0,
-             "resumed_questions": len(done)}
+    stats = {
+        "done": len(done) * cfg.samples_per_question,
+        "total": total,
+        "new": 0,
+        "tokens": 0,
+        "seconds": 0.0,
+        "resumed_questions": len(done),
+    }
     if cfg.source == "gold":
         stats["without_gold_solution"] = without
     if todo:
@@ -141,8 +181,17 @@ def run_generate(
         t0 = time.perf_counter()
         for start in range(0, len(todo), cfg.shard_questions):
             shard = todo[start : start + cfg.shard_questions]
-            trajs = roll_out(eng, shard, task, cfg.samples_per_question, protocol_template(cfg, task), tools,
-                             settings, adapter, protocol_examples(cfg, task))
+            trajs = roll_out(
+                eng,
+                shard,
+                task,
+                cfg.samples_per_question,
+                protocol_template(cfg, task),
+                tools,
+                settings,
+                adapter,
+                protocol_examples(cfg, task),
+            )
             table = to_table(TABLE, [t.row(model, adapter) for t in trajs])
             writer.write_shard(table, [q["question_id"] for q in shard])
             stats["done"] += len(trajs)
@@ -170,8 +219,9 @@ def gold_engine(policy: EngineConfig, script: Callable[[str, int | None], str]) 
 
     from swirl.engines.scripted import ScriptedEngine
 
-    return ScriptedEngine(AutoTokenizer.from_pretrained(policy.model), script, model="gold",
-                          max_context=policy.max_model_len)
+    return ScriptedEngine(
+        AutoTokenizer.from_pretrained(policy.model), script, model="gold", max_context=policy.max_model_len
+    )
 
 
 def protocol_template(cfg: GenerateConfig, task: str) -> str:
@@ -184,31 +234,46 @@ def protocol_examples(cfg: GenerateConfig, task: str) -> list[dict[str, str]]:
 
 
 def rollout_settings(cfg: GenerateConfig, task: str, max_context: int, **overrides: Any) -> RolloutSettings:
-    """The rollout settings of a task under the generate protocol (step limit by task); evaluation overrides the
-    decoding fields."""
-    base = {"max_steps": cfg.max_steps_math if task == "math" else cfg.max_steps_search,
-            "max_tokens_per_step": cfg.max_tokens_per_step, "max_context": max_context,
-            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "tool_workers": cfg.tool_workers}
+    """The rollout settings of a task under the generate protocol (step limit by task); evaluation overrides
+    the decoding fields."""
+    base = {
+        "max_steps": cfg.max_steps_math if task == "math" else cfg.max_steps_search,
+        "max_tokens_per_step": cfg.max_tokens_per_step,
+        "max_context": max_context,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "seed": cfg.seed,
+        "tool_workers": cfg.tool_workers,
+    }
     return RolloutSettings(**{**base, **overrides})
 
 
 def roll_out(
-    engine: Engine, questions: list[dict[str, Any]], task: str, samples: int, template: str,
-    tools: Mapping[str, Tool], settings: RolloutSettings, adapter: str | None,
+    engine: Engine,
+    questions: list[dict[str, Any]],
+    task: str,
+    samples: int,
+    template: str,
+    tools: Mapping[str, Tool],
+    settings: RolloutSettings,
+    adapter: str | None,
     examples: list[dict[str, str]] | None = None,
 ) -> list[Trajectory]:
-    """`samples` trajectories per question (dicts with question_id and question), run to their ends; `examples`:
-    chat turns of a worked example shown before each prompt."""
+    """`samples` trajectories per question (dicts with question_id and question), run to their ends;
+    `examples`: chat turns of a worked example shown before each prompt."""
     trajs = start_trajectories(
-        [dict(q, task=task) for q in questions], samples,
+        [dict(q, task=task) for q in questions],
+        samples,
         lambda q: [{"role": "user", "content": render_prompt(template, q["question"], settings.max_steps)}],
-        ChatSegments(engine.tokenizer), context=examples or (),
+        ChatSegments(engine.tokenizer),
+        context=examples or (),
     )
     return rollout(engine, trajs, tools, settings, adapter=adapter)
 
 
 def summarize(rows: list[dict[str, Any]], stats: Mapping[str, Any]) -> dict[str, Any]:
-    """Numbers for MLflow: actions per trajectory, stop reasons, invalid rate, tool calls per kind, throughput."""
+    """Numbers for MLflow: actions per trajectory, stop reasons, invalid rate, tool calls per kind,
+    throughput."""
     from swirl.protocol import parse_action
 
     kinds: Counter[str] = Counter()
@@ -233,6 +298,9 @@ def summarize(rows: list[dict[str, Any]], stats: Mapping[str, Any]) -> dict[str,
         "tokens_per_s": stats.get("tokens", 0) / secs if secs else 0.0,
         "trajectories_per_s": stats.get("new", 0) / secs if secs else 0.0,
         "resumed_questions": stats.get("resumed_questions", 0),
-        **({"without_gold_solution": stats["without_gold_solution"]} if "without_gold_solution" in stats else {}),
+        **(
+            {"without_gold_solution": stats["without_gold_solution"]}
+            if "without_gold_solution" in stats
+            else {}
+        ),
     }
-

@@ -13,7 +13,9 @@ TABLE = "questions"
 
 def _inputs(spec: DatasetSpec) -> dict[str, str]:
     """A local file's contents are an input (editing the file re-ingests); a hub dataset is named."""
-    return {"source_sha256": file_sha256(spec.path)} if spec.path else {"hub": f"{spec.hub}:{spec.hub_config}"}
+    return (
+        {"source_sha256": file_sha256(spec.path)} if spec.path else {"hub": f"{spec.hub}:{spec.hub_config}"}
+    )
 
 
 def ingest_version(spec: DatasetSpec) -> str:
@@ -27,4 +29,6 @@ def run_ingest(store: Store, spec: DatasetSpec) -> StageRef:
         return store.ref(STAGE, version)
     rows, report = load_questions(spec)
     summary = {**report.summary(), "questions": len(rows), "dataset": spec.name, "split": spec.split}
-    return store.write_table(STAGE, version, to_table(TABLE, rows), TABLE, spec.model_dump(mode="json"), inputs, summary)
+    return store.write_table(
+        STAGE, version, to_table(TABLE, rows), TABLE, spec.model_dump(mode="json"), inputs, summary
+    )

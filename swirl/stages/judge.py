@@ -1,9 +1,9 @@
 """Judge: trajectories (+ their questions) -> the `judgments` table, one row per trajectory step.
 
-Sharded and resumable: trajectories are judged `shard_size` at a time (all steps of a shard in one engine batch)
-and each shard is committed with its trajectory ids as keys, so after a crash a re-run judges only the trajectories
-not yet stored. The version hashes the judge config (prompts, sampling, outcome rules), the judge model's identity
-(not its URL or concurrency) and the input versions.
+Sharded and resumable: trajectories are judged `shard_size` at a time (all steps of a shard in one engine
+batch) and each shard is committed with its trajectory ids as keys, so after a crash a re-run judges only the
+trajectories not yet stored. The version hashes the judge config (prompts, sampling, outcome rules), the judge
+model's identity (not its URL or concurrency) and the input versions.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ log = logging.getLogger(__name__)
 STAGE = "judge"
 TABLE = "judgments"
 Refs = StageRef | Sequence[StageRef]
-TRAJECTORY_COLUMNS = ("trajectory_id", "question_id", "messages", "action_spans", "num_actions", "final_answer")
+TRAJECTORY_COLUMNS = (
+    "trajectory_id",
+    "question_id",
+    "messages",
+    "action_spans",
+    "num_actions",
+    "final_answer",
+)
 
 
 def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
@@ -43,7 +50,9 @@ def _plan(trajectories: Refs, questions: Refs, cfg: JudgeConfig, engine: Engine 
     elif engine is not None:
         identity = {"kind": engine.name, "model": engine.model}
     else:
-        raise ValueError("run_judge: judge.engine is empty and no engine was passed; set judge.engine in the config")
+        raise ValueError(
+            "run_judge: judge.engine is empty and no engine was passed; set judge.engine in the config"
+        )
     inputs = {
         "trajectories": ",".join(r.short() for r in _refs(trajectories, "trajectories", "trajectories")),
         "questions": ",".join(r.short() for r in _refs(questions, "questions", "questions")),
@@ -63,13 +72,16 @@ def load_questions(store: Store, questions: Refs) -> dict[str, Question]:
     for r in t.to_pylist():
         q = Question(r["dataset"], r["question"], tuple(r["answers"] or ()))
         if out.get(r["question_id"], q) != q:
-            raise ValueError(f"question id {r['question_id']!r} appears twice with different content; fix the ids")
+            raise ValueError(
+                f"question id {r['question_id']!r} appears twice with different content; fix the ids"
+            )
         out[r["question_id"]] = q
     return out
 
 
 def _pending(store: Store, refs: list[StageRef], done: set[str], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Trajectory rows not judged yet, `size` at a time, in table order; a repeated trajectory id is an error."""
+    """Trajectory rows not judged yet, `size` at a time, in table order; a repeated trajectory id is an
+    error."""
     seen: set[str] = set()
     chunk: list[dict[str, Any]] = []
     for ref in refs:
@@ -78,7 +90,9 @@ def _pending(store: Store, refs: list[StageRef], done: set[str], size: int) -> I
                 tid = row["trajectory_id"]
                 if tid in seen:
                     where = [r.short() for r in refs]
-                    raise ValueError(f"trajectory id {tid!r} appears twice in the trajectories tables {where}")
+                    raise ValueError(
+                        f"trajectory id {tid!r} appears twice in the trajectories tables {where}"
+                    )
                 seen.add(tid)
                 if tid in done:
                     continue
@@ -110,7 +124,9 @@ def run_judge(
     t0 = time.perf_counter()
     judged = 0
     try:
-        for chunk in _pending(store, _refs(trajectories, "trajectories", "trajectories"), done, cfg.shard_size):
+        for chunk in _pending(
+            store, _refs(trajectories, "trajectories", "trajectories"), done, cfg.shard_size
+        ):
             if eng is None and cfg.needs_model:
                 from swirl.judging import make_judge_engine
 
@@ -118,7 +134,12 @@ def run_judge(
             rows = judge_shard(chunk, qs, eng, cfg)
             writer.write_shard(to_table(TABLE, rows), [r["trajectory_id"] for r in chunk])
             judged += len(chunk)
-            log.info("judge: shard of %d trajectories (%d steps) committed; %d this run", len(chunk), len(rows), judged)
+            log.info(
+                "judge: shard of %d trajectories (%d steps) committed; %d this run",
+                len(chunk),
+                len(rows),
+                judged,
+            )
         summary = summarize(writer)
         summary.update(
             resumed_trajectories=len(done),
@@ -128,7 +149,12 @@ def run_judge(
             judge_model=(eng.model if eng is not None else config["engine"].get("model", "rule")),
         )
         if not cfg.outcome.llm:
-            for k in ("outcome_llm_reasks", "outcome_llm_correct", "outcome_llm_unknown", "rule_llm_agreement"):
+            for k in (
+                "outcome_llm_reasks",
+                "outcome_llm_correct",
+                "outcome_llm_unknown",
+                "rule_llm_agreement",
+            ):
                 summary.pop(k)
         for attr in ("requests", "retries"):
             if eng is not None and isinstance(getattr(eng, attr, None), int):
@@ -151,8 +177,15 @@ def reasks_sent(texts: Any) -> int:
 
 def summarize(writer: ShardedWriter) -> dict[str, Any]:
     """Counts over every stored shard (this run's and earlier ones), read column-wise."""
-    cols = ["trajectory_id", "step", "process_label", "judge_text", "outcome_correct", "outcome_llm",
-            "outcome_llm_text"]
+    cols = [
+        "trajectory_id",
+        "step",
+        "process_label",
+        "judge_text",
+        "outcome_correct",
+        "outcome_llm",
+        "outcome_llm_text",
+    ]
     t = shard_columns(writer, cols)
     if t is None:
         t = to_table(TABLE, []).select(cols)
@@ -160,7 +193,10 @@ def summarize(writer: ShardedWriter) -> dict[str, Any]:
     first = t.filter(pc.equal(t.column("step"), 0))  # one row per trajectory with at least one step
     rule, llm = first.column("outcome_correct"), first.column("outcome_llm")
     n = t.num_rows
-    count = lambda arr, v: int(pc.sum(pc.equal(arr, v)).as_py() or 0)
+
+    def count(arr, v):
+        return int(pc.sum(pc.equal(arr, v)).as_py() or 0)
+
     good, bad, unknown = count(labels, "GOOD"), count(labels, "BAD"), count(labels, UNKNOWN)
     llm_known = pc.is_valid(llm)
     agree = pc.equal(pc.filter(rule, llm_known), pc.filter(llm, llm_known))

@@ -1,7 +1,7 @@
 """Prepare: build the local fixtures a run config asks for (the tiny model, synthetic datasets) if missing.
 
-These are inputs, not stage outputs: later stages fingerprint the files they read, so rebuilding them with other
-settings re-runs what depends on them.
+These are inputs, not stage outputs: later stages fingerprint the files they read, so rebuilding them with
+other settings re-runs what depends on them.
 """
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ def run_prepare(prepare: PrepareConfig) -> dict[str, str]:
 
         s = prepare.synthetic
         made.update(
-            write_synthetic(s.dir, s.gsm8k_train, s.gsm8k_test, s.hotpotqa_train, s.hotpotqa_test, seed=s.seed)
+            write_synthetic(
+                s.dir, s.gsm8k_train, s.gsm8k_test, s.hotpotqa_train, s.hotpotqa_test, seed=s.seed
+            )
         )
     if prepare.toy_worlds:
         from swirl.data.toyworld import write_toy_worlds
 
         t = prepare.toy_worlds
-        made.update(write_toy_worlds(t.dir, t.arithmetic_train, t.arithmetic_test, t.twohop_train, t.twohop_test,
-                                     seed=t.seed))
+        made.update(
+            write_toy_worlds(
+                t.dir, t.arithmetic_train, t.arithmetic_test, t.twohop_train, t.twohop_test, seed=t.seed
+            )
+        )
     if prepare.model:
         from swirl.models.packaged import convert_packaged_model
 

@@ -1,24 +1,25 @@
 """The `<math_exp>` tool: exact arithmetic on a model-written expression, answered as `EXPR -> VALUE`.
 
-The model's text is untrusted, so it is never given to `eval`, `sympify` or `parse_expr` (all three can execute
-code). Instead Python's `ast` parses it and a small tree walker accepts only: number literals (ASCII digits,
-optional decimal point and exponent), `+ - * / // % **`, parentheses, unary `+`/`-`, and calls of `sqrt`, `abs`,
-`round`, `min`, `max`. Each node becomes an exact SymPy number (decimals are exact rationals: 0.1 is 1/10), so
-`0.1 + 0.2` is exactly `0.3` and `sqrt(2)**2` is exactly `2`.
+The model's text is untrusted, so it is never given to `eval`, `sympify` or `parse_expr` (all three can
+execute code). Instead Python's `ast` parses it and a small tree walker accepts only: number literals (ASCII
+digits, optional decimal point and exponent), `+ - * / // % **`, parentheses, unary `+`/`-`, and calls of
+`sqrt`, `abs`, `round`, `min`, `max`. Each node becomes an exact SymPy number (decimals are exact rationals:
+0.1 is 1/10), so `0.1 + 0.2` is exactly `0.3` and `sqrt(2)**2` is exactly `2`.
 
 Resource bounds, checked *before* the work they guard so no single input can stall the rollout's thread pool
 (signals cannot interrupt a worker thread, so the bounds are structural, plus a cooperative deadline):
 - length (`max_chars`), syntax-tree nodes (`max_nodes`) and nesting depth (`max_depth`);
 - literal size (mantissa digits and decimal exponent);
-- the size of every intermediate value (`max_digits` of numerator and denominator); a power is refused when its
-  estimated result, |exponent| * log10|base|, would exceed that, so `9**9**9**9` is refused without computing it;
+- the size of every intermediate value (`max_digits` of numerator and denominator); a power is refused when
+  its estimated result, |exponent| * log10|base|, would exceed that, so `9**9**9**9` is refused without
+  computing it;
 - `deadline_s` of wall time, checked between nodes.
 
-Output rule (`format_value`): an integer prints with no decimal point (`48 / 2 -> 24`); a rational whose decimal
-expansion ends within 10 places prints exactly (`1/8 -> 0.125`); anything else (`1/3`, `sqrt(2)`) is rounded to
-6 decimal places with trailing zeros removed (`0.333333`, `1.414214`), or to 6 significant digits in scientific
-notation when its magnitude is below 1e-4 (`3.33333e-05`). `round` follows Python (half to even).
-Errors come back as observations too: `48 / 0 -> error: division by zero`.
+Output rule (`format_value`): an integer prints with no decimal point (`48 / 2 -> 24`); a rational whose
+decimal expansion ends within 10 places prints exactly (`1/8 -> 0.125`); anything else (`1/3`, `sqrt(2)`) is
+rounded to 6 decimal places with trailing zeros removed (`0.333333`, `1.414214`), or to 6 significant digits
+in scientific notation when its magnitude is below 1e-4 (`3.33333e-05`). `round` follows Python (half to
+even). Errors come back as observations too: `48 / 0 -> error: division by zero`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ _HINTS = {
 
 
 def calculate(expr: str, limits: CalcLimits = DEFAULT_LIMITS) -> str:
-    """The tool's observation for `expr`: `EXPR -> VALUE` or `EXPR -> error: WHY`. Never raises on bad input."""
+    """The tool's observation for `expr`: `EXPR -> VALUE` or `EXPR -> error: WHY`. Never raises on bad
+    input."""
     shown = _shown(expr)
     try:
         return f"{shown} -> {format_value(evaluate(expr, limits))}"
@@ -75,7 +77,8 @@ def calculate(expr: str, limits: CalcLimits = DEFAULT_LIMITS) -> str:
 
 
 def evaluate(expr: str, limits: CalcLimits = DEFAULT_LIMITS) -> sympy.Expr:
-    """The exact value of `expr` as a real SymPy number or algebraic expression; CalcError when not allowed."""
+    """The exact value of `expr` as a real SymPy number or algebraic expression; CalcError when not
+    allowed."""
     if not isinstance(expr, str):
         raise CalcError(f"expected text, got {type(expr).__name__}")
     text = expr.strip()
@@ -164,8 +167,11 @@ class _Walker:
         name, args = node.func.id, [self.eval(a) for a in node.args]
         want = {"sqrt": (1, 1), "abs": (1, 1), "round": (1, 2), "min": (1, 20), "max": (1, 20)}[name]
         if not want[0] <= len(args) <= want[1]:
-            raise CalcError(f"{name}() takes {want[0]}" + (f" to {want[1]}" if want[1] > want[0] else "")
-                            + f" argument(s), got {len(args)}")
+            raise CalcError(
+                f"{name}() takes {want[0]}"
+                + (f" to {want[1]}" if want[1] > want[0] else "")
+                + f" argument(s), got {len(args)}"
+            )
         if name == "sqrt":
             if args[0] < 0:
                 raise CalcError("square root of a negative number")
@@ -177,8 +183,10 @@ class _Walker:
         ndigits = 0
         if len(args) == 2:
             if not args[1].is_Integer or abs(int(args[1])) > self.limits.max_round_digits:
-                raise CalcError(f"round(x, n) needs a whole n between -{self.limits.max_round_digits} and "
-                                f"{self.limits.max_round_digits}")
+                raise CalcError(
+                    f"round(x, n) needs a whole n between -{self.limits.max_round_digits} and "
+                    f"{self.limits.max_round_digits}"
+                )
             ndigits = int(args[1])
         return self._check(_round(args[0], ndigits))
 
@@ -192,7 +200,7 @@ class _Walker:
         if v.is_real is not True or v.is_extended_real is False:
             raise CalcError("the result is not a real number (e.g. a negative number to a fractional power)")
         mag = abs(float(sympy.N(v, 20)))
-        if mag and not (10.0 ** -self.limits.max_digits < mag < 10.0 ** self.limits.max_digits):
+        if mag and not (10.0**-self.limits.max_digits < mag < 10.0**self.limits.max_digits):
             raise CalcError(f"result has more than {self.limits.max_digits} digits")
         return v
 
@@ -281,7 +289,8 @@ def _strip_factor(n: int, f: int) -> tuple[int, int]:
 
 
 def _decimal(scaled: int, places: int) -> str:
-    """`scaled / 10**places` as a decimal string without trailing zeros (sign handled by the caller or here)."""
+    """`scaled / 10**places` as a decimal string without trailing zeros (sign handled by the caller or
+    here)."""
     sign = "-" if scaled < 0 else ""
     s = str(abs(scaled)).rjust(places + 1, "0")
     whole, frac = (s[:-places], s[-places:].rstrip("0")) if places else (s, "")
@@ -298,4 +307,3 @@ def _shown(expr: object) -> str:
     """The expression as echoed in the observation: whitespace collapsed, cut to 80 characters."""
     text = " ".join(str(expr).split()) if isinstance(expr, str) else repr(expr)
     return text if len(text) <= 80 else text[:77] + "..."
-

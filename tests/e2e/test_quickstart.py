@@ -5,17 +5,23 @@ tests/e2e before tests/unit (two vLLM CPU engines on the same cores slow each ot
 
 import os
 import shutil
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _swirl(cwd, *args):
     env = {**os.environ, "PYTHONPATH": ROOT, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_quickstart_end_to_end(tmp_path):
@@ -34,10 +40,19 @@ def test_quickstart_end_to_end(tmp_path):
     ls = _swirl(tmp_path, "store", "ls", "--config", "configs/quickstart.yaml")
     assert ls.returncode == 0
     stages = Counter(line.split("│")[1].strip() for line in ls.stdout.splitlines() if line.startswith("│"))
-    # 4 datasets + the whole hotpotqa train split (its search corpus; the training sample drops easy questions);
-    # a corpus per search split; base and trained policy on both test splits; one report
-    assert stages == {"ingest": 5, "corpus": 2, "generate": 2, "judge": 2, "decompose": 2, "filter": 2, "train": 1,
-                      "evaluate": 4, "eval_report": 1}
+    # 4 datasets + the whole hotpotqa train split (its search corpus; the training sample drops easy
+    # questions); a corpus per search split; base and trained policy on both test splits; one report
+    assert stages == {
+        "ingest": 5,
+        "corpus": 2,
+        "generate": 2,
+        "judge": 2,
+        "decompose": 2,
+        "filter": 2,
+        "train": 1,
+        "evaluate": 4,
+        "eval_report": 1,
+    }
     adapters = list((tmp_path / "runs/quickstart/train").glob("*/files/adapter/adapter_model.safetensors"))
     assert len(adapters) == 1 and "train " in first.stdout
 
@@ -49,30 +64,51 @@ def test_quickstart_end_to_end(tmp_path):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"adapter", "files"}
 
-    parent = next(r for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
-                  if "mlflow.parentRunId" not in r.data.tags)
+    parent = next(
+        r
+        for r in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
+        if "mlflow.parentRunId" not in r.data.tags
+    )
     for ds, n in (("gsm8k_test", 32), ("hotpotqa_dev", 16)):  # the round's run carries every accuracy
         for policy in ("base", "trained"):
             assert f"eval/{ds}/{policy}/accuracy_rule" in parent.data.metrics
             assert parent.data.metrics[f"eval/{ds}/{policy}/questions"] == n
         assert f"eval/{ds}/trained/mcnemar_p" in parent.data.metrics
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "eval")} >= {
-        "eval/report.md", "eval/heatmap.png", "eval/report_table.json"}
+        "eval/report.md",
+        "eval/heatmap.png",
+        "eval/report_table.json",
+    }
     report = next((tmp_path / "runs/quickstart/eval_report").glob("*/files/report.md")).read_text()
     assert "| trained | gsm8k+hotpotqa | gsm8k_test | 32 |" in report and "## Cross-task table" in report
     assert "evaluation (rule-graded accuracy" in first.stdout
 
     # evaluation only, with the trained adapter under another name: its episodes are store hits (same policy
     # files, same questions), only the report is new; no generate or train stage runs
-    ev = _swirl(tmp_path, "eval", "--config", "configs/quickstart.yaml", "--adapter", f"round1={adapters[0].parent}")
+    ev = _swirl(
+        tmp_path, "eval", "--config", "configs/quickstart.yaml", "--adapter", f"round1={adapters[0].parent}"
+    )
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
-    lines = {ln.split("│")[1].strip(): ln for ln in ev.stdout.splitlines() if ln.startswith("│") and "│" in ln[1:]}
+    lines = {
+        ln.split("│")[1].strip(): ln for ln in ev.stdout.splitlines() if ln.startswith("│") and "│" in ln[1:]
+    }
     assert "cached" in lines["eval/gsm8k_test/round1"] and "cached" in lines["eval/hotpotqa_dev/base"]
     assert "computed" in lines["eval"] and not any(k.startswith(("generate", "train")) for k in lines)
     report = max((tmp_path / "runs/quickstart/eval_report").glob("*/files/report.md"), key=os.path.getmtime)
-    assert "| round1 | gsm8k+hotpotqa | gsm8k_test | 32 |" in report.read_text()  # read from the adapter's output
+    # read from the adapter's output
+    assert "| round1 | gsm8k+hotpotqa | gsm8k_test | 32 |" in report.read_text()
 
-    show = _swirl(tmp_path, "show", "trajectories", "--config", "configs/quickstart.yaml", "--dataset", "hotpotqa", "-n", "2")
+    show = _swirl(
+        tmp_path,
+        "show",
+        "trajectories",
+        "--config",
+        "configs/quickstart.yaml",
+        "--dataset",
+        "hotpotqa",
+        "-n",
+        "2",
+    )
     assert show.returncode == 0 and "2 of 44 trajectories" in show.stdout and "action 1:" in show.stdout
 
     bad = _swirl(tmp_path, "run", "configs/quickstart.yaml", "--stages", "ingest,nope")

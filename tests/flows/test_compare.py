@@ -1,4 +1,5 @@
-"""`swirl compare`: two rounds logged the way swirl_round logs them (tasks.tracking), read back side by side."""
+"""`swirl compare`: two rounds logged the way swirl_round logs them (tasks.tracking), read back side by
+side."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The swirl_round flow under one Prefect test harness: stages as tasks, the store, MLflow parent + nested runs."""
+"""The swirl_round flow under one Prefect test harness: stages as tasks, the store, MLflow parent + nested
+runs."""
 
 import os
 
@@ -9,16 +10,38 @@ from swirl.config import config_from_dict
 
 def _cfg(tmp_path, limit=None):
     data = str(tmp_path / "data")
-    return config_from_dict({
-        "run": {"name": "t", "root": str(tmp_path / "store"), "experiment": "test"},
-        "stages": ["prepare", "ingest"],
-        "prepare": {"synthetic": {"dir": data, "gsm8k_train": 20, "gsm8k_test": 10, "hotpotqa_train": 2,
-                                  "hotpotqa_test": 2}},
-        "ingest": {"datasets": [
-            {"name": "gsm8k", "format": "gsm8k", "split": "train", "path": f"{data}/gsm8k/train.jsonl", "limit": limit},
-            {"name": "gsm8k_test", "format": "gsm8k", "split": "test", "path": f"{data}/gsm8k/test.jsonl"},
-        ]},
-    })
+    return config_from_dict(
+        {
+            "run": {"name": "t", "root": str(tmp_path / "store"), "experiment": "test"},
+            "stages": ["prepare", "ingest"],
+            "prepare": {
+                "synthetic": {
+                    "dir": data,
+                    "gsm8k_train": 20,
+                    "gsm8k_test": 10,
+                    "hotpotqa_train": 2,
+                    "hotpotqa_test": 2,
+                }
+            },
+            "ingest": {
+                "datasets": [
+                    {
+                        "name": "gsm8k",
+                        "format": "gsm8k",
+                        "split": "train",
+                        "path": f"{data}/gsm8k/train.jsonl",
+                        "limit": limit,
+                    },
+                    {
+                        "name": "gsm8k_test",
+                        "format": "gsm8k",
+                        "split": "test",
+                        "path": f"{data}/gsm8k/test.jsonl",
+                    },
+                ]
+            },
+        }
+    )
 
 
 def test_round_runs_caches_and_tracks(prefect_harness, tmp_path):
@@ -43,7 +66,9 @@ def test_round_runs_caches_and_tracks(prefect_harness, tmp_path):
     assert parent.data.tags["swirl.version.ingest/gsm8k"] == st["ingest/gsm8k"]["version"]
     assert parent.data.tags["prefect.flow_run_id"]
     assert parent.data.params["run.name"] == "t"
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert {c.data.tags["swirl.stage"] for c in children} == {"ingest"}
     assert {c.info.run_name for c in children} == {"ingest/gsm8k", "ingest/gsm8k_test"}
     child = next(c for c in children if c.info.run_name == "ingest/gsm8k")
@@ -71,7 +96,9 @@ def test_round_failure_marks_parent_failed(prefect_harness, tmp_path):
     cfg = _cfg(tmp_path)
     os.makedirs(tmp_path / "data" / "gsm8k", exist_ok=True)
     cfg = cfg.model_copy(update={"stages": ("ingest",)})
-    (tmp_path / "data" / "gsm8k" / "train.jsonl").write_text('{"question": "q", "answer": "no number here"}\n')
+    (tmp_path / "data" / "gsm8k" / "train.jsonl").write_text(
+        '{"question": "q", "answer": "no number here"}\n'
+    )
     (tmp_path / "data" / "gsm8k" / "test.jsonl").write_text('{"question": "q", "answer": "#### 3"}\n')
     with pytest.raises(Exception, match="train.jsonl:1"):
         swirl_round(cfg)
@@ -84,7 +111,9 @@ def test_round_failure_marks_parent_failed(prefect_harness, tmp_path):
 def test_metric_names_are_sanitized():
     from tasks.tracking import numeric_metrics
 
-    m = numeric_metrics({"dropped": {"level=easy": 3}, "ok": 1.5, "flag": True, "text": "x", "nan": float("nan")}, "ingest/h")
+    m = numeric_metrics(
+        {"dropped": {"level=easy": 3}, "ok": 1.5, "flag": True, "text": "x", "nan": float("nan")}, "ingest/h"
+    )
     assert m == {"ingest/h/dropped/level_easy": 3.0, "ingest/h/ok": 1.5, "ingest/h/flag": 1.0}
 
 
@@ -92,6 +121,14 @@ def test_stages_run_with_what_they_depend_on():
     from flows.round import required_stages
 
     assert required_stages(["evaluate"]) == {"evaluate", "corpus", "ingest"}  # evaluation alone never trains
-    assert required_stages(["train", "evaluate"]) == {"ingest", "corpus", "generate", "judge", "decompose", "filter",
-                                                      "train", "evaluate"}
+    assert required_stages(["train", "evaluate"]) == {
+        "ingest",
+        "corpus",
+        "generate",
+        "judge",
+        "decompose",
+        "filter",
+        "train",
+        "evaluate",
+    }
     assert required_stages(["prepare", "ingest"]) == {"prepare", "ingest"}

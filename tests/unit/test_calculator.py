@@ -1,4 +1,5 @@
-"""The calculator tool: exact values, the output rule, hostile inputs, and agreement with fractions.Fraction."""
+"""The calculator tool: exact values, the output rule, hostile inputs, and agreement with
+fractions.Fraction."""
 
 from __future__ import annotations
 
@@ -158,7 +159,10 @@ def test_evaluate_raises_calc_error() -> None:
 def _literal() -> st.SearchStrategy[tuple[str, Fraction]]:
     ints = st.integers(0, 10**6).map(lambda n: (str(n), Fraction(n)))
     decs = st.tuples(st.integers(0, 9999), st.integers(1, 3), st.integers(0, 999)).map(
-        lambda t: (f"{t[0]}.{str(t[2]).zfill(t[1])[:t[1]]}", Fraction(f"{t[0]}.{str(t[2]).zfill(t[1])[:t[1]]}"))
+        lambda t: (
+            f"{t[0]}.{str(t[2]).zfill(t[1])[: t[1]]}",
+            Fraction(f"{t[0]}.{str(t[2]).zfill(t[1])[: t[1]]}"),
+        )
     )
     return st.one_of(ints, decs)
 
@@ -184,13 +188,16 @@ def _extend(children: st.SearchStrategy) -> st.SearchStrategy:
     binary = st.tuples(children, st.sampled_from(_OPS), children).map(
         lambda t: (f"({t[0][0]}) {t[1]} ({t[2][0]})", ("op", t[1], t[0][1], t[2][1]))
     )
-    power = st.tuples(children, st.integers(-3, 3)).map(lambda t: (f"({t[0][0]}) ** {t[1]}", ("pow", t[0][1], t[1])))
+    power = st.tuples(children, st.integers(-3, 3)).map(
+        lambda t: (f"({t[0][0]}) ** {t[1]}", ("pow", t[0][1], t[1]))
+    )
     neg = children.map(lambda c: (f"-({c[0]})", ("neg", c[1])))
     return st.one_of(binary, power, neg)
 
 
 def _run(tree) -> Fraction:
-    """Reference evaluation with Fraction; rejects cases whose intermediates exceed the calculator's size bound."""
+    """Reference evaluation with Fraction; rejects cases whose intermediates exceed the calculator's size
+    bound."""
     if isinstance(tree, Fraction):
         return tree
     if tree[0] == "neg":
@@ -227,22 +234,39 @@ def _reference_format_exact(v: Fraction) -> str:
     if abs(v) < Fraction(1, 10**4):
         m, e = f"{float(v):.5e}".split("e")
         return f"{m.rstrip('0').rstrip('.')}e{int(e):+03d}"
-    q = (Decimal(abs(v.numerator)) * 10**6 // Decimal(v.denominator), Decimal(abs(v.numerator) * 10**6 % v.denominator))
+    q = (
+        Decimal(abs(v.numerator)) * 10**6 // Decimal(v.denominator),
+        Decimal(abs(v.numerator) * 10**6 % v.denominator),
+    )
     scaled = q[0] + (1 if 2 * q[1] >= v.denominator else 0)
-    text = format((scaled / Decimal(10**6)).quantize(Decimal("0.000001"), ROUND_HALF_UP), "f").rstrip("0").rstrip(".")
+    text = (
+        format((scaled / Decimal(10**6)).quantize(Decimal("0.000001"), ROUND_HALF_UP), "f")
+        .rstrip("0")
+        .rstrip(".")
+    )
     return ("-" if v < 0 else "") + text
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow]
+)
 @given(st.recursive(_literal(), _extend, max_leaves=8))
-@example(case=(  # longer than the 80-character echo
-    "(((100) + (100000)) + ((100000) ** -1)) + (((9728) ** -1) - ((1000) + (1000000)))",
-    ("op", "+", ("op", "+", ("op", "+", Fraction(100), Fraction(100000)), ("pow", Fraction(100000), -1)),
-     ("op", "-", ("pow", Fraction(9728), -1), ("op", "+", Fraction(1000), Fraction(1000000))))))
+@example(
+    case=(  # longer than the 80-character echo
+        "(((100) + (100000)) + ((100000) ** -1)) + (((9728) ** -1) - ((1000) + (1000000)))",
+        (
+            "op",
+            "+",
+            ("op", "+", ("op", "+", Fraction(100), Fraction(100000)), ("pow", Fraction(100000), -1)),
+            ("op", "-", ("pow", Fraction(9728), -1), ("op", "+", Fraction(1000), Fraction(1000000))),
+        ),
+    )
+)
 def test_agrees_with_fraction_arithmetic(case) -> None:
     text, tree = case
     assume(len(text) <= 200)
-    slack = dataclasses.replace(DEFAULT_LIMITS, deadline_s=60.0)  # tests values, not the wall-clock bound on a busy machine
+    # tests values, not the wall-clock bound on a busy machine
+    slack = dataclasses.replace(DEFAULT_LIMITS, deadline_s=60.0)
     try:
         want = _run(tree)
     except ZeroDivisionError:

@@ -3,6 +3,7 @@ import os
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from swirl.config import ConfigError, RunConfig, load_config
 
@@ -53,7 +54,10 @@ def test_wrong_type_names_field_and_value(tmp_path):
 
 
 def test_missing_required_file(tmp_path):
-    p = _write(tmp_path, "stages: [ingest]\ningest:\n  datasets:\n    - {name: g, format: gsm8k, path: nowhere/train.jsonl}\n")
+    p = _write(
+        tmp_path,
+        "stages: [ingest]\ningest:\n  datasets:\n    - {name: g, format: gsm8k, path: nowhere/train.jsonl}\n",
+    )
     with pytest.raises(ConfigError) as e:
         load_config(p)
     msg = str(e.value)
@@ -61,8 +65,11 @@ def test_missing_required_file(tmp_path):
 
 
 def test_files_made_by_prepare_are_not_missing(tmp_path):
-    p = _write(tmp_path, f"stages: [prepare, ingest]\nprepare:\n  synthetic: {{dir: {tmp_path}/data}}\n"
-               f"ingest:\n  datasets:\n    - {{name: g, format: gsm8k, path: {tmp_path}/data/gsm8k/train.jsonl}}\n")
+    p = _write(
+        tmp_path,
+        f"stages: [prepare, ingest]\nprepare:\n  synthetic: {{dir: {tmp_path}/data}}\n"
+        f"ingest:\n  datasets:\n    - {{name: g, format: gsm8k, path: {tmp_path}/data/gsm8k/train.jsonl}}\n",
+    )
     assert load_config(p).ingest.datasets[0].name == "g"
 
 
@@ -78,14 +85,20 @@ def test_cross_field_errors(tmp_path):
     p = _write(tmp_path, "prepare:\n  tiny_model: {path: x, hidden_size: 64, num_heads: 4}\n")
     with pytest.raises(ConfigError, match="head_dim"):
         load_config(p)
-    p = _write(tmp_path, "ingest:\n  datasets:\n    - {name: g, format: gsm8k, hub: a/b}\n    - {name: g, format: gsm8k, hub: a/c}\n")
+    p = _write(
+        tmp_path,
+        "ingest:\n"
+        "  datasets:\n"
+        "    - {name: g, format: gsm8k, hub: a/b}\n"
+        "    - {name: g, format: gsm8k, hub: a/c}\n",
+    )
     with pytest.raises(ConfigError, match="unique"):
         load_config(p)
 
 
 def test_config_is_frozen_and_every_field_described():
     cfg = RunConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.run.seed = 3  # type: ignore[misc]
 
     def walk(model):
@@ -109,7 +122,10 @@ def test_generate_needs_a_policy_and_known_datasets(tmp_path):
     p = _write(tmp_path, "ingest:\n  datasets:\n    - {name: g, format: gsm8k, hub: a/b}\n")
     with pytest.raises(ConfigError, match="generate stage needs a policy"):
         load_config(p)
-    p = _write(tmp_path, "generate: {datasets: [nope]}\ningest:\n  datasets:\n    - {name: g, format: gsm8k, hub: a/b}\n")
+    p = _write(
+        tmp_path,
+        "generate: {datasets: [nope]}\ningest:\n  datasets:\n    - {name: g, format: gsm8k, hub: a/b}\n",
+    )
     with pytest.raises(ConfigError, match="nope"):
         load_config(p)
     p = _write(tmp_path, "stages: [ingest]\ngenerate: {math_prompt: 'no placeholder'}\n")
@@ -128,14 +144,24 @@ def test_evaluate_section_is_checked(tmp_path):
     p = _write(tmp_path, "stages: [ingest]\nevaluate: {policies: [{name: base, adapter: x}]}\n" + ds)
     with pytest.raises(ConfigError, match="reserved"):
         load_config(p)
-    p = _write(tmp_path, "stages: [evaluate]\nevaluate: {policies: [{name: r1, adapter: nowhere/adapter}]}\n"
-               "policy: {model: m}\n" + ds)
+    p = _write(
+        tmp_path,
+        "stages: [evaluate]\nevaluate: {policies: [{name: r1, adapter: nowhere/adapter}]}\n"
+        "policy: {model: m}\n" + ds,
+    )
     with pytest.raises(ConfigError, match=r"evaluate.policies\[0\].adapter: adapter folder not found"):
         load_config(p)
-    p = _write(tmp_path, "stages: [evaluate]\nevaluate: {policies: [{name: r1, adapter: x}]}\n"
-               "policy: {model: m, enable_lora: false}\n" + ds)
+    p = _write(
+        tmp_path,
+        "stages: [evaluate]\nevaluate: {policies: [{name: r1, adapter: x}]}\n"
+        "policy: {model: m, enable_lora: false}\n" + ds,
+    )
     with pytest.raises(ConfigError, match="enable_lora"):
         load_config(p, check_files=False)
-    p = _write(tmp_path, "stages: [evaluate]\npolicy: {model: m}\n" + ds
-               + "    - {name: h, format: hotpotqa, split: train, hub: c/d}\n")
+    p = _write(
+        tmp_path,
+        "stages: [evaluate]\npolicy: {model: m}\n"
+        + ds
+        + "    - {name: h, format: hotpotqa, split: train, hub: c/d}\n",
+    )
     assert [d.name for d in load_config(p).evaluate_datasets()] == ["g"]  # every split but train

@@ -32,22 +32,50 @@ from swirl.tools.search import (
 )
 
 DOCS = [
-    Doc("d1", "Moscow State University", "Lomonosov Moscow State University was founded on January 25, 1755 by "
-        "Mikhail Lomonosov. It houses the tallest educational building in the world."),
-    Doc("d2", "Sergei Tokarev", "Sergei Aleksandrovich Tokarev was a Russian ethnographer and historian of "
-        "religion, and a professor at Moscow State University."),
-    Doc("d3", "Port Blair", "Port Blair is the capital of the Andaman and Nicobar Islands, a union territory of India "
-        "in the Bay of Bengal."),
-    Doc("d4", "Golden retriever", "The golden retriever is a medium-large dog breed that was developed as a gun dog "
-        "to retrieve shot waterfowl such as ducks during hunting."),
-    Doc("d5", "Photosynthesis", "Photosynthesis is the process by which plants use sunlight, water and carbon "
-        "dioxide to create oxygen and energy in the form of sugar."),
+    Doc(
+        "d1",
+        "Moscow State University",
+        "Lomonosov Moscow State University was founded on January 25, 1755 by "
+        "Mikhail Lomonosov. It houses the tallest educational building in the world.",
+    ),
+    Doc(
+        "d2",
+        "Sergei Tokarev",
+        "Sergei Aleksandrovich Tokarev was a Russian ethnographer and historian of "
+        "religion, and a professor at Moscow State University.",
+    ),
+    Doc(
+        "d3",
+        "Port Blair",
+        "Port Blair is the capital of the Andaman and Nicobar Islands, a union territory of India "
+        "in the Bay of Bengal.",
+    ),
+    Doc(
+        "d4",
+        "Golden retriever",
+        "The golden retriever is a medium-large dog breed that was developed as a gun dog "
+        "to retrieve shot waterfowl such as ducks during hunting.",
+    ),
+    Doc(
+        "d5",
+        "Photosynthesis",
+        "Photosynthesis is the process by which plants use sunlight, water and carbon "
+        "dioxide to create oxygen and energy in the form of sugar.",
+    ),
 ]
 
 
 def _question_row(qid: str, paragraphs: list[dict[str, Any]], dataset: str = "hotpotqa") -> dict[str, Any]:
-    return {"question_id": qid, "dataset": dataset, "split": "dev", "question": "Q?", "answers": ["A"], "level": "",
-            "hops": 2, "metadata": json.dumps({"paragraphs": paragraphs})}
+    return {
+        "question_id": qid,
+        "dataset": dataset,
+        "split": "dev",
+        "question": "Q?",
+        "answers": ["A"],
+        "level": "",
+        "hops": 2,
+        "metadata": json.dumps({"paragraphs": paragraphs}),
+    }
 
 
 def _p(title: str, text: str) -> dict[str, Any]:
@@ -56,29 +84,52 @@ def _p(title: str, text: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ corpus
 def test_corpus_from_questions_dedupes_by_title_and_text() -> None:
-    t1 = to_table("questions", [_question_row("q1", [_p("A", "alpha"), _p("B", "beta"), _p("E", "  ")]),
-                                _question_row("q2", [_p("B", "beta"), _p("A", "alpha, another version")])])
+    t1 = to_table(
+        "questions",
+        [
+            _question_row("q1", [_p("A", "alpha"), _p("B", "beta"), _p("E", "  ")]),
+            _question_row("q2", [_p("B", "beta"), _p("A", "alpha, another version")]),
+        ],
+    )
     t2 = to_table("questions", [_question_row("q3", [_p("A", "alpha")], dataset="musique")])
     rows, summary = corpus_from_questions([t1, t2])
-    assert [(r["title"], r["text"]) for r in rows] == [("A", "alpha"), ("B", "beta"), ("A", "alpha, another version")]
+    assert [(r["title"], r["text"]) for r in rows] == [
+        ("A", "alpha"),
+        ("B", "beta"),
+        ("A", "alpha, another version"),
+    ]
     assert rows[0]["doc_id"] == doc_id("A", "alpha") and len({r["doc_id"] for r in rows}) == 3
     assert summary["paragraphs"] == 6 and summary["duplicates"] == 2 and summary["empty"] == 1
     assert summary["datasets"] == ["hotpotqa", "musique"]
 
 
 def test_corpus_needs_paragraphs() -> None:
-    gsm = to_table("questions", [{**_question_row("g1", []), "dataset": "gsm8k", "metadata": '{"solution": "x"}'}])
+    gsm = to_table(
+        "questions", [{**_question_row("g1", []), "dataset": "gsm8k", "metadata": '{"solution": "x"}'}]
+    )
     with pytest.raises(DataError, match="corpus file"):
         corpus_from_questions([gsm])
 
 
 def test_read_corpus_file_jsonl_and_parquet(tmp_path: Path) -> None:
     jl = tmp_path / "c.jsonl"
-    jl.write_text("\n".join(json.dumps(r) for r in [{"title": "A", "text": "alpha"}, {"title": "A", "text": "alpha"},
-                                                    {"title": "", "text": "untitled"}]) + "\n")
+    jl.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"title": "A", "text": "alpha"},
+                {"title": "A", "text": "alpha"},
+                {"title": "", "text": "untitled"},
+            ]
+        )
+        + "\n"
+    )
     rows, summary = read_corpus_file(str(jl))
     assert [r["text"] for r in rows] == ["alpha", "untitled"] and summary["duplicates"] == 1
-    pq.write_table(pa.table({"doc_id": ["x1", "x2"], "title": ["A", "B"], "text": ["alpha", "beta"]}), tmp_path / "c.parquet")
+    pq.write_table(
+        pa.table({"doc_id": ["x1", "x2"], "title": ["A", "B"], "text": ["alpha", "beta"]}),
+        tmp_path / "c.parquet",
+    )
     rows, _ = read_corpus_file(str(tmp_path / "c.parquet"))
     assert [r["doc_id"] for r in rows] == ["x1", "x2"]
 
@@ -90,8 +141,10 @@ def test_read_corpus_file_jsonl_and_parquet(tmp_path: Path) -> None:
         (['{"title": "A"}'], r"c.jsonl:1: missing field 'text'"),
         (['{"title": "A", "text": "  "}'], r"c.jsonl:1: field 'text' is empty"),
         (['{"title": 3, "text": "x"}'], r"c.jsonl:1: field 'title' must be a string"),
-        (['{"doc_id": "1", "title": "A", "text": "a"}', '{"doc_id": "1", "title": "B", "text": "b"}'],
-         r"c.jsonl:2: field 'doc_id'.*repeats .*c.jsonl:1"),
+        (
+            ['{"doc_id": "1", "title": "A", "text": "a"}', '{"doc_id": "1", "title": "B", "text": "b"}'],
+            r"c.jsonl:2: field 'doc_id'.*repeats .*c.jsonl:1",
+        ),
     ],
 )
 def test_corpus_file_errors(tmp_path: Path, lines: list[str], match: str) -> None:
@@ -109,20 +162,27 @@ def test_bm25_observation_and_truncation() -> None:
     assert result.startswith("Moscow State University: Lomonosov Moscow State University")
     assert result.endswith("…") and len(result) <= len("Moscow State University: ") + 60
     full = search_observation(r, "dog breed retrieve ducks", SearchConfig())
-    assert full == f"dog breed retrieve ducks -> Golden retriever: {DOCS[3].text}"  # stemming: retrieve~retriever
+    # stemming: retrieve~retriever
+    assert full == f"dog breed retrieve ducks -> Golden retriever: {DOCS[3].text}"
     two = search_observation(r, "Moscow State University professor", SearchConfig(top_k=2))
-    assert [line.split(":")[0] for line in two.split(" -> ", 1)[1].split("\n")] == ["Sergei Tokarev",
-                                                                                    "Moscow State University"]
+    assert [line.split(":")[0] for line in two.split(" -> ", 1)[1].split("\n")] == [
+        "Sergei Tokarev",
+        "Moscow State University",
+    ]
 
 
-@pytest.mark.parametrize("query", ["", "   ", "\n\t", "xqzv blorp fnord", "the of and to", "!!! ??? ...", "ñ§¶"])
+@pytest.mark.parametrize(
+    "query", ["", "   ", "\n\t", "xqzv blorp fnord", "the of and to", "!!! ??? ...", "ñ§¶"]
+)
 def test_bm25_empty_or_absurd_queries_say_no_result(query: str) -> None:
     out = search_observation(build_retriever(DOCS, SearchConfig()), query, SearchConfig())
     assert "-> no result: " in out, out
 
 
 def test_overlong_query_is_an_error_observation() -> None:
-    out = search_observation(build_retriever(DOCS, SearchConfig()), "capital " * 100, SearchConfig(max_query_chars=300))
+    out = search_observation(
+        build_retriever(DOCS, SearchConfig()), "capital " * 100, SearchConfig(max_query_chars=300)
+    )
     assert "-> error: the query is longer than 300 characters" in out and len(out) < 200
 
 
@@ -154,9 +214,18 @@ def test_truncate_rule() -> None:
 
 # ---------------------------------------------------------------------------------- corpus stage
 def _hotpot_file(tmp_path: Path) -> str:
-    recs = [{"_id": f"h{i}", "question": f"Q{i}?", "answer": "A", "level": "hard", "type": "bridge",
-             "supporting_facts": [[d.title, 0]], "context": [[d.title, [d.text]], ["Shared", ["Same everywhere."]]]}
-            for i, d in enumerate(DOCS)]
+    recs = [
+        {
+            "_id": f"h{i}",
+            "question": f"Q{i}?",
+            "answer": "A",
+            "level": "hard",
+            "type": "bridge",
+            "supporting_facts": [[d.title, 0]],
+            "context": [[d.title, [d.text]], ["Shared", ["Same everywhere."]]],
+        }
+        for i, d in enumerate(DOCS)
+    ]
     path = tmp_path / "hotpot.json"
     path.write_text(json.dumps(recs))
     return str(path)
@@ -164,13 +233,17 @@ def _hotpot_file(tmp_path: Path) -> str:
 
 def test_run_corpus_builds_once_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(str(tmp_path / "store"))
-    q = run_ingest(store, DatasetSpec(name="hotpotqa", format="hotpotqa", split="dev", path=_hotpot_file(tmp_path)))
+    q = run_ingest(
+        store, DatasetSpec(name="hotpotqa", format="hotpotqa", split="dev", path=_hotpot_file(tmp_path))
+    )
     cfg = SearchConfig()
     ref = run_corpus(store, [q], cfg)
     assert ref.table == "corpus" and ref.rows == len(DOCS) + 1 and ref.summary["duplicates"] == len(DOCS) - 1
     index = Path(store.files_path(ref.stage, ref.version)) / "index"
     assert (index / "retriever.json").exists() and (index / "bm25").is_dir()
-    assert {f["name"] for f in store.manifest(ref.stage, ref.version)["files"]} >= {"files/index/retriever.json"}
+    assert {f["name"] for f in store.manifest(ref.stage, ref.version)["files"]} >= {
+        "files/index/retriever.json"
+    }
 
     def no_build(*a: Any, **k: Any) -> Any:
         raise AssertionError("the index must not be rebuilt")
@@ -192,9 +265,12 @@ def test_run_corpus_from_file(tmp_path: Path) -> None:
     ref = run_corpus(store, str(path), SearchConfig())
     assert ref.rows == len(DOCS) and ref.summary["source"] == str(path)
     r = open_retriever(store, ref)
-    assert search_observation(r, "plants sunlight", SearchConfig()).startswith("plants sunlight -> Photosynthesis: ")
+    assert search_observation(r, "plants sunlight", SearchConfig()).startswith(
+        "plants sunlight -> Photosynthesis: "
+    )
     path.write_text(path.read_text() + json.dumps({"title": "New", "text": "A new article."}) + "\n")
-    assert run_corpus(store, str(path), SearchConfig()).version != ref.version  # the file's contents are an input
+    # the file's contents are an input
+    assert run_corpus(store, str(path), SearchConfig()).version != ref.version
 
 
 # ------------------------------------------------------------------------------------------- dense

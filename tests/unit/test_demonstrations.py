@@ -1,4 +1,5 @@
-"""Gold demonstrations: the datasets' own solutions as protocol actions, replayed through the generate stage."""
+"""Gold demonstrations: the datasets' own solutions as protocol actions, replayed through the generate
+stage."""
 
 import json
 import os
@@ -9,8 +10,10 @@ from swirl.data.demonstrations import GoldScript, gold_actions, math_gold_action
 
 
 def test_math_notes_become_spaced_calculator_calls():
-    solution = ("The rugs cost 17 * 101 = <<17*101=1717>>1717 dollars.\nHalf is <<1717/17=101>>101.\n"
-                "Then <<(3+4)*2=14>>14 and <<-5+20=15>>15.\n#### 15")
+    solution = (
+        "The rugs cost 17 * 101 = <<17*101=1717>>1717 dollars.\nHalf is <<1717/17=101>>101.\n"
+        "Then <<(3+4)*2=14>>14 and <<-5+20=15>>15.\n#### 15"
+    )
     assert math_gold_actions(solution) == [
         "<math_exp>17 * 101</math_exp>",
         "<math_exp>1717 / 17</math_exp>",
@@ -23,26 +26,38 @@ def test_math_notes_become_spaced_calculator_calls():
 def test_search_queries_follow_the_hop_order():
     hotpot = {"supporting_facts": [["Acme Works", 1], ["Pemford", 0], ["Acme Works", 0]]}
     assert search_gold_queries(hotpot) == ["Acme Works", "Pemford"]
-    musique = {"paragraphs": [{"title": "A"}, {"title": "B"}, {"title": "C"}],
-               "question_decomposition": [{"paragraph_support_idx": 2}, {"paragraph_support_idx": 0}]}
+    musique = {
+        "paragraphs": [{"title": "A"}, {"title": "B"}, {"title": "C"}],
+        "question_decomposition": [{"paragraph_support_idx": 2}, {"paragraph_support_idx": 0}],
+    }
     assert search_gold_queries(musique) == ["C", "A"]
     assert search_gold_queries({"paragraphs": [{"title": "A"}]}) == []
 
 
 def test_gold_actions_end_with_the_gold_answer_and_need_a_solution():
     row = {"answers": ["Ruvania", "RU"], "metadata": json.dumps({"supporting_facts": [["X", 0], ["Y", 1]]})}
-    assert gold_actions(row, "search") == ["<search_query>X</search_query>", "<search_query>Y</search_query>",
-                                           "<answer>Ruvania</answer>"]
+    assert gold_actions(row, "search") == [
+        "<search_query>X</search_query>",
+        "<search_query>Y</search_query>",
+        "<answer>Ruvania</answer>",
+    ]
     assert gold_actions({"answers": ["5"], "metadata": json.dumps({"solution": "#### 5"})}, "math") == []
 
 
 def test_script_finds_the_latest_question_and_the_next_untaken_action():
-    rows = [{"question": "What is 2 + 3 then doubled?", "answers": ["10"],
-             "metadata": json.dumps({"solution": "<<2+3=5>> <<5*2=10>>\n#### 10"})}]
+    rows = [
+        {
+            "question": "What is 2 + 3 then doubled?",
+            "answers": ["10"],
+            "metadata": json.dumps({"solution": "<<2+3=5>> <<5*2=10>>\n#### 10"}),
+        }
+    ]
     script = GoldScript(rows, "math")
     # A worked example (another question) first; it contains an action of the same text, which must not count.
-    prompt = ("user: Question: example\nassistant: <math_exp>2 + 3</math_exp>\n"
-              "user: Question: What is 2 + 3 then doubled?\nassistant: ")
+    prompt = (
+        "user: Question: example\nassistant: <math_exp>2 + 3</math_exp>\n"
+        "user: Question: What is 2 + 3 then doubled?\nassistant: "
+    )
     assert script(prompt, None) == "<math_exp>2 + 3</math_exp>"
     prompt += "<math_exp>2 + 3</math_exp>\nuser: 2 + 3 -> 5\nassistant: "
     assert script(prompt, None) == "<math_exp>5 * 2</math_exp>"
@@ -70,7 +85,9 @@ def test_generate_from_gold_replays_solutions_through_the_tools(tmp_path, tiny_m
 
     path = os.path.join(tmp_path, "train.jsonl")
     with open(path, "w") as f:
-        f.write(json.dumps({"question": "Q one?", "answer": "a <<12*13=156>> b <<156-6=150>>\n#### 150"}) + "\n")
+        f.write(
+            json.dumps({"question": "Q one?", "answer": "a <<12*13=156>> b <<156-6=150>>\n#### 150"}) + "\n"
+        )
         f.write(json.dumps({"question": "Q two?", "answer": "no notes\n#### 4"}) + "\n")
         f.write(json.dumps({"question": "Q three?", "answer": "<<100+23=123>>\n#### 123"}) + "\n")
     store = Store(os.path.join(tmp_path, "store"))
@@ -95,11 +112,16 @@ def test_generate_from_gold_replays_solutions_through_the_tools(tmp_path, tiny_m
     assert one["final_answer"] == "150" and one["stop_reason"] == "answer" and one["num_actions"] == 3
     assert one["model"].startswith("gold")
     three = rows["gsm8k-train-00002"]
-    assert [m["content"] for m in three["messages"][1::2]] == ["<math_exp>100 + 23</math_exp>", "<answer>123</answer>"]
+    assert [m["content"] for m in three["messages"][1::2]] == [
+        "<math_exp>100 + 23</math_exp>",
+        "<answer>123</answer>",
+    ]
     # Token ids hold exactly the actions' tokens at the action spans.
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     spans = one["action_spans"]
-    assert tok.decode(one["token_ids"][spans[0]["start"]:spans[0]["end"]], skip_special_tokens=True) == \
-        "<math_exp>12 * 13</math_exp>"
+    assert (
+        tok.decode(one["token_ids"][spans[0]["start"] : spans[0]["end"]], skip_special_tokens=True)
+        == "<math_exp>12 * 13</math_exp>"
+    )

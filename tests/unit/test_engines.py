@@ -9,7 +9,10 @@ from swirl.engines.base import Sampling, adapter_key, encode_prompt
 
 PROMPTS = [
     [{"role": "user", "content": "Ava has 3 bags with 12 apples each. How many apples?"}],
-    [{"role": "system", "content": "Answer in <answer> tags."}, {"role": "user", "content": "Who was born first?"}],
+    [
+        {"role": "system", "content": "Answer in <answer> tags."},
+        {"role": "user", "content": "Who was born first?"},
+    ],
     [{"role": "user", "content": "In which country is Velmora?"}],
     "A raw text prompt without a template",
     [5, 17, 42, 99, 7, 301, 12],
@@ -60,10 +63,10 @@ def test_greedy_ids_identical_without_adapter(vllm_engine, hf_engine):
     hv, vv = hf_engine.generate(PROMPTS, GREEDY), vllm_engine.generate(PROMPTS, GREEDY)
     assert [r.prompt_token_ids for r in hv] == [r.prompt_token_ids for r in vv]
     assert _ids(hv) == _ids(vv)
-    for a, b in zip(hv, vv):
+    for a, b in zip(hv, vv, strict=True):
         ca, cb = a.completions[0], b.completions[0]
         assert ca.finish_reason == cb.finish_reason and ca.text == cb.text
-        assert max(abs(x - y) for x, y in zip(ca.logprobs, cb.logprobs)) < 1e-4
+        assert max(abs(x - y) for x, y in zip(ca.logprobs, cb.logprobs, strict=False)) < 1e-4
 
 
 @pytest.mark.vllm
@@ -72,7 +75,7 @@ def test_greedy_ids_identical_with_adapter_that_changes_output(vllm_engine, hf_e
     hv = hf_engine.generate(PROMPTS, GREEDY, adapter=tiny_adapter_dir)
     vv = vllm_engine.generate(PROMPTS, GREEDY, adapter=tiny_adapter_dir)
     assert _ids(hv) == _ids(vv)
-    changed = sum(a != b for a, b in zip(_ids(vv), base))
+    changed = sum(a != b for a, b in zip(_ids(vv), base, strict=False))
     assert changed >= len(PROMPTS) - 1, "the adapter must change the greedy output"
     # and switching back to the base model works in both engines
     assert _ids(hf_engine.generate(PROMPTS, GREEDY)) == base == _ids(vllm_engine.generate(PROMPTS, GREEDY))
@@ -82,11 +85,15 @@ def test_greedy_ids_identical_with_adapter_that_changes_output(vllm_engine, hf_e
 def test_stop_strings_identical(vllm_engine, hf_engine):
     free = vllm_engine.generate(PROMPTS, Sampling(max_tokens=24))
     tested = 0
-    for p, r in zip(PROMPTS, free):
+    for p, r in zip(PROMPTS, free, strict=False):
         text = r.completions[0].text
         # a printable 4-character piece from inside the text (the tiny random model repeats itself a lot;
         # vLLM holds back incomplete UTF-8 bytes, so a stop string never contains U+FFFD)
-        cands = [text[i : i + 4] for i in range(2, len(text) - 4) if text[i : i + 4].isprintable() and "\ufffd" not in text[i : i + 4]]
+        cands = [
+            text[i : i + 4]
+            for i in range(2, len(text) - 4)
+            if text[i : i + 4].isprintable() and "\ufffd" not in text[i : i + 4]
+        ]
         if not cands:
             continue
         stop = cands[len(cands) // 2]
@@ -142,7 +149,10 @@ def test_sampled_logprobs_from_flat_and_dict_formats():
 
     flat = SimpleNamespace(token_ids=[5, 9], logprobs=[-0.5, -1.25])
     assert _sampled_logprobs(flat, [5, 9]) == [-0.5, -1.25]
-    per_position = [{5: SimpleNamespace(logprob=-0.5), 7: SimpleNamespace(logprob=-3.0)}, {9: SimpleNamespace(logprob=-1.25)}]
+    per_position = [
+        {5: SimpleNamespace(logprob=-0.5), 7: SimpleNamespace(logprob=-3.0)},
+        {9: SimpleNamespace(logprob=-1.25)},
+    ]
     assert _sampled_logprobs(per_position, [5, 9]) == [-0.5, -1.25]
 
 

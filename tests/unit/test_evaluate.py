@@ -1,8 +1,9 @@
 """The evaluate stage and its report, with a scripted engine whose answers are known per question and policy.
 
-Ten GSM8K-style questions "What is i + i?" (gold 2i). The scripted policy calculates once, then answers: without
-an adapter it is right for even i only; with an adapter it is right for every i. So on the 10 questions the base
-model scores 5/10 and the adapter 10/10, and they disagree on exactly the 5 odd questions (only_b = 5, only_a = 0).
+Ten GSM8K-style questions "What is i + i?" (gold 2i). The scripted policy calculates once, then answers:
+without an adapter it is right for even i only; with an adapter it is right for every i. So on the 10
+questions the base model scores 5/10 and the adapter 10/10, and they disagree on exactly the 5 odd questions
+(only_b = 5, only_a = 0).
 """
 
 from __future__ import annotations
@@ -141,8 +142,12 @@ def test_report_cells_compare_with_a_chosen_baseline(evaluated):
     store, base, trained, _ = evaluated
     cfg = EvaluateConfig(bootstrap_resamples=200)
     # The trained policy as the baseline: base is 5 correct answers behind it (5/10 vs 10/10).
-    cells = {c.policy: c for c in report_cells(store, [ReportEntry("base", "", base), ReportEntry("warm", "", trained)],
-                                               cfg, baseline="warm")}
+    cells = {
+        c.policy: c
+        for c in report_cells(
+            store, [ReportEntry("base", "", base), ReportEntry("warm", "", trained)], cfg, baseline="warm"
+        )
+    }
     assert cells["warm"].vs_base is None
     assert cells["base"].vs_base.diff == -0.5 and cells["base"].vs_base.mcnemar_p == pytest.approx(2 * 0.5**5)
 
@@ -158,7 +163,10 @@ def test_sample_is_seeded_and_shared_by_policies(evaluated, tiny_model_dir, tiny
     store, a = run_policy(str(tmp_path), tiny_model_dir, questions=4, seed=1)
     _, b = run_policy(str(tmp_path), tiny_model_dir, adapter=tiny_adapter_dir, questions=4, seed=1)
     _, c = run_policy(str(tmp_path), tiny_model_dir, questions=4, seed=2)
-    ids = lambda ref: sorted(r["question_id"] for r in store.read_ref(ref).to_pylist())
+
+    def ids(ref):
+        return sorted(r["question_id"] for r in store.read_ref(ref).to_pylist())
+
     assert len(ids(a)) == 4 and ids(a) == ids(b) and ids(a) != ids(c)
     stored = read(os.path.join(store.files_path(a.stage, a.version), "sampled_question_ids.json"))
     assert sorted(stored) == ids(a)
@@ -172,12 +180,13 @@ def test_version_changes_with_the_adapter_only_for_that_policy(evaluated, tiny_m
         evaluate_version(cfg, gen, policy.model_copy(update={"adapter": tiny_adapter_dir}), spec, qref)
         == trained.version
     )
+    # how the work is cut does not change the results
     assert (
         evaluate_version(
             cfg.model_copy(update={"shard_questions": 7, "bootstrap_resamples": 500}), gen, policy, spec, qref
         )
         == base.version
-    )  # how the work is cut does not change the results
+    )
     assert evaluate_version(cfg.model_copy(update={"seed": 3}), gen, policy, spec, qref) != base.version
     assert (
         evaluate_version(cfg, gen.model_copy(update={"max_steps_math": 4}), policy, spec, qref)
@@ -224,9 +233,8 @@ def test_llm_judge_verdicts(tiny_model_dir, tmp_path):
     assert zero["judge_correct"] is None and zero["judge_text"] == "I cannot tell."
     others = [r for r in rows.values() if r is not zero]
     assert all(r["judge_correct"] == r["rule_correct"] for r in others)
-    assert (
-        ref.summary["accuracy_judge"] == 0.4
-    )  # 4 of the 5 right answers (0 + 0 has no verdict: not correct)
+    # 4 of the 5 right answers (0 + 0 has no verdict: not correct)
+    assert ref.summary["accuracy_judge"] == 0.4
     assert ref.summary["judge_no_verdict"] == 1
     assert ref.version != evaluate_version(
         cfg.model_copy(update={"llm_judge": False}), gen, policy, spec, qref

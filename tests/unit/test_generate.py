@@ -21,7 +21,15 @@ def write_questions(folder: str) -> str:
     path = os.path.join(folder, "train.jsonl")
     with open(path, "w") as f:
         for i in range(N_Q):
-            f.write(json.dumps({"question": f"What is {i} + {i}?", "answer": f"{i}+{i}=<<{i}+{i}={2 * i}>>\n#### {2 * i}"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "question": f"What is {i} + {i}?",
+                        "answer": f"{i}+{i}=<<{i}+{i}={2 * i}>>\n#### {2 * i}",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -40,7 +48,9 @@ def setup(root: str, tiny_model_dir: str):
     store = Store(os.path.join(root, "store"))
     spec = DatasetSpec(name="gsm8k", format="gsm8k", path=write_questions(root))
     questions = run_ingest(store, spec)
-    cfg = GenerateConfig(samples_per_question=SAMPLES, shard_questions=2, max_steps_math=3, max_tokens_per_step=32)
+    cfg = GenerateConfig(
+        samples_per_question=SAMPLES, shard_questions=2, max_steps_math=3, max_tokens_per_step=32
+    )
     policy = EngineConfig(kind="hf", model=tiny_model_dir, max_model_len=1024)
     engine = ScriptedEngine(AutoTokenizer.from_pretrained(tiny_model_dir), script)
     from swirl.tools.calculator import calculate
@@ -118,12 +128,16 @@ def test_rerun_is_noop_and_never_starts_an_engine(reference, tiny_model_dir):
 @pytest.mark.parametrize("kill_at", [0, 1, 3])
 def test_sigkill_during_generation_then_rerun(tmp_path, tiny_model_dir, reference, kill_at):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    rc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), tiny_model_dir, str(kill_at)], env=env).returncode
+    rc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), tiny_model_dir, str(kill_at)], env=env
+    ).returncode
     assert rc == -signal.SIGKILL
     partial = tmp_path / "store" / "generate"
     store, ref = run_all(str(tmp_path), tiny_model_dir)  # the re-run
     t = store.read_ref(ref)
-    assert _key_rows(t) == _key_rows(reference[0].read_ref(reference[1]))  # same seeds, same trajectories  # every (question, sample) exactly once
+    # same seeds, same trajectories
+    # every (question, sample) exactly once
+    assert _key_rows(t) == _key_rows(reference[0].read_ref(reference[1]))
     assert ref.summary["resumed_questions"] == 2 * kill_at  # shards of 2 questions finished before the kill
     assert not any(p.name.endswith(".partial") for p in partial.iterdir())
 

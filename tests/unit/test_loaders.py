@@ -13,7 +13,9 @@ from swirl.data.loaders import DataError, load_questions, parse_hotpotqa
 
 
 def _jsonl(path: Path, records: list[Any]) -> str:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8"
+    )
     return str(path)
 
 
@@ -52,10 +54,22 @@ def _musique(sid: str, answerable: bool = True, **over: Any) -> dict[str, Any]:
         "answer_aliases": ["Stanley, ND", "Stanley"],
         "answerable": answerable,
         "paragraphs": [
-            {"idx": 0, "title": "Van Hook", "paragraph_text": "Van Hook is in Mountrail County.", "is_supporting": True},
-            {"idx": 1, "title": "Port Blair", "paragraph_text": "Port Blair is a capital.", "is_supporting": False},
+            {
+                "idx": 0,
+                "title": "Van Hook",
+                "paragraph_text": "Van Hook is in Mountrail County.",
+                "is_supporting": True,
+            },
+            {
+                "idx": 1,
+                "title": "Port Blair",
+                "paragraph_text": "Port Blair is a capital.",
+                "is_supporting": False,
+            },
         ],
-        "question_decomposition": [{"id": 1, "question": "q1", "answer": "Mountrail County", "paragraph_support_idx": 0}],
+        "question_decomposition": [
+            {"id": 1, "question": "q1", "answer": "Mountrail County", "paragraph_support_idx": 0}
+        ],
     }
     rec.update(over)
     return rec
@@ -63,7 +77,10 @@ def _musique(sid: str, answerable: bool = True, **over: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- formats
 def test_gsm8k_unchanged(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "g.jsonl", [{"question": " How many? ", "answer": "2 * 800 = <<2*800=1600>>1600\n#### 1,600"}])
+    path = _jsonl(
+        tmp_path / "g.jsonl",
+        [{"question": " How many? ", "answer": "2 * 800 = <<2*800=1600>>1600\n#### 1,600"}],
+    )
     rows, report = load_questions(_spec("gsm8k", path, split="test"))
     assert rows[0]["question_id"] == "gsm8k-test-00000"
     assert rows[0]["question"] == "How many?" and rows[0]["answers"] == ["1600"]
@@ -80,24 +97,41 @@ def test_hotpotqa_json_list(tmp_path: Path) -> None:
     meta = json.loads(r["metadata"])
     assert meta["id"] == "hp1" and meta["type"] == "bridge"
     assert meta["supporting_facts"] == [["Person 1", 0], ["City 1", 1]]
-    assert meta["paragraphs"][0] == {"title": "Person 1", "text": "Person 1 is a painter. They were born in City 1.",
-                                     "supporting": True}
+    assert meta["paragraphs"][0] == {
+        "title": "Person 1",
+        "text": "Person 1 is a painter. They were born in City 1.",
+        "supporting": True,
+    }
     assert meta["paragraphs"][2]["supporting"] is False
-    assert report.summary() == {"source": path, "records": 2, "kept": 2, "skipped": 0, "skipped_examples": [],
-                                "dropped": {}}
+    assert report.summary() == {
+        "source": path,
+        "records": 2,
+        "kept": 2,
+        "skipped": 0,
+        "skipped_examples": [],
+        "dropped": {},
+    }
 
 
 def test_hotpotqa_jsonl_and_hub_columnar_layout(tmp_path: Path) -> None:
     rows, _ = load_questions(_spec("hotpotqa", _jsonl(tmp_path / "h.jsonl", [_hotpot(1), _hotpot(2)])))
     assert len(rows) == 2
-    hub = {"id": "h9", "question": "Q?", "answer": "A", "type": "comparison", "level": "easy",
-           "supporting_facts": {"title": ["T1"], "sent_id": [0]},
-           "context": {"title": ["T1", "T2"], "sentences": [["One.", " Two."], ["Three."]]}}
+    hub = {
+        "id": "h9",
+        "question": "Q?",
+        "answer": "A",
+        "type": "comparison",
+        "level": "easy",
+        "supporting_facts": {"title": ["T1"], "sent_id": [0]},
+        "context": {"title": ["T1", "T2"], "sentences": [["One.", " Two."], ["Three."]]},
+    }
     row = parse_hotpotqa(hub, "hub row 0", "train", "hotpotqa", 0)
     meta = json.loads(row["metadata"])
     assert row["question_id"] == "hotpotqa-train-h9"
-    assert meta["paragraphs"] == [{"title": "T1", "text": "One. Two.", "supporting": True},
-                                  {"title": "T2", "text": "Three.", "supporting": False}]
+    assert meta["paragraphs"] == [
+        {"title": "T1", "text": "One. Two.", "supporting": True},
+        {"title": "T2", "text": "Three.", "supporting": False},
+    ]
 
 
 def test_drop_levels_before_sampling(tmp_path: Path) -> None:
@@ -110,36 +144,80 @@ def test_drop_levels_before_sampling(tmp_path: Path) -> None:
 
 
 def test_musique_hops_aliases_and_unanswerable(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "m.jsonl", [_musique("2hop__1_2"), _musique("3hop1__1_2_3"),
-                                        _musique("4hop2__1_2_3_4"), _musique("2hop__9_9", answerable=False)])
+    path = _jsonl(
+        tmp_path / "m.jsonl",
+        [
+            _musique("2hop__1_2"),
+            _musique("3hop1__1_2_3"),
+            _musique("4hop2__1_2_3_4"),
+            _musique("2hop__9_9", answerable=False),
+        ],
+    )
     rows, report = load_questions(_spec("musique", path))
     assert [(r["level"], r["hops"]) for r in rows] == [("2hop", 2), ("3hop", 3), ("4hop", 4)]
     assert rows[0]["answers"] == ["Stanley", "Stanley, ND"]  # gold first, aliases after, no repeats
     meta = json.loads(rows[1]["metadata"])
     assert meta["composition"] == "3hop1"
-    assert meta["paragraphs"][0] == {"title": "Van Hook", "text": "Van Hook is in Mountrail County.", "supporting": True}
+    assert meta["paragraphs"][0] == {
+        "title": "Van Hook",
+        "text": "Van Hook is in Mountrail County.",
+        "supporting": True,
+    }
     assert report.summary()["dropped"] == {"unanswerable": 1} and report.summary()["kept"] == 3
 
 
 def test_beerqa_file(tmp_path: Path) -> None:
-    doc = {"version": "1.0", "split": "dev", "data": [
-        {"id": "b1", "src": "squad", "question": "Q1?", "answers": ["A1", "a one"], "context": [["T1", "Text one."]]},
-        {"id": "b2", "src": "hotpotqa", "question": "Q2?", "answers": ["A2"], "context": [["T2", "Text two."], ["T3", "x"]]},
-        {"id": "b3", "src": "beerqa", "question": "Q3?", "answers": ["A3"], "context": [["T4", "Text four."]]},
-    ]}
+    doc = {
+        "version": "1.0",
+        "split": "dev",
+        "data": [
+            {
+                "id": "b1",
+                "src": "squad",
+                "question": "Q1?",
+                "answers": ["A1", "a one"],
+                "context": [["T1", "Text one."]],
+            },
+            {
+                "id": "b2",
+                "src": "hotpotqa",
+                "question": "Q2?",
+                "answers": ["A2"],
+                "context": [["T2", "Text two."], ["T3", "x"]],
+            },
+            {
+                "id": "b3",
+                "src": "beerqa",
+                "question": "Q3?",
+                "answers": ["A3"],
+                "context": [["T4", "Text four."]],
+            },
+        ],
+    }
     rows, _ = load_questions(_spec("beerqa", _json(tmp_path / "beerqa_dev_v1.0.json", doc)))
     assert [r["hops"] for r in rows] == [1, 2, None]
     assert rows[0]["answers"] == ["A1", "a one"]
     meta = json.loads(rows[1]["metadata"])
     assert meta["src"] == "hotpotqa"
-    assert meta["paragraphs"] == [{"title": "T2", "text": "Text two.", "supporting": None},
-                                  {"title": "T3", "text": "x", "supporting": None}]
+    assert meta["paragraphs"] == [
+        {"title": "T2", "text": "Text two.", "supporting": None},
+        {"title": "T3", "text": "x", "supporting": None},
+    ]
 
 
 def test_cofca_hotpot_style(tmp_path: Path) -> None:
-    recs = [{"_id": "c1", "question": "Q?", "answer": "A", "type": "3-hop", "context": [["T", ["S1.", " S2."]]]},
-            {"_id": "c2", "question": "Q2?", "answer": "B", "type": "bridge", "hops": 4, "context": [["U", ["S."]]]},
-            {"_id": "c3", "question": "Q3?", "answer": "C", "context": [["V", ["S."]]]}]
+    recs = [
+        {"_id": "c1", "question": "Q?", "answer": "A", "type": "3-hop", "context": [["T", ["S1.", " S2."]]]},
+        {
+            "_id": "c2",
+            "question": "Q2?",
+            "answer": "B",
+            "type": "bridge",
+            "hops": 4,
+            "context": [["U", ["S."]]],
+        },
+        {"_id": "c3", "question": "Q3?", "answer": "C", "context": [["V", ["S."]]]},
+    ]
     rows, _ = load_questions(_spec("cofca", _json(tmp_path / "cofca.json", recs)))
     assert [r["hops"] for r in rows] == [3, 4, None]
     assert json.loads(rows[0]["metadata"])["paragraphs"][0]["text"] == "S1. S2."
@@ -147,14 +225,22 @@ def test_cofca_hotpot_style(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ file layouts
 def _beerqa(i: int, src: str) -> dict[str, Any]:
-    return {"id": f"b{i}", "src": src, "question": f"Q{i}?", "answers": [f"A{i}", f"a {i}"],
-            "context": [[f"T{i}", f"Text {i}."]]}
+    return {
+        "id": f"b{i}",
+        "src": src,
+        "question": f"Q{i}?",
+        "answers": [f"A{i}", f"a {i}"],
+        "context": [[f"T{i}", f"Text {i}."]],
+    }
 
 
 # format -> (the same records for every layout, expected (question id, answers) per row)
 LAYOUT_CASES: dict[str, tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]] = {
     "gsm8k": (
-        [{"question": "How many?", "answer": "2 * 800 = 1600\n#### 1,600"}, {"question": "And now?", "answer": "#### 7"}],
+        [
+            {"question": "How many?", "answer": "2 * 800 = 1600\n#### 1,600"},
+            {"question": "And now?", "answer": "#### 7"},
+        ],
         [("gsm8k-dev-00000", ["1600"]), ("gsm8k-dev-00001", ["7"])],
     ),
     "hotpotqa": (
@@ -162,26 +248,44 @@ LAYOUT_CASES: dict[str, tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]
         [("hotpotqa-dev-hp1", ["City 1"]), ("hotpotqa-dev-hp2", ["City 2"])],
     ),
     "musique": (
-        [_musique("2hop__1_2"), _musique("3hop1__1_2_3", answer="Minot", answer_aliases=["Minot, ND"]),
-         _musique("2hop__9_9", answerable=False)],
-        [("musique-dev-2hop__1_2", ["Stanley", "Stanley, ND"]), ("musique-dev-3hop1__1_2_3", ["Minot", "Minot, ND"])],
+        [
+            _musique("2hop__1_2"),
+            _musique("3hop1__1_2_3", answer="Minot", answer_aliases=["Minot, ND"]),
+            _musique("2hop__9_9", answerable=False),
+        ],
+        [
+            ("musique-dev-2hop__1_2", ["Stanley", "Stanley, ND"]),
+            ("musique-dev-3hop1__1_2_3", ["Minot", "Minot, ND"]),
+        ],
     ),
     "beerqa": (
         [_beerqa(1, "squad"), _beerqa(2, "hotpotqa"), _beerqa(3, "beerqa")],
-        [("beerqa-dev-b1", ["A1", "a 1"]), ("beerqa-dev-b2", ["A2", "a 2"]), ("beerqa-dev-b3", ["A3", "a 3"])],
+        [
+            ("beerqa-dev-b1", ["A1", "a 1"]),
+            ("beerqa-dev-b2", ["A2", "a 2"]),
+            ("beerqa-dev-b3", ["A3", "a 3"]),
+        ],
     ),
     "cofca": (
-        [{"_id": "c1", "question": "Q?", "answer": "A", "answer_aliases": ["a"], "type": "3-hop",
-          "context": [["T", ["S1.", " S2."]]]},
-         {"_id": "c2", "question": "Q2?", "answer": "B", "hops": 4, "context": [["U", ["S."]]]}],
+        [
+            {
+                "_id": "c1",
+                "question": "Q?",
+                "answer": "A",
+                "answer_aliases": ["a"],
+                "type": "3-hop",
+                "context": [["T", ["S1.", " S2."]]],
+            },
+            {"_id": "c2", "question": "Q2?", "answer": "B", "hops": 4, "context": [["U", ["S."]]]},
+        ],
         [("cofca-dev-c1", ["A", "a"]), ("cofca-dev-c2", ["B"])],
     ),
 }
 
 
 def _layouts(tmp_path: Path, fmt: str, records: list[Any]) -> dict[str, str]:
-    """The same records as JSONL, a pretty-printed and a one-line JSON list, and (BeerQA style) an object with a
-    `data` list, pretty-printed with indent=2 and on one line."""
+    """The same records as JSONL, a pretty-printed and a one-line JSON list, and (BeerQA style) an object with
+    a `data` list, pretty-printed with indent=2 and on one line."""
     doc = {"version": "1.0", "split": "dev", "data": records}
     files = {
         "jsonl": _jsonl(tmp_path / f"{fmt}.jsonl", records),
@@ -197,20 +301,29 @@ def _layouts(tmp_path: Path, fmt: str, records: list[Any]) -> dict[str, str]:
 @pytest.mark.parametrize("fmt", sorted(LAYOUT_CASES))
 def test_every_format_reads_every_layout(tmp_path: Path, fmt: str) -> None:
     records, expected = LAYOUT_CASES[fmt]
-    loaded = {layout: load_questions(_spec(fmt, path)) for layout, path in _layouts(tmp_path, fmt, records).items()}
+    loaded = {
+        layout: load_questions(_spec(fmt, path)) for layout, path in _layouts(tmp_path, fmt, records).items()
+    }
     rows = loaded["jsonl"][0]
     assert [(r["question_id"], r["answers"]) for r in rows] == expected
     for layout, (other, report) in loaded.items():
         assert other == rows, layout
-        assert report.summary()["records"] == len(records) and report.summary()["kept"] == len(expected), layout
+        assert report.summary()["records"] == len(records) and report.summary()["kept"] == len(expected), (
+            layout
+        )
 
 
 def test_record_names_per_layout(tmp_path: Path) -> None:
     """Each layout names its records its own way: file:line, file record i, file data[i]."""
     bad = _musique("2hop__5_6", question="")
     recs = [_musique("2hop__1_2"), bad]
-    names = {"jsonl": ":2:", "list": " record 1:", "list-one-line": " record 1:", "data-object": " data[1]:",
-             "data-object-one-line": " data[1]:"}
+    names = {
+        "jsonl": ":2:",
+        "list": " record 1:",
+        "list-one-line": " record 1:",
+        "data-object": " data[1]:",
+        "data-object-one-line": " data[1]:",
+    }
     for layout, path in _layouts(tmp_path, "musique", recs).items():
         with pytest.raises(DataError) as e:
             load_questions(_spec("musique", path))
@@ -224,8 +337,10 @@ def test_musique_json_list_file(tmp_path: Path) -> None:
     path = tmp_path / "musique_ans_v1.0_dev.json"
     path.write_text(json.dumps([_musique("2hop__1_2"), _musique("4hop2__1_2_3_4")]), encoding="utf-8")
     rows, report = load_questions(_spec("musique", str(path)))
-    assert [(r["question_id"], r["hops"]) for r in rows] == [("musique-dev-2hop__1_2", 2),
-                                                            ("musique-dev-4hop2__1_2_3_4", 4)]
+    assert [(r["question_id"], r["hops"]) for r in rows] == [
+        ("musique-dev-2hop__1_2", 2),
+        ("musique-dev-4hop2__1_2_3_4", 4),
+    ]
     assert rows[0]["answers"] == ["Stanley", "Stanley, ND"]
     assert report.summary()["kept"] == 2 and report.summary()["skipped"] == 0
 
@@ -254,9 +369,12 @@ def test_invalid_json_on_jsonl_line_2_is_named(tmp_path: Path, fmt: str) -> None
 
 
 def test_jsonl_with_broken_first_line_is_still_jsonl(tmp_path: Path) -> None:
-    """A first line that is not a complete value may start a pretty-printed document; when the whole-file parse
-    fails and the next line is a JSON object, the file is JSONL and only line 1 is bad."""
-    path = _jsonl(tmp_path / "m.jsonl", ['{"id": "2hop__0_0", "question": ', _musique("2hop__1_2"), _musique("2hop__3_4")])
+    """A first line that is not a complete value may start a pretty-printed document; when the whole-file
+    parse fails and the next line is a JSON object, the file is JSONL and only line 1 is bad."""
+    path = _jsonl(
+        tmp_path / "m.jsonl",
+        ['{"id": "2hop__0_0", "question": ', _musique("2hop__1_2"), _musique("2hop__3_4")],
+    )
     with pytest.raises(DataError, match=rf"{path}:1: invalid JSON"):
         load_questions(_spec("musique", path))
     rows, report = load_questions(_spec("musique", path, skip_invalid=True))
@@ -279,7 +397,10 @@ def test_broken_pretty_printed_object_is_a_whole_file_error(tmp_path: Path) -> N
 
 # -------------------------------------------------------------------------------- malformed input
 def test_bad_json_line_names_file_and_line(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "m.jsonl", [_musique("2hop__1_2"), '{"id": "2hop__3_4", "question": ', _musique("2hop__5_6")])
+    path = _jsonl(
+        tmp_path / "m.jsonl",
+        [_musique("2hop__1_2"), '{"id": "2hop__3_4", "question": ', _musique("2hop__5_6")],
+    )
     with pytest.raises(DataError, match=rf"{path}:2: invalid JSON") as e:
         load_questions(_spec("musique", path))
     assert "skip_invalid" in str(e.value)
@@ -339,11 +460,15 @@ def test_whole_file_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=rf"{broken}:3: invalid JSON"):
         load_questions(_spec("hotpotqa", str(broken), skip_invalid=True))
     with pytest.raises(DataError, match=rf"{tmp_path / 'b.json'}: field 'data'.*JSON Lines"):
-        load_questions(_spec("beerqa", _json(tmp_path / "b.json", {"version": "1.0", "split": "dev", "rows": []})))
+        load_questions(
+            _spec("beerqa", _json(tmp_path / "b.json", {"version": "1.0", "split": "dev", "rows": []}))
+        )
     with pytest.raises(DataError, match="file not found"):
         load_questions(_spec("musique", str(tmp_path / "missing.jsonl")))
     with pytest.raises(DataError, match="no valid questions"):
-        load_questions(_spec("musique", _jsonl(tmp_path / "u.jsonl", [_musique("2hop__1", answerable=False)])))
+        load_questions(
+            _spec("musique", _jsonl(tmp_path / "u.jsonl", [_musique("2hop__1", answerable=False)]))
+        )
     with pytest.raises(DataError, match="set `path:`"):
         load_questions(DatasetSpec(name="beerqa", format="beerqa", hub="some/beerqa"))
 

@@ -1,4 +1,5 @@
-"""A LoRA adapter merged into the weights: the same logits as the adapter applied at run time, one adapter only."""
+"""A LoRA adapter merged into the weights: the same logits as the adapter applied at run time, one adapter
+only."""
 
 import os
 
@@ -23,14 +24,18 @@ def test_merged_weights_give_the_adapters_logits(tiny_model_dir, tiny_adapter_di
     torch.testing.assert_close(merged, reference, atol=1e-4, rtol=1e-4)
     # The tokenizer files are copies: the merged folder tokenizes exactly as the base.
     text = "<|im_start|>user\nWhat is 12 * 7?<|im_end|>"
-    assert AutoTokenizer.from_pretrained(out).encode(text) == AutoTokenizer.from_pretrained(tiny_model_dir).encode(text)
+    assert AutoTokenizer.from_pretrained(out).encode(text) == AutoTokenizer.from_pretrained(
+        tiny_model_dir
+    ).encode(text)
 
 
 def test_merged_engine_serves_only_its_adapter(tiny_model_dir, tiny_adapter_dir):
     from swirl.config import EngineConfig
     from swirl.engines import Sampling, make_engine
 
-    cfg = EngineConfig(kind="hf", model=tiny_model_dir, adapter=tiny_adapter_dir, merge_adapter=True, dtype="float32")
+    cfg = EngineConfig(
+        kind="hf", model=tiny_model_dir, adapter=tiny_adapter_dir, merge_adapter=True, dtype="float32"
+    )
     eng = make_engine(cfg)
     folder = eng.folder
     try:
@@ -40,7 +45,9 @@ def test_merged_engine_serves_only_its_adapter(tiny_model_dir, tiny_adapter_dir)
         merged = eng.generate([prompt], greedy, adapter=tiny_adapter_dir)[0].completions[0].token_ids
         lora = make_engine(cfg.model_copy(update={"merge_adapter": False}))
         try:
-            at_run_time = lora.generate([prompt], greedy, adapter=tiny_adapter_dir)[0].completions[0].token_ids
+            at_run_time = (
+                lora.generate([prompt], greedy, adapter=tiny_adapter_dir)[0].completions[0].token_ids
+            )
             base = lora.generate([prompt], greedy)[0].completions[0].token_ids
         finally:
             lora.close()
@@ -59,7 +66,9 @@ def test_merge_is_part_of_the_version_only_when_an_adapter_is_served(tiny_model_
     from swirl.stages.generate import engine_identity
 
     plain = EngineConfig(kind="vllm", model=tiny_model_dir)
-    assert engine_identity(plain) == engine_identity(plain.model_copy(update={"merge_adapter": True})) == "vllm"
+    assert (
+        engine_identity(plain) == engine_identity(plain.model_copy(update={"merge_adapter": True})) == "vllm"
+    )
     with_adapter = plain.model_copy(update={"adapter": "a"})
     assert engine_identity(with_adapter) == "vllm"
     assert engine_identity(with_adapter.model_copy(update={"merge_adapter": True})) == "vllm+merged"
@@ -70,8 +79,12 @@ def test_online_swirl_cannot_sample_from_a_merged_engine():
 
     from swirl.config import config_from_dict
 
-    data = {"run": {"name": "t", "root": "/tmp/t"}, "stages": ["ingest", "generate", "train"],
-            "ingest": {"datasets": [{"name": "g", "format": "gsm8k", "path": "x.jsonl"}]},
-            "policy": {"kind": "vllm", "model": "m", "merge_adapter": True}, "train": {"objective": "swirl"}}
+    data = {
+        "run": {"name": "t", "root": "/tmp/t"},
+        "stages": ["ingest", "generate", "train"],
+        "ingest": {"datasets": [{"name": "g", "format": "gsm8k", "path": "x.jsonl"}]},
+        "policy": {"kind": "vllm", "model": "m", "merge_adapter": True},
+        "train": {"objective": "swirl"},
+    }
     with pytest.raises((ValidationError, ValueError), match="merge_adapter: false"):
         config_from_dict(data, source="test")

@@ -22,8 +22,8 @@ from tests.unit.trainkit import build_train_store
 
 
 def _expected_grad(kind: str, logits: torch.nn.Parameter, base_logp: torch.Tensor) -> torch.Tensor:
-    """Expected gradient of the estimator used as a loss on samples from pi: sum_x pi(x) * grad est(x), with pi(x)
-    detached (the sampling distribution is fixed; only the per-sample loss is differentiated)."""
+    """Expected gradient of the estimator used as a loss on samples from pi: sum_x pi(x) * grad est(x), with
+    pi(x) detached (the sampling distribution is fixed; only the per-sample loss is differentiated)."""
     logp = torch.log_softmax(logits, -1)
     est = kl_estimate(logp, base_logp, kind)
     (g,) = torch.autograd.grad((logp.exp().detach() * est).sum(), logits)
@@ -57,7 +57,8 @@ def test_k3_expected_gradient_is_grad_of_reverse_kl(categorical):
     forward = _exact_grad(lambda lp: (lp.exp() * (lp - base)).sum(), logits)
     got = _expected_grad("k3", logits, base)
     assert torch.allclose(got, reverse, atol=1e-6, rtol=0), (got, reverse)
-    assert not torch.allclose(got, forward, atol=1e-3)  # so k3 is not the documented KL(pi || pi_base)'s gradient
+    # so k3 is not the documented KL(pi || pi_base)'s gradient
+    assert not torch.allclose(got, forward, atol=1e-3)
 
 
 def test_k1_expected_gradient_is_zero(categorical):
@@ -75,16 +76,24 @@ def test_default_kl_estimator_is_k2():
 
 @pytest.fixture(scope="module")
 def offline_stores(tmp_path_factory, tiny_model_dir):
-    """The train fixture (process filter: every kept step GOOD) and the same steps re-filtered with `none` (the
-    BAD first steps of one trajectory in four kept too)."""
-    store, inp = build_train_store(str(tmp_path_factory.mktemp("offline")), tiny_model_dir, n_questions=8, seed=0)
+    """The train fixture (process filter: every kept step GOOD) and the same steps re-filtered with `none`
+    (the BAD first steps of one trajectory in four kept too)."""
+    store, inp = build_train_store(
+        str(tmp_path_factory.mktemp("offline")), tiny_model_dir, n_questions=8, seed=0
+    )
     kept_all = run_filter(store, inp.steps, FilterConfig(strategy="none"))
     return store, {"process": inp, "none": TrainInput(inp.trajectories, kept_all, inp.questions)}
 
 
 def _offline(baseline: str, reward: str = "process") -> dict:
-    return {"objective": "swirl_offline", "offline": {"baseline": baseline, "reward": reward}, "batch_size": 16,
-            "max_steps": 1, "learning_rate": 1e-2, "lora": {"rank": 4, "alpha": 8}}
+    return {
+        "objective": "swirl_offline",
+        "offline": {"baseline": baseline, "reward": reward},
+        "batch_size": 16,
+        "max_steps": 1,
+        "learning_rate": 1e-2,
+        "lora": {"rank": 4, "alpha": 8},
+    }
 
 
 @pytest.mark.parametrize("strategy", ["none", "process"])
@@ -108,19 +117,25 @@ def test_offline_config_that_validates_trains(offline_stores, tiny_model_dir, tm
 
 
 def test_all_zero_advantages_fail_at_load_time(offline_stores):
-    """A configuration can validate and still give every action advantage 0 on some data (here every trajectory's
-    outcome is correct, so outcome rewards are all 1): the run fails instead of training nothing."""
+    """A configuration can validate and still give every action advantage 0 on some data (here every
+    trajectory's outcome is correct, so outcome rewards are all 1): the run fails instead of training
+    nothing."""
     store, inputs = offline_stores
     cfg = RunConfig(filter={"strategy": "none"}, train=_offline("mean", reward="outcome")).train
     with pytest.raises(ValueError, match=r"advantage 0.*train\.offline\.baseline"):
         load_train_data(store, [inputs["none"]], cfg)
-    ok = load_train_data(store, [inputs["none"]], cfg.model_copy(update={"offline": cfg.offline.model_copy(
-        update={"reward": "process"})}))
+    ok = load_train_data(
+        store,
+        [inputs["none"]],
+        cfg.model_copy(update={"offline": cfg.offline.model_copy(update={"reward": "process"})}),
+    )
     assert np.abs(np.concatenate([e.weights for e in ok.examples])).max() > 0
 
 
-@pytest.mark.parametrize("strategy, reward", [("outcome", "outcome"), ("process_outcome", "process"),
-                                              ("process_outcome", "process_outcome")])
+@pytest.mark.parametrize(
+    "strategy, reward",
+    [("outcome", "outcome"), ("process_outcome", "process"), ("process_outcome", "process_outcome")],
+)
 def test_other_constant_reward_combinations_are_refused(strategy, reward):
     with pytest.raises(ValueError, match="filter.strategy"):
         RunConfig(filter={"strategy": strategy}, train=_offline("mean", reward=reward))

@@ -1,4 +1,5 @@
-"""The openai engine against a real local HTTP server (127.0.0.1) that speaks chat completions and fails on cue."""
+"""The openai engine against a real local HTTP server (127.0.0.1) that speaks chat completions and fails on
+cue."""
 
 from __future__ import annotations
 
@@ -29,14 +30,19 @@ def _last_user(body: dict[str, Any]) -> str:
 
 
 class ChatServer:
-    """A tiny OpenAI-compatible server: `reply(body) -> text` answers; `fault(body, nth) -> Fault | None` fails.
+    """A tiny OpenAI-compatible server: `reply(body) -> text` answers; `fault(body, nth) -> Fault | None`
+    fails.
 
-    `nth` counts the requests seen so far with the same last user message (1 = first), so a test can fail the first
-    attempt of a prompt and let its retry through. Every request body is recorded in `requests`.
+    `nth` counts the requests seen so far with the same last user message (1 = first), so a test can fail the
+    first attempt of a prompt and let its retry through. Every request body is recorded in `requests`.
     """
 
-    def __init__(self, reply: Callable[[dict], str] | None = None, fault: Callable[[dict, int], Fault | None] | None = None,
-                 vllm_stop_reason: bool = False):
+    def __init__(
+        self,
+        reply: Callable[[dict], str] | None = None,
+        fault: Callable[[dict, int], Fault | None] | None = None,
+        vllm_stop_reason: bool = False,
+    ):
         self.reply = reply or (lambda body: "echo: " + _last_user(body))
         self.fault = fault or (lambda body, nth: None)
         self.vllm_stop_reason = vllm_stop_reason
@@ -63,7 +69,11 @@ class ChatServer:
                     if fault and fault[0] == "sleep":
                         time.sleep(fault[1])
                     elif fault and fault[0] == "status":
-                        return self._send(fault[1], {"error": {"message": f"injected {fault[1]}"}}, fault[2] if len(fault) > 2 else {})
+                        return self._send(
+                            fault[1],
+                            {"error": {"message": f"injected {fault[1]}"}},
+                            fault[2] if len(fault) > 2 else {},
+                        )
                     elif fault and fault[0] == "echo_key_401":
                         auth = self.headers.get("Authorization", "")
                         return self._send(401, {"error": {"message": f"bad key {auth}"}})
@@ -91,8 +101,12 @@ class ChatServer:
             text = self.reply(body)
             if k:
                 text += f" #{k}"
-            choice: dict[str, Any] = {"index": k, "message": {"role": "assistant", "content": text},
-                                      "finish_reason": "stop", "logprobs": None}
+            choice: dict[str, Any] = {
+                "index": k,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
             for s in body.get("stop") or []:
                 if s in text:
                     choice["message"]["content"] = text[: text.index(s)]
@@ -104,11 +118,20 @@ class ChatServer:
                 choice["finish_reason"] = "length"
             if body.get("logprobs"):
                 words = choice["message"]["content"].split()
-                choice["logprobs"] = {"content": [{"token": w, "logprob": -0.5, "bytes": None, "top_logprobs": []}
-                                                  for w in words]}
+                choice["logprobs"] = {
+                    "content": [
+                        {"token": w, "logprob": -0.5, "bytes": None, "top_logprobs": []} for w in words
+                    ]
+                }
             choices.append(choice)
-        return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return {
+            "id": "cmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": choices,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
 
     @property
     def url(self) -> str:
@@ -131,7 +154,14 @@ def key_env(monkeypatch) -> str:
 
 
 def _engine(server: ChatServer, key_env: str, **kw: Any) -> OpenAIEngine:
-    kw = {"timeout_s": 2.0, "max_retries": 3, "backoff_s": 0.01, "backoff_max_s": 0.05, "concurrency": 4, **kw}
+    kw = {
+        "timeout_s": 2.0,
+        "max_retries": 3,
+        "backoff_s": 0.01,
+        "backoff_max_s": 0.05,
+        "concurrency": 4,
+        **kw,
+    }
     return OpenAIEngine("judge-model", server.url, api_key_env=key_env, **kw)
 
 
@@ -139,22 +169,30 @@ def test_generate_in_order_with_n_seed_logprobs_and_key(key_env):
     with ChatServer() as srv:
         eng = _engine(srv, key_env)
         prompts = [[{"role": "user", "content": f"p{i}"}] for i in range(6)] + ["plain text"]
-        res = eng.generate(prompts, Sampling(n=2, temperature=0.7, top_p=0.9, max_tokens=50, seed=5, logprobs=True))
-        assert [r.completions[0].text for r in res] == [f"echo: p{i}" for i in range(6)] + ["echo: plain text"]
+        res = eng.generate(
+            prompts, Sampling(n=2, temperature=0.7, top_p=0.9, max_tokens=50, seed=5, logprobs=True)
+        )
+        assert [r.completions[0].text for r in res] == [f"echo: p{i}" for i in range(6)] + [
+            "echo: plain text"
+        ]
         assert all(len(r.completions) == 2 for r in res)
         assert res[0].completions[0].logprobs == [-0.5, -0.5]
         assert res[0].completions[0].token_ids == [] and res[0].prompt_token_ids == []  # no tokenizer: no ids
         bodies = sorted(srv.requests, key=lambda b: _last_user(b))
         assert {b["seed"] for b in bodies} == set(range(5, 12))  # prompt i gets seed + i
-        assert all(b["n"] == 2 and b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["max_tokens"] == 50
-                   for b in bodies)
+        assert all(
+            b["n"] == 2 and b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["max_tokens"] == 50
+            for b in bodies
+        )
         assert set(srv.auth) == {f"Bearer {KEY}"}
         assert eng.token_exact is False and eng.requests == 7 and eng.retries == 0
         eng.close()
 
 
 def test_stop_strings_length_and_vllm_stop_reason(key_env):
-    reply = lambda body: "think then <search_query>x</search_query> more words"
+    def reply(body):
+        return "think then <search_query>x</search_query> more words"
+
     with ChatServer(reply=reply, vllm_stop_reason=True) as srv:
         eng = _engine(srv, key_env)
         c = eng.generate(["q"], Sampling(stop=("</search_query>",), max_tokens=50))[0].completions[0]
@@ -181,7 +219,12 @@ def test_retries_on_5xx_429_and_timeouts_then_succeeds(key_env):
     with ChatServer(fault=fault) as srv:
         eng = _engine(srv, key_env, timeout_s=0.5)
         res = eng.generate(["five", "rate", "slow", "fine"], Sampling())
-        assert [r.completions[0].text for r in res] == ["echo: five", "echo: rate", "echo: slow", "echo: fine"]
+        assert [r.completions[0].text for r in res] == [
+            "echo: five",
+            "echo: rate",
+            "echo: slow",
+            "echo: fine",
+        ]
         assert eng.retries == 4 and eng.requests == 8
         counts = {m: sum(_last_user(b) == m for b in srv.requests) for m in ("five", "rate", "slow", "fine")}
         assert counts == {"five": 3, "rate": 2, "slow": 2, "fine": 1}
@@ -217,16 +260,20 @@ def test_connection_refused_is_retried_then_raised(key_env):
 
 def test_key_never_in_repr_logs_or_errors(key_env, caplog):
     caplog.set_level(logging.DEBUG)
-    with ChatServer(fault=lambda body, nth: ("echo_key_401",) if _last_user(body) == "leak" else
-                    (("status", 500) if nth == 1 else None)) as srv:
+    with ChatServer(
+        fault=lambda body, nth: (
+            ("echo_key_401",) if _last_user(body) == "leak" else (("status", 500) if nth == 1 else None)
+        )
+    ) as srv:
         eng = _engine(srv, key_env)
         eng.generate(["ok"], Sampling())  # one retry: logs a warning
         with pytest.raises(OpenAIRequestError) as e:
             eng.generate(["leak"], Sampling())
         assert "***" in str(e.value) and KEY not in str(e.value)
         assert e.value.__cause__ is None and e.value.__suppress_context__
-        assert KEY not in repr(eng) and KEY not in str(vars(OpenAIEngineConfig(base_url=srv.url, model="m",
-                                                                               api_key_env=key_env)))
+        assert KEY not in repr(eng) and KEY not in str(
+            vars(OpenAIEngineConfig(base_url=srv.url, model="m", api_key_env=key_env))
+        )
     assert any("retrying" in r.getMessage() for r in caplog.records)
     assert KEY not in caplog.text
 
@@ -293,11 +340,19 @@ def test_token_id_prompts_and_adapters_are_refused(key_env):
 
 def test_importing_swirl_judging_does_not_import_prefect_openai_or_swirl_config():
     """Light imports; and no swirl.config, which imports these configs into RunConfig (a cycle otherwise)."""
-    code = ("import sys, swirl.engines.openai, swirl.judging, swirl.judging.process, swirl.judging.outcome, "
-            "swirl.steps, swirl.stages.judge, swirl.stages.decompose, swirl.stages.filter; "
-            "print(sorted(m for m in ('prefect', 'openai', 'torch', 'transformers', 'swirl.config') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    code = (
+        "import sys, swirl.engines.openai, swirl.judging, swirl.judging.process, swirl.judging.outcome, "
+        "swirl.steps, swirl.stages.judge, swirl.stages.decompose, swirl.stages.filter; "
+        "print(sorted(m for m in ('prefect', 'openai', 'torch', 'transformers', 'swirl.config') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

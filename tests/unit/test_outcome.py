@@ -91,7 +91,9 @@ def test_token_f1_matches_the_squad_v11_reference(prediction, answers, expected)
 @pytest.mark.parametrize("prediction,answers,_", F1_CASES)
 def test_exact_match_and_normalisation_match_the_reference(prediction, answers, _):
     assert normalize_answer(prediction) == ref_normalize_answer(prediction)
-    assert exact_match(prediction, answers) == ref_metric_max_over_ground_truths(ref_exact_match_score, prediction, answers)
+    assert exact_match(prediction, answers) == ref_metric_max_over_ground_truths(
+        ref_exact_match_score, prediction, answers
+    )
 
 
 def test_exact_match_uses_aliases_and_none_is_wrong():
@@ -101,18 +103,47 @@ def test_exact_match_uses_aliases_and_none_is_wrong():
 
 
 # --------------------------------------------------------------------------------------------- math
-@pytest.mark.parametrize("prediction", [
-    "1600", "$1,600", "1600.00", "1.6e3", "1,600", "$1600.00", "1600 dollars", "The answer is 1,600.",
-    "x = 800 + 800 = 1600", "\\boxed{1600}", "\\frac{3200}{2}", "1600.", " 1600 \n", "16e2", "1600%", "\\$1,600",
-])
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        "1600",
+        "$1,600",
+        "1600.00",
+        "1.6e3",
+        "1,600",
+        "$1600.00",
+        "1600 dollars",
+        "The answer is 1,600.",
+        "x = 800 + 800 = 1600",
+        "\\boxed{1600}",
+        "\\frac{3200}{2}",
+        "1600.",
+        " 1600 \n",
+        "16e2",
+        "1600%",
+        "\\$1,600",
+    ],
+)
 def test_math_equal_accepts_the_same_number_written_differently(prediction):
     assert math_equal(prediction, "1600")
 
 
-@pytest.mark.parametrize("prediction", [
-    "16000", "160", "1,6000", "-1600", "1601", "one thousand six hundred", "", "1600 apples and 3 pears", "1.6",
-    "16,000", "$16,000.00",
-])
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        "16000",
+        "160",
+        "1,6000",
+        "-1600",
+        "1601",
+        "one thousand six hundred",
+        "",
+        "1600 apples and 3 pears",
+        "1.6",
+        "16,000",
+        "$16,000.00",
+    ],
+)
 def test_math_equal_rejects_other_numbers(prediction):
     assert not math_equal(prediction, "1600")
 
@@ -147,13 +178,16 @@ def test_llm_grading_prompts_follow_the_paper():
     assert "$10.00" not in OUTCOME_QA
 
 
-@pytest.mark.parametrize("reply,verdict", [
-    ("The key says Paris and I said Paris.\nYES", "YES"),
-    ("They differ.\n**No**", "NO"),
-    ("I must answer YES or NO. The answer matches the key, so YES.", "YES"),
-    ("Not the same: NO. (If they matched I would say yes.)", "NO"),
-    ("I cannot tell.", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "reply,verdict",
+    [
+        ("The key says Paris and I said Paris.\nYES", "YES"),
+        ("They differ.\n**No**", "NO"),
+        ("I must answer YES or NO. The answer matches the key, so YES.", "YES"),
+        ("Not the same: NO. (If they matched I would say yes.)", "NO"),
+        ("I cannot tell.", None),
+        ("", None),
+    ],
+)
 def test_yes_no_parsing(reply, verdict):
     assert parse_verdict(reply, YES_NO) == verdict

@@ -1,4 +1,5 @@
-"""The process judge and the judge stage: prompts, verdict parsing, re-asks, UNKNOWN, shards, resume, faults."""
+"""The process judge and the judge stage: prompts, verdict parsing, re-asks, UNKNOWN, shards, resume,
+faults."""
 
 from __future__ import annotations
 
@@ -22,30 +23,35 @@ from tests.unit.test_steps_filters import question, traj
 
 
 # ------------------------------------------------------------------------------------------ parsing
-@pytest.mark.parametrize("reply,verdict", [
-    ("The query targets the missing fact.\nGOOD", "GOOD"),
-    ("The answer is not supported by the results.\n\n**BAD**", "BAD"),
-    ("Verdict: Good.", "GOOD"),
-    ("This is a good query but the answer is wrong. Final: BAD", "BAD"),  # lower-case words never decide
-    ("I must say GOOD or BAD. The query repeats an earlier one, so BAD", "BAD"),  # the echo is ignored
-    ("It is not bad, it is good", None),  # both words, no capitals: no clear verdict
-    ("Hmm, hard to say.", None),
-    ("", None),
-    ("GOOD\nActually no, it was a bad idea; BAD", "BAD"),
-    ("GOODNESS me", None),
-])
+@pytest.mark.parametrize(
+    "reply,verdict",
+    [
+        ("The query targets the missing fact.\nGOOD", "GOOD"),
+        ("The answer is not supported by the results.\n\n**BAD**", "BAD"),
+        ("Verdict: Good.", "GOOD"),
+        ("This is a good query but the answer is wrong. Final: BAD", "BAD"),  # lower-case words never decide
+        ("I must say GOOD or BAD. The query repeats an earlier one, so BAD", "BAD"),  # the echo is ignored
+        ("It is not bad, it is good", None),  # both words, no capitals: no clear verdict
+        ("Hmm, hard to say.", None),
+        ("", None),
+        ("GOOD\nActually no, it was a bad idea; BAD", "BAD"),
+        ("GOODNESS me", None),
+    ],
+)
 def test_parse_verdict(reply, verdict):
     assert parse_verdict(reply, GOOD_BAD) == verdict
 
 
 def test_templates_are_validated_with_the_field_named():
-    with pytest.raises(ValidationError, match=r"judge.process.search_template: missing placeholders \['\{last_message\}'\]"):
+    with pytest.raises(
+        ValidationError, match=r"judge.process.search_template: missing placeholders \['\{last_message\}'\]"
+    ):
         ProcessJudgeConfig(search_template="Judge {conversation}")
     with pytest.raises(ValidationError, match=r"unknown placeholders \['\{history\}'\]"):
         ProcessJudgeConfig(math_template="{conversation} {last_message} {history}")
     with pytest.raises(ValidationError, match="literal braces"):
         JudgeConfig(reask_template="Reply {choices} as {}")
-    ok = ProcessJudgeConfig(search_template="JSON {{\"x\": 1}} {conversation} / {last_message}")
+    ok = ProcessJudgeConfig(search_template='JSON {{"x": 1}} {conversation} / {last_message}')
     assert "{last_message}" in ok.search_template
 
 
@@ -63,24 +69,42 @@ class JudgeSection(JudgeConfig):
 
 
 def test_judge_engine_configs_and_version_identity():
-    oa = JudgeConfig.model_validate({"engine": {"kind": "openai", "base_url": "http://a/v1", "model": "judge-1"}})
+    oa = JudgeConfig.model_validate(
+        {"engine": {"kind": "openai", "base_url": "http://a/v1", "model": "judge-1"}}
+    )
     assert isinstance(oa.engine, OpenAIEngineConfig)
     with pytest.raises(ValidationError, match="base_url"):
         JudgeConfig.model_validate({"engine": {"kind": "openai", "model": "m"}})
     local = JudgeSection.model_validate({"engine": {"kind": "hf", "model": "/models/tiny"}})
     assert isinstance(local.engine, EngineConfig)
-    assert isinstance(JudgeSection.model_validate({"engine": oa.engine.model_dump()}).engine, OpenAIEngineConfig)
+    assert isinstance(
+        JudgeSection.model_validate({"engine": oa.engine.model_dump()}).engine, OpenAIEngineConfig
+    )
     store = Store("memory://swirl-judge-version")
     t = store.write_table("generate", "g", to_table("trajectories", []), "trajectories", {})
     q = store.write_table("ingest", "q", to_table("questions", []), "questions", {})
-    elsewhere = JudgeConfig.model_validate({"engine": {"kind": "openai", "base_url": "http://b:9/v1", "model": "judge-1",
-                                                       "concurrency": 64, "timeout_s": 5}, "shard_size": 7})
-    assert judge_version(t, q, oa) == judge_version(t, q, elsewhere)  # where/how fast it is served is not identity
-    other_model = JudgeConfig.model_validate({"engine": {"kind": "openai", "base_url": "http://a/v1", "model": "j2"}})
+    elsewhere = JudgeConfig.model_validate(
+        {
+            "engine": {
+                "kind": "openai",
+                "base_url": "http://b:9/v1",
+                "model": "judge-1",
+                "concurrency": 64,
+                "timeout_s": 5,
+            },
+            "shard_size": 7,
+        }
+    )
+    # where/how fast it is served is not identity
+    assert judge_version(t, q, oa) == judge_version(t, q, elsewhere)
+    other_model = JudgeConfig.model_validate(
+        {"engine": {"kind": "openai", "base_url": "http://a/v1", "model": "j2"}}
+    )
     assert judge_version(t, q, oa) != judge_version(t, q, other_model)
     assert judge_version(t, q, oa) != judge_version(t, q, oa.model_copy(update={"max_reasks": 1}))
-    assert judge_version(t, q, local) != judge_version(t, q, local.model_copy(update={"engine": local.engine.model_copy(
-        update={"dtype": "bfloat16"})}))
+    assert judge_version(t, q, local) != judge_version(
+        t, q, local.model_copy(update={"engine": local.engine.model_copy(update={"dtype": "bfloat16"})})
+    )
     with pytest.raises(ValueError, match="judge.engine is empty and no engine was passed"):
         judge_version(t, q, JudgeConfig())
     assert judge_version(t, q, JudgeConfig(), engine=ScriptedEngine()) != judge_version(t, q, oa)
@@ -90,7 +114,11 @@ def test_conversation_rendering_labels_prompt_actions_and_results():
     msgs = traj("t", "q", ["<search_query>a</search_query>", "<answer>b</answer>"])["messages"]
     text = render_conversation(msgs[:4])
     assert "You answer with tools" not in text  # the system message is hidden by default
-    assert text.index("[User]\nQuestion q?") < text.index("[Me]\n<search_query>a") < text.index("[Result]\nquery0")
+    assert (
+        text.index("[User]\nQuestion q?")
+        < text.index("[Me]\n<search_query>a")
+        < text.index("[Result]\nquery0")
+    )
     assert "You answer with tools" in render_conversation(msgs[:2], show_system=True)
 
 
@@ -137,19 +165,40 @@ class ScriptedEngine:
         self.closed = True
 
 
-QUESTIONS = {"q1": Question("hotpotqa", "Who?", ("Paris", "Paris, France")), "q2": Question("gsm8k", "How many?", ("1600",))}
+QUESTIONS = {
+    "q1": Question("hotpotqa", "Who?", ("Paris", "Paris, France")),
+    "q2": Question("gsm8k", "How many?", ("1600",)),
+}
 
 
 def test_judge_shard_labels_each_step_given_its_context():
     rows = [
-        traj("t1", "q1", ["<search_query>a [good]</search_query>", "<search_query>b [bad]</search_query>",
-                          "<answer>Paris [good]</answer>"], final="Paris"),
-        traj("t2", "q2", ["<math_exp>800*2 [good]</math_exp>", "<answer>$1,600 [good]</answer>"], final="$1,600"),
+        traj(
+            "t1",
+            "q1",
+            [
+                "<search_query>a [good]</search_query>",
+                "<search_query>b [bad]</search_query>",
+                "<answer>Paris [good]</answer>",
+            ],
+            final="Paris",
+        ),
+        traj(
+            "t2",
+            "q2",
+            ["<math_exp>800*2 [good]</math_exp>", "<answer>$1,600 [good]</answer>"],
+            final="$1,600",
+        ),
     ]
     eng = ScriptedEngine()
     out = judge_shard(rows, QUESTIONS, eng, JudgeConfig())
     assert [(r["trajectory_id"], r["step"], r["process_label"]) for r in out] == [
-        ("t1", 0, "GOOD"), ("t1", 1, "BAD"), ("t1", 2, "GOOD"), ("t2", 0, "GOOD"), ("t2", 1, "GOOD")]
+        ("t1", 0, "GOOD"),
+        ("t1", 1, "BAD"),
+        ("t1", 2, "GOOD"),
+        ("t2", 0, "GOOD"),
+        ("t2", 1, "GOOD"),
+    ]
     assert len(eng.calls) == 1 and len(eng.calls[0]) == 5  # every step of the shard in one batch
     prompts = [p[0]["content"] for p in eng.calls[0]]
     assert last_message(prompts[1]) == "<search_query>b [bad]</search_query>"
@@ -162,13 +211,25 @@ def test_judge_shard_labels_each_step_given_its_context():
 
 
 def test_unparseable_replies_are_reasked_then_unknown_never_good():
-    rows = [traj("t1", "q1", ["<search_query>x [mumble-once]</search_query>", "<search_query>y [mumble]</search_query>",
-                              "<answer>z [good]</answer>"], final="z")]
+    rows = [
+        traj(
+            "t1",
+            "q1",
+            [
+                "<search_query>x [mumble-once]</search_query>",
+                "<search_query>y [mumble]</search_query>",
+                "<answer>z [good]</answer>",
+            ],
+            final="z",
+        )
+    ]
     eng = ScriptedEngine()
     out = judge_shard(rows, QUESTIONS, eng, JudgeConfig(max_reasks=2))
     assert [r["process_label"] for r in out] == ["GOOD", "UNKNOWN", "GOOD"]
     assert [len(c) for c in eng.calls] == [3, 2, 1]  # re-asks only for the undecided ones, at most max_reasks
-    assert out[0]["judge_text"].count(REASK_SEPARATOR) == 1 and out[1]["judge_text"].count(REASK_SEPARATOR) == 2
+    assert (
+        out[0]["judge_text"].count(REASK_SEPARATOR) == 1 and out[1]["judge_text"].count(REASK_SEPARATOR) == 2
+    )
     reask = eng.calls[1][0]
     assert [m["role"] for m in reask] == ["user", "assistant", "user"]
     assert reask[1]["content"] == "Let me think about this step..." and "GOOD or BAD" in reask[2]["content"]
@@ -206,17 +267,33 @@ class LimitedEngine(ScriptedEngine):
 
 def test_prompts_over_the_judge_context_are_skipped_not_fatal():
     long_action = "<search_query>" + "word " * 400 + "[good]</search_query>"
-    rows = [traj("t1", "q1", ["<search_query>a [good]</search_query>", "<answer>Paris [good]</answer>"], final="Paris"),
-            traj("t2", "q1", [long_action, "<answer>Paris [good]</answer>"], final="Paris")]
+    rows = [
+        traj(
+            "t1",
+            "q1",
+            ["<search_query>a [good]</search_query>", "<answer>Paris [good]</answer>"],
+            final="Paris",
+        ),
+        traj("t2", "q1", [long_action, "<answer>Paris [good]</answer>"], final="Paris"),
+    ]
     with pytest.raises(ValueError, match="maximum model length"):  # what the check prevents
         judge_shard(rows, QUESTIONS, LimitedEngine(300, advertised=False), JudgeConfig())
     eng = LimitedEngine(300)
     out = judge_shard(rows, QUESTIONS, eng, JudgeConfig())
+    # t2's step 1 shows step 0 as context
     assert [(r["trajectory_id"], r["process_label"]) for r in out] == [
-        ("t1", "GOOD"), ("t1", "GOOD"), ("t2", UNKNOWN), ("t2", UNKNOWN)]  # t2's step 1 shows step 0 as context
-    assert all(r["judge_text"].startswith(TOO_LONG) for r in out[2:]) and "context 300" in out[2]["judge_text"]
+        ("t1", "GOOD"),
+        ("t1", "GOOD"),
+        ("t2", UNKNOWN),
+        ("t2", UNKNOWN),
+    ]
+    assert (
+        all(r["judge_text"].startswith(TOO_LONG) for r in out[2:]) and "context 300" in out[2]["judge_text"]
+    )
     assert len(eng.calls) == 1 and len(eng.calls[0]) == 2  # only the prompts that fit were sent, once
-    assert [r["process_label"] for r in judge_shard(rows, QUESTIONS, LimitedEngine(10_000), JudgeConfig())] == ["GOOD"] * 4
+    assert [
+        r["process_label"] for r in judge_shard(rows, QUESTIONS, LimitedEngine(10_000), JudgeConfig())
+    ] == ["GOOD"] * 4
 
 
 def test_reasks_sent_do_not_count_prompts_that_were_not_sent():
@@ -224,21 +301,33 @@ def test_reasks_sent_do_not_count_prompts_that_were_not_sent():
 
     from swirl.stages.judge import reasks_sent
 
-    texts = pa.array(["GOOD", f"hm{REASK_SEPARATOR}GOOD", f"hm{REASK_SEPARATOR}hm{REASK_SEPARATOR}{TOO_LONG} (9 tokens)",
-                      f"{TOO_LONG} (9 tokens)", None])
+    texts = pa.array(
+        [
+            "GOOD",
+            f"hm{REASK_SEPARATOR}GOOD",
+            f"hm{REASK_SEPARATOR}hm{REASK_SEPARATOR}{TOO_LONG} (9 tokens)",
+            f"{TOO_LONG} (9 tokens)",
+            None,
+        ]
+    )
     assert reasks_sent(texts) == 2
 
 
 def test_llm_outcome_grading_alongside_the_rule():
-    rows = [traj("t1", "q1", ["<answer>Paris</answer>"], final="Paris"),
-            traj("t2", "q1", ["<answer>Lyon</answer>"], final="Lyon"),
-            traj("t3", "q1", ["<answer>mumble</answer>"], final="mumble"),
-            traj("t4", "q1", ["<search_query>x</search_query>"], final=None)]
+    rows = [
+        traj("t1", "q1", ["<answer>Paris</answer>"], final="Paris"),
+        traj("t2", "q1", ["<answer>Lyon</answer>"], final="Lyon"),
+        traj("t3", "q1", ["<answer>mumble</answer>"], final="mumble"),
+        traj("t4", "q1", ["<search_query>x</search_query>"], final=None),
+    ]
     eng = ScriptedEngine()
-    out = judge_shard(rows, QUESTIONS, eng, JudgeConfig.model_validate({"outcome": {"llm": True}, "max_reasks": 1}))
+    out = judge_shard(
+        rows, QUESTIONS, eng, JudgeConfig.model_validate({"outcome": {"llm": True}, "max_reasks": 1})
+    )
     by = {r["trajectory_id"]: r for r in out}
     assert [by[t]["outcome_correct"] for t in ("t1", "t2", "t3", "t4")] == [True, False, False, False]
-    assert by["t1"]["outcome_llm"] is False  # key "Paris / Paris, France" is not literally "Paris" for this grader
+    # key "Paris / Paris, France" is not literally "Paris" for this grader
+    assert by["t1"]["outcome_llm"] is False
     assert by["t3"]["outcome_llm"] is None and by["t3"]["outcome_llm_text"].count(REASK_SEPARATOR) == 1
     assert by["t4"]["outcome_llm"] is False and by["t4"]["outcome_llm_text"] == ""  # no answer: not asked
     grading = [p[0]["content"] for p in eng.calls[0] if "answer key" in p[0]["content"]]
@@ -247,7 +336,12 @@ def test_llm_outcome_grading_alongside_the_rule():
 
 def test_inconsistent_trajectory_or_unknown_question_is_an_error():
     with pytest.raises(ValueError, match="num_actions=3"):
-        judge_shard([traj("t1", "q1", ["<answer>a</answer>"], num_actions=3)], QUESTIONS, ScriptedEngine(), JudgeConfig())
+        judge_shard(
+            [traj("t1", "q1", ["<answer>a</answer>"], num_actions=3)],
+            QUESTIONS,
+            ScriptedEngine(),
+            JudgeConfig(),
+        )
     with pytest.raises(ValueError, match="question 'q9' is not in the questions tables"):
         judge_shard([traj("t1", "q9", ["<answer>a</answer>"])], QUESTIONS, ScriptedEngine(), JudgeConfig())
 
@@ -255,11 +349,22 @@ def test_inconsistent_trajectory_or_unknown_question_is_an_error():
 # ----------------------------------------------------------------------------------- the stage
 def _inputs(tmp_path, n: int):
     store = Store(str(tmp_path / "store"))
-    trajs = [traj(f"t{i}", f"q-t{i}", [f"<search_query>s{i} [good]</search_query>",
-                                       f"<answer>{i} [{'bad' if i % 3 == 0 else 'good'}]</answer>"], final=str(i))
-             for i in range(n)]
-    qs = [{**question(f"q-t{i}", "gsm8k" if i % 2 else "hotpotqa"), "answers": [str(i if i % 4 else i + 1)]}
-          for i in range(n)]
+    trajs = [
+        traj(
+            f"t{i}",
+            f"q-t{i}",
+            [
+                f"<search_query>s{i} [good]</search_query>",
+                f"<answer>{i} [{'bad' if i % 3 == 0 else 'good'}]</answer>",
+            ],
+            final=str(i),
+        )
+        for i in range(n)
+    ]
+    qs = [
+        {**question(f"q-t{i}", "gsm8k" if i % 2 else "hotpotqa"), "answers": [str(i if i % 4 else i + 1)]}
+        for i in range(n)
+    ]
     t = store.write_table("generate", "g1", to_table("trajectories", trajs), "trajectories", {})
     q = store.write_table("ingest", "q1", to_table("questions", qs), "questions", {})
     return store, t, q
@@ -271,14 +376,21 @@ def test_run_judge_resumes_after_a_crash_without_repeating_work(tmp_path):
     crashing = ScriptedEngine(crash_on_call=3)
     with pytest.raises(RuntimeError, match="crashed"):
         run_judge(store, t, q, cfg, engine=crashing)
-    assert store.sharded("judge", judge_version(t, q, cfg, crashing), "judgments", {}).done_keys() == {"t0", "t1", "t2", "t3"}
+    assert store.sharded("judge", judge_version(t, q, cfg, crashing), "judgments", {}).done_keys() == {
+        "t0",
+        "t1",
+        "t2",
+        "t3",
+    }
     eng = ScriptedEngine()
     ref = run_judge(store, t, q, cfg, engine=eng)
     asked = {re.search(r"Question (q-t\d)\?", p[0]["content"]).group(1) for call in eng.calls for p in call}
     assert asked == {"q-t4", "q-t5", "q-t6"}  # only the trajectories not stored yet
     assert not eng.closed  # the caller's engine is the caller's to close
     rows = store.read_ref(ref).to_pylist()
-    assert sorted((r["trajectory_id"], r["step"]) for r in rows) == [(f"t{i}", s) for i in range(7) for s in (0, 1)]
+    assert sorted((r["trajectory_id"], r["step"]) for r in rows) == [
+        (f"t{i}", s) for i in range(7) for s in (0, 1)
+    ]
     s = ref.summary
     assert (s["trajectories"], s["steps"], s["good"], s["bad"], s["unknown"]) == (7, 14, 11, 3, 0)
     assert s["resumed_trajectories"] == 4 and s["judged_this_run"] == 3
@@ -287,20 +399,34 @@ def test_run_judge_resumes_after_a_crash_without_repeating_work(tmp_path):
     fresh = tmp_path / "fresh"
     store2, t2, q2 = _inputs(fresh, 7)
     ref2 = run_judge(store2, t2, q2, cfg, engine=ScriptedEngine())
-    assert store2.read_ref(ref2).sort_by([("trajectory_id", "ascending"), ("step", "ascending")]).equals(
-        store.read_ref(ref).sort_by([("trajectory_id", "ascending"), ("step", "ascending")]))
+    assert (
+        store2.read_ref(ref2)
+        .sort_by([("trajectory_id", "ascending"), ("step", "ascending")])
+        .equals(store.read_ref(ref).sort_by([("trajectory_id", "ascending"), ("step", "ascending")]))
+    )
     again = ScriptedEngine()
     assert run_judge(store, t, q, cfg, engine=again) == ref and again.calls == []  # complete: nothing asked
 
 
 def test_run_judge_counts_unknown_and_reasks(tmp_path):
     store = Store(str(tmp_path / "s"))
-    trajs = [traj("t1", "q1", ["<search_query>[mumble]</search_query>", "<answer>Paris [mumble-once]</answer>"],
-                  final="Paris")]
+    trajs = [
+        traj(
+            "t1",
+            "q1",
+            ["<search_query>[mumble]</search_query>", "<answer>Paris [mumble-once]</answer>"],
+            final="Paris",
+        )
+    ]
     t = store.write_table("generate", "g", to_table("trajectories", trajs), "trajectories", {})
     q = store.write_table("ingest", "q", to_table("questions", [question("q1", "hotpotqa")]), "questions", {})
-    ref = run_judge(store, t, q, JudgeConfig.model_validate({"max_reasks": 3, "outcome": {"llm": True}}),
-                    engine=ScriptedEngine())
+    ref = run_judge(
+        store,
+        t,
+        q,
+        JudgeConfig.model_validate({"max_reasks": 3, "outcome": {"llm": True}}),
+        engine=ScriptedEngine(),
+    )
     s = ref.summary
     assert (s["good"], s["bad"], s["unknown"], s["unknown_rate"]) == (1, 0, 1, 0.5)
     assert s["process_reasks"] == 3 + 1 and s["outcome_llm_enabled"] is True and s["outcome_llm_correct"] == 0
@@ -320,7 +446,8 @@ def test_judge_stage_with_the_tiny_hf_model(tmp_path, hf_engine):
 
 # ------------------------------------------------------------------------------- fault injection
 def test_judge_over_http_retries_persists_and_resumes_only_the_rest(tmp_path):
-    """A real HTTP judge that returns 500s and stalls; then a forced failure mid-run; the re-run does the rest."""
+    """A real HTTP judge that returns 500s and stalls; then a forced failure mid-run; the re-run does the
+    rest."""
     store, t, q = _inputs(tmp_path, 6)
     broken = {"on": True}
 
@@ -330,8 +457,13 @@ def test_judge_over_http_retries_persists_and_resumes_only_the_rest(tmp_path):
     def fault(body, nth):
         tq = which(body)
         if tq == "q-t0" and nth == 1:
-            return ("status", 500)  # transient: the first attempt of each of its prompts fails, then is retried
-        if tq == "q-t1" and nth == 1 and "[good]</answer>" in body["messages"][0]["content"].split("My last")[-1]:
+            # transient: the first attempt of each of its prompts fails, then is retried
+            return ("status", 500)
+        if (
+            tq == "q-t1"
+            and nth == 1
+            and "[good]</answer>" in body["messages"][0]["content"].split("My last")[-1]
+        ):
             return ("sleep", 1.2)  # a stall past the client timeout: retried
         if tq == "q-t4" and broken["on"]:
             return ("status", 503)  # the forced failure: every attempt fails
@@ -341,11 +473,21 @@ def test_judge_over_http_retries_persists_and_resumes_only_the_rest(tmp_path):
         return scripted_reply(body["messages"])
 
     with ChatServer(reply=reply, fault=fault) as srv:
-        cfg = JudgeConfig.model_validate({
-            "shard_size": 2,
-            "engine": {"kind": "openai", "base_url": srv.url, "model": "judge", "api_key_env": "",
-                       "timeout_s": 0.5, "max_retries": 2, "backoff_s": 0.01, "backoff_max_s": 0.05},
-        })
+        cfg = JudgeConfig.model_validate(
+            {
+                "shard_size": 2,
+                "engine": {
+                    "kind": "openai",
+                    "base_url": srv.url,
+                    "model": "judge",
+                    "api_key_env": "",
+                    "timeout_s": 0.5,
+                    "max_retries": 2,
+                    "backoff_s": 0.01,
+                    "backoff_max_s": 0.05,
+                },
+            }
+        )
         with pytest.raises(OpenAIEngineError, match="after 3 attempts"):
             run_judge(store, t, q, cfg)
         version = judge_version(t, q, cfg)

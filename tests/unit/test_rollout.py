@@ -53,7 +53,12 @@ def _calc(expr):
 def _run(tok, script, questions, settings=None, samples=1, tools=None):
     eng = ScriptedEngine(tok, script)
     trajs = start_trajectories(questions, samples, _prompt, ChatSegments(tok))
-    rollout(eng, trajs, tools or {"math": _calc, "search": lambda q: f"{q} -> nothing found"}, settings or RolloutSettings())
+    rollout(
+        eng,
+        trajs,
+        tools or {"math": _calc, "search": lambda q: f"{q} -> nothing found"},
+        settings or RolloutSettings(),
+    )
     return eng, trajs
 
 
@@ -86,10 +91,16 @@ def test_step_synchronous_batching_and_samples(tok):
 
     def script(prompt, seed):  # question i answers after i searches
         i = int(re.search(r"question (\d)", prompt).group(1))
-        return "<answer>done</answer>" if _turns(prompt) > i else f"<search_query>step {_turns(prompt)}</search_query>"
+        return (
+            "<answer>done</answer>"
+            if _turns(prompt) > i
+            else f"<search_query>step {_turns(prompt)}</search_query>"
+        )
 
     eng, trajs = _run(tok, script, qs, samples=2)
-    assert len(trajs) == 8 and {t.trajectory_id for t in trajs} == {f"q{i}#{k}" for i in range(4) for k in range(2)}
+    assert len(trajs) == 8 and {t.trajectory_id for t in trajs} == {
+        f"q{i}#{k}" for i in range(4) for k in range(2)
+    }
     assert eng.calls == [8, 6, 4, 2], "one engine call per step for all unfinished trajectories"
     assert sorted(len(t.action_spans) for t in trajs) == [1, 1, 2, 2, 3, 3, 4, 4]
     assert all(t.stop_reason == "answer" for t in trajs)
@@ -108,7 +119,9 @@ GARBAGE = {
 @pytest.mark.parametrize("case", sorted(GARBAGE))
 def test_garbage_never_crashes(tok, case):
     settings = RolloutSettings(max_steps=3, max_tokens_per_step=64, max_context=2048)
-    eng, (t,) = _run(tok, lambda p, s: GARBAGE[case], [{"question_id": "q", "question": "?", "task": "search"}], settings)
+    eng, (t,) = _run(
+        tok, lambda p, s: GARBAGE[case], [{"question_id": "q", "question": "?", "task": "search"}], settings
+    )
     assert t.stop_reason in ("max_steps", "context_limit")
     assert len(t.action_spans) == 3
     kinds = [a.kind for a in t.actions]
@@ -131,11 +144,20 @@ def test_tool_errors_become_observations(tok):
     def boom(q):
         raise RuntimeError("index offline")
 
-    script = lambda p, s: "<search_query>x</search_query>" if _turns(p) == 1 else "<answer>a</answer>"
-    _, (t,) = _run(tok, script, [{"question_id": "q", "question": "?", "task": "search"}], tools={"search": boom})
+    def script(p, s):
+        return "<search_query>x</search_query>" if _turns(p) == 1 else "<answer>a</answer>"
+
+    _, (t,) = _run(
+        tok, script, [{"question_id": "q", "question": "?", "task": "search"}], tools={"search": boom}
+    )
     assert t.messages[2]["content"] == "x -> error: RuntimeError: index offline" and t.stop_reason == "answer"
-    _, (t,) = _run(tok, lambda p, s: "<math_exp>1+1</math_exp>", [{"question_id": "q", "question": "?", "task": "search"}],
-                   RolloutSettings(max_steps=2), tools={"search": boom})
+    _, (t,) = _run(
+        tok,
+        lambda p, s: "<math_exp>1+1</math_exp>",
+        [{"question_id": "q", "question": "?", "task": "search"}],
+        RolloutSettings(max_steps=2),
+        tools={"search": boom},
+    )
     assert "no math tool" in t.messages[2]["content"]
 
 
@@ -143,22 +165,31 @@ def test_tool_errors_become_observations(tok):
 def test_vllm_rollout_token_exact(vllm_engine, tok):
     qs = [{"question_id": f"q{i}", "question": f"What is {i} + {i}?", "task": "math"} for i in range(6)]
     trajs = start_trajectories(qs, 2, _prompt, ChatSegments(vllm_engine.tokenizer))
-    rollout(vllm_engine, trajs, {"math": _calc}, RolloutSettings(max_steps=3, max_tokens_per_step=32, max_context=1024))
-    # The random model's text rarely re-encodes to its own ids (stray bytes, special tokens mid-message), so the
-    # check here is structural; test_hand_written_trajectory_is_token_exact checks full re-rendering.
+    rollout(
+        vllm_engine,
+        trajs,
+        {"math": _calc},
+        RolloutSettings(max_steps=3, max_tokens_per_step=32, max_context=1024),
+    )
+    # The random model's text rarely re-encodes to its own ids (stray bytes, special tokens mid-message), so
+    # the check here is structural; test_hand_written_trajectory_is_token_exact checks full re-rendering.
     for t in trajs:
         assert t.stop_reason in ("answer", "max_steps", "context_limit")
-        for (a, b), lp, msg in zip(t.action_spans, t.action_logprobs, t.messages[1::2]):
+        for (a, b), lp, msg in zip(t.action_spans, t.action_logprobs, t.messages[1::2], strict=False):
             assert len(lp) == b - a and all(x <= 0 for x in lp)
             assert tok.decode(t.token_ids[a:b], skip_special_tokens=True) == msg["content"]
         # the prompt and every template/observation piece is the canonical encoding of its text
         assert t.token_ids[: t.action_spans[0][0]] == tok.encode(
-            tok.apply_chat_template(t.messages[:1], add_generation_prompt=True, tokenize=False), add_special_tokens=False)
+            tok.apply_chat_template(t.messages[:1], add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )
         seg = ChatSegments(tok)
-        for (a, b), (c, _), obs in zip(t.action_spans, t.action_spans[1:], t.messages[2::2]):
+        for (_a, b), (c, _), obs in zip(t.action_spans, t.action_spans[1:], t.messages[2::2], strict=False):
             ended_eos = t.token_ids[b - 1] == tok.eos_token_id
-            assert t.token_ids[b:c] == seg.between_ids(obs["content"], ended_eos)  # template + observation, exact
-        assert t.action_spans[-1][1] == len(t.token_ids)  # ends with the last action (no dangling observation)
+            # template + observation, exact
+            assert t.token_ids[b:c] == seg.between_ids(obs["content"], ended_eos)
+        # ends with the last action (no dangling observation)
+        assert t.action_spans[-1][1] == len(t.token_ids)
     assert len(trajs) == 12
 
 
@@ -175,7 +206,9 @@ def _searcher_until_warned(prompt, seed):
 @pytest.mark.parametrize("max_steps", [1, 2, 3, 5])
 def test_last_step_warning_then_answer_uses_every_step(tok, max_steps):
     settings = RolloutSettings(max_steps=max_steps, max_context=8192)
-    _, (t,) = _run(tok, _searcher_until_warned, [{"question_id": "q", "question": "?", "task": "search"}], settings)
+    _, (t,) = _run(
+        tok, _searcher_until_warned, [{"question_id": "q", "question": "?", "task": "search"}], settings
+    )
     warned = [i for i, m in enumerate(t.messages) if LAST_STEP_WARNING in m["content"]]
     if max_steps == 1:  # no observation at all, so no warning: the one action is a search
         assert warned == [] and t.stop_reason == "max_steps" and len(t.action_spans) == 1
@@ -188,8 +221,12 @@ def test_last_step_warning_then_answer_uses_every_step(tok, max_steps):
 
 
 def test_warning_on_corrective_observations_too(tok):
-    _, (t,) = _run(tok, lambda p, s: "no tags", [{"question_id": "q", "question": "?", "task": "math"}],
-                   RolloutSettings(max_steps=3))
+    _, (t,) = _run(
+        tok,
+        lambda p, s: "no tags",
+        [{"question_id": "q", "question": "?", "task": "math"}],
+        RolloutSettings(max_steps=3),
+    )
     obs = [m["content"] for m in t.messages if m["role"] == "user"][1:]
     assert len(obs) == 2 and LAST_STEP_WARNING not in obs[0]
     assert obs[1].startswith("Invalid action") and obs[1].endswith(LAST_STEP_WARNING)
@@ -208,25 +245,41 @@ def test_prompt_states_the_queries_the_loop_allows(tok, template, tool):
     def script(prompt, seed):  # uses every promised query, then answers
         return "<answer>x</answer>" if _turns(prompt) > promised else f"<{tag}>{_turns(prompt)}</{tag}>"
 
-    _, (t,) = _run(tok, script, [{"question_id": "q", "question": "?", "task": tool}],
-                   RolloutSettings(max_steps=5, max_context=8192))
+    _, (t,) = _run(
+        tok,
+        script,
+        [{"question_id": "q", "question": "?", "task": tool}],
+        RolloutSettings(max_steps=5, max_context=8192),
+    )
     assert t.stop_reason == "answer" and [a.kind for a in t.actions] == [tool] * promised + ["answer"]
     # one more query than promised leaves no step to answer in
-    _, (t,) = _run(tok, lambda p, s: "<answer>x</answer>" if _turns(p) > promised + 1 else f"<{tag}>{_turns(p)}</{tag}>",
-                   [{"question_id": "q", "question": "?", "task": tool}], RolloutSettings(max_steps=5, max_context=8192))
+    _, (t,) = _run(
+        tok,
+        lambda p, s: "<answer>x</answer>" if _turns(p) > promised + 1 else f"<{tag}>{_turns(p)}</{tag}>",
+        [{"question_id": "q", "question": "?", "task": tool}],
+        RolloutSettings(max_steps=5, max_context=8192),
+    )
     assert t.stop_reason == "max_steps" and not t.final_answer
 
 
 def test_render_prompt_fills_max_queries():
-    assert render_prompt("{question}: {max_steps} steps, {max_queries} queries", "Q", 5) == "Q: 5 steps, 4 queries"
-    assert render_prompt("{question} {max_steps}", "Q", 1) == "Q 1"  # templates without {max_queries} still work
+    assert (
+        render_prompt("{question}: {max_steps} steps, {max_queries} queries", "Q", 5)
+        == "Q: 5 steps, 4 queries"
+    )
+    # templates without {max_queries} still work
+    assert render_prompt("{question} {max_steps}", "Q", 1) == "Q 1"
 
 
 def test_worked_example_turns_are_seen_but_not_stored(tok):
-    """A worked example given as chat turns precedes the prompt in the token ids (the model sees it) but not in
-    the stored conversation, so action counts and judges see only the episode."""
-    example = [{"role": "user", "content": "What is 6 * 7?"}, {"role": "assistant", "content": "<math_exp>6 * 7</math_exp>"},
-               {"role": "user", "content": "6 * 7 -> 42"}, {"role": "assistant", "content": "<answer>42</answer>"}]
+    """A worked example given as chat turns precedes the prompt in the token ids (the model sees it) but not
+    in the stored conversation, so action counts and judges see only the episode."""
+    example = [
+        {"role": "user", "content": "What is 6 * 7?"},
+        {"role": "assistant", "content": "<math_exp>6 * 7</math_exp>"},
+        {"role": "user", "content": "6 * 7 -> 42"},
+        {"role": "assistant", "content": "<answer>42</answer>"},
+    ]
     seen = []
 
     def script(prompt, seed):
@@ -237,8 +290,10 @@ def test_worked_example_turns_are_seen_but_not_stored(tok):
     q = {"question_id": "q1", "question": "What is 48 / 2?", "task": "math"}
     (t,) = start_trajectories([q], 1, _prompt, ChatSegments(tok), context=example)
     rollout(eng, [t], {"math": _calc}, RolloutSettings())
-    assert "6 * 7 -> 42" in seen[0] and seen[0].index("6 * 7") < seen[0].index("48 / 2")  # the example comes first
+    # the example comes first
+    assert "6 * 7 -> 42" in seen[0] and seen[0].index("6 * 7") < seen[0].index("48 / 2")
     assert [m["role"] for m in t.messages] == ["user", "assistant", "user", "assistant"]  # the episode only
     assert t.messages[0]["content"].endswith("What is 48 / 2?") and t.stop_reason == "answer"
     full = tok.apply_chat_template(example + t.messages[:1], add_generation_prompt=True, tokenize=False)
-    assert t.token_ids[: t.action_spans[0][0]] == tok.encode(full, add_special_tokens=False)  # token-exact prefix
+    # token-exact prefix
+    assert t.token_ids[: t.action_spans[0][0]] == tok.encode(full, add_special_tokens=False)

@@ -1,4 +1,5 @@
-"""The rule-based process judge: labels for hand-written steps, the judge stage without a model, the reward."""
+"""The rule-based process judge: labels for hand-written steps, the judge stage without a model, the
+reward."""
 
 from __future__ import annotations
 
@@ -20,23 +21,51 @@ def _after(*turns: str) -> list[dict[str, str]]:
     return msgs
 
 
-@pytest.mark.parametrize("context,action,label", [
-    ((), "First the total. <math_exp>36 * 47</math_exp>", "GOOD"),  # numbers of the question
-    ((), "<math_exp>36 * 48</math_exp>", "BAD"),  # 48 is made up
-    ((), "<math_exp>36 * </math_exp>", "BAD"),  # the calculator rejects it
-    (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692"), "<math_exp>1692 - 1200</math_exp>", "GOOD"),  # an earlier result
-    (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692"), "<math_exp>36*47</math_exp>", "BAD"),  # repeated
-    (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692", "<math_exp>1692 - 1200</math_exp>", "1692 - 1200 -> 492"),
-     "<answer>492</answer>", "GOOD"),
-    (("<math_exp>1692 - 1200</math_exp>", "1692 - 1200 -> 492"), "<answer>492</answer>", "BAD"),  # 36, 47 unused
-    (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692"), "<answer>1692</answer>", "BAD"),  # 1200 never used
-    (("<math_exp>1692 - 1200</math_exp>", "1692 - 1200 -> 492"), "<answer>The answer is 500</answer>", "BAD"),
-    ((), "<answer>1200</answer>", "BAD"),  # no calculation: the problem's other numbers are unused
-    ((), "<answer>I think about 1700</answer>", "BAD"),
-    ((), "I will think about it.", "BAD"),  # no action tag
-    (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692", "<math_exp>1692 - 1200</math_exp>",
-      "1692 - 1200 -> 492\n\n" + LAST_STEP_WARNING), "<answer>492</answer>", "GOOD"),  # the warning is no result
-])
+@pytest.mark.parametrize(
+    "context,action,label",
+    [
+        ((), "First the total. <math_exp>36 * 47</math_exp>", "GOOD"),  # numbers of the question
+        ((), "<math_exp>36 * 48</math_exp>", "BAD"),  # 48 is made up
+        ((), "<math_exp>36 * </math_exp>", "BAD"),  # the calculator rejects it
+        # an earlier result
+        (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692"), "<math_exp>1692 - 1200</math_exp>", "GOOD"),
+        # repeated
+        (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692"), "<math_exp>36*47</math_exp>", "BAD"),
+        (
+            (
+                "<math_exp>36 * 47</math_exp>",
+                "36 * 47 -> 1692",
+                "<math_exp>1692 - 1200</math_exp>",
+                "1692 - 1200 -> 492",
+            ),
+            "<answer>492</answer>",
+            "GOOD",
+        ),
+        # 36, 47 unused
+        (("<math_exp>1692 - 1200</math_exp>", "1692 - 1200 -> 492"), "<answer>492</answer>", "BAD"),
+        # 1200 never used
+        (("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692"), "<answer>1692</answer>", "BAD"),
+        (
+            ("<math_exp>1692 - 1200</math_exp>", "1692 - 1200 -> 492"),
+            "<answer>The answer is 500</answer>",
+            "BAD",
+        ),
+        ((), "<answer>1200</answer>", "BAD"),  # no calculation: the problem's other numbers are unused
+        ((), "<answer>I think about 1700</answer>", "BAD"),
+        ((), "I will think about it.", "BAD"),  # no action tag
+        # the warning is no result
+        (
+            (
+                "<math_exp>36 * 47</math_exp>",
+                "36 * 47 -> 1692",
+                "<math_exp>1692 - 1200</math_exp>",
+                "1692 - 1200 -> 492\n\n" + LAST_STEP_WARNING,
+            ),
+            "<answer>492</answer>",
+            "GOOD",
+        ),
+    ],
+)
 def test_math_steps(context, action, label):
     got, reason = rule_process_label(_after(*context), Q_MATH, action, math=True)
     assert got == label, reason
@@ -45,19 +74,49 @@ def test_math_steps(context, action, label):
 Q_QA = "In which country was the founder of Velmora Labs born?"
 
 
-@pytest.mark.parametrize("context,action,label", [
-    ((), "<search_query>Velmora Labs founder</search_query>", "GOOD"),
-    ((), "<search_query>weather today</search_query>", "BAD"),  # nothing of the question
-    (("<search_query>Velmora Labs</search_query>", "Velmora Labs -> Velmora Labs: founded by Kira Ostvan."),
-     "<search_query>Kira Ostvan</search_query>", "GOOD"),  # a word of an earlier result
-    (("<search_query>Velmora Labs</search_query>", "Velmora Labs -> Velmora Labs: founded by Kira Ostvan."),
-     "<search_query>velmora labs</search_query>", "BAD"),  # the same query again
-    (("<search_query>Kira Ostvan</search_query>", "Kira Ostvan -> Kira Ostvan: born in Dunport, Zelmar."),
-     "<answer>Zelmar</answer>", "GOOD"),
-    (("<search_query>Kira Ostvan</search_query>", "Kira Ostvan -> Kira Ostvan: born in Dunport, Zelmaria."),
-     "<answer>Zelmar</answer>", "BAD"),  # whole words only
-    ((), "<answer>France</answer>", "BAD"),  # nothing supports it yet
-])
+@pytest.mark.parametrize(
+    "context,action,label",
+    [
+        ((), "<search_query>Velmora Labs founder</search_query>", "GOOD"),
+        ((), "<search_query>weather today</search_query>", "BAD"),  # nothing of the question
+        # a word of an earlier result
+        (
+            (
+                "<search_query>Velmora Labs</search_query>",
+                "Velmora Labs -> Velmora Labs: founded by Kira Ostvan.",
+            ),
+            "<search_query>Kira Ostvan</search_query>",
+            "GOOD",
+        ),
+        # the same query again
+        (
+            (
+                "<search_query>Velmora Labs</search_query>",
+                "Velmora Labs -> Velmora Labs: founded by Kira Ostvan.",
+            ),
+            "<search_query>velmora labs</search_query>",
+            "BAD",
+        ),
+        (
+            (
+                "<search_query>Kira Ostvan</search_query>",
+                "Kira Ostvan -> Kira Ostvan: born in Dunport, Zelmar.",
+            ),
+            "<answer>Zelmar</answer>",
+            "GOOD",
+        ),
+        # whole words only
+        (
+            (
+                "<search_query>Kira Ostvan</search_query>",
+                "Kira Ostvan -> Kira Ostvan: born in Dunport, Zelmaria.",
+            ),
+            "<answer>Zelmar</answer>",
+            "BAD",
+        ),
+        ((), "<answer>France</answer>", "BAD"),  # nothing supports it yet
+    ],
+)
 def test_search_steps(context, action, label):
     msgs = [{"role": "user", "content": f"Question: {Q_QA}"}]
     for i, t in enumerate(context):
@@ -71,9 +130,19 @@ def test_judge_stage_needs_no_model_with_the_rule_judge(tmp_path):
 
     cfg = JudgeConfig(process=ProcessJudgeConfig(kind="rule"))
     assert not cfg.needs_model and cfg.version_config({"kind": "x"})["engine"] == {"kind": "rule"}
-    row = {"trajectory_id": "t#0", "question_id": "q", "final_answer": "492", "num_actions": 3,
-           "messages": _after("<math_exp>36 * 47</math_exp>", "36 * 47 -> 1692", "<math_exp>1692 - 1200</math_exp>",
-                              "1692 - 1200 -> 492", "<answer>492</answer>")}
+    row = {
+        "trajectory_id": "t#0",
+        "question_id": "q",
+        "final_answer": "492",
+        "num_actions": 3,
+        "messages": _after(
+            "<math_exp>36 * 47</math_exp>",
+            "36 * 47 -> 1692",
+            "<math_exp>1692 - 1200</math_exp>",
+            "1692 - 1200 -> 492",
+            "<answer>492</answer>",
+        ),
+    }
     rows = judge_shard([row], {"q": Question("gsm8k", Q_MATH, ("492",))}, None, cfg)
     assert [r["process_label"] for r in rows] == ["GOOD", "GOOD", "GOOD"]
     assert all(r["judge_model"] == "rule" and r["judge_text"].startswith("[rule] ") for r in rows)
@@ -85,11 +154,16 @@ def test_rule_reward_scores_sampled_actions():
     from swirl.training.data import State
     from swirl.training.rewards import rule_process_reward
 
-    reward = rule_process_reward(JudgeConfig(process=ProcessJudgeConfig(kind="rule")), {"GOOD": 1.0, "BAD": -0.5})
+    reward = rule_process_reward(
+        JudgeConfig(process=ProcessJudgeConfig(kind="rule")), {"GOOD": 1.0, "BAD": -0.5}
+    )
     import numpy as np
 
     s = State("t#0/0", np.zeros(1, np.int32), Q_MATH, "gsm8k", PROMPT)
-    acts = [Completion([], "<math_exp>36 * 47</math_exp>", "stop"), Completion([], "<math_exp>2 + 2</math_exp>", "stop")]
+    acts = [
+        Completion([], "<math_exp>36 * 47</math_exp>", "stop"),
+        Completion([], "<math_exp>2 + 2</math_exp>", "stop"),
+    ]
     assert reward.score([s, s], acts) == [1.0, -0.5]
 
 
@@ -104,10 +178,14 @@ def test_gold_solutions_of_the_toy_world_are_good_and_one_step_shortcuts_bad():
         notes = re.findall(r"<<([^=]+)=([^>]+)>>", rec["answer"])
         msgs = [{"role": "user", "content": f"Question: {rec['question']}"}]
         for expr, value in notes:
-            label, reason = rule_process_label(msgs, rec["question"], f"<math_exp>{expr}</math_exp>", math=True)
+            label, reason = rule_process_label(
+                msgs, rec["question"], f"<math_exp>{expr}</math_exp>", math=True
+            )
             assert label == "GOOD", (rec["question"], expr, reason)
-            msgs += [{"role": "assistant", "content": f"<math_exp>{expr}</math_exp>"},
-                     {"role": "user", "content": f"{expr} -> {value}"}]
+            msgs += [
+                {"role": "assistant", "content": f"<math_exp>{expr}</math_exp>"},
+                {"role": "user", "content": f"{expr} -> {value}"},
+            ]
         final = rec["answer"].split("####")[1].strip()
         label, reason = rule_process_label(msgs, rec["question"], f"<answer>{final}</answer>", math=True)
         assert label == "GOOD", (rec["question"], reason)

@@ -16,9 +16,16 @@ N_SHARDS, PER_SHARD = 6, 3
 
 def _rows(key: str) -> list[dict]:
     return [
-        {"trajectory_id": f"{key}-{j}", "step": j, "process_label": "GOOD", "judge_text": "x" * j,
-         "outcome_correct": j % 2 == 0, "judge_model": "m",
-         "outcome_llm": None, "outcome_llm_text": ""}
+        {
+            "trajectory_id": f"{key}-{j}",
+            "step": j,
+            "process_label": "GOOD",
+            "judge_text": "x" * j,
+            "outcome_correct": j % 2 == 0,
+            "judge_model": "m",
+            "outcome_llm": None,
+            "outcome_llm_text": "",
+        }
         for j in range(PER_SHARD)
     ]
 
@@ -34,9 +41,9 @@ def write_all(root: str) -> None:
     w.finalize({"shards": N_SHARDS})
 
 
-# The child runs write_all and SIGKILLs itself at a chosen call of the writer's atomic put (2k: shard k's parquet,
-# 2k+1: its commit record, 2N: the final manifest); mode "torn" first leaves half-written bytes behind (in the
-# temporary file and at the final name), as a crash mid-write on a non-atomic filesystem would.
+# The child runs write_all and SIGKILLs itself at a chosen call of the writer's atomic put (2k: shard k's
+# parquet, 2k+1: its commit record, 2N: the final manifest); mode "torn" first leaves half-written bytes
+# behind (in the temporary file and at the final name), as a crash mid-write on a non-atomic filesystem would.
 CHILD = textwrap.dedent(
     f"""
     import os, signal, sys
@@ -68,7 +75,9 @@ CHILD = textwrap.dedent(
 
 def _run_child(root: str, kill_call: int, mode: str) -> int:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    return subprocess.run([sys.executable, "-c", CHILD, root, str(kill_call), mode], env=env, cwd=os.getcwd()).returncode
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, root, str(kill_call), mode], env=env, cwd=os.getcwd()
+    ).returncode
 
 
 def _sorted(table: pa.Table) -> list[dict]:
@@ -145,8 +154,16 @@ def test_corruption_is_detected(tmp_path):
 
 def test_manifest_contents(tmp_path):
     store = Store(str(tmp_path))
-    ref = store.write_table("judge", "v", to_table("judgments", _rows("a")), "judgments", {"x": 1}, {"up": "abc"},
-                            {"n": 3}, files=lambda d: open(os.path.join(d, "index.bin"), "wb").write(b"123"))
+    ref = store.write_table(
+        "judge",
+        "v",
+        to_table("judgments", _rows("a")),
+        "judgments",
+        {"x": 1},
+        {"up": "abc"},
+        {"n": 3},
+        files=lambda d: open(os.path.join(d, "index.bin"), "wb").write(b"123"),
+    )
     m = json.load(open(os.path.join(ref.path, "_manifest.json")))
     assert m["stage"] == "judge" and m["version"] == "v" and m["rows"] == PER_SHARD
     assert m["config"] == {"x": 1} and m["inputs"] == {"up": "abc"} and m["summary"] == {"n": 3}

@@ -34,7 +34,9 @@ def test_chat_template_and_special_tokens(tiny_model_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     ids = tok.encode(text, add_special_tokens=False)
     assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 2  # special tokens are single ids
@@ -45,7 +47,8 @@ def test_model_shape_and_rebuild_rules(tiny_model_dir, tmp_path):
     cfg = json.load(open(os.path.join(tiny_model_dir, "config.json")))
     assert cfg["model_type"] == "qwen2" and cfg["hidden_size"] // cfg["num_attention_heads"] == 64
     gen = json.load(open(os.path.join(tiny_model_dir, "generation_config.json")))
-    assert not {"temperature", "top_p", "top_k", "repetition_penalty"} & set(gen)  # no sampling defaults for vLLM
+    # no sampling defaults for vLLM
+    assert not {"temperature", "top_p", "top_k", "repetition_penalty"} & set(gen)
     p = str(tmp_path / "m")
     build_tiny_model(p, vocab_size=512, seed=1)
     w = os.path.getmtime(os.path.join(p, "model.safetensors"))
@@ -62,7 +65,10 @@ def test_model_shape_and_rebuild_rules(tiny_model_dir, tmp_path):
 def test_build_is_deterministic(tmp_path):
     from safetensors.numpy import load_file
 
-    a, b = build_tiny_model(str(tmp_path / "a"), vocab_size=400), build_tiny_model(str(tmp_path / "b"), vocab_size=400)
+    a, b = (
+        build_tiny_model(str(tmp_path / "a"), vocab_size=400),
+        build_tiny_model(str(tmp_path / "b"), vocab_size=400),
+    )
     assert open(os.path.join(a, "tokenizer.json")).read() == open(os.path.join(b, "tokenizer.json")).read()
     wa, wb = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)

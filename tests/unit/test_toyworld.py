@@ -1,4 +1,5 @@
-"""Toy tool worlds: deterministic files that swirl loads, arithmetic that checks out, two-hop facts that resolve."""
+"""Toy tool worlds: deterministic files that swirl loads, arithmetic that checks out, two-hop facts that
+resolve."""
 
 from __future__ import annotations
 
@@ -22,8 +23,12 @@ from swirl.tools.config import SearchConfig
 from swirl.tools.search import build_retriever
 
 SIZES = {"arithmetic_train": 120, "arithmetic_test": 60, "twohop_train": 80, "twohop_test": 40}
-FORMATS = {"arithmetic_train": ("gsm8k", "train"), "arithmetic_test": ("gsm8k", "test"),
-           "twohop_train": ("hotpotqa", "train"), "twohop_test": ("hotpotqa", "dev")}
+FORMATS = {
+    "arithmetic_train": ("gsm8k", "train"),
+    "arithmetic_test": ("gsm8k", "test"),
+    "twohop_train": ("hotpotqa", "train"),
+    "twohop_test": ("hotpotqa", "dev"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +130,9 @@ def test_arithmetic_solutions_check_out(worlds: dict[str, Any]) -> None:
             for expr, value in notes:
                 got, literals = _evaluate(expr)
                 assert got == Fraction(value) and got.denominator == 1 and got > 0, (expr, value)
-                assert all(x in given or x in values for x in literals), f"{expr}: operand not in question or steps"
+                assert all(x in given or x in values for x in literals), (
+                    f"{expr}: operand not in question or steps"
+                )
                 values.append(got)
             final = rec["answer"].rsplit("####", 1)[1].strip()
             assert Fraction(final) == values[-1]
@@ -173,8 +180,10 @@ def _resolve(question: str, arts: dict[str, str]) -> str:
 
 
 def _first_entity(question: str) -> str:
-    m = re.search(r"founder of the (.+) born|where the (.+) has its|was the \w+ (\w+ \w+) born|first, (\w+ \w+) or",
-                  question)
+    m = re.search(
+        r"founder of the (.+) born|where the (.+) has its|was the \w+ (\w+ \w+) born|first, (\w+ \w+) or",
+        question,
+    )
     assert m, question
     return next(g for g in m.groups() if g)
 
@@ -188,11 +197,16 @@ def test_twohop_answers_follow_from_the_context(worlds: dict[str, Any]) -> None:
             assert _resolve(row["question"], arts) == gold, row["question"]
             assert exact_match(gold, [gold]) and not exact_match("Paris", [gold])
             assert all(t in arts for t, _ in rec["supporting_facts"])
-            assert (rec["type"], rec["level"]) in {("bridge", "hard"), ("bridge", "medium"), ("comparison", "medium")}
+            assert (rec["type"], rec["level"]) in {
+                ("bridge", "hard"),
+                ("bridge", "medium"),
+                ("comparison", "medium"),
+            }
 
 
 def _entity_tokens(titles: set[str], texts: dict[str, str]) -> list[str]:
-    """The made-up words of each entity name (an organisation's kind word, e.g. Guild, is shared on purpose)."""
+    """The made-up words of each entity name (an organisation's kind word, e.g. Guild, is shared on
+    purpose)."""
     out = []
     for t in titles:
         words = t.split()
@@ -214,12 +228,19 @@ def test_twohop_names_are_unique_and_splits_disjoint(worlds: dict[str, Any]) -> 
                 titles[key].add(t)
     assert not titles["twohop_train"] & titles["twohop_test"]
     tokens = _entity_tokens(titles["twohop_train"] | titles["twohop_test"], texts)
-    assert len(tokens) == len(set(tokens)) == len({t.lower() for t in tokens}) == len(set(stem([t.lower() for t in tokens])))
+    assert (
+        len(tokens)
+        == len(set(tokens))
+        == len({t.lower() for t in tokens})
+        == len(set(stem([t.lower() for t in tokens])))
+    )
     assert all(len(t) >= 6 and t.isalpha() for t in tokens)
     q_train = {r["question"] for r in worlds["rows"]["twohop_train"]}
     q_dev = {r["question"] for r in worlds["rows"]["twohop_test"]}
     assert len(q_train) == SIZES["twohop_train"] and not q_train & q_dev
-    assert not {r["answer"] for r in twohop_records(5, 0, "dev")} & {r["answer"] for r in twohop_records(50, 0, "train")}
+    assert not {r["answer"] for r in twohop_records(5, 0, "dev")} & {
+        r["answer"] for r in twohop_records(50, 0, "train")
+    }
 
 
 def test_bm25_finds_the_first_hop_article(worlds: dict[str, Any]) -> None:

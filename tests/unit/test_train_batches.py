@@ -26,12 +26,19 @@ SPANS = [(5, 8), (10, 13), (15, 18)]
 
 
 def _hand_example(**kw) -> Example:
-    args = {"key": "traj-hand", "token_ids": TOKENS, "spans": SPANS, "kept": [2, 0], "weights": [-0.5, 1.0], "group": 0}
+    args = {
+        "key": "traj-hand",
+        "token_ids": TOKENS,
+        "spans": SPANS,
+        "kept": [2, 0],
+        "weights": [-0.5, 1.0],
+        "group": 0,
+    }
     args.update(kw)
     return Example(**args)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Loss masks: prefix-shared and naive layouts of the hand-written trajectory
 
 
@@ -64,7 +71,8 @@ def test_naive_expand_hand_written_trajectory():
     np.testing.assert_array_equal(seqs[1].pos, [15, 16, 17])
     np.testing.assert_array_equal(seqs[1].weight, [-0.5] * 3)
     (p,) = prefix_shared([_hand_example()])
-    assert seqs[0].action[0] == p.action[0] and seqs[1].action[0] == p.action[3]  # same action ids in both layouts
+    # same action ids in both layouts
+    assert seqs[0].action[0] == p.action[0] and seqs[1].action[0] == p.action[3]
 
 
 def test_no_kept_action_gives_no_sequence():
@@ -79,7 +87,7 @@ def test_action_ids_differ_across_trajectories():
     np.testing.assert_array_equal(s[1].group, [1] * 6)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Coefficients, against hand-computed numbers
 #   trajectory A (group 0): action 0 = 2 tokens, weight 1.0; action 1 = 3 tokens, weight -0.5
 #   trajectory B (group 1): action 0 = 3 tokens, weight 2.0
@@ -97,11 +105,15 @@ EXPECTED = {
     # w / 8 tokens
     "token": ([0.125, 0.125, -0.0625, -0.0625, -0.0625, 0.25, 0.25, 0.25], [0.125] * 8),
     # w / (tokens of the action x 3 actions)
-    "action": ([1 / 6, 1 / 6, -1 / 18, -1 / 18, -1 / 18, 2 / 9, 2 / 9, 2 / 9],
-               [1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9, 1 / 9, 1 / 9, 1 / 9]),
+    "action": (
+        [1 / 6, 1 / 6, -1 / 18, -1 / 18, -1 / 18, 2 / 9, 2 / 9, 2 / 9],
+        [1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9, 1 / 9, 1 / 9, 1 / 9],
+    ),
     # w / (tokens of the group x 2 groups)
-    "sequence": ([0.1, 0.1, -0.05, -0.05, -0.05, 1 / 3, 1 / 3, 1 / 3],
-                 [0.1, 0.1, 0.1, 0.1, 0.1, 1 / 6, 1 / 6, 1 / 6]),
+    "sequence": (
+        [0.1, 0.1, -0.05, -0.05, -0.05, 1 / 3, 1 / 3, 1 / 3],
+        [0.1, 0.1, 0.1, 0.1, 0.1, 1 / 6, 1 / 6, 1 / 6],
+    ),
 }
 
 
@@ -117,7 +129,9 @@ def test_assign_coefficients_hand_computed(aggregation):
 
 
 def _per_token(seqs) -> np.ndarray:
-    rows = [(a, p, c, k) for s in seqs for a, p, c, k in zip(s.action, s.pos, s.coef, s.kl_coef)]
+    rows = [
+        (a, p, c, k) for s in seqs for a, p, c, k in zip(s.action, s.pos, s.coef, s.kl_coef, strict=False)
+    ]
     return np.array(sorted(rows))
 
 
@@ -168,7 +182,7 @@ def test_collate_right_pads_and_flattens_loss_positions():
     assert mb.sample_logprobs is None
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Micro-batch planning
 
 
@@ -217,7 +231,7 @@ def test_micro_batches_keep_every_loss_token():
         assert mb.real_tokens == int(mb.attention_mask.sum())
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Example validation names the trajectory
 
 
@@ -241,7 +255,7 @@ def test_example_validation_names_the_trajectory(kw, match):
     assert "traj-bad-42" in str(err.value)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # KL estimators
 
 
@@ -255,8 +269,12 @@ def test_kl_estimates_literal_numbers():
     torch.testing.assert_close(kl_estimate(logp, ref, "k1"), torch.tensor([0.5, 0.0, -0.5, -2.0]))
     torch.testing.assert_close(kl_estimate(logp, ref, "k2"), torch.tensor([0.125, 0.0, 0.125, 2.0]))
     # exp(-d) + d - 1
-    torch.testing.assert_close(kl_estimate(logp, ref, "k3"),
-                               torch.tensor([0.10653066, 0.0, 0.14872127, 4.38905610]), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        kl_estimate(logp, ref, "k3"),
+        torch.tensor([0.10653066, 0.0, 0.14872127, 4.38905610]),
+        rtol=1e-6,
+        atol=1e-7,
+    )
     with pytest.raises(ValueError, match="unknown KL estimator 'k4'"):
         kl_estimate(logp, ref, "k4")
 

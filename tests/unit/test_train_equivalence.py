@@ -1,6 +1,7 @@
-"""Acceptance test of prefix-shared training (DESIGN.md §2): on random trajectories with K = 1..10 actions, filtered-out
-steps and observation tokens, the prefix-shared loss and LoRA gradients equal the naive expansion's within 1e-5
-(relative, fp32), for every aggregation and with a KL penalty. Negative controls show the comparison can fail.
+"""Acceptance test of prefix-shared training (DESIGN.md §2): on random trajectories with K = 1..10 actions,
+filtered-out steps and observation tokens, the prefix-shared loss and LoRA gradients equal the naive
+expansion's within 1e-5 (relative, fp32), for every aggregation and with a KL penalty. Negative controls show
+the comparison can fail.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from swirl.training.batches import (
+# Imported after the importorskip calls: without torch (swirl.training.losses imports it) or peft the
+# module is skipped instead of failing at collection.
+from swirl.training.batches import (  # noqa: E402
     Example,
     assign_coefficients,
     collate,
@@ -20,7 +23,7 @@ from swirl.training.batches import (
     plan_micro_batches,
     prefix_shared,
 )
-from swirl.training.losses import micro_batch_loss, token_logprobs
+from swirl.training.losses import micro_batch_loss, token_logprobs  # noqa: E402
 
 TOL = 1e-5
 PREFIX_BUDGET = 1024  # tokens per micro-batch: several trajectories per row group
@@ -28,8 +31,8 @@ NAIVE_BUDGET = 400  # smaller: the naive side is split over many micro-batches, 
 
 
 def random_trajectories(vocab: int, seed: int) -> list[Example]:
-    """One trajectory for each K = 1..10: prompt, then K x (action, observation/template tokens); a random non-empty
-    subset of actions kept, with random weights (some negative). At most ~200 tokens each."""
+    """One trajectory for each K = 1..10: prompt, then K x (action, observation/template tokens); a random
+    non-empty subset of actions kept, with random weights (some negative). At most ~200 tokens each."""
     rng = np.random.default_rng(seed)
     out = []
     for i, k in enumerate(range(1, 11)):
@@ -53,8 +56,13 @@ def lora_model(tiny_model_dir):
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, init_lora_weights=False,
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    cfg = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     model = get_peft_model(base, cfg).eval()
     with torch.no_grad():  # lora_B non-zero (and large enough) so A gets a gradient and the KL term is not ~0
         for name, p in model.named_parameters():
@@ -101,14 +109,17 @@ def test_prefix_shared_equals_naive_expansion(lora_model, aggregation, seed):
     ex = random_trajectories(lora_model.config.vocab_size, seed)
     lp, gp, mbp = run(lora_model, prefix_shared(ex), PREFIX_BUDGET, aggregation)
     ln, gn, mbn = run(lora_model, naive_expand(ex), NAIVE_BUDGET, aggregation)
-    # The layouts differ as intended: the naive side has a row per kept action, over several padded micro-batches.
+    # The layouts differ as intended: the naive side has a row per kept action, over several padded
+    # micro-batches.
     assert sum(len(mb.input_ids) for mb in mbp) == len(ex)
     assert sum(len(mb.input_ids) for mb in mbn) == sum(len(e.kept) for e in ex)
     assert len(mbn) > len(mbp) >= 1 and any(mb.padded_tokens > mb.real_tokens for mb in mbn)
     assert sum(mb.real_tokens for mb in mbn) > 2 * sum(mb.real_tokens for mb in mbp)
     loss_rel, grad_rel = rel_diffs((lp, gp), (ln, gn))
     assert len(grad_rel) == 2 * 2 * 7  # 2 layers x 7 modules x (A, B)
-    assert all(float(g.norm()) > 0 for g in gn.values()), "a LoRA gradient is zero: the comparison would be vacuous"
+    assert all(float(g.norm()) > 0 for g in gn.values()), (
+        "a LoRA gradient is zero: the comparison would be vacuous"
+    )
     assert loss_rel <= TOL, (lp, ln)
     worst = max(grad_rel, key=grad_rel.get)
     assert grad_rel[worst] <= TOL, (worst, grad_rel[worst])
@@ -127,7 +138,8 @@ def test_prefix_shared_equals_naive_expansion_with_kl(lora_model):
 
 
 def test_token_logprobs_match_full_forward(lora_model):
-    """The oracle and the prefix path share token_logprobs: check it against the plain full-logits computation."""
+    """The oracle and the prefix path share token_logprobs: check it against the plain full-logits
+    computation."""
     ex = random_trajectories(lora_model.config.vocab_size, 3)
     seqs = naive_expand(ex)
     assign_coefficients(seqs, "token")
@@ -135,15 +147,16 @@ def test_token_logprobs_match_full_forward(lora_model):
         with torch.no_grad():
             got = token_logprobs(lora_model, mb)
             want = []
-            for r, p in zip(mb.row.tolist(), mb.pos.tolist()):
+            for r, p in zip(mb.row.tolist(), mb.pos.tolist(), strict=False):
                 n = int(mb.attention_mask[r].sum())
-                logits = lora_model(input_ids=mb.input_ids[r: r + 1, :n]).logits[0]  # unpadded, one row
+                logits = lora_model(input_ids=mb.input_ids[r : r + 1, :n]).logits[0]  # unpadded, one row
                 want.append(torch.log_softmax(logits[p - 1], -1)[mb.input_ids[r, p]])
         torch.testing.assert_close(got, torch.stack(want), rtol=1e-5, atol=1e-5)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Negative controls: a wrong loss position, a wrong normaliser or a wrong context is caught by the same comparison.
+# ------------------------------------------------------------------------------------------------------------
+# Negative controls: a wrong loss position, a wrong normaliser or a wrong context is caught by the same
+# comparison.
 
 
 def _shift_one_position(mbs):
@@ -161,8 +174,11 @@ def _change_context(mbs):
 def test_negative_controls_fail_the_comparison(lora_model, control):
     ex = random_trajectories(lora_model.config.vocab_size, 0)
     ref = run(lora_model, naive_expand(ex), NAIVE_BUDGET, "token")[:2]
-    kw = {"shift_position": {"mutate": _shift_one_position}, "per_micro_batch_norm": {"per_batch_norm": True},
-          "change_context": {"mutate": _change_context}}[control]
+    kw = {
+        "shift_position": {"mutate": _shift_one_position},
+        "per_micro_batch_norm": {"per_batch_norm": True},
+        "change_context": {"mutate": _change_context},
+    }[control]
     bad = run(lora_model, prefix_shared(ex), PREFIX_BUDGET // 4, "token", **kw)[:2]
     loss_rel, grad_rel = rel_diffs(bad, ref)
     assert max(grad_rel.values()) > 100 * TOL, (control, loss_rel, max(grad_rel.values()))

@@ -54,8 +54,12 @@ def heldout_nll(model_dir: str, adapter: str | None, examples) -> float:
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, tiny_model_dir):
-    train_store = build_train_store(str(tmp_path_factory.mktemp("train-store")), tiny_model_dir, n_questions=24, seed=0)
-    held_store = build_train_store(str(tmp_path_factory.mktemp("held-store")), tiny_model_dir, n_questions=8, seed=1)
+    train_store = build_train_store(
+        str(tmp_path_factory.mktemp("train-store")), tiny_model_dir, n_questions=24, seed=0
+    )
+    held_store = build_train_store(
+        str(tmp_path_factory.mktemp("held-store")), tiny_model_dir, n_questions=8, seed=1
+    )
     return train_store, held_store
 
 
@@ -64,8 +68,10 @@ def test_load_train_data_keeps_only_filtered_actions(stores):
     data = load_train_data(store, [inp], TrainConfig(objective="sft"))
     # 24 questions x 2 samples; the process filter drops the one in four trajectories with a BAD step
     assert len(data.examples) == 36 and all(e.kept == [0, 1] for e in data.examples)
-    assert not any(e.key in {f"gsm8k-{q}#{k}" for q in range(24) for k in range(2) if (q * 2 + k) % 4 == 3}
-                   for e in data.examples)
+    assert not any(
+        e.key in {f"gsm8k-{q}#{k}" for q in range(24) for k in range(2) if (q * 2 + k) % 4 == 3}
+        for e in data.examples
+    )
     swirl = load_train_data(store, [inp], TrainConfig(objective="swirl"))
     assert len(swirl.states) == 72
     first, second = swirl.states[0], swirl.states[1]
@@ -86,18 +92,29 @@ def test_offline_weights_reward_minus_mean(stores):
     # every step the process filter keeps is GOOD: rewards 1, mean baseline 1, every advantage 0 -> refused
     with pytest.raises(ValueError, match="advantage 0"):
         load_train_data(store, [inp], cfg)
-    everything = TrainInput(inp.trajectories, run_filter(store, inp.steps, FilterConfig(strategy="none")), inp.questions)
+    everything = TrainInput(
+        inp.trajectories, run_filter(store, inp.steps, FilterConfig(strategy="none")), inp.questions
+    )
     w = np.concatenate([e.weights for e in load_train_data(store, [everything], cfg).examples])
     # 96 steps, 12 of them BAD (reward 0): mean 0.875
     assert len(w) == 96 and abs(w.mean()) < 1e-12 and set(np.round(w, 12)) == {0.125, -0.875}
     process_none = TrainConfig(objective="swirl_offline", offline={"baseline": "none"})
-    assert set(np.concatenate([e.weights for e in load_train_data(store, [inp], process_none).examples])) == {1.0}
+    assert set(np.concatenate([e.weights for e in load_train_data(store, [inp], process_none).examples])) == {
+        1.0
+    }
 
 
 def test_sft_lowers_heldout_loss(stores, tiny_model_dir, tmp_path):
     (store, inp), (hstore, hinp) = stores
-    cfg = TrainConfig(objective="sft", batch_size=8, max_steps=24, learning_rate=3e-3, warmup_steps=2,
-                      lora=LoraSection(rank=8, alpha=16), checkpoint_every=100)
+    cfg = TrainConfig(
+        objective="sft",
+        batch_size=8,
+        max_steps=24,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        lora=LoraSection(rank=8, alpha=16),
+        checkpoint_every=100,
+    )
     held = load_train_data(hstore, [hinp], cfg).examples
     before = heldout_nll(tiny_model_dir, None, held)
     res = train(cfg, tiny_model_dir, load_train_data(store, [inp], cfg), str(tmp_path / "out"))
@@ -129,16 +146,25 @@ def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny
     from swirl.config import EngineConfig
 
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
-    cfg = TrainConfig(objective="swirl_offline", offline={"baseline": "none"}, kl_beta=0.05, batch_size=6, max_steps=10,
-                      learning_rate=2e-3, checkpoint_every=2, launcher="subprocess",
-                      lora=LoraSection(rank=4, alpha=8, dropout=0.1))
+    cfg = TrainConfig(
+        objective="swirl_offline",
+        offline={"baseline": "none"},
+        kl_beta=0.05,
+        batch_size=6,
+        max_steps=10,
+        learning_rate=2e-3,
+        checkpoint_every=2,
+        launcher="subprocess",
+        lora=LoraSection(rank=4, alpha=8, dropout=0.1),
+    )
     runs = {}
     for name in ("straight", "killed"):
         store, inp = build_train_store(str(tmp_path / name), tiny_model_dir, n_questions=10, seed=0)
         if name == "killed":
             work = work_dir(store, train_version(cfg, policy, [inp]))
             os.makedirs(work)
-            cmd = launch_command(store, cfg, policy, [inp], None, work)  # the stage's own command, started by hand
+            # the stage's own command, started by hand
+            cmd = launch_command(store, cfg, policy, [inp], None, work)
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             ckpts = os.path.join(work, "checkpoints")
             deadline = time.time() + 240
@@ -150,9 +176,19 @@ def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             assert not os.path.exists(os.path.join(work, "result.json"))
-        # the uninterrupted run trains in-process, the killed one resumes in a subprocess: same numbers either way
-        ref = run_train(store, cfg if name == "killed" else cfg.model_copy(update={"launcher": "inprocess"}), policy, [inp])
-        runs[name] = (load_file(os.path.join(adapter_path(ref), "adapter_model.safetensors")), read_train_log(store, ref), ref)
+        # the uninterrupted run trains in-process, the killed one resumes in a subprocess: same numbers either
+        # way
+        ref = run_train(
+            store,
+            cfg if name == "killed" else cfg.model_copy(update={"launcher": "inprocess"}),
+            policy,
+            [inp],
+        )
+        runs[name] = (
+            load_file(os.path.join(adapter_path(ref), "adapter_model.safetensors")),
+            read_train_log(store, ref),
+            ref,
+        )
     (a, log_a, _ref_a), (b, log_b, ref_b) = runs["straight"], runs["killed"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b] and len(log_a) == 10
@@ -178,8 +214,8 @@ def test_train_stage_reuses_its_output(stores, tiny_model_dir):
 
 
 class EchoEngine:
-    """A scripted sampler: answers every state with one of two fixed actions (tokenized by the tiny tokenizer),
-    with seeded choice, and reports no log-probs."""
+    """A scripted sampler: answers every state with one of two fixed actions (tokenized by the tiny
+    tokenizer), with seeded choice, and reports no log-probs."""
 
     name, model = "echo", "echo"
 
@@ -193,9 +229,11 @@ class EchoEngine:
         self.adapters.append(adapter)
         self.longest = max([self.longest, *map(len, prompts)])
         if self.max_context is not None and self.longest >= self.max_context:
-            raise ValueError(f"prompt of {self.longest} tokens: over the maximum model length {self.max_context}")
+            raise ValueError(
+                f"prompt of {self.longest} tokens: over the maximum model length {self.max_context}"
+            )
         out = []
-        for p, s in zip(prompts, seeds):
+        for p, s in zip(prompts, seeds, strict=False):
             rng = np.random.default_rng(s)
             comps = []
             for _ in range(sampling.n):
@@ -212,8 +250,14 @@ def test_swirl_step_samples_with_the_current_adapter(stores, tiny_model_dir, tmp
     from transformers import AutoTokenizer
 
     (store, inp), _ = stores
-    cfg = TrainConfig(objective="swirl", swirl=SwirlSection(samples_per_state=4, states_per_step=4, max_tokens=16),
-                      max_steps=3, learning_rate=1e-3, lora=LoraSection(rank=4), kl_beta=0.01)
+    cfg = TrainConfig(
+        objective="swirl",
+        swirl=SwirlSection(samples_per_state=4, states_per_step=4, max_tokens=16),
+        max_steps=3,
+        learning_rate=1e-3,
+        lora=LoraSection(rank=4),
+        kl_beta=0.01,
+    )
     eng = EchoEngine(AutoTokenizer.from_pretrained(tiny_model_dir))
     reward = RuleReward(lambda state, action: 1.0 if "7" in action.text else 0.0)
     res = train(cfg, tiny_model_dir, load_train_data(store, [inp], cfg), str(tmp_path / "sw"), eng, reward)
@@ -226,8 +270,13 @@ def test_swirl_skips_states_with_no_room_in_the_sampler_context(stores, tiny_mod
     from transformers import AutoTokenizer
 
     (store, inp), _ = stores
-    cfg = TrainConfig(objective="swirl", swirl=SwirlSection(samples_per_state=2, states_per_step=8, max_tokens=16),
-                      max_steps=2, learning_rate=1e-3, lora=LoraSection(rank=4))
+    cfg = TrainConfig(
+        objective="swirl",
+        swirl=SwirlSection(samples_per_state=2, states_per_step=8, max_tokens=16),
+        max_steps=2,
+        learning_rate=1e-3,
+        lora=LoraSection(rank=4),
+    )
     data = load_train_data(store, [inp], cfg)
     lengths = sorted(len(st.ids) for st in data.states)
     limit = lengths[len(lengths) // 2]  # about half the states do not fit
@@ -239,16 +288,30 @@ def test_swirl_skips_states_with_no_room_in_the_sampler_context(stores, tiny_mod
 
 
 def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_model_dir):
-    """The same code under torchrun (2 CPU ranks, gloo): micro-batches split over ranks, gradients summed, the same
-    adapter as one process (up to float summation order)."""
+    """The same code under torchrun (2 CPU ranks, gloo): micro-batches split over ranks, gradients summed, the
+    same adapter as one process (up to float summation order)."""
     import sys
 
     from swirl.config import EngineConfig
 
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
-    cfg = TrainConfig(objective="sft", batch_size=8, max_steps=4, learning_rate=2e-3, micro_batch_tokens=600,
-                      lora=LoraSection(rank=4, alpha=8), launcher="subprocess",
-                      launch_prefix=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))
+    cfg = TrainConfig(
+        objective="sft",
+        batch_size=8,
+        max_steps=4,
+        learning_rate=2e-3,
+        micro_batch_tokens=600,
+        lora=LoraSection(rank=4, alpha=8),
+        launcher="subprocess",
+        launch_prefix=(
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+        ),
+    )
     weights = {}
     for name in ("one", "two"):
         store, inp = build_train_store(str(tmp_path / name), tiny_model_dir, n_questions=8, seed=0)

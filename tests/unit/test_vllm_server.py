@@ -30,10 +30,30 @@ def server(tiny_model_dir, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("vllm-serve") / "server.log", "w")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "SWIRL_TEST_KEY": "sk-test-not-secret"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model_dir, "--served-model-name",
-         "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024",
-         "--enforce-eager", "--no-enable-chunked-prefill", "--api-key", "sk-test-not-secret"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            tiny_model_dir,
+            "--served-model-name",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "1024",
+            "--enforce-eager",
+            "--no-enable-chunked-prefill",
+            "--api-key",
+            "sk-test-not-secret",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -63,8 +83,9 @@ def server(tiny_model_dir, tmp_path_factory):
 def engine(server, tiny_model_dir):
     from swirl.engines.openai import OpenAIEngine
 
-    eng = OpenAIEngine("tiny", server, api_key_env="SWIRL_TEST_KEY", tokenizer=tiny_model_dir, concurrency=4,
-                       timeout_s=60)
+    eng = OpenAIEngine(
+        "tiny", server, api_key_env="SWIRL_TEST_KEY", tokenizer=tiny_model_dir, concurrency=4, timeout_s=60
+    )
     yield eng
     eng.close()
 
@@ -75,10 +96,10 @@ PROMPTS = [[{"role": "user", "content": f"What is {i} times {i + 1}?"}] for i in
 def test_greedy_text_matches_local_engine(engine, hf_engine):
     s = Sampling(max_tokens=16, logprobs=True)
     remote, local = engine.generate(PROMPTS, s), hf_engine.generate(PROMPTS, s)
-    for r, l in zip(remote, local):
-        assert r.completions[0].text == l.completions[0].text
-        assert r.prompt_token_ids == l.prompt_token_ids
-        assert len(r.completions[0].logprobs) == len(l.completions[0].token_ids)
+    for r, loc in zip(remote, local, strict=False):
+        assert r.completions[0].text == loc.completions[0].text
+        assert r.prompt_token_ids == loc.prompt_token_ids
+        assert len(r.completions[0].logprobs) == len(loc.completions[0].token_ids)
     assert "sk-test" not in repr(engine)
 
 
@@ -87,12 +108,20 @@ def test_rollout_through_the_server(engine):
     from swirl.rollout import ChatSegments, RolloutSettings, rollout, start_trajectories
 
     qs = [{"question_id": f"q{i}", "question": f"What is {i} + 1?", "task": "math"} for i in range(3)]
-    trajs = start_trajectories(qs, 2, lambda q: [{"role": "user", "content": render_prompt(MATH_PROMPT, q["question"], 3)}],
-                               ChatSegments(engine.tokenizer))
-    rollout(engine, trajs, {"math": lambda e: f"{e} -> 1"}, RolloutSettings(max_steps=3, max_tokens_per_step=24,
-                                                                         max_context=1024, seed=1))
+    trajs = start_trajectories(
+        qs,
+        2,
+        lambda q: [{"role": "user", "content": render_prompt(MATH_PROMPT, q["question"], 3)}],
+        ChatSegments(engine.tokenizer),
+    )
+    rollout(
+        engine,
+        trajs,
+        {"math": lambda e: f"{e} -> 1"},
+        RolloutSettings(max_steps=3, max_tokens_per_step=24, max_context=1024, seed=1),
+    )
     assert len(trajs) == 6
     for t in trajs:
         assert t.stop_reason in ("answer", "max_steps", "context_limit") and len(t.action_spans) >= 1
-        for (a, b), m in zip(t.action_spans, t.messages[1::2]):
+        for (a, b), m in zip(t.action_spans, t.messages[1::2], strict=False):
             assert engine.tokenizer.decode(t.token_ids[a:b], skip_special_tokens=True) == m["content"]

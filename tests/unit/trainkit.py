@@ -1,5 +1,6 @@
-"""Training fixtures: a store holding questions, trajectories (token ids laid out exactly as the rollout lays them
-out, with the tiny model's tokenizer and chat template), judgments, and the decompose and filter outputs."""
+"""Training fixtures: a store holding questions, trajectories (token ids laid out exactly as the rollout lays
+them out, with the tiny model's tokenizer and chat template), judgments, and the decompose and filter
+outputs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from swirl.tables import to_table
 from swirl.training.data import TrainInput
 
 
-def _trajectory(seg: ChatSegments, tid: str, qid: str, question: str, actions: list[str], observations: list[str]) -> dict:
+def _trajectory(
+    seg: ChatSegments, tid: str, qid: str, question: str, actions: list[str], observations: list[str]
+) -> dict:
     messages = [{"role": "user", "content": render_prompt(MATH_PROMPT, question, 4)}]
     ids = seg.prompt_ids(messages)
     spans = []
@@ -27,16 +30,29 @@ def _trajectory(seg: ChatSegments, tid: str, qid: str, question: str, actions: l
         if i < len(observations):
             ids += seg.between_ids(observations[i], action_ended_with_eos=False)
             messages.append({"role": "user", "content": observations[i]})
-    return {"trajectory_id": tid, "question_id": qid, "sample_idx": int(tid.split("#")[1]), "messages": messages,
-            "token_ids": ids, "action_spans": spans, "action_logprobs": [[0.0] * (s["end"] - s["start"]) for s in spans],
-            "final_answer": actions[-1].split("<answer>")[-1].split("</answer>")[0] if "<answer>" in actions[-1] else "",
-            "stop_reason": "answer", "num_actions": len(actions), "model": "tiny", "adapter": ""}
+    return {
+        "trajectory_id": tid,
+        "question_id": qid,
+        "sample_idx": int(tid.split("#")[1]),
+        "messages": messages,
+        "token_ids": ids,
+        "action_spans": spans,
+        "action_logprobs": [[0.0] * (s["end"] - s["start"]) for s in spans],
+        "final_answer": actions[-1].split("<answer>")[-1].split("</answer>")[0]
+        if "<answer>" in actions[-1]
+        else "",
+        "stop_reason": "answer",
+        "num_actions": len(actions),
+        "model": "tiny",
+        "adapter": "",
+    }
 
 
-def build_train_store(root: str, model_dir: str, n_questions: int = 24, samples: int = 2, seed: int = 0,
-                      dataset: str = "gsm8k") -> tuple[Store, TrainInput]:
-    """Addition problems answered in two steps (calculate, then answer). One in four trajectories has a BAD first
-    step, so the process filter drops it."""
+def build_train_store(
+    root: str, model_dir: str, n_questions: int = 24, samples: int = 2, seed: int = 0, dataset: str = "gsm8k"
+) -> tuple[Store, TrainInput]:
+    """Addition problems answered in two steps (calculate, then answer). One in four trajectories has a BAD
+    first step, so the process filter drops it."""
     from transformers import AutoTokenizer
 
     rng = random.Random(seed)
@@ -46,16 +62,39 @@ def build_train_store(root: str, model_dir: str, n_questions: int = 24, samples:
         a, b = rng.randint(2, 60), rng.randint(2, 60)
         qid = f"{dataset}-{q}"
         text = f"Tom has {a} apples and buys {b} more. How many apples does he have?"
-        questions.append({"question_id": qid, "dataset": dataset, "split": "train", "question": text,
-                          "answers": [str(a + b)], "level": "", "hops": None, "metadata": "{}"})
+        questions.append(
+            {
+                "question_id": qid,
+                "dataset": dataset,
+                "split": "train",
+                "question": text,
+                "answers": [str(a + b)],
+                "level": "",
+                "hops": None,
+                "metadata": "{}",
+            }
+        )
         for k in range(samples):
             tid = f"{qid}#{k}"
-            acts = [f"I add them. <math_exp>{a} + {b}</math_exp>", f"So the total is <answer>{a + b}</answer>"]
+            acts = [
+                f"I add them. <math_exp>{a} + {b}</math_exp>",
+                f"So the total is <answer>{a + b}</answer>",
+            ]
             trajs.append(_trajectory(seg, tid, qid, text, acts, [f"{a} + {b} -> {a + b}"]))
             bad = (q * samples + k) % 4 == 3
             for step, label in enumerate(["BAD" if bad else "GOOD", "GOOD"]):
-                judged.append({"trajectory_id": tid, "step": step, "process_label": label, "judge_text": label,
-                               "outcome_correct": True, "outcome_llm": None, "outcome_llm_text": "", "judge_model": "j"})
+                judged.append(
+                    {
+                        "trajectory_id": tid,
+                        "step": step,
+                        "process_label": label,
+                        "judge_text": label,
+                        "outcome_correct": True,
+                        "outcome_llm": None,
+                        "outcome_llm_text": "",
+                        "judge_model": "j",
+                    }
+                )
     store = Store(root)
     qref = store.write_table("ingest", f"q{seed}", to_table("questions", questions), "questions", {})
     tref = store.write_table("generate", f"g{seed}", to_table("trajectories", trajs), "trajectories", {})
