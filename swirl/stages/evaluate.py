@@ -30,7 +30,7 @@ from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig, engine_identit
 from swirl.judging.process import Question, ask_all, outcome_ask
 from swirl.rollout import Tool, Trajectory
 from swirl.stages.generate import (
-    engine_identity,
+    serving_identity,
     model_fingerprint,
     protocol_examples,
     protocol_template,
@@ -108,7 +108,7 @@ def _plan(
         },
         "rules": {"qa_rule": outcome.qa_rule, "f1_threshold": outcome.f1_threshold},
         "max_context": policy.max_model_len,
-        "engine": engine_identity(policy),
+        "engine": serving_identity(policy),
     }
     inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
     if task == "search":
