@@ -28,16 +28,16 @@ from swirl.data.loaders import sample_rows
 from swirl.engines.base import Engine
 from swirl.evaluation.config import EvaluateConfig
 from swirl.judging import outcome as rules
-from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig
+from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig, engine_identity
 from swirl.judging.process import Question, ask_all, outcome_ask
 from swirl.rollout import Tool, Trajectory
 from swirl.stages.generate import (
-    engine_identity,
     model_fingerprint,
     protocol_examples,
     protocol_template,
     roll_out,
     rollout_settings,
+    serving_identity,
     task_of,
 )
 from swirl.store import StageRef, Store, stage_version
@@ -111,7 +111,7 @@ def _plan(
         },
         "rules": {"qa_rule": outcome.qa_rule, "f1_threshold": outcome.f1_threshold},
         "max_context": policy.max_model_len,
-        "engine": engine_identity(policy),
+        "engine": serving_identity(policy),
     }
     inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
     if task == "search":

@@ -77,7 +77,7 @@ def model_fingerprint(model: str, adapter: str | None) -> str:
     return folder(model) + ("|" + folder(adapter) if adapter else "")
 
 
-def engine_identity(policy: EngineConfig) -> str:
+def serving_identity(policy: EngineConfig) -> str:
     """How the policy is served, where it changes the numbers: the engine kind, and a merged adapter (merged
     weights round differently from a LoRA applied at run time)."""
     return policy.kind + ("+merged" if policy.merge_adapter and policy.adapter else "")
@@ -96,7 +96,7 @@ def generate_version(
         "generate": _stage_config(cfg),
         "task": task_of(spec),
         "max_context": policy.max_model_len,
-        "engine": engine_identity(policy),
+        "engine": serving_identity(policy),
     }
     if task_of(spec) == "search":  # the index and how results are shown both shape the observations
         if corpus is None:

@@ -63,15 +63,17 @@ def test_merged_engine_serves_only_its_adapter(tiny_model_dir, tiny_adapter_dir)
 
 def test_merge_is_part_of_the_version_only_when_an_adapter_is_served(tiny_model_dir):
     from swirl.config import EngineConfig
-    from swirl.stages.generate import engine_identity
+    from swirl.stages.generate import serving_identity
 
     plain = EngineConfig(kind="vllm", model=tiny_model_dir)
     assert (
-        engine_identity(plain) == engine_identity(plain.model_copy(update={"merge_adapter": True})) == "vllm"
+        serving_identity(plain)
+        == serving_identity(plain.model_copy(update={"merge_adapter": True}))
+        == "vllm"
     )
     with_adapter = plain.model_copy(update={"adapter": "a"})
-    assert engine_identity(with_adapter) == "vllm"
-    assert engine_identity(with_adapter.model_copy(update={"merge_adapter": True})) == "vllm+merged"
+    assert serving_identity(with_adapter) == "vllm"
+    assert serving_identity(with_adapter.model_copy(update={"merge_adapter": True})) == "vllm+merged"
 
 
 def test_online_swirl_cannot_sample_from_a_merged_engine():
