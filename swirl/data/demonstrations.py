@@ -90,7 +90,3 @@ class GoldScript:
                 return action
             pos = hit + len(action)
         raise ValueError(f"every gold action of {question[:80]!r} was already taken")
-
-
-def has_gold(rows: Sequence[Mapping[str, Any]], task: str) -> list[bool]:
-    return [bool(gold_actions(r, task)) for r in rows]

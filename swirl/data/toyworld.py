@@ -37,7 +37,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from swirl.data.synthetic import write_once
+from swirl.data.synthetic import NAMES, write_once
 
 FORMAT = 1  # bump when the generated content changes, so written files are rebuilt
 _SPLITS = {"train": 0, "dev": 1, "test": 2}
@@ -54,33 +54,6 @@ def _bucket(text: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ arithmetic
-NAMES = [
-    "Ava",
-    "Ben",
-    "Chen",
-    "Dara",
-    "Eli",
-    "Farah",
-    "Gus",
-    "Hana",
-    "Ivan",
-    "Jade",
-    "Kofi",
-    "Lena",
-    "Milo",
-    "Nia",
-    "Omar",
-    "Pia",
-    "Quinn",
-    "Rosa",
-    "Sami",
-    "Tara",
-    "Uma",
-    "Vik",
-    "Wes",
-    "Yara",
-    "Zane",
-]
 SHOP = [
     ("chairs", 18, 140),
     ("lamps", 15, 95),
