@@ -59,8 +59,8 @@ def build_adapter(model: str, out: str) -> str:
 
 
 def child(model: str, prompts: int, tokens: int, threads: str, mode: str, adapter: str) -> None:
-    from swirl.config import EngineConfig
     from swirl.engines import Sampling, make_engine
+    from swirl.engines.config import EngineConfig
 
     cfg = EngineConfig(
         kind="vllm",

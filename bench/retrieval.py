@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from swirl.config import DatasetSpec
+from swirl.data.config import DatasetSpec
 from swirl.data.corpus import corpus_from_questions
 from swirl.data.loaders import load_questions
 from swirl.tables import to_table

@@ -162,8 +162,9 @@ def peak_rss_mb() -> float:
 
 def run_stages(root: str, versions: dict) -> dict:
     """The measured part (in a fresh process): decompose, then filter twice (plain and fixed-count)."""
-    from swirl.stages.decompose import run_decompose
-    from swirl.stages.filter import run_filter
+    from swirl.stages.base import run_stage
+    from swirl.stages.decompose import Decompose
+    from swirl.stages.filter import Filter
     from swirl.steps import DecomposeConfig, FilterConfig
     from swirl.store import Store
 
@@ -173,14 +174,14 @@ def run_stages(root: str, versions: dict) -> dict:
     j = store.ref("judge", versions["judgments"])
     q = store.ref("ingest", versions["questions"])
     t0 = time.perf_counter()
-    steps = run_decompose(store, t, j, q, DecomposeConfig())
+    steps = run_stage(store, Decompose(t, j, q, DecomposeConfig())).ref
     out["decompose_s"] = round(time.perf_counter() - t0, 2)
     out["decompose_rss_mb"] = peak_rss_mb()
     t1 = time.perf_counter()
-    f = run_filter(store, steps, FilterConfig(strategy="process"))
+    f = run_stage(store, Filter(steps, FilterConfig(strategy="process"))).ref
     out["filter_s"] = round(time.perf_counter() - t1, 2)
     t2 = time.perf_counter()
-    ff = run_filter(store, steps, FilterConfig(strategy="process", fixed_count="min"))
+    ff = run_stage(store, Filter(steps, FilterConfig(strategy="process", fixed_count="min"))).ref
     out["filter_fixed_count_s"] = round(time.perf_counter() - t2, 2)
     out["total_s"] = round(time.perf_counter() - t0, 2)
     out["peak_rss_mb"] = peak_rss_mb()

@@ -19,27 +19,22 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from swirl.config import DatasetSpec, RunConfig, load_config, with_stages
-from swirl.stages.evaluate import EvalPolicy, ReportEntry
-from swirl.stages.generate import task_of
-from swirl.stages.train import adapter_path, read_train_log
+from swirl.config import RunConfig, load_config, with_stages
+from swirl.data.config import DatasetSpec
+from swirl.generation import task_of
+from swirl.stages.corpus import Corpus
+from swirl.stages.decompose import Decompose
+from swirl.stages.evaluate import EvalPolicy, Evaluate, Report, ReportEntry
+from swirl.stages.filter import Filter
+from swirl.stages.generate import Generate
+from swirl.stages.ingest import Ingest
+from swirl.stages.judge import Judge
+from swirl.stages.train import Train, adapter_path, read_train_log
 from swirl.stages.train import trained_on as train_datasets_of
 from swirl.store import Store
 from swirl.training.data import TrainInput
 from tasks.engines import close_engines
-from tasks.stages import (
-    StageResult,
-    corpus_task,
-    decompose_task,
-    eval_report_task,
-    evaluate_task,
-    filter_task,
-    generate_task,
-    ingest_task,
-    judge_task,
-    prepare_task,
-    train_task,
-)
+from tasks.stages import StageResult, prepare_task, report_artifact_task, run_job
 from tasks.tracking import default_artifact_root, finish_round, log_report, log_stage, start_round
 
 # What each stage reads: a stage runs when it is listed or a listed stage depends on it.
@@ -96,10 +91,10 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
     required = required_stages(cfg.stages)
     needed = required.__contains__
 
-    def record(
-        name: str, params: dict[str, Any], state: Any, history: list[dict[str, Any]] | None = None
-    ) -> StageResult:
+    def record(name: str, job: Any, state: Any, history: list[dict[str, Any]] | None = None) -> StageResult:
+        """Log a finished stage to MLflow (its params: the config its version hashes) and to the summary."""
         res: StageResult = state.result()
+        params = job.plan().config
         cached = state.name == "Cached" or not res.computed
         log_stage(
             tr,
@@ -126,8 +121,8 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
         full = spec.model_copy(update={"limit": None, "drop_levels": ()})
         if full == spec:
             return questions[spec.name]
-        state = ingest_task(store.url, full, return_state=True)
-        return record(f"ingest/{spec.name}/split", full.model_dump(mode="json"), state).ref
+        job = Ingest(full)
+        return record(f"ingest/{spec.name}/split", job, run_job(store.url, job)).ref
 
     try:
         t0 = time.perf_counter()
@@ -137,12 +132,11 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
         if needed("ingest"):
             if not cfg.ingest.datasets:
                 log.warning("ingest: no datasets in the config (ingest.datasets is empty)")
-            futures = {spec.name: ingest_task.submit(store.url, spec) for spec in cfg.ingest.datasets}
-            for spec in cfg.ingest.datasets:
-                futures[spec.name].wait()
-                questions[spec.name] = record(
-                    f"ingest/{spec.name}", spec.model_dump(mode="json"), futures[spec.name].state
-                ).ref
+            jobs = {spec.name: Ingest(spec) for spec in cfg.ingest.datasets}
+            futures = {name: run_job(store.url, job, submit=True) for name, job in jobs.items()}
+            for name, job in jobs.items():
+                futures[name].wait()
+                questions[name] = record(f"ingest/{name}", job, futures[name].state).ref
         corpora, trajectories = {}, {}
         search_sets = [
             s
@@ -152,52 +146,32 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
             if task_of(s) == "search"
         ]
         if needed("corpus"):
-            for (
-                spec
-            ) in search_sets:  # the paper searches all articles of the dataset split, not only the sample's
-                source = split_questions(spec)
-                state = corpus_task(store.url, spec.name, source, cfg.search, return_state=True)
-                corpora[spec.name] = record(
-                    f"corpus/{spec.name}", cfg.search.model_dump(mode="json"), state
-                ).ref
+            for spec in search_sets:  # the paper searches all articles of the split, not only the sample's
+                job = Corpus(split_questions(spec), cfg.search, spec.name)
+                corpora[spec.name] = record(f"corpus/{spec.name}", job, run_job(store.url, job)).ref
         if needed("generate"):
             for spec in cfg.generate_datasets():
-                state = generate_task(
-                    store.url,
-                    cfg.generate,
-                    cfg.policy,
-                    spec,
-                    questions[spec.name],
-                    corpora.get(spec.name),
-                    cfg.search,
-                    return_state=True,
+                job = Generate(
+                    cfg.generate, cfg.policy, spec, questions[spec.name], corpora.get(spec.name), cfg.search
                 )
-                trajectories[spec.name] = record(
-                    f"generate/{spec.name}",
-                    {**cfg.generate.model_dump(mode="json"), "policy": cfg.policy.model_dump(mode="json")},
-                    state,
-                ).ref
+                trajectories[spec.name] = record(f"generate/{spec.name}", job, run_job(store.url, job)).ref
         train_inputs: list[TrainInput] = []
         for name, trajs in trajectories.items() if needed("judge") else ():
-            judge_cfg = cfg.judge_config()
-            state = judge_task(store.url, name, trajs, questions[name], judge_cfg, return_state=True)
-            judgments = record(f"judge/{name}", judge_cfg.model_dump(mode="json"), state).ref
+            job = Judge(trajs, questions[name], cfg.judge_config(), name)
+            judgments = record(f"judge/{name}", job, run_job(store.url, job)).ref
             if not needed("decompose"):
                 continue
-            state = decompose_task(
-                store.url, name, trajs, judgments, questions[name], cfg.decompose, return_state=True
-            )
-            steps = record(f"decompose/{name}", cfg.decompose.model_dump(mode="json"), state).ref
+            job = Decompose(trajs, judgments, questions[name], cfg.decompose, name)
+            steps = record(f"decompose/{name}", job, run_job(store.url, job)).ref
             if needed("filter"):
-                state = filter_task(store.url, name, steps, cfg.filter, return_state=True)
-                kept = record(f"filter/{name}", cfg.filter.model_dump(mode="json"), state).ref
+                job = Filter(steps, cfg.filter, name)
+                kept = record(f"filter/{name}", job, run_job(store.url, job)).ref
                 train_inputs.append(TrainInput(trajs, kept, questions[name]))
         if needed("train") and train_inputs:
-            state = train_task(
-                store.url, cfg.train, cfg.policy, train_inputs, cfg.judge_config(), return_state=True
-            )
+            job = Train(cfg.train, cfg.policy, tuple(train_inputs), cfg.judge_config())
+            state = run_job(store.url, job)
             ref = state.result().ref
-            record("train", cfg.train.model_dump(mode="json"), state, history=read_train_log(store, ref))
+            record("train", job, state, history=read_train_log(store, ref))
             outputs["train"]["adapter"] = adapter_path(ref)
         if needed("evaluate"):
             trained_on = "+".join(i.questions.summary.get("dataset", "?") for i in train_inputs)
@@ -205,8 +179,7 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
             entries = []
             for spec in cfg.evaluate_datasets():
                 for pol in eval_policies(cfg, adapter, trained_on):
-                    state = evaluate_task(
-                        store.url,
+                    job = Evaluate(
                         cfg.evaluate,
                         cfg.generate,
                         pol,
@@ -215,21 +188,13 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
                         corpora.get(spec.name),
                         cfg.search,
                         cfg.judge_config(),
-                        return_state=True,
                     )
-                    params = {
-                        "evaluate": cfg.evaluate.model_dump(mode="json"),
-                        "dataset": spec.name,
-                        "policy": pol.engine.model_dump(mode="json"),
-                        "label": pol.label,
-                    }
-                    ref = record(f"eval/{spec.name}/{pol.label}", params, state).ref
+                    ref = record(f"eval/{spec.name}/{pol.label}", job, run_job(store.url, job)).ref
                     entries.append(ReportEntry(pol.label, pol.trained_on, ref))
             if entries:
-                state = eval_report_task(
-                    store.url, entries, cfg.evaluate, f"{cfg.run.name}: evaluation", return_state=True
-                )
-                ref = record("eval", {"policies": [e.policy for e in entries]}, state).ref
+                job = Report(tuple(entries), cfg.evaluate, f"{cfg.run.name}: evaluation")
+                ref = record("eval", job, run_job(store.url, job)).ref
+                report_artifact_task(store.url, ref, job.title)
                 log_report(tr, ref)
                 outputs["eval"]["report"] = f"{ref.path}/files/report.md"
                 outputs["eval"]["results"] = {

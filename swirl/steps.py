@@ -18,19 +18,52 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from swirl.judging.config import DecomposeConfig, FilterConfig, Strategy  # noqa: F401 - re-exported
 from swirl.protocol import parse_action
+from swirl.sections import Section
 from swirl.store import StageRef, Store
 from swirl.tables import SchemaError, schema
 
 STRATEGIES = ("none", "process", "outcome", "process_outcome")
+
+
+# ---------------------------------------------------------------------------------------- configs
+class DecomposeConfig(Section):
+    outcome_source: Literal["rule", "llm"] = Field(
+        "rule",
+        description="Which judged outcome becomes steps.outcome_correct (what outcome filtering uses): rule "
+        "(numeric equality / EM) or llm (the judge's YES/NO grading; needs judge.outcome.llm).",
+    )
+    batch_rows: int = Field(
+        2048, ge=1, description="Trajectories decomposed per batch (one output shard each)."
+    )
+
+
+Strategy = Literal["none", "process", "outcome", "process_outcome"]
+
+
+class FilterConfig(Section):
+    strategy: Strategy = Field(
+        "process",
+        description="Which trajectories to keep: none (all), process (every step judged GOOD), outcome "
+        "(final answer correct), process_outcome (both). The paper finds process best for SWiRL, "
+        "process_outcome for SFT.",
+    )
+    fixed_count: int | Literal["min"] | None = Field(
+        None,
+        description="Keep this many trajectories per dataset, sampled by seed, the same number for every "
+        "strategy (the paper's protocol). 'min' = the smallest pool over the four strategies. Empty: keep "
+        "every eligible one.",
+    )
+    seed: int = Field(0, description="Seed of the fixed_count sample.")
+    batch_rows: int = Field(65536, ge=1, description="Step rows rewritten per batch (one output shard each).")
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -66,7 +66,7 @@ class StageRef:
 
 
 def as_refs(refs: StageRef | Iterable[StageRef], table: str, where: str) -> list[StageRef]:
-    """One or several stage outputs of table `table`, sorted; `where` (e.g. "run_judge: `trajectories`") names
+    """One or several stage outputs of table `table`, sorted; `where` (e.g. "judge") names
     the argument in the error."""
     out = [refs] if isinstance(refs, StageRef) else list(refs)
     if not out:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from swirl.config import DatasetSpec
+from swirl.data.config import DatasetSpec
 
 
 class DataError(ValueError):

@@ -1,20 +1,41 @@
-"""Inference engines: one Protocol (`Engine`), implementations chosen by config (DESIGN.md §4)."""
+"""Inference engines: one Protocol (`Engine`) and one factory, `make_engine`, for every kind and role.
+
+A role (the policy, the judge, the training sampler) names an `EngineSpec` in the config; whoever runs a stage
+turns it into an engine with `make_engine` (or the flow layer's cached `tasks.engines.get_engine`, which calls
+it). Heavy imports (vLLM, transformers, the OpenAI SDK) happen inside the factory, not at import time.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from swirl.engines.base import Completion, Engine, Prompt, Result, Sampling, encode_prompt
+from swirl.engines.config import EngineConfig, EngineSpec, OpenAIEngineConfig
 
-if TYPE_CHECKING:
-    from swirl.config import EngineConfig
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineConfig",
+    "EngineSpec",
+    "OpenAIEngineConfig",
+    "Prompt",
+    "Result",
+    "Sampling",
+    "encode_prompt",
+    "make_engine",
+]
 
-__all__ = ["Completion", "Engine", "Prompt", "Result", "Sampling", "encode_prompt", "make_engine"]
 
+def make_engine(cfg: EngineSpec, api_key: Callable[[], str] | None = None) -> Engine:
+    """Build the engine a config names: vllm, hf (a merged-adapter copy when `merge_adapter`), or openai.
 
-def make_engine(cfg: EngineConfig) -> Engine:
-    """Build the engine a config names (heavy imports happen here, not at import time)."""
-    if getattr(cfg, "merge_adapter", False) and cfg.adapter:
+    `api_key`: returns an OpenAI-compatible endpoint's key, for configs that name a secret store entry
+    (`api_key_secret`) rather than an environment variable."""
+    if isinstance(cfg, OpenAIEngineConfig):
+        from swirl.engines.openai import OpenAIEngine
+
+        return OpenAIEngine.from_config(cfg, api_key)
+    if cfg.merge_adapter and cfg.adapter:
         from swirl.engines.merged import MergedAdapterEngine, merge_adapter, merged_folder
 
         folder = merge_adapter(cfg.model, cfg.adapter, merged_folder(cfg.model, cfg.adapter))
@@ -49,8 +70,6 @@ def make_engine(cfg: EngineConfig) -> Engine:
             max_num_seqs=cfg.max_num_seqs,
             cpu_threads=cfg.cpu_threads,
         )
-    if cfg.kind == "hf":
-        from swirl.engines.hf import HFEngine
+    from swirl.engines.hf import HFEngine
 
-        return HFEngine(cfg.model, dtype=cfg.dtype, batch_size=cfg.hf_batch_size, seed=cfg.seed)
-    raise ValueError(f"unknown engine kind {cfg.kind!r}; choose vllm or hf")
+    return HFEngine(cfg.model, dtype=cfg.dtype, batch_size=cfg.hf_batch_size, seed=cfg.seed)

@@ -5,10 +5,10 @@ given, the returned text is re-tokenized with it (and the prompt is encoded with
 one, token id lists are empty. `token_exact = False` says so, so callers that need exact ids (training data)
 can refuse it. Use it for judging and evaluation, not to generate training trajectories.
 
-Keys never live in config files: `api_key_env` names an environment variable, or `api_key_secret` names a
-Prefect Secret block (loaded lazily, inside a function; this module never imports prefect at import time). The
-key is read on the first request, kept in a private attribute, and scrubbed from every message this module
-logs or raises.
+Keys never live in config files: `api_key_env` names an environment variable, or `api_key` is a function that
+returns the key (the flow layer passes one that reads the Prefect Secret block `api_key_secret` names; swirl
+never imports Prefect). The key is read on the first request, kept in a private attribute, and scrubbed from
+every message this module logs or raises.
 
 Retries are bounded and only for transient failures: timeouts, connection errors, HTTP 429 and 5xx, with
 exponential backoff (honouring `Retry-After` up to the cap). Other 4xx answers are the caller's mistake and
@@ -20,21 +20,16 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Any
 
 from swirl.engines.base import Completion, Message, Prompt, Result, Sampling, encode_prompt, prompt_seeds
+from swirl.engines.config import OpenAIEngineConfig
 
 log = logging.getLogger(__name__)
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_REDACTED = "<redacted: this looks like a secret, not an environment variable name>"
 
 
 class OpenAIEngineError(RuntimeError):
@@ -46,87 +41,12 @@ class OpenAIRequestError(ValueError):
     request."""
 
 
-class OpenAIEngineConfig(BaseModel):
-    """An OpenAI-compatible endpoint used as an engine (typically the judge)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["openai"] = Field(
-        "openai", description="Engine kind; `openai` = an OpenAI-compatible HTTP endpoint."
-    )
-    base_url: str = Field(
-        description="Endpoint base URL including /v1, e.g. http://127.0.0.1:8000/v1 for a vLLM server."
-    )
-    model: str = Field(description="Model name the server expects in requests.")
-    api_key_env: str = Field(
-        "OPENAI_API_KEY",
-        description="Name of the environment variable holding the API key (never the key itself). Empty: no "
-        "key (local servers), unless api_key_secret is set.",
-    )
-    api_key_secret: str | None = Field(
-        None,
-        description="Name of a Prefect Secret block holding the key; used instead of api_key_env when set.",
-    )
-    tokenizer: str | None = Field(
-        None,
-        description="Local tokenizer folder (or hub id) used to re-tokenize returned text; without one, "
-        "token id lists are empty. Re-tokenized ids are never exact (token_exact = False).",
-    )
-    concurrency: int = Field(8, ge=1, le=512, description="Requests in flight at once (a thread pool).")
-    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
-    max_retries: int = Field(
-        4, ge=0, le=20, description="Retries per request on timeouts, connection errors, HTTP 429 and 5xx."
-    )
-    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry (with jitter).")
-    backoff_max_s: float = Field(30.0, ge=0, description="Cap of one retry delay (also caps Retry-After).")
-    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
-        "max_tokens",
-        description="Request field that carries Sampling.max_tokens: max_tokens (vLLM, most servers) or "
-        "max_completion_tokens (newer OpenAI models).",
-    )
-    max_context: int | None = Field(
-        None,
-        ge=2,
-        description="The served model's context limit in tokens, if known. With a tokenizer, prompts at or "
-        "over it are skipped by the callers (the judge records UNKNOWN) instead of failing on the server.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _redact(cls, data: Any) -> Any:
-        """A key pasted where a variable name belongs must not be echoed back in the validation error."""
-        if isinstance(data, dict) and isinstance(data.get("api_key_env"), str):
-            v = data["api_key_env"]
-            if v and not _ENV_NAME.match(v):
-                data = {**data, "api_key_env": _REDACTED}
-        return data
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str) -> str:
-        if v == _REDACTED:
-            raise ValueError(
-                "api_key_env must be the NAME of an environment variable (letters, digits, _), not a key: "
-                "export the key (e.g. `export OPENAI_API_KEY=...`) and write `api_key_env: OPENAI_API_KEY`"
-            )
-        return v
-
-    def identity(self) -> dict[str, Any]:
-        """What determines this engine's outputs (for stage versions): not where it is served or how fast."""
-        return {"kind": self.kind, "model": self.model}
-
-
-def _resolve_key(env: str, secret: str | None) -> str:
-    """The API key from a Prefect Secret block or an environment variable; a placeholder for key-less
-    servers."""
-    if secret:
-        from prefect.blocks.system import Secret  # lazy: swirl never imports prefect at import time
-
-        value = Secret.load(secret).get()
+def _resolve_key(env: str, provider: Callable[[], str] | None) -> str:
+    """The API key from the provider or an environment variable; a placeholder for key-less servers."""
+    if provider is not None:
+        value = provider()
         if not value:
-            raise OpenAIRequestError(
-                f"api_key_secret: the Prefect Secret block {secret!r} is empty; set its value"
-            )
+            raise OpenAIRequestError("api_key: the key provider returned an empty key; set the secret")
         return str(value)
     if env:
         value = os.environ.get(env, "")
@@ -155,7 +75,7 @@ class OpenAIEngine:
         model: str,
         base_url: str,
         api_key_env: str = "OPENAI_API_KEY",
-        api_key_secret: str | None = None,
+        api_key: Callable[[], str] | None = None,
         tokenizer: Any = None,
         concurrency: int = 8,
         timeout_s: float = 60.0,
@@ -168,7 +88,7 @@ class OpenAIEngine:
         self.model = model
         self.max_context = max_context
         self.base_url = base_url
-        self._key_env, self._key_secret = api_key_env, api_key_secret
+        self._key_env, self._key_provider = api_key_env, api_key
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
 
@@ -187,12 +107,19 @@ class OpenAIEngine:
         return f"OpenAIEngine(model={self.model!r}, base_url={self.base_url!r})"
 
     @classmethod
-    def from_config(cls, cfg: OpenAIEngineConfig) -> OpenAIEngine:
+    def from_config(cls, cfg: OpenAIEngineConfig, api_key: Callable[[], str] | None = None) -> OpenAIEngine:
+        """`api_key`: returns the key; required when the config names a secret (`api_key_secret`)."""
+        if cfg.api_key_secret and api_key is None:
+            raise OpenAIRequestError(
+                f"api_key_secret {cfg.api_key_secret!r} names a Prefect Secret block, which only a flow run "
+                "resolves (tasks/engines.py); outside a flow, put the key in an environment variable and set "
+                "api_key_env instead"
+            )
         return cls(
             cfg.model,
             cfg.base_url,
             api_key_env=cfg.api_key_env,
-            api_key_secret=cfg.api_key_secret,
+            api_key=api_key,
             tokenizer=cfg.tokenizer,
             concurrency=cfg.concurrency,
             timeout_s=cfg.timeout_s,
@@ -212,7 +139,7 @@ class OpenAIEngine:
             if self._client is None:
                 from openai import OpenAI
 
-                self._key = _resolve_key(self._key_env, self._key_secret)
+                self._key = _resolve_key(self._key_env, self._key_provider)
                 # The SDK's own retries are off: ours are bounded, logged and counted.
                 self._client = OpenAI(
                     api_key=self._key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0

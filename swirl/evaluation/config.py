@@ -6,14 +6,12 @@ tools and limits it trains with); what is its own is which questions, which poli
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from swirl.sections import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ExtraPolicy(_Section):
+class ExtraPolicy(Section):
     name: str = Field(description="Label of this policy in tables, metrics and reports (e.g. round1).")
     adapter: str = Field(description="LoRA adapter folder (peft format) applied to the run's policy model.")
     trained_on: str = Field(
@@ -23,7 +21,7 @@ class ExtraPolicy(_Section):
     )
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     datasets: tuple[str, ...] = Field(
         (),
         description="Ingested dataset names to evaluate on; empty = every ingested dataset whose split is "

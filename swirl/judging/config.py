@@ -1,30 +1,21 @@
-"""Configuration of the judge, decompose and filter stages.
+"""Configuration of the judge stage.
 
-Kept apart from swirl.config, which imports these into RunConfig; so this module never imports swirl.config (a
-cycle) and stays light (pydantic only). Every field of `JudgeConfig` except the engine's serving details goes
-into the judge stage's version (`JudgeConfig.version_config`): a changed prompt re-judges; a changed URL,
-concurrency or timeout does not.
-
-A local in-process judge (vllm/hf) is an engine object passed to `run_judge`; to name one in YAML instead,
-subclass in swirl.config: `class JudgeSection(JudgeConfig): engine: EngineConfig | OpenAIEngineConfig | None`
-(the stage duck-types the engine config; `make_judge_engine` builds either).
+Every field of `JudgeConfig` except the engine's serving details goes into the judge stage's version
+(`JudgeConfig.version_config`): a changed prompt re-judges; a changed URL, concurrency or timeout does not.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from swirl.engines.openai import OpenAIEngineConfig
+from swirl.engines.config import EngineSpec, engine_identity
 from swirl.judging import prompts
+from swirl.sections import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ProcessJudgeConfig(_Section):
+class ProcessJudgeConfig(Section):
     kind: Literal["llm", "rule"] = Field(
         "llm",
         description="llm = the judge model rates each step with the paper's prompt; "
@@ -57,7 +48,7 @@ class ProcessJudgeConfig(_Section):
         return self
 
 
-class OutcomeJudgeConfig(_Section):
+class OutcomeJudgeConfig(Section):
     qa_rule: Literal["em", "f1"] = Field(
         "em",
         description="Rule for multi-hop QA answers: em = SQuAD exact match with any alias; f1 = SQuAD token "
@@ -98,11 +89,12 @@ class OutcomeJudgeConfig(_Section):
         return any(dataset == m or dataset.startswith((m + "_", m + "-")) for m in self.math_datasets)
 
 
-class JudgeConfig(_Section):
-    engine: OpenAIEngineConfig | None = Field(
+class JudgeConfig(Section):
+    engine: EngineSpec | None = Field(
         None,
-        description="The judge model behind an OpenAI-compatible endpoint (a hosted model, or `vllm serve` "
-        "of a local one). Empty: the caller passes an engine object (e.g. the policy's own vllm/hf engine).",
+        description="The judge model: a local engine (kind vllm/hf, possibly bigger than the policy) or an "
+        "OpenAI-compatible endpoint (kind openai). Empty: the policy judges itself (cheap, not the paper's "
+        "setup).",
     )
     process: ProcessJudgeConfig = Field(
         default_factory=ProcessJudgeConfig, description="Per-step GOOD/BAD judge."
@@ -141,50 +133,11 @@ class JudgeConfig(_Section):
         """Whether judging asks a model (an LLM process judge, or LLM grading of final answers)."""
         return self.process.kind == "llm" or self.outcome.llm
 
-    def version_config(self, engine_identity: dict[str, Any]) -> dict[str, Any]:
+    def version_config(self) -> dict[str, Any]:
         """The config that determines the judgments: everything but engine serving details and shard size (and
         the engine itself when no model is asked)."""
+        if self.needs_model and self.engine is None:
+            raise ValueError("judge.engine is empty: set it, or give the run a policy to judge with")
         data = self.model_dump(mode="json", exclude={"engine", "shard_size"})
-        return {**data, "engine": engine_identity if self.needs_model else {"kind": "rule"}}
-
-
-def engine_identity(cfg: Any) -> dict[str, Any]:
-    """What makes an engine's outputs what they are (model, weights dtype, adapter), not where or how fast.
-
-    Takes an OpenAIEngineConfig or swirl.config.EngineConfig (duck-typed: this module must not import
-    swirl.config, which imports it)."""
-    if isinstance(cfg, OpenAIEngineConfig):
-        return cfg.identity()
-    return {k: getattr(cfg, k, None) for k in ("kind", "model", "adapter", "dtype")}
-
-
-# ---------------------------------------------------------------------------------- decompose / filter
-class DecomposeConfig(_Section):
-    outcome_source: Literal["rule", "llm"] = Field(
-        "rule",
-        description="Which judged outcome becomes steps.outcome_correct (what outcome filtering uses): rule "
-        "(numeric equality / EM) or llm (the judge's YES/NO grading; needs judge.outcome.llm).",
-    )
-    batch_rows: int = Field(
-        2048, ge=1, description="Trajectories decomposed per batch (one output shard each)."
-    )
-
-
-Strategy = Literal["none", "process", "outcome", "process_outcome"]
-
-
-class FilterConfig(_Section):
-    strategy: Strategy = Field(
-        "process",
-        description="Which trajectories to keep: none (all), process (every step judged GOOD), outcome "
-        "(final answer correct), process_outcome (both). The paper finds process best for SWiRL, "
-        "process_outcome for SFT.",
-    )
-    fixed_count: int | Literal["min"] | None = Field(
-        None,
-        description="Keep this many trajectories per dataset, sampled by seed, the same number for every "
-        "strategy (the paper's protocol). 'min' = the smallest pool over the four strategies. Empty: keep "
-        "every eligible one.",
-    )
-    seed: int = Field(0, description="Seed of the fixed_count sample.")
-    batch_rows: int = Field(65536, ge=1, description="Step rows rewritten per batch (one output shard each).")
+        identity = engine_identity(self.engine) if self.needs_model else {"kind": "rule"}
+        return {**data, "engine": identity}

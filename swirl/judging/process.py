@@ -19,6 +19,8 @@ from swirl.engines.base import Engine, Message, Sampling, encode_prompt, too_lon
 from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig
 from swirl.judging.prompts import GOOD_BAD, YES_NO, fill, parse_verdict, render_conversation
+from swirl.steps import read_columns
+from swirl.store import StageRef, Store, as_refs
 
 UNKNOWN = "UNKNOWN"
 TOO_LONG = "[not asked: the prompt does not fit the judge's context]"
@@ -194,4 +196,18 @@ def judge_shard(
                     "judge_model": engine.model if cfg.needs_model else "rule",
                 }
             )
+    return out
+
+
+def load_questions(store: Store, questions: StageRef | Sequence[StageRef]) -> dict[str, Question]:
+    columns = ["question_id", "dataset", "question", "answers"]
+    t = read_columns(store, as_refs(questions, "questions", "load_questions"), columns)
+    out: dict[str, Question] = {}
+    for r in t.to_pylist():
+        q = Question(r["dataset"], r["question"], tuple(r["answers"] or ()))
+        if out.get(r["question_id"], q) != q:
+            raise ValueError(
+                f"question id {r['question_id']!r} appears twice with different content; fix the ids"
+            )
+        out[r["question_id"]] = q
     return out

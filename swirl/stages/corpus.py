@@ -11,77 +11,85 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from swirl.data.corpus import corpus_from_questions, read_corpus_file
-from swirl.store import StageRef, Store, file_sha256, stage_version
+from swirl.stages.base import Context, Plan
+from swirl.store import StageRef, Store, file_sha256
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
 from swirl.tools.search import Retriever, build_retriever, load_retriever
 
-STAGE = "corpus"
+STAGE = "corpus"  # open_retriever checks it
 TABLE = "corpus"
 INDEX_DIR = "index"
 BUILDER_VERSION = 1  # bump when pooling/de-duplication rules change
 
 
-Source = StageRef | Sequence[StageRef] | str
+Source = StageRef | tuple[StageRef, ...] | str
 
 
-def _plan(source: Source, cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, str]]:
-    """(config, inputs) of the stage version for this source."""
-    if isinstance(source, str | os.PathLike):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: corpus file not found; fix the corpus path (JSONL or Parquet)")
-        return (
-            {"source": "file", "builder": BUILDER_VERSION, **cfg.index_config()},
-            {"corpus_file_sha256": file_sha256(path)},
+@dataclass(frozen=True)
+class Corpus:
+    """Pool the articles of questions tables (or read a corpus file) and build the search index over them."""
+
+    source: Source  # questions tables (a dataset's whole split) or a corpus file path (JSONL or Parquet)
+    search: SearchConfig
+    name: str = ""  # the dataset the corpus serves, for logs
+    stage: ClassVar[str] = "corpus"
+
+    @property
+    def label(self) -> str:
+        return f"corpus-{self.name}" if self.name else "corpus"
+
+    def refs(self) -> list[StageRef]:
+        return sorted(
+            [self.source] if isinstance(self.source, StageRef) else list(self.source), key=lambda r: r.short()
         )
-    refs = [source] if isinstance(source, StageRef) else list(source)
-    if not refs:
-        raise ValueError("run_corpus needs at least one questions table (or a corpus file path)")
-    bad = [r.short() for r in refs if r.table != "questions"]
-    if bad:
-        raise ValueError(
-            f"run_corpus reads questions tables; got {bad}. Pass ingest outputs or a corpus file path."
+
+    def plan(self) -> Plan:
+        cfg = self.search
+        if isinstance(self.source, str | os.PathLike):
+            path = os.fspath(self.source)
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"{path}: corpus file not found; fix the corpus path (JSONL or Parquet)"
+                )
+            config = {"source": "file", "builder": BUILDER_VERSION, **cfg.index_config()}
+            return Plan(self.stage, TABLE, config, {"corpus_file_sha256": file_sha256(path)})
+        refs = self.refs()
+        if not refs:
+            raise ValueError("corpus: needs at least one questions table (or a corpus file path)")
+        bad = [r.short() for r in refs if r.table != "questions"]
+        if bad:
+            raise ValueError(
+                f"corpus: reads questions tables; got {bad}. Pass ingest outputs or a file path."
+            )
+        config = {"source": "questions", "builder": BUILDER_VERSION, **cfg.index_config()}
+        return Plan(self.stage, TABLE, config, {"questions": ",".join(r.short() for r in refs)})
+
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        if isinstance(self.source, str | os.PathLike):
+            rows, summary = read_corpus_file(os.fspath(self.source))
+        else:
+            rows, summary = corpus_from_questions(store.read_ref(r) for r in self.refs())
+        t0 = time.perf_counter()
+        retriever = build_retriever(rows, self.search)
+        summary = {
+            **summary,
+            "retriever": self.search.retriever,
+            "index_build_s": round(time.perf_counter() - t0, 3),
+        }
+        return plan.write(
+            store,
+            to_table(TABLE, rows),
+            summary,
+            files=lambda folder: retriever.save(os.path.join(folder, INDEX_DIR)),
         )
-    return (
-        {"source": "questions", "builder": BUILDER_VERSION, **cfg.index_config()},
-        {"questions": ",".join(sorted(r.short() for r in refs))},
-    )
 
-
-def corpus_version(source: Source, cfg: SearchConfig) -> str:
-    config, inputs = _plan(source, cfg)
-    return stage_version(STAGE, config, inputs, TABLE)
-
-
-def run_corpus(store: Store, source: Source, cfg: SearchConfig) -> StageRef:
-    """Pool (or read) the corpus, build the index, commit both; return the existing output when complete."""
-    config, inputs = _plan(source, cfg)
-    version = stage_version(STAGE, config, inputs, TABLE)
-    if store.is_complete(STAGE, version):
-        return store.ref(STAGE, version)
-    if isinstance(source, str | os.PathLike):
-        rows, summary = read_corpus_file(os.fspath(source))
-    else:
-        refs = sorted([source] if isinstance(source, StageRef) else source, key=lambda r: r.short())
-        rows, summary = corpus_from_questions(store.read_ref(r) for r in refs)
-    t0 = time.perf_counter()
-    retriever = build_retriever(rows, cfg)
-    summary = {**summary, "retriever": cfg.retriever, "index_build_s": round(time.perf_counter() - t0, 3)}
-    return store.write_table(
-        STAGE,
-        version,
-        to_table(TABLE, rows),
-        TABLE,
-        config,
-        inputs,
-        summary,
-        files=lambda folder: retriever.save(os.path.join(folder, INDEX_DIR)),
-    )
+    def describe(self, ref: StageRef) -> str:
+        return f"{ref.rows} articles, {self.search.retriever} index"
 
 
 def open_retriever(store: Store, ref: StageRef, cfg: SearchConfig | None = None) -> Retriever:

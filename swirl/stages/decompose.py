@@ -10,12 +10,13 @@ filter, not the judge.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from swirl.stages.base import Context, Plan
 from swirl.steps import (
     DECOMPOSE_COLUMNS,
     DecomposeConfig,
@@ -27,62 +28,62 @@ from swirl.steps import (
     shard_columns,
     value_counts,
 )
-from swirl.store import StageRef, Store, as_refs, stage_version
+from swirl.store import StageRef, Store, as_refs
 
-STAGE = "decompose"
 TABLE = "steps"
-Refs = StageRef | Sequence[StageRef]
 
 
-def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
-    return as_refs(refs, table, f"run_decompose: `{arg}`")
+@dataclass(frozen=True)
+class Decompose:
+    """One `steps` row per (trajectory, action): a reference to its state, the action, its labels."""
 
+    trajectories: StageRef | tuple[StageRef, ...]
+    judgments: StageRef
+    questions: StageRef | tuple[StageRef, ...]
+    cfg: DecomposeConfig
+    name: str = ""  # the dataset, for logs
+    stage: ClassVar[str] = "decompose"
 
-def _plan(
-    trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig
-) -> tuple[dict, dict]:
-    inputs = {
-        "trajectories": ",".join(r.short() for r in _refs(trajectories, "trajectories", "trajectories")),
-        "judgments": _refs(judgments, "judgments", "judgments")[0].short(),
-        "questions": ",".join(r.short() for r in _refs(questions, "questions", "questions")),
-    }
-    return cfg.model_dump(mode="json"), inputs
+    @property
+    def label(self) -> str:
+        return f"decompose-{self.name}" if self.name else "decompose"
 
+    def plan(self) -> Plan:
+        inputs = {
+            "trajectories": ",".join(
+                r.short() for r in as_refs(self.trajectories, "trajectories", "decompose")
+            ),
+            "judgments": as_refs(self.judgments, "judgments", "decompose")[0].short(),
+            "questions": ",".join(r.short() for r in as_refs(self.questions, "questions", "decompose")),
+        }
+        return Plan(self.stage, TABLE, self.cfg.model_dump(mode="json"), inputs)
 
-def decompose_version(trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig) -> str:
-    config, inputs = _plan(trajectories, judgments, questions, cfg)
-    return stage_version(STAGE, config, inputs, TABLE)
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        cfg, judgments = self.cfg, self.judgments
+        if cfg.outcome_source == "llm" and not judgments.summary.get("outcome_llm_enabled"):
+            raise ValueError(
+                f"decompose.outcome_source is llm but the judgments {judgments.short()} have no LLM grading; "
+                "set judge.outcome.llm: true (re-runs the judge) or decompose.outcome_source: rule"
+            )
+        t0 = time.perf_counter()
+        outcome_col = "outcome_correct" if cfg.outcome_source == "rule" else "outcome_llm"
+        judged = read_columns(store, [judgments], ["trajectory_id", "step", "process_label", outcome_col])
+        judged = index_judgments(judged.rename_columns(["trajectory_id", "step", "process_label", "outcome"]))
+        questions = as_refs(self.questions, "questions", "decompose")
+        qids, datasets = question_datasets(read_columns(store, questions, ["question_id", "dataset"]))
+        writer = plan.writer(store)
+        done = writer.done_keys()
+        for ref in as_refs(self.trajectories, "trajectories", "decompose"):
+            for k, batch in enumerate(iter_batches(store, ref, DECOMPOSE_COLUMNS, cfg.batch_rows)):
+                key = f"{ref.short()}#{k}"  # batches are deterministic for a given input and batch_rows
+                if key not in done:
+                    writer.write_shard(decompose_batch(batch, judged, qids, datasets), [key])
+        summary = summarize_steps(writer)
+        summary.update(outcome_source=cfg.outcome_source, seconds=round(time.perf_counter() - t0, 3))
+        return writer.finalize(summary)
 
-
-def run_decompose(
-    store: Store, trajectories: Refs, judgments: StageRef, questions: Refs, cfg: DecomposeConfig
-) -> StageRef:
-    config, inputs = _plan(trajectories, judgments, questions, cfg)
-    version = stage_version(STAGE, config, inputs, TABLE)
-    if store.is_complete(STAGE, version):
-        return store.ref(STAGE, version)
-    if cfg.outcome_source == "llm" and not judgments.summary.get("outcome_llm_enabled"):
-        raise ValueError(
-            f"decompose.outcome_source is llm but the judgments {judgments.short()} have no LLM grading; set "
-            "judge.outcome.llm: true (re-runs the judge) or decompose.outcome_source: rule"
-        )
-    t0 = time.perf_counter()
-    outcome_col = "outcome_correct" if cfg.outcome_source == "rule" else "outcome_llm"
-    judged = read_columns(store, [judgments], ["trajectory_id", "step", "process_label", outcome_col])
-    judged = index_judgments(judged.rename_columns(["trajectory_id", "step", "process_label", "outcome"]))
-    qids, datasets = question_datasets(
-        read_columns(store, _refs(questions, "questions", "questions"), ["question_id", "dataset"])
-    )
-    writer = store.sharded(STAGE, version, TABLE, config, inputs)
-    done = writer.done_keys()
-    for ref in _refs(trajectories, "trajectories", "trajectories"):
-        for k, batch in enumerate(iter_batches(store, ref, DECOMPOSE_COLUMNS, cfg.batch_rows)):
-            key = f"{ref.short()}#{k}"  # batches are deterministic for a given input and batch_rows
-            if key not in done:
-                writer.write_shard(decompose_batch(batch, judged, qids, datasets), [key])
-    summary = summarize_steps(writer)
-    summary.update(outcome_source=cfg.outcome_source, seconds=round(time.perf_counter() - t0, 3))
-    return writer.finalize(summary)
+    def describe(self, ref: StageRef) -> str:
+        return f"{ref.rows} steps"
 
 
 def summarize_steps(writer: Any) -> dict[str, Any]:

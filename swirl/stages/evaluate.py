@@ -8,7 +8,7 @@ equality for math; EM, F1 and "gold contained in prediction" for QA) and, when `
 model's YES/NO with its text. Sharded and resumable like generate: after a crash a re-run evaluates only the
 questions not yet stored.
 
-`run_report` compares the policies of a round on the same questions (paired: McNemar's exact test and a
+`Report` compares the policies of a round on the same questions (paired: McNemar's exact test and a
 bootstrap interval of the gain over the base policy) and writes `report.md`, `report.json` and `heatmap.png`
 (the cross-task table of METHOD.md §1.6: policy trained on X, evaluated on every dataset) as the `eval_report`
 stage output.
@@ -19,32 +19,26 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from swirl.config import DatasetSpec, EngineConfig, GenerateConfig
+from swirl.data.config import DatasetSpec
 from swirl.data.loaders import sample_rows
 from swirl.engines.base import Engine
+from swirl.engines.config import EngineConfig, engine_identity
 from swirl.evaluation.config import EvaluateConfig
+from swirl.generation import GenerateConfig, protocol_examples, protocol_template, rollout_settings, task_of
 from swirl.judging import outcome as rules
-from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig, engine_identity
+from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig
 from swirl.judging.process import Question, ask_all, outcome_ask
-from swirl.rollout import Tool, Trajectory
-from swirl.stages.generate import (
-    model_fingerprint,
-    protocol_examples,
-    protocol_template,
-    roll_out,
-    rollout_settings,
-    serving_identity,
-    task_of,
-)
-from swirl.store import StageRef, Store, stage_version
+from swirl.rollout import Trajectory
+from swirl.stages.base import Context, Plan
+from swirl.stages.generate import policy_plan, roll_out, tools_for
+from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
 
-STAGE = "evaluate"
 TABLE = "eval_results"
 REPORT_STAGE = "eval_report"
 SAMPLE_MARKDOWN = 8  # episodes in the output's samples.md
@@ -83,168 +77,129 @@ def _judge_identity(judge: JudgeConfig) -> dict[str, Any]:
     }
 
 
-def _plan(
-    cfg: EvaluateConfig,
-    gen: GenerateConfig,
-    policy: EngineConfig,
-    spec: DatasetSpec,
-    questions: StageRef,
-    corpus: StageRef | None,
-    search: SearchConfig | None,
-    outcome: OutcomeJudgeConfig,
-    judge: JudgeConfig | None,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    task = task_of(spec)
-    s = _settings(cfg, gen, task, policy)
-    config: dict[str, Any] = {
-        "sample": {"questions": cfg.questions, "seed": cfg.seed},
-        "decoding": {
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens_per_step": s.max_tokens_per_step,
-        },
-        "protocol": {
-            "task": task,
-            "template": protocol_template(gen, task),
-            "examples": protocol_examples(gen, task),
-            "max_steps": s.max_steps,
-        },
-        "rules": {"qa_rule": outcome.qa_rule, "f1_threshold": outcome.f1_threshold},
-        "max_context": policy.max_model_len,
-        "engine": serving_identity(policy),
-    }
-    inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
-    if task == "search":
-        if corpus is None:
-            raise ValueError(
-                f"evaluate: dataset {spec.name!r} is a search task; it needs its corpus stage output"
-            )
-        inputs["corpus"] = corpus.version
-        config["search"] = (search or SearchConfig()).model_dump(mode="json")
-    if cfg.llm_judge:
-        if judge is None or judge.engine is None:
-            raise ValueError(
-                "evaluate.llm_judge needs a judge engine: set judge.engine, or a policy to judge with"
-            )
-        config["llm_judge"] = _judge_identity(judge)
-    return config, inputs
-
-
-def evaluate_version(
-    cfg: EvaluateConfig,
-    gen: GenerateConfig,
-    policy: EngineConfig,
-    spec: DatasetSpec,
-    questions: StageRef,
-    corpus: StageRef | None = None,
-    search: SearchConfig | None = None,
-    outcome: OutcomeJudgeConfig | None = None,
-    judge: JudgeConfig | None = None,
-) -> str:
-    config, inputs = _plan(
-        cfg, gen, policy, spec, questions, corpus, search, outcome or OutcomeJudgeConfig(), judge
-    )
-    return stage_version(STAGE, config, inputs, TABLE)
-
-
 def sampled_questions(store: Store, questions: StageRef, cfg: EvaluateConfig) -> list[dict[str, Any]]:
     """The seeded sample of questions evaluated (the same for every policy, so comparisons are paired)."""
     rows = store.read_ref(questions).select(["question_id", "dataset", "question", "answers"]).to_pylist()
     return sample_rows(rows, cfg.questions, cfg.seed)
 
 
-def run_evaluate(
-    store: Store,
-    cfg: EvaluateConfig,
-    gen: GenerateConfig,
-    policy: EngineConfig,
-    spec: DatasetSpec,
-    questions: StageRef,
-    engine: Engine | Callable[[], Engine],
-    tools: Mapping[str, Tool],
-    corpus: StageRef | None = None,
-    search: SearchConfig | None = None,
-    outcome: OutcomeJudgeConfig | None = None,
-    judge: JudgeConfig | None = None,
-    judge_engine: Engine | Callable[[], Engine] | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-) -> StageRef:
-    """Evaluate `policy` (model + adapter) on the sampled questions of one dataset; resume from stored shards.
+@dataclass(frozen=True)
+class Evaluate:
+    """One policy on the seeded sample of one dataset's questions: episodes under the generate protocol, rule
+    (and judge) verdicts; sharded by question, resumable. Engines: role `policy`, and `judge` when
+    `cfg.llm_judge`, asked for only when work is left."""
 
-    `engine` and `judge_engine` may be factories, called only when there is work left."""
-    outcome = outcome or (judge.outcome if judge else OutcomeJudgeConfig())
-    config, inputs = _plan(cfg, gen, policy, spec, questions, corpus, search, outcome, judge)
-    version = stage_version(STAGE, config, inputs, TABLE)
-    if store.is_complete(STAGE, version):
-        return store.ref(STAGE, version)
-    writer = store.sharded(
-        STAGE,
-        version,
-        TABLE,
-        {**config, "dataset": spec.name, "model": policy.model, "adapter": policy.adapter},
-        inputs,
-    )
-    task = task_of(spec)
-    sample = sampled_questions(store, questions, cfg)
-    done = writer.done_keys()
-    todo = [q for q in sample if q["question_id"] not in done]
-    stats = {"done": len(done), "total": len(sample), "seconds": 0.0, "resumed_questions": len(done)}
-    if todo:
-        eng = _build(engine)
-        jeng = _build(judge_engine) if cfg.llm_judge else None
-        settings = _settings(cfg, gen, task, policy)
-        t0 = time.perf_counter()
-        for start in range(0, len(todo), cfg.shard_questions):
-            shard = todo[start : start + cfg.shard_questions]
-            trajs = roll_out(
-                eng,
-                shard,
-                task,
-                1,
-                protocol_template(gen, task),
-                tools,
-                settings,
-                policy.adapter,
-                protocol_examples(gen, task),
-            )
-            rows = [
-                score_episode(t, q, task == "math", outcome, policy, cfg.decoding)
-                for t, q in zip(trajs, shard, strict=True)
-            ]
-            if jeng is not None:
-                judge_rows(rows, shard, task == "math", judge, jeng)
-            writer.write_shard(to_table(TABLE, rows), [q["question_id"] for q in shard])
-            stats["done"] += len(shard)
-            stats["seconds"] = time.perf_counter() - t0
-            if progress:
-                progress(dict(stats))
-    rows = writer.read_shards().to_pylist()
-    summary = {
-        **summarize(rows),
-        "resumed_questions": stats["resumed_questions"],
-        "dataset": spec.name,
-        "decoding": cfg.decoding,
-        "adapter": policy.adapter or "",
-    }
+    cfg: EvaluateConfig
+    gen: GenerateConfig
+    policy: EvalPolicy
+    spec: DatasetSpec
+    questions: StageRef
+    corpus: StageRef | None = None
+    search: SearchConfig = SearchConfig()
+    judge: JudgeConfig | None = None
+    stage: ClassVar[str] = "evaluate"
 
-    def files(folder: str) -> None:
-        from swirl.viewer import to_markdown
+    @property
+    def label(self) -> str:
+        return f"evaluate-{self.spec.name}-{self.policy.label}"
 
-        sample_md = rows[:SAMPLE_MARKDOWN]
-        with open(os.path.join(folder, "samples.md"), "w", encoding="utf-8") as f:
-            f.write(
-                to_markdown(
-                    sample_md, title=f"{spec.name}: {len(sample_md)} of {len(rows)} evaluation episodes"
+    @property
+    def outcome(self) -> OutcomeJudgeConfig:
+        return self.judge.outcome if self.judge else OutcomeJudgeConfig()
+
+    def plan(self) -> Plan:
+        cfg, gen, task = self.cfg, self.gen, task_of(self.spec)
+        s = _settings(cfg, gen, task, self.policy.engine)
+        config: dict[str, Any] = {
+            "sample": {"questions": cfg.questions, "seed": cfg.seed},
+            "decoding": {
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "max_tokens_per_step": s.max_tokens_per_step,
+            },
+            "protocol": {
+                "task": task,
+                "template": protocol_template(gen, task),
+                "examples": protocol_examples(gen, task),
+                "max_steps": s.max_steps,
+            },
+            "rules": {"qa_rule": self.outcome.qa_rule, "f1_threshold": self.outcome.f1_threshold},
+        }
+        if cfg.llm_judge:
+            if self.judge is None or self.judge.engine is None:
+                raise ValueError(
+                    "evaluate.llm_judge needs a judge engine: set judge.engine, or a policy to judge with"
                 )
-            )
-        with open(os.path.join(folder, "sampled_question_ids.json"), "w", encoding="utf-8") as f:
-            json.dump([q["question_id"] for q in sample], f)
+            config["llm_judge"] = _judge_identity(self.judge)
+        return policy_plan(
+            self.stage, TABLE, config, self.policy.engine, self.spec, self.questions, self.corpus, self.search
+        )
 
-    return writer.finalize(summary, files=files)
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        cfg, gen, policy, spec = self.cfg, self.gen, self.policy.engine, self.spec
+        writer = plan.writer(store)
+        task = task_of(spec)
+        sample = sampled_questions(store, self.questions, cfg)
+        done = writer.done_keys()
+        todo = [q for q in sample if q["question_id"] not in done]
+        stats = {"done": len(done), "total": len(sample), "seconds": 0.0, "resumed_questions": len(done)}
+        if todo:
+            eng = ctx.engine("policy", policy)
+            jeng = ctx.engine("judge", self.judge.engine) if cfg.llm_judge else None
+            tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)
+            settings = _settings(cfg, gen, task, policy)
+            t0 = time.perf_counter()
+            for start in range(0, len(todo), cfg.shard_questions):
+                shard = todo[start : start + cfg.shard_questions]
+                trajs = roll_out(
+                    eng,
+                    shard,
+                    task,
+                    1,
+                    protocol_template(gen, task),
+                    tools,
+                    settings,
+                    policy.adapter,
+                    protocol_examples(gen, task),
+                )
+                rows = [
+                    score_episode(t, q, task == "math", self.outcome, policy, cfg.decoding)
+                    for t, q in zip(trajs, shard, strict=True)
+                ]
+                if jeng is not None:
+                    judge_rows(rows, shard, task == "math", self.judge, jeng)
+                writer.write_shard(to_table(TABLE, rows), [q["question_id"] for q in shard])
+                stats["done"] += len(shard)
+                stats["seconds"] = time.perf_counter() - t0
+                ctx.report(**stats)
+        rows = writer.read_shards().to_pylist()
+        summary = {
+            **summarize(rows),
+            "resumed_questions": stats["resumed_questions"],
+            "dataset": spec.name,
+            "decoding": cfg.decoding,
+            "model": policy.model,
+            "adapter": policy.adapter or "",
+        }
 
+        def files(folder: str) -> None:
+            from swirl.viewer import to_markdown
 
-def _build(engine: Any) -> Any:
-    return engine() if callable(engine) and not hasattr(engine, "generate") else engine
+            shown = rows[:SAMPLE_MARKDOWN]
+            title = f"{spec.name}: {len(shown)} of {len(rows)} evaluation episodes"
+            with open(os.path.join(folder, "samples.md"), "w", encoding="utf-8") as f:
+                f.write(to_markdown(shown, title=title))
+            with open(os.path.join(folder, "sampled_question_ids.json"), "w", encoding="utf-8") as f:
+                json.dump([q["question_id"] for q in sample], f)
+
+        return writer.finalize(summary, files=files)
+
+    def describe(self, ref: StageRef) -> str:
+        s = ref.summary
+        return (
+            f"accuracy {s['accuracy_rule']:.3f} [{s['accuracy_rule_low']:.3f}, "
+            f"{s['accuracy_rule_high']:.3f}] on {s['questions']} questions"
+        )
 
 
 def score_episode(
@@ -346,51 +301,59 @@ class ReportEntry:
     ref: StageRef
 
 
-def report_version(entries: Sequence[ReportEntry], cfg: EvaluateConfig, title: str) -> str:
-    config, inputs = _report_plan(entries, cfg, title)
-    return stage_version(REPORT_STAGE, config, inputs, None)
+@dataclass(frozen=True)
+class Report:
+    """The round's evaluation report: accuracy ± interval per (policy, dataset), paired gains vs `base` on the
+    same questions, the cross-task heatmap; as `report.md`, `report.json` and `heatmap.png`."""
 
+    entries: tuple[ReportEntry, ...]
+    cfg: EvaluateConfig
+    title: str
+    stage: ClassVar[str] = REPORT_STAGE
 
-def _report_plan(entries: Sequence[ReportEntry], cfg: EvaluateConfig, title: str) -> tuple[dict, dict]:
-    if not entries:
-        raise ValueError("eval report: no evaluation outputs to report on")
-    config = {
-        "policies": sorted({(e.policy, e.trained_on) for e in entries}),
-        "title": title,
-        "bootstrap_resamples": cfg.bootstrap_resamples,
-        "seed": cfg.seed,
-    }
-    inputs = {f"{e.ref.summary.get('dataset', '?')}/{e.policy}": e.ref.short() for e in entries}
-    return config, inputs
+    @property
+    def label(self) -> str:
+        return "eval-report"
 
+    def plan(self) -> Plan:
+        if not self.entries:
+            raise ValueError("eval report: no evaluation outputs to report on")
+        config = {
+            "policies": sorted({(e.policy, e.trained_on) for e in self.entries}),
+            "title": self.title,
+            "bootstrap_resamples": self.cfg.bootstrap_resamples,
+            "seed": self.cfg.seed,
+        }
+        inputs = {f"{e.ref.summary.get('dataset', '?')}/{e.policy}": e.ref.short() for e in self.entries}
+        return Plan(self.stage, None, config, inputs)
 
-def run_report(store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig, title: str) -> StageRef:
-    """Cells (accuracy ± interval, paired comparison with `base` on the same questions) -> report files."""
-    from swirl.evaluation.report import heatmap_png, markdown_report
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        from swirl.evaluation.report import heatmap_png, markdown_report
 
-    config, inputs = _report_plan(entries, cfg, title)
-    version = stage_version(REPORT_STAGE, config, inputs, None)
-    if store.is_complete(REPORT_STAGE, version):
-        return store.ref(REPORT_STAGE, version)
-    cells = report_cells(store, entries, cfg)
+        cells = report_cells(store, self.entries, self.cfg)
 
-    def produce(folder: str) -> None:
-        with open(os.path.join(folder, "report.md"), "w", encoding="utf-8") as f:
-            f.write(markdown_report(cells, title))
-        with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as f:
-            json.dump([{**asdict(c), "metric": c.metric} for c in cells], f, indent=2)
-        heatmap_png(cells, os.path.join(folder, "heatmap.png"), title)
+        def produce(folder: str) -> None:
+            with open(os.path.join(folder, "report.md"), "w", encoding="utf-8") as f:
+                f.write(markdown_report(cells, self.title))
+            with open(os.path.join(folder, "report.json"), "w", encoding="utf-8") as f:
+                json.dump([{**asdict(c), "metric": c.metric} for c in cells], f, indent=2)
+            heatmap_png(cells, os.path.join(folder, "heatmap.png"), self.title)
 
-    summary: dict[str, Any] = {}
-    for c in cells:
-        m = {"accuracy": c.primary.rate}
-        if c.vs_base is not None:
-            v = c.vs_base
-            m.update(gain_vs_base=v.diff, gain_low=v.diff_low, gain_high=v.diff_high, mcnemar_p=v.mcnemar_p)
-            if v.relative_gain is not None:
-                m["relative_gain_vs_base"] = v.relative_gain
-        summary.setdefault(c.dataset, {})[c.policy] = m
-    return store.write_files(REPORT_STAGE, version, produce, config, inputs, summary)
+        summary: dict[str, Any] = {}
+        for c in cells:
+            m = {"accuracy": c.primary.rate}
+            if c.vs_base is not None:
+                v = c.vs_base
+                m.update(
+                    gain_vs_base=v.diff, gain_low=v.diff_low, gain_high=v.diff_high, mcnemar_p=v.mcnemar_p
+                )
+                if v.relative_gain is not None:
+                    m["relative_gain_vs_base"] = v.relative_gain
+            summary.setdefault(c.dataset, {})[c.policy] = m
+        return plan.write(store, None, summary, files=produce)
+
+    def describe(self, ref: StageRef) -> str:
+        return f"{ref.path}/files/report.md"
 
 
 def report_cells(

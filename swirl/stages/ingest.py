@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
-from swirl.config import DatasetSpec
+from dataclasses import dataclass
+from typing import ClassVar
+
+from swirl.data.config import DatasetSpec
 from swirl.data.loaders import load_questions
-from swirl.store import StageRef, Store, file_sha256, stage_version
+from swirl.stages.base import Context, Plan
+from swirl.store import StageRef, Store, file_sha256
 from swirl.tables import to_table
 
-STAGE = "ingest"
-TABLE = "questions"
 
+@dataclass(frozen=True)
+class Ingest:
+    """Read one dataset (a local file or a hub dataset) into a `questions` table."""
 
-def _inputs(spec: DatasetSpec) -> dict[str, str]:
-    """A local file's contents are an input (editing the file re-ingests); a hub dataset is named."""
-    return (
-        {"source_sha256": file_sha256(spec.path)} if spec.path else {"hub": f"{spec.hub}:{spec.hub_config}"}
-    )
+    spec: DatasetSpec
+    stage: ClassVar[str] = "ingest"
+    transient_errors: ClassVar[bool] = True  # a hub download or an object store may fail and succeed later
 
+    @property
+    def label(self) -> str:
+        return f"ingest-{self.spec.name}"
 
-def ingest_version(spec: DatasetSpec) -> str:
-    return stage_version(STAGE, spec.model_dump(mode="json"), _inputs(spec), TABLE)
+    def plan(self) -> Plan:
+        # A local file's contents are an input (editing the file re-ingests); a hub dataset is named.
+        spec = self.spec
+        inputs = (
+            {"source_sha256": file_sha256(spec.path)}
+            if spec.path
+            else {"hub": f"{spec.hub}:{spec.hub_config}"}
+        )
+        return Plan(self.stage, "questions", spec.model_dump(mode="json"), inputs)
 
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        rows, report = load_questions(self.spec)
+        summary = {
+            **report.summary(),
+            "questions": len(rows),
+            "dataset": self.spec.name,
+            "split": self.spec.split,
+        }
+        return plan.write(store, to_table("questions", rows), summary)
 
-def run_ingest(store: Store, spec: DatasetSpec) -> StageRef:
-    inputs = _inputs(spec)
-    version = stage_version(STAGE, spec.model_dump(mode="json"), inputs, TABLE)
-    if store.is_complete(STAGE, version):
-        return store.ref(STAGE, version)
-    rows, report = load_questions(spec)
-    summary = {**report.summary(), "questions": len(rows), "dataset": spec.name, "split": spec.split}
-    return store.write_table(
-        STAGE, version, to_table(TABLE, rows), TABLE, spec.model_dump(mode="json"), inputs, summary
-    )
+    def describe(self, ref: StageRef) -> str:
+        s = ref.summary
+        return f"{ref.rows} questions ({s.get('records')} read, {s.get('skipped')} skipped)"

@@ -11,21 +11,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from swirl.engines.base import Engine
-from swirl.judging.config import JudgeConfig, engine_identity
-from swirl.judging.process import REASK_SEPARATOR, TOO_LONG, UNKNOWN, Question, judge_shard
-from swirl.steps import iter_batches, read_columns, shard_columns
-from swirl.store import ShardedWriter, StageRef, Store, as_refs, stage_version
+from swirl.judging.config import JudgeConfig
+from swirl.judging.process import REASK_SEPARATOR, TOO_LONG, UNKNOWN, judge_shard, load_questions
+from swirl.stages.base import Context, Plan
+from swirl.steps import iter_batches, shard_columns
+from swirl.store import ShardedWriter, StageRef, Store, as_refs
 from swirl.tables import to_table
 
 log = logging.getLogger(__name__)
 
-STAGE = "judge"
 TABLE = "judgments"
 Refs = StageRef | Sequence[StageRef]
 TRAJECTORY_COLUMNS = (
@@ -36,47 +36,6 @@ TRAJECTORY_COLUMNS = (
     "num_actions",
     "final_answer",
 )
-
-
-def _refs(refs: Refs, table: str, arg: str) -> list[StageRef]:
-    return as_refs(refs, table, f"run_judge: `{arg}`")
-
-
-def _plan(trajectories: Refs, questions: Refs, cfg: JudgeConfig, engine: Engine | None) -> tuple[dict, dict]:
-    if not cfg.needs_model:
-        identity = {"kind": "rule"}
-    elif cfg.engine is not None:
-        identity = engine_identity(cfg.engine)
-    elif engine is not None:
-        identity = {"kind": engine.name, "model": engine.model}
-    else:
-        raise ValueError(
-            "run_judge: judge.engine is empty and no engine was passed; set judge.engine in the config"
-        )
-    inputs = {
-        "trajectories": ",".join(r.short() for r in _refs(trajectories, "trajectories", "trajectories")),
-        "questions": ",".join(r.short() for r in _refs(questions, "questions", "questions")),
-    }
-    return cfg.version_config(identity), inputs
-
-
-def judge_version(trajectories: Refs, questions: Refs, cfg: JudgeConfig, engine: Engine | None = None) -> str:
-    config, inputs = _plan(trajectories, questions, cfg, engine)
-    return stage_version(STAGE, config, inputs, TABLE)
-
-
-def load_questions(store: Store, questions: Refs) -> dict[str, Question]:
-    columns = ["question_id", "dataset", "question", "answers"]
-    t = read_columns(store, _refs(questions, "questions", "questions"), columns)
-    out: dict[str, Question] = {}
-    for r in t.to_pylist():
-        q = Question(r["dataset"], r["question"], tuple(r["answers"] or ()))
-        if out.get(r["question_id"], q) != q:
-            raise ValueError(
-                f"question id {r['question_id']!r} appears twice with different content; fix the ids"
-            )
-        out[r["question_id"]] = q
-    return out
 
 
 def _pending(store: Store, refs: list[StageRef], done: set[str], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -104,33 +63,43 @@ def _pending(store: Store, refs: list[StageRef], done: set[str], size: int) -> I
         yield chunk
 
 
-def run_judge(
-    store: Store, trajectories: Refs, questions: Refs, cfg: JudgeConfig, engine: Engine | None = None
-) -> StageRef:
-    """Judge every step (GOOD/BAD/UNKNOWN) and every final answer; resume from the stored shards.
+@dataclass(frozen=True)
+class Judge:
+    """Judge every step (GOOD/BAD/UNKNOWN) and every final answer of trajectories; resumes from the stored
+    shards. The engine (role `judge`, serving `cfg.engine`) is asked for only when a model is asked and work
+    is left."""
 
-    `engine`: the judge engine when the caller owns one (e.g. the policy's); otherwise it is built from
-    `cfg.engine` only if there is work left, and closed at the end.
-    """
-    config, inputs = _plan(trajectories, questions, cfg, engine)
-    version = stage_version(STAGE, config, inputs, TABLE)
-    if store.is_complete(STAGE, version):
-        return store.ref(STAGE, version)
-    writer = store.sharded(STAGE, version, TABLE, config, inputs)
-    done = writer.done_keys()
-    qs = load_questions(store, questions)
-    own = engine is None
-    eng = engine
-    t0 = time.perf_counter()
-    judged = 0
-    try:
+    trajectories: StageRef | tuple[StageRef, ...]
+    questions: StageRef | tuple[StageRef, ...]
+    cfg: JudgeConfig
+    name: str = ""  # the dataset, for logs
+    stage: ClassVar[str] = "judge"
+    transient_errors: ClassVar[bool] = True  # a judge endpoint may be down for a while
+
+    @property
+    def label(self) -> str:
+        return f"judge-{self.name}" if self.name else "judge"
+
+    def plan(self) -> Plan:
+        inputs = {
+            "trajectories": ",".join(r.short() for r in as_refs(self.trajectories, "trajectories", "judge")),
+            "questions": ",".join(r.short() for r in as_refs(self.questions, "questions", "judge")),
+        }
+        return Plan(self.stage, TABLE, self.cfg.version_config(), inputs)
+
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        cfg = self.cfg
+        writer = plan.writer(store)
+        done = writer.done_keys()
+        qs = load_questions(store, self.questions)
+        eng = None
+        t0 = time.perf_counter()
+        judged = 0
         for chunk in _pending(
-            store, _refs(trajectories, "trajectories", "trajectories"), done, cfg.shard_size
+            store, as_refs(self.trajectories, "trajectories", "judge"), done, cfg.shard_size
         ):
             if eng is None and cfg.needs_model:
-                from swirl.judging import make_judge_engine
-
-                eng = make_judge_engine(cfg.engine)
+                eng = ctx.engine("judge", cfg.engine)
             rows = judge_shard(chunk, qs, eng, cfg)
             writer.write_shard(to_table(TABLE, rows), [r["trajectory_id"] for r in chunk])
             judged += len(chunk)
@@ -146,7 +115,7 @@ def run_judge(
             judged_this_run=judged,
             seconds_this_run=round(time.perf_counter() - t0, 3),
             outcome_llm_enabled=cfg.outcome.llm,
-            judge_model=(eng.model if eng is not None else config["engine"].get("model", "rule")),
+            judge_model=plan.config["engine"].get("model", "rule"),
         )
         if not cfg.outcome.llm:
             for k in (
@@ -160,9 +129,10 @@ def run_judge(
             if eng is not None and isinstance(getattr(eng, attr, None), int):
                 summary[f"engine_{attr}_this_run"] = getattr(eng, attr)
         return writer.finalize(summary)
-    finally:
-        if own and eng is not None:
-            eng.close()
+
+    def describe(self, ref: StageRef) -> str:
+        counts = {k: ref.summary.get(k) for k in ("good", "bad", "unknown")}
+        return f"{ref.rows} step labels {counts}"
 
 
 def occurrences(texts: Any, pattern: str) -> int:

@@ -6,7 +6,23 @@ other settings re-runs what depends on them.
 
 from __future__ import annotations
 
-from swirl.config import PrepareConfig
+from pydantic import Field
+
+from swirl.data.config import SyntheticDataSpec, ToyWorldSpec
+from swirl.models.config import PackagedModelSpec, TinyModelSpec
+from swirl.sections import Section
+
+
+class PrepareConfig(Section):
+    tiny_model: TinyModelSpec | None = Field(None, description="Build a tiny random model here if missing.")
+    model: PackagedModelSpec | None = Field(
+        None, description="Convert a packaged real model here if missing."
+    )
+    synthetic: SyntheticDataSpec | None = Field(None, description="Write synthetic datasets here if missing.")
+    toy_worlds: ToyWorldSpec | None = Field(
+        None,
+        description="Write the toy tool worlds (held-out evaluation targets for a real model) if missing.",
+    )
 
 
 def run_prepare(prepare: PrepareConfig) -> dict[str, str]:

@@ -5,9 +5,9 @@ round's generate and the evaluate stage load), `files/train_log.json` and `files
 Checkpoints live in `<stage>/<version>.work/` while training runs, so a killed run resumes from its latest
 checkpoint when the stage runs again; the folder is removed once the output is committed.
 
-`launcher: inprocess` trains in the calling process (sharing its engines); `subprocess` runs
-`python -m swirl.training --spec <work>/spec.json`, or the same module under `launch_prefix` (torchrun,
-accelerate launch) for multi-GPU training.
+Both launchers go through `swirl.training.run`: `launcher: inprocess` calls `run_training` in the calling
+process (sharing its engines); `subprocess` runs `python -m swirl.training --spec <work>/spec.json` (or the
+same module under `launch_prefix`: torchrun, accelerate launch), which calls it there.
 """
 
 from __future__ import annotations
@@ -15,21 +15,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from swirl.judging.config import JudgeConfig, engine_identity
-from swirl.store import StageRef, Store, stage_version
+from swirl.engines.config import EngineConfig, engine_identity
+from swirl.judging.config import JudgeConfig
+from swirl.stages.base import Context, Plan
+from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
+from swirl.training.run import TrainSpec, launch, run_training
 
 STAGE = "train"
 TABLE = "train_log"
+FINAL_METRICS = ("loss", "kl", "reward_mean", "logp_mean")  # the last step's, in the summary
 LOG_COLUMNS = (
     "step",
     "loss",
@@ -48,38 +51,11 @@ LOG_COLUMNS = (
 )
 
 
-def effective_config(cfg: TrainConfig, policy: Any) -> TrainConfig:
+def effective_config(cfg: TrainConfig, policy: EngineConfig) -> TrainConfig:
     """A policy that already carries an adapter (a previous round's) is trained further from it."""
-    if cfg.lora.init_adapter is None and getattr(policy, "adapter", None):
+    if cfg.lora.init_adapter is None and policy.adapter:
         return cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"init_adapter": policy.adapter})})
     return cfg
-
-
-def _plan(
-    cfg: TrainConfig, policy: Any, inputs: Sequence[TrainInput], judge: JudgeConfig | None
-) -> tuple[dict, dict]:
-    if not inputs:
-        raise ValueError(
-            "train: no inputs; it trains on the filter stage's steps (add generate..filter to the stages)"
-        )
-    cfg = effective_config(cfg, policy)
-    config: dict[str, Any] = {"train": cfg.version_config(), "policy": engine_identity(policy)}
-    if cfg.objective == "swirl":
-        if judge is None or (judge.engine is None and judge.needs_model):
-            raise ValueError("train: the swirl objective needs a reward model: a judge config with an engine")
-        config["reward_model"] = judge.version_config(engine_identity(judge.engine))
-    ins = {
-        k: ",".join(sorted(getattr(i, k).short() for i in inputs))
-        for k in ("trajectories", "steps", "questions")
-    }
-    return config, ins
-
-
-def train_version(
-    cfg: TrainConfig, policy: Any, inputs: Sequence[TrainInput], judge: JudgeConfig | None = None
-) -> str:
-    config, ins = _plan(cfg, policy, inputs, judge)
-    return stage_version(STAGE, config, ins, TABLE)
 
 
 def work_dir(store: Store, version: str) -> str:
@@ -89,61 +65,76 @@ def work_dir(store: Store, version: str) -> str:
     return os.path.join(tempfile.gettempdir(), "swirl-train", version)
 
 
-def run_train(
-    store: Store,
-    cfg: TrainConfig,
-    policy: Any,
-    inputs: Sequence[TrainInput],
-    judge: JudgeConfig | None = None,
-    sampler: Callable[[], Any] | None = None,
-    judge_engine: Callable[[], Any] | None = None,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-) -> StageRef:
-    """Train (or resume training) and commit the adapter and log. `sampler`/`judge_engine` build the policy's
-    and the reward model's engines (swirl objective, in-process launcher); the subprocess builds its own."""
-    config, ins = _plan(cfg, policy, inputs, judge)
-    version = stage_version(STAGE, config, ins, TABLE)
-    if store.is_complete(STAGE, version):
-        return store.ref(STAGE, version)
-    cfg = effective_config(cfg, policy)
-    work = work_dir(store, version)
-    os.makedirs(work, exist_ok=True)
-    t0 = time.perf_counter()
-    if cfg.launcher == "inprocess":
-        log, data_summary = _train_here(
-            store, cfg, policy, inputs, judge, work, sampler, judge_engine, on_step
-        )
-    else:
-        log, data_summary = _train_subprocess(store, cfg, policy, inputs, judge, work, on_step)
-    adapter = os.path.join(work, "adapter")
-    last = log[-1] if log else {}
-    summary = {
-        **data_summary,
-        "steps": len(log),
-        "objective": cfg.objective,
-        "seconds": round(time.perf_counter() - t0, 2),
-        **{
-            f"final_{k}": last[k]
-            for k in ("loss", "kl", "reward_mean", "logp_mean")
-            if last.get(k) is not None
-        },
-    }
-    if cfg.objective == "swirl":  # states skipped because they leave the sampler no room to generate
-        summary["states_too_long"] = int(sum(r.get("states_too_long", 0) for r in log))
-    rows = [{c: r.get(c) for c in LOG_COLUMNS} for r in log]
-    writer = store.sharded(STAGE, version, TABLE, config, ins)
-    if not writer.done_keys():
-        writer.write_shard(to_table(TABLE, rows), ["log"])
+@dataclass(frozen=True)
+class Train:
+    """LoRA training on the filtered steps (sft / swirl_offline / swirl): commits the adapter and the per-step
+    log; resumes from its latest checkpoint after a crash. The `swirl` objective samples from the policy
+    (role `sampler`) and scores with the judge (role `reward`; none for the rule judge). `ctx.progress`
+    receives each step's metrics."""
 
-    def files(folder: str) -> None:
-        shutil.copytree(adapter, os.path.join(folder, "adapter"))
-        with open(os.path.join(folder, "train_log.json"), "w") as f:
-            json.dump(log, f, indent=1)
-        plot_curves(log, os.path.join(folder, "train_curves.png"))
+    cfg: TrainConfig
+    policy: EngineConfig
+    inputs: tuple[TrainInput, ...]
+    judge: JudgeConfig | None = None
+    stage: ClassVar[str] = STAGE
 
-    ref = writer.finalize(summary, files)
-    shutil.rmtree(work, ignore_errors=True)
-    return ref
+    @property
+    def label(self) -> str:
+        return "train"
+
+    def plan(self) -> Plan:
+        if not self.inputs:
+            raise ValueError(
+                "train: no inputs; it trains on the filter stage's steps (add generate..filter to the stages)"
+            )
+        cfg = effective_config(self.cfg, self.policy)
+        config: dict[str, Any] = {"train": cfg.version_config(), "policy": engine_identity(self.policy)}
+        if cfg.objective == "swirl":
+            if self.judge is None or (self.judge.engine is None and self.judge.needs_model):
+                raise ValueError(
+                    "train: the swirl objective needs a reward model: a judge config, with an engine"
+                )
+            config["reward_model"] = self.judge.version_config()
+        keys = ("trajectories", "steps", "questions")
+        inputs = {k: ",".join(sorted(getattr(i, k).short() for i in self.inputs)) for k in keys}
+        return Plan(STAGE, TABLE, config, inputs)
+
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        cfg = effective_config(self.cfg, self.policy)
+        work = work_dir(store, plan.version)
+        os.makedirs(work, exist_ok=True)
+        t0 = time.perf_counter()
+        spec = TrainSpec.of(store, cfg, self.policy, self.inputs, self.judge, work)
+        if cfg.launcher == "inprocess":
+            log, data_summary = run_training(spec, ctx.engine, ctx.progress)
+        else:
+            log, data_summary = launch(spec, ctx.progress)
+        last = log[-1] if log else {}
+        summary = {
+            **data_summary,
+            "steps": len(log),
+            "objective": cfg.objective,
+            "seconds": round(time.perf_counter() - t0, 2),
+            **{f"final_{k}": last[k] for k in FINAL_METRICS if last.get(k) is not None},
+        }
+        if cfg.objective == "swirl":  # states skipped because they leave the sampler no room to generate
+            summary["states_too_long"] = int(sum(r.get("states_too_long", 0) for r in log))
+        writer = plan.writer(store)
+        if not writer.done_keys():
+            writer.write_shard(to_table(TABLE, [{c: r.get(c) for c in LOG_COLUMNS} for r in log]), ["log"])
+
+        def files(folder: str) -> None:
+            shutil.copytree(os.path.join(work, "adapter"), os.path.join(folder, "adapter"))
+            with open(os.path.join(folder, "train_log.json"), "w") as f:
+                json.dump(log, f, indent=1)
+            plot_curves(log, os.path.join(folder, "train_curves.png"))
+
+        ref = writer.finalize(summary, files)
+        shutil.rmtree(work, ignore_errors=True)
+        return ref
+
+    def describe(self, ref: StageRef) -> str:
+        return f"{ref.summary.get('steps')} steps, adapter {adapter_path(ref)}"
 
 
 def adapter_path(ref: StageRef) -> str:
@@ -174,104 +165,6 @@ def read_train_log(store: Store, ref: StageRef) -> list[dict[str, Any]]:
     from swirl.steps import read_columns
 
     return read_columns(store, [ref], list(LOG_COLUMNS)).to_pylist()
-
-
-def _train_here(store, cfg, policy, inputs, judge, work, sampler, judge_engine, on_step):
-    from swirl.training.data import load_train_data
-    from swirl.training.loop import train
-
-    data = load_train_data(store, inputs, cfg)
-    engine = reward = None
-    if cfg.objective == "swirl":
-        engine, reward = build_sampler_and_reward(cfg, policy, judge, sampler, judge_engine)
-    result = train(cfg, policy.model, data, work, engine, reward, on_step)
-    return result.log, data.summary
-
-
-def build_sampler_and_reward(
-    cfg: TrainConfig, policy: Any, judge: JudgeConfig, sampler=None, judge_engine=None
-):
-    """The policy's engine (LoRA enabled, rank large enough) and the process judge as reward model."""
-    from swirl.judging import make_judge_engine
-    from swirl.training.rewards import JudgeReward
-
-    if getattr(policy, "kind", "vllm") == "vllm" and (
-        not policy.enable_lora or policy.max_lora_rank < cfg.lora.rank
-    ):
-        raise ValueError(
-            f"train: the policy engine must serve the trained adapter: set policy.enable_lora: true and "
-            f"policy.max_lora_rank >= train.lora.rank ({cfg.lora.rank})"
-        )
-    engine = sampler() if sampler else make_judge_engine(policy)
-    if judge.process.kind == "rule":
-        from swirl.training.rewards import rule_process_reward
-
-        return engine, rule_process_reward(judge, cfg.swirl.label_rewards)
-    same = engine_identity(judge.engine) == engine_identity(policy) and not getattr(policy, "adapter", None)
-    judge_eng = judge_engine() if judge_engine else (engine if same else make_judge_engine(judge.engine))
-    return engine, JudgeReward(judge_eng, judge, cfg.swirl.label_rewards)
-
-
-def launch_command(
-    store: Store,
-    cfg: TrainConfig,
-    policy: Any,
-    inputs: Sequence[TrainInput],
-    judge: JudgeConfig | None,
-    work: str,
-) -> list[str]:
-    """Write `<work>/spec.json` and return the command that trains on it: `python -m swirl.training --spec
-    ...`, or the same module under `launch_prefix` (torchrun, accelerate launch)."""
-    spec = {
-        "store": store.url,
-        "train": cfg.model_dump(mode="json"),
-        "policy": policy.model_dump(mode="json"),
-        "judge": judge.model_dump(mode="json") if judge is not None else None,
-        "inputs": [
-            {k: getattr(i, k).short() for k in ("trajectories", "steps", "questions")} for i in inputs
-        ],
-        "out_dir": work,
-    }
-    spec_path = os.path.join(work, "spec.json")
-    with open(spec_path, "w") as f:
-        json.dump(spec, f, indent=1)
-    return [*(cfg.launch_prefix or [sys.executable]), "-m", "swirl.training", "--spec", spec_path]
-
-
-def _train_subprocess(store, cfg, policy, inputs, judge, work, on_step):
-    """Run the subprocess trainer, forwarding its per-step log to on_step."""
-    cmd = launch_command(store, cfg, policy, inputs, judge, work)
-    log_path = os.path.join(work, "steps.jsonl")
-    err_path = os.path.join(work, "stderr.txt")
-    seen = 0
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT)
-        while True:
-            code = proc.poll()
-            seen = _forward(log_path, seen, on_step)
-            if code is not None:
-                break
-            time.sleep(1.0)
-    if code != 0:
-        with open(err_path, "rb") as f:
-            tail = f.read()[-4000:].decode(errors="replace")
-        raise RuntimeError(
-            f"train subprocess {' '.join(cmd)} failed with exit code {code}; its output ends with:\n{tail}"
-        )
-    with open(os.path.join(work, "result.json")) as f:
-        result = json.load(f)
-    return result["log"], result["data_summary"]
-
-
-def _forward(path: str, seen: int, on_step: Callable | None) -> int:
-    if not os.path.exists(path):
-        return seen
-    with open(path) as f:
-        lines = f.read().splitlines()
-    for line in lines[seen:]:
-        if line.strip() and on_step:
-            on_step(json.loads(line))
-    return len(lines)
 
 
 def plot_curves(log: Sequence[dict[str, Any]], path: str) -> None:

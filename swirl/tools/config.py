@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from swirl.sections import Section
 
 INDEX_FIELDS = {
     "bm25": ("retriever", "stemmer", "stopwords", "bm25_method", "bm25_k1", "bm25_b"),
@@ -17,9 +19,7 @@ INDEX_FIELDS = {
 }
 
 
-class SearchConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class SearchConfig(Section):
     retriever: Literal["bm25", "dense"] = Field(
         "bm25",
         description="bm25 (lexical, bm25s; fast, no model) or dense (sentence-transformers embeddings, "

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from swirl.sections import Section
 
 Objective = Literal["sft", "swirl_offline", "swirl"]
 Aggregation = Literal["token", "action", "sequence"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LoraSection(_Section):
+class LoraSection(Section):
     rank: int = Field(
         16, ge=1, description="LoRA rank r (must not exceed the policy engine's max_lora_rank)."
     )
@@ -34,7 +32,7 @@ class LoraSection(_Section):
     )
 
 
-class OfflineSection(_Section):
+class OfflineSection(Section):
     """`swirl_offline`: reward-weighted likelihood of the logged actions."""
 
     reward: Literal["process", "outcome", "process_outcome"] = Field(
@@ -56,7 +54,7 @@ class OfflineSection(_Section):
     )
 
 
-class SwirlSection(_Section):
+class SwirlSection(Section):
     """`swirl`: the paper's objective: actions sampled from the current policy, scored by a generative \
 reward model."""
 
@@ -83,7 +81,7 @@ reward model."""
     )
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     objective: Objective = Field(
         "swirl",
         description="swirl = the paper's step-wise RL (actions sampled from the current policy, judged, "

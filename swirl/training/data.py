@@ -97,8 +97,7 @@ def advantages(rewards: np.ndarray, groups: Sequence[str], cfg: OfflineSection) 
 
 def load_train_data(store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig) -> TrainData:
     """Read the kept steps and their trajectories into Examples (sft/offline) or States (swirl)."""
-    from swirl.judging.process import action_indices
-    from swirl.stages.judge import load_questions
+    from swirl.judging.process import action_indices, load_questions
     from swirl.steps import read_columns
 
     if not inputs:

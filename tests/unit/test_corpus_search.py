@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import swirl.stages.corpus as corpus_stage
-from swirl.config import DatasetSpec
+from swirl.data.config import DatasetSpec
 from swirl.data.corpus import corpus_from_questions, doc_id, read_corpus_file
 from swirl.data.loaders import DataError
 from swirl.stages.corpus import corpus_version, open_retriever, run_corpus

@@ -70,14 +70,16 @@ def test_script_finds_the_latest_question_and_the_next_untaken_action():
 def test_config_refuses_several_samples_of_one_solution():
     from pydantic import ValidationError
 
-    from swirl.config import GenerateConfig
+    from swirl.generation import GenerateConfig
 
     with pytest.raises(ValidationError, match="samples_per_question: 1"):
         GenerateConfig(source="gold", samples_per_question=2)
 
 
 def test_generate_from_gold_replays_solutions_through_the_tools(tmp_path, tiny_model_dir):
-    from swirl.config import DatasetSpec, EngineConfig, GenerateConfig
+    from swirl.data.config import DatasetSpec
+    from swirl.engines.config import EngineConfig
+    from swirl.generation import GenerateConfig
     from swirl.stages.generate import run_generate
     from swirl.stages.ingest import run_ingest
     from swirl.store import Store

@@ -19,9 +19,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from swirl.config import DatasetSpec, EngineConfig, GenerateConfig
+from swirl.data.config import DatasetSpec
+from swirl.engines.config import EngineConfig
 from swirl.engines.scripted import ScriptedEngine
 from swirl.evaluation.config import EvaluateConfig
+from swirl.generation import GenerateConfig
 from swirl.judging.config import JudgeConfig
 from swirl.stages.evaluate import ReportEntry, evaluate_version, run_evaluate, run_report
 from swirl.stages.ingest import run_ingest
@@ -219,7 +221,7 @@ class GraderEngine(ScriptedEngine):
 def test_llm_judge_verdicts(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from swirl.engines.openai import OpenAIEngineConfig
+    from swirl.engines.config import OpenAIEngineConfig
 
     store, spec, qref, cfg, gen, policy, engine, tools = setup(str(tmp_path), tiny_model_dir)
     judge = JudgeConfig(

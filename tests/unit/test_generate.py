@@ -9,7 +9,9 @@ import textwrap
 
 import pytest
 
-from swirl.config import DatasetSpec, EngineConfig, GenerateConfig
+from swirl.data.config import DatasetSpec
+from swirl.engines.config import EngineConfig
+from swirl.generation import GenerateConfig
 from swirl.stages.generate import run_generate
 from swirl.stages.ingest import run_ingest
 from swirl.store import Store

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from swirl.config import DatasetSpec
+from swirl.data.config import DatasetSpec
 from swirl.data.loaders import DataError, load_questions, parse_hotpotqa
 
 

@@ -30,8 +30,8 @@ def test_merged_weights_give_the_adapters_logits(tiny_model_dir, tiny_adapter_di
 
 
 def test_merged_engine_serves_only_its_adapter(tiny_model_dir, tiny_adapter_dir):
-    from swirl.config import EngineConfig
     from swirl.engines import Sampling, make_engine
+    from swirl.engines.config import EngineConfig
 
     cfg = EngineConfig(
         kind="hf", model=tiny_model_dir, adapter=tiny_adapter_dir, merge_adapter=True, dtype="float32"
@@ -62,8 +62,7 @@ def test_merged_engine_serves_only_its_adapter(tiny_model_dir, tiny_adapter_dir)
 
 
 def test_merge_is_part_of_the_version_only_when_an_adapter_is_served(tiny_model_dir):
-    from swirl.config import EngineConfig
-    from swirl.stages.generate import serving_identity
+    from swirl.engines.config import EngineConfig, serving_identity
 
     plain = EngineConfig(kind="vllm", model=tiny_model_dir)
     assert (

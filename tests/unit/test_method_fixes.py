@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from swirl.config import RunConfig
-from swirl.judging.config import FilterConfig
 from swirl.stages.filter import run_filter
+from swirl.steps import FilterConfig
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput, load_train_data
 from swirl.training.loop import train

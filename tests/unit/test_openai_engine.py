@@ -18,7 +18,8 @@ import pytest
 from typing_extensions import Self
 
 from swirl.engines.base import Sampling
-from swirl.engines.openai import OpenAIEngine, OpenAIEngineConfig, OpenAIEngineError, OpenAIRequestError
+from swirl.engines.config import OpenAIEngineConfig
+from swirl.engines.openai import OpenAIEngine, OpenAIEngineError, OpenAIRequestError
 
 KEY = "sk-test-SECRET-7f3a9c"
 
@@ -306,11 +307,20 @@ def test_key_from_prefect_secret_block_loaded_lazily(monkeypatch):
         return FakeSecret()
 
     monkeypatch.setattr(system.Secret, "load", staticmethod(load))
+    from tasks.engines import get_engine
+
     with ChatServer() as srv:
-        eng = OpenAIEngine("m", srv.url, api_key_secret="judge-key")
+        eng = get_engine(OpenAIEngineConfig(base_url=srv.url, model="m", api_key_secret="judge-key"))
         assert loaded == []  # nothing resolved before the first request
         eng.generate(["x"], Sampling())
         assert loaded == ["judge-key"] and srv.auth == [f"Bearer {KEY}"]
+
+
+def test_a_secret_block_outside_a_flow_is_refused_with_the_fix():
+    from swirl.engines import make_engine
+
+    with pytest.raises(ValueError, match="api_key_env"):
+        make_engine(OpenAIEngineConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key_secret="k"))
 
 
 def test_config_refuses_a_key_in_place_of_a_variable_name_without_echoing_it():

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from pydantic import ValidationError
 
-from swirl.config import EngineConfig
 from swirl.engines.base import Completion, Result
-from swirl.engines.openai import OpenAIEngineConfig, OpenAIEngineError
+from swirl.engines.config import EngineConfig, OpenAIEngineConfig
+from swirl.engines.openai import OpenAIEngineError
 from swirl.judging.config import JudgeConfig, ProcessJudgeConfig
 from swirl.judging.process import REASK_SEPARATOR, TOO_LONG, UNKNOWN, Question, judge_shard
 from swirl.judging.prompts import GOOD_BAD, PROCESS_MATH, PROCESS_SEARCH, parse_verdict, render_conversation
@@ -62,7 +62,7 @@ def test_paper_prompt_paraphrases():
     assert "likely to help answer the question" in PROCESS_SEARCH and "calculator" in PROCESS_MATH
 
 
-class JudgeSection(JudgeConfig):
+class JudgeConfig(JudgeConfig):
     """How swirl.config can also accept a local (vllm/hf) judge engine in YAML: the stage duck-types it."""
 
     engine: EngineConfig | OpenAIEngineConfig | None = None
@@ -75,10 +75,10 @@ def test_judge_engine_configs_and_version_identity():
     assert isinstance(oa.engine, OpenAIEngineConfig)
     with pytest.raises(ValidationError, match="base_url"):
         JudgeConfig.model_validate({"engine": {"kind": "openai", "model": "m"}})
-    local = JudgeSection.model_validate({"engine": {"kind": "hf", "model": "/models/tiny"}})
+    local = JudgeConfig.model_validate({"engine": {"kind": "hf", "model": "/models/tiny"}})
     assert isinstance(local.engine, EngineConfig)
     assert isinstance(
-        JudgeSection.model_validate({"engine": oa.engine.model_dump()}).engine, OpenAIEngineConfig
+        JudgeConfig.model_validate({"engine": oa.engine.model_dump()}).engine, OpenAIEngineConfig
     )
     store = Store("memory://swirl-judge-version")
     t = store.write_table("generate", "g", to_table("trajectories", []), "trajectories", {})

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from swirl.config import DatasetSpec
+from swirl.data.config import DatasetSpec
 from swirl.data.corpus import corpus_from_questions
 from swirl.data.loaders import load_questions
 from swirl.data.toyworld import arithmetic_records, twohop_records, write_toy_worlds

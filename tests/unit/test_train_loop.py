@@ -83,8 +83,8 @@ def test_load_train_data_keeps_only_filtered_actions(stores):
 
 
 def test_offline_weights_reward_minus_mean(stores):
-    from swirl.judging.config import FilterConfig
     from swirl.stages.filter import run_filter
+    from swirl.steps import FilterConfig
     from swirl.training.data import TrainInput
 
     (store, inp), _ = stores
@@ -143,7 +143,7 @@ def test_step_items_cover_each_epoch_once():
 
 
 def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny_model_dir):
-    from swirl.config import EngineConfig
+    from swirl.engines.config import EngineConfig
 
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
     cfg = TrainConfig(
@@ -198,7 +198,7 @@ def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny
 
 
 def test_train_stage_reuses_its_output(stores, tiny_model_dir):
-    from swirl.config import EngineConfig
+    from swirl.engines.config import EngineConfig
 
     (store, inp), _ = stores
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
@@ -292,7 +292,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_model_dir):
     same adapter as one process (up to float summation order)."""
     import sys
 
-    from swirl.config import EngineConfig
+    from swirl.engines.config import EngineConfig
 
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
     cfg = TrainConfig(

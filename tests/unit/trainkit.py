@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import random
 
-from swirl.judging.config import DecomposeConfig, FilterConfig
 from swirl.protocol import MATH_PROMPT, render_prompt
 from swirl.rollout import ChatSegments
 from swirl.stages.decompose import run_decompose
 from swirl.stages.filter import run_filter
+from swirl.steps import DecomposeConfig, FilterConfig
 from swirl.store import Store
 from swirl.tables import to_table
 from swirl.training.data import TrainInput
