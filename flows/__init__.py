@@ -1,1 +1,1 @@
-"""Prefect flows: wire tasks together (one round, iterated rounds) and the `swirl` command line."""
+"""Prefect flows: `swirl_round` (one round of the pipeline), run comparison, and the `swirl` command line."""

@@ -5,13 +5,15 @@ the generate stage, which samples training trajectories, and the evaluate stage,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from swirl import protocol
 from swirl.data.config import DatasetSpec
-from swirl.rollout import RolloutSettings
+from swirl.engines.base import Engine
+from swirl.rollout import ChatSegments, RolloutSettings, Tool, Trajectory, rollout, start_trajectories
 from swirl.sections import Section
 
 MATH_FORMATS = {"gsm8k"}
@@ -147,3 +149,28 @@ def rollout_settings(cfg: GenerateConfig, task: str, max_context: int, **overrid
         "tool_workers": cfg.tool_workers,
     }
     return RolloutSettings(**{**base, **overrides})
+
+
+def roll_out(
+    engine: Engine,
+    questions: list[dict[str, Any]],
+    cfg: GenerateConfig,
+    task: str,
+    samples: int,
+    tools: Mapping[str, Tool],
+    settings: RolloutSettings,
+    adapter: str | None,
+) -> list[Trajectory]:
+    """`samples` episodes per question (dicts with question_id and question) under the task's protocol (its
+    prompt, and its worked example as chat turns before it), run to their ends."""
+    template = protocol_template(cfg, task)
+    trajs = start_trajectories(
+        [dict(q, task=task) for q in questions],
+        samples,
+        lambda q: [
+            {"role": "user", "content": protocol.render_prompt(template, q["question"], settings.max_steps)}
+        ],
+        ChatSegments(engine.tokenizer),
+        context=protocol_examples(cfg, task),
+    )
+    return rollout(engine, trajs, tools, settings, adapter=adapter)

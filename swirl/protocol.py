@@ -1,4 +1,4 @@
-"""The multi-step protocol of SWiRL (METHOD.md §1.1): prompts, action parsing and observations.
+"""The multi-step protocol of SWiRL (docs/method.md §1.1): prompts, action parsing and observations.
 
 In each step the model may think freely, then takes exactly one action, an XML-like tag:
 `<search_query>Q</search_query>`, `<math_exp>E</math_exp>` or `<answer>A</answer>`. Generation stops at the

@@ -1,4 +1,4 @@
-"""The multi-step rollout loop (DESIGN.md §4): step-synchronous, token-in/token-out.
+"""The multi-step rollout loop (docs/design.md §4): step-synchronous, token-in/token-out.
 
 Every step, all unfinished trajectories generate their next action in one engine call (stopping at the closing
 action tags), their tools run concurrently in a thread pool, and each observation is appended as the next user

@@ -1,4 +1,4 @@
-"""Step-wise decomposition (METHOD.md §1.2) and the four filtering strategies (§1.3), on Arrow batches.
+"""Step-wise decomposition (docs/method.md §1.2) and the four filtering strategies (§1.3), on Arrow batches.
 
 A trajectory with K actions becomes K `steps` rows. Row i refers to its state by `state_offset` =
 action_spans[i].start (the state is token_ids[:state_offset] of the trajectory): a reference, never a copy, so

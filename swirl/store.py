@@ -1,4 +1,4 @@
-"""The versioned store: where every stage's output lives (DESIGN.md §3).
+"""The versioned store: where every stage's output lives (docs/design.md §3).
 
 Layout under `root` (a local folder or any fsspec URL):
 
@@ -392,10 +392,6 @@ class ShardedWriter:
             m = self.store.manifest(self.stage, self.version)
             return {k for p in m.get("shards", []) for k in p["keys"]}
         return set(self._keys)
-
-    @property
-    def rows_written(self) -> int:
-        return sum(s["rows"] for s in self._shards)
 
     def _recover(self) -> None:
         """Keep the complete shards, delete everything else (a shard that was being written when we died)."""

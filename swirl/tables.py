@@ -1,4 +1,4 @@
-"""The tables that pass between stages (DESIGN.md §2), as explicit pyarrow schemas.
+"""The tables that pass between stages (docs/design.md §2), as explicit pyarrow schemas.
 
 Each table has a schema version; it is part of every stage version hash, so changing a schema re-runs the
 stages that write it. Use `to_table` to build a table from Python rows and `check_table` to validate one read

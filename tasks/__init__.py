@@ -1,1 +1,2 @@
-"""Prefect tasks: thin wrappers around `swirl` stage functions (retries, cache keys, logging, artifacts)."""
+"""Prefect tasks: one task around every versioned stage (cache keys from the store, retries for transient
+errors, progress, logging), the flow's shared engines, and MLflow tracking."""

@@ -1,4 +1,4 @@
-"""MLflow tracking for rounds: one parent run per round, one nested run per stage (DESIGN.md §6).
+"""MLflow tracking for rounds: one parent run per round, one nested run per stage (docs/design.md §6).
 
 Uses `MlflowClient` with explicit run ids rather than MLflow's fluent "active run" state, so that stages
 running in Prefect's worker threads log to the right run. Metric names are namespaced (`ingest/questions`),

@@ -253,6 +253,12 @@ def parse_hotpotqa(rec: dict[str, Any], where: str, split: str, dataset: str, in
     return _row(dataset, split, sid, question, answers, level, 2, meta)
 
 
+def _answer_and_aliases(rec: dict[str, Any], where: str) -> list[str]:
+    """The gold answers of a record with an `answer` field and optional `answer_aliases` (CofCA, MuSiQue)."""
+    aliases = _optional(rec, "answer_aliases", where, list, [])
+    return _answers(_require(rec, "answer", where), aliases, where, "answer", "answer_aliases")
+
+
 # ------------------------------------------------------------------------------------------- cofca
 _HOPS_IN = re.compile(r"(\d)\s*-?\s*hop", re.IGNORECASE)
 
@@ -263,13 +269,7 @@ def parse_cofca(rec: dict[str, Any], where: str, split: str, dataset: str, index
     unknown."""
     question = _require(rec, "question", where)
     sid = _source_id(rec, where, "_id", "id")
-    answers = _answers(
-        _require(rec, "answer", where),
-        _optional(rec, "answer_aliases", where, list, []),
-        where,
-        "answer",
-        "answer_aliases",
-    )
+    answers = _answer_and_aliases(rec, where)
     facts = _supporting_facts(rec, where)
     if "context" not in rec:
         raise DataError(f"{where}: missing field 'context' (fields present: {sorted(rec)})")
@@ -304,13 +304,7 @@ def parse_musique(rec: dict[str, Any], where: str, split: str, dataset: str, ind
     answerable = _optional(rec, "answerable", where, bool, True)
     if not answerable:
         raise Excluded("unanswerable")
-    answers = _answers(
-        _require(rec, "answer", where),
-        _optional(rec, "answer_aliases", where, list, []),
-        where,
-        "answer",
-        "answer_aliases",
-    )
+    answers = _answer_and_aliases(rec, where)
     paras = _require(rec, "paragraphs", where, list)
     paragraphs = []
     for i, p in enumerate(paras):

@@ -1,4 +1,4 @@
-"""The engine Protocol and the types every engine speaks (DESIGN.md §4).
+"""The engine Protocol and the types every engine speaks (docs/design.md §4).
 
 Token-in, token-out: prompts may be chat messages, raw text or token ids, but every engine turns them into ids
 the same way (`encode_prompt`) and returns the prompt ids and the generated ids, so that training never

@@ -1,4 +1,4 @@
-"""The process judge (METHOD.md §1.3) and the LLM outcome grader, batched over many trajectories.
+"""The process judge (docs/method.md §1.3) and the LLM outcome grader, batched over many trajectories.
 
 For step i of a trajectory the judge sees the conversation before action i and rates action i alone, GOOD or
 BAD. Every question of a shard (all steps of all its trajectories, plus one outcome question per trajectory

@@ -1,8 +1,8 @@
 """A rule-based process judge: GOOD/BAD for a step from the conversation before it, without a judge model.
 
-It plays the LLM judge's role (METHOD.md §1.3: "judge only my last message given the conversation so far"; no
-gold answers) with checks a program can make, for machines without a judge model (a CPU) and tool worlds where
-the checks are meaningful. It never reads the gold answer:
+It plays the LLM judge's role (docs/method.md §1.3: "judge only my last message given the conversation so
+far"; no gold answers) with checks a program can make, for machines without a judge model (a CPU) and tool
+worlds where the checks are meaningful. It never reads the gold answer:
 
 - a calculation is GOOD when the calculator accepts it, it was not computed before, and every number in it
   comes from the question or from an earlier result (it is grounded in the problem, not made up);

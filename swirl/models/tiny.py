@@ -89,7 +89,7 @@ def build_tiny_model(
     """Build and save the tiny model + tokenizer at `path`, atomically. Skipped when `path` holds a tiny model
     built with the same settings; rebuilt when the settings differ. Returns `path`."""
     import torch
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     spec = {
         "vocab_size": vocab_size,
@@ -111,17 +111,7 @@ def build_tiny_model(
         raise FileExistsError(
             f"{path}: exists and is not a swirl tiny model folder; choose an empty or new path"
         )
-    raw = _train_tokenizer(vocab_size, seed)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        extra_special_tokens=["<|im_start|>"],
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=max_position_embeddings,
-        clean_up_tokenization_spaces=False,
-    )
+    tokenizer = _tokenizer(vocab_size, max_position_embeddings, seed)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -159,6 +149,22 @@ def build_tiny_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _tokenizer(vocab_size: int, max_length: int, seed: int) -> Any:
+    """A byte-level BPE tokenizer trained on the synthetic corpus, with a ChatML template."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=_train_tokenizer(vocab_size, seed),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        extra_special_tokens=["<|im_start|>"],
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=max_length,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 def _pin_tokenizer_class(folder: str) -> None:

@@ -1,6 +1,8 @@
-"""Stage functions: `run_<stage>(store, cfg, inputs...) -> StageRef`.
+"""The versioned stages, one module each, all under one contract (base.py): a stage is a frozen job with
+`plan()` (what decides its output, hashed into its version) and `compute(store, plan, ctx)`, run by
+`run_stage`, which returns the stored output when that version is complete.
 
-Each computes its version from its own config and its inputs' versions, returns the existing output when the
-store already has it complete, and otherwise computes and commits it. They know nothing of Prefect or MLflow:
-`tasks/` wraps them.
+ingest -> corpus -> generate -> judge -> decompose -> filter -> train -> evaluate (+ the report); prepare
+builds local fixtures and is not versioned. Stages know nothing of Prefect or MLflow: tasks/stages.py wraps
+every job in one task, and flows/round.py wires them.
 """

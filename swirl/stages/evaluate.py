@@ -2,15 +2,15 @@
 
 One output per (policy, dataset). A policy is the run's model with an optional LoRA adapter; its identity
 (model and adapter files) is an input of the version, so a new adapter re-evaluates only that policy, never
-the base model. The episode is the generate stage's protocol (same prompts, tools and step limits, METHOD.md
-§1.5), decoded greedily by default. Each row holds the whole episode (`messages`), the rule verdicts (numeric
-equality for math; EM, F1 and "gold contained in prediction" for QA) and, when `llm_judge` is on, the judge
-model's YES/NO with its text. Sharded and resumable like generate: after a crash a re-run evaluates only the
-questions not yet stored.
+the base model. The episode is the generate stage's protocol (same prompts, tools and step limits,
+docs/method.md §1.5), decoded greedily by default. Each row holds the whole episode (`messages`), the rule
+verdicts (numeric equality for math; EM, F1 and "gold contained in prediction" for QA) and, when `llm_judge`
+is on, the judge model's YES/NO with its text. Sharded and resumable like generate: after a crash a re-run
+evaluates only the questions not yet stored.
 
-`Report` compares the policies of a round on the same questions (paired: McNemar's exact test and a
-bootstrap interval of the gain over the base policy) and writes `report.md`, `report.json` and `heatmap.png`
-(the cross-task table of METHOD.md §1.6: policy trained on X, evaluated on every dataset) as the `eval_report`
+`Report` compares the policies of a round on the same questions (paired: McNemar's exact test and a bootstrap
+interval of the gain over the base policy) and writes `report.md`, `report.json` and `heatmap.png` (the
+cross-task table of docs/method.md §1.6: policy trained on X, evaluated on every dataset) as the `eval_report`
 stage output.
 """
 
@@ -28,13 +28,20 @@ from swirl.data.loaders import sample_rows
 from swirl.engines.base import Engine
 from swirl.engines.config import EngineConfig, engine_identity
 from swirl.evaluation.config import EvaluateConfig
-from swirl.generation import GenerateConfig, protocol_examples, protocol_template, rollout_settings, task_of
+from swirl.generation import (
+    GenerateConfig,
+    protocol_examples,
+    protocol_template,
+    roll_out,
+    rollout_settings,
+    task_of,
+)
 from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig
 from swirl.judging.process import Question, ask_all, outcome_ask
 from swirl.rollout import Trajectory
 from swirl.stages.base import Context, Plan
-from swirl.stages.generate import policy_plan, roll_out, tools_for
+from swirl.stages.generate import policy_plan, tools_for
 from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
@@ -151,17 +158,7 @@ class Evaluate:
             t0 = time.perf_counter()
             for start in range(0, len(todo), cfg.shard_questions):
                 shard = todo[start : start + cfg.shard_questions]
-                trajs = roll_out(
-                    eng,
-                    shard,
-                    task,
-                    1,
-                    protocol_template(gen, task),
-                    tools,
-                    settings,
-                    policy.adapter,
-                    protocol_examples(gen, task),
-                )
+                trajs = roll_out(eng, shard, gen, task, 1, tools, settings, policy.adapter)
                 rows = [
                     score_episode(t, q, task == "math", self.outcome, policy, cfg.decoding)
                     for t, q in zip(trajs, shard, strict=True)

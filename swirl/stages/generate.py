@@ -17,9 +17,8 @@ from typing import Any, ClassVar
 from swirl.data.config import DatasetSpec
 from swirl.engines.base import Engine
 from swirl.engines.config import EngineConfig, model_fingerprint, serving_identity
-from swirl.generation import GenerateConfig, protocol_examples, protocol_template, rollout_settings, task_of
-from swirl.protocol import render_prompt
-from swirl.rollout import ChatSegments, RolloutSettings, Tool, Trajectory, rollout, start_trajectories
+from swirl.generation import GenerateConfig, roll_out, rollout_settings, task_of
+from swirl.rollout import Tool
 from swirl.stages.base import Context, Plan
 from swirl.store import StageRef, Store
 from swirl.tables import to_table
@@ -147,17 +146,7 @@ class Generate:
             t0 = time.perf_counter()
             for start in range(0, len(todo), cfg.shard_questions):
                 shard = todo[start : start + cfg.shard_questions]
-                trajs = roll_out(
-                    eng,
-                    shard,
-                    task,
-                    cfg.samples_per_question,
-                    protocol_template(cfg, task),
-                    tools,
-                    settings,
-                    adapter,
-                    protocol_examples(cfg, task),
-                )
+                trajs = roll_out(eng, shard, cfg, task, cfg.samples_per_question, tools, settings, adapter)
                 writer.write_shard(
                     to_table(TABLE, [t.row(model, adapter) for t in trajs]), [q["question_id"] for q in shard]
                 )
@@ -202,29 +191,6 @@ def gold_engine(policy: EngineConfig, script: Callable[[str, int | None], str]) 
     return ScriptedEngine(
         AutoTokenizer.from_pretrained(policy.model), script, model="gold", max_context=policy.max_model_len
     )
-
-
-def roll_out(
-    engine: Engine,
-    questions: list[dict[str, Any]],
-    task: str,
-    samples: int,
-    template: str,
-    tools: Mapping[str, Tool],
-    settings: RolloutSettings,
-    adapter: str | None,
-    examples: list[dict[str, str]] | None = None,
-) -> list[Trajectory]:
-    """`samples` trajectories per question (dicts with question_id and question), run to their ends;
-    `examples`: chat turns of a worked example shown before each prompt."""
-    trajs = start_trajectories(
-        [dict(q, task=task) for q in questions],
-        samples,
-        lambda q: [{"role": "user", "content": render_prompt(template, q["question"], settings.max_steps)}],
-        ChatSegments(engine.tokenizer),
-        context=examples or (),
-    )
-    return rollout(engine, trajs, tools, settings, adapter=adapter)
 
 
 def summarize(rows: list[dict[str, Any]], stats: Mapping[str, Any]) -> dict[str, Any]:

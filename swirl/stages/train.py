@@ -28,6 +28,7 @@ from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
+from swirl.training.objectives import objective_for
 from swirl.training.run import TrainSpec, launch, run_training
 
 STAGE = "train"
@@ -89,7 +90,7 @@ class Train:
             )
         cfg = effective_config(self.cfg, self.policy)
         config: dict[str, Any] = {"train": cfg.version_config(), "policy": engine_identity(self.policy)}
-        if cfg.objective == "swirl":
+        if objective_for(cfg).samples:
             if self.judge is None or (self.judge.engine is None and self.judge.needs_model):
                 raise ValueError(
                     "train: the swirl objective needs a reward model: a judge config, with an engine"
@@ -117,7 +118,7 @@ class Train:
             "seconds": round(time.perf_counter() - t0, 2),
             **{f"final_{k}": last[k] for k in FINAL_METRICS if last.get(k) is not None},
         }
-        if cfg.objective == "swirl":  # states skipped because they leave the sampler no room to generate
+        if objective_for(cfg).samples:  # states skipped because they leave the sampler no room to generate
             summary["states_too_long"] = int(sum(r.get("states_too_long", 0) for r in log))
         writer = plan.writer(store)
         if not writer.done_keys():

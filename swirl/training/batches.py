@@ -1,4 +1,4 @@
-"""Training sequences, loss coefficients and micro-batches (DESIGN.md §2, prefix-shared training).
+"""Training sequences, loss coefficients and micro-batches (docs/design.md §2, prefix-shared training).
 
 A trajectory's K sub-trajectories share one token sequence, so one sequence per trajectory with per-token
 weights on its kept actions gives exactly the loss and gradient of K separate (state, action) sequences

@@ -1,4 +1,4 @@
-"""Configuration of the train stage (METHOD.md §1.4): objective, LoRA, optimiser, batching, checkpoints.
+"""Configuration of the train stage (docs/method.md §1.4): objective, LoRA, optimiser, batching, checkpoints.
 
 Light on purpose (pydantic only, no torch), so `swirl.config` can import it into RunConfig.
 """

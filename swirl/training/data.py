@@ -3,9 +3,9 @@
 Training never re-renders text: a state is `token_ids[:state_offset]` of its trajectory and an action is
 `token_ids[start:end]` of its span, exactly what the model saw and produced during generation.
 
-- sft / swirl_offline: one `Example` per trajectory with at least one kept step; the kept steps' weights are 1
-  (sft) or reward minus baseline (swirl_offline, `OfflineSection`).
-- swirl: one `State` per kept step (its token prefix, plus the question and conversation the reward model
+`read_kept_steps` reads what the filter kept; the objective (swirl/training/objectives.py) turns it into
+- `Example`s (sft, swirl_offline): one per trajectory with at least one kept step, each kept action weighted;
+- `State`s (swirl): one per kept step (its token prefix, plus the question and conversation the reward model
   judges).
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from swirl.store import StageRef, Store
 from swirl.training.batches import Example
-from swirl.training.config import OfflineSection, TrainConfig
+from swirl.training.config import TrainConfig
 
 STEP_COLUMNS = [
     "trajectory_id",
@@ -62,42 +62,21 @@ class TrainInput:
     questions: StageRef
 
 
-def offline_rewards(
-    labels: Sequence[str], outcomes: Sequence[bool | None], cfg: OfflineSection
-) -> np.ndarray:
-    """Reward of each logged action (before the baseline)."""
+@dataclass
+class KeptSteps:
+    """The kept steps of every input (sorted by trajectory and step), their trajectories and questions."""
 
-    def label(x: str) -> float:
-        if x not in cfg.label_rewards:
-            raise ValueError(
-                f"process label {x!r} has no reward in train.offline.label_rewards {cfg.label_rewards}; "
-                "add it"
-            )
-        return float(cfg.label_rewards[x])
+    rows: list[dict[str, Any]]
+    trajectories: dict[str, dict[str, Any]]
+    questions: dict[str, Any]
 
-    proc = np.array([label(x or "UNKNOWN") for x in labels], dtype=np.float64)
-    outc = np.array([1.0 if o else 0.0 for o in outcomes], dtype=np.float64)
-    return {"process": proc, "outcome": outc, "process_outcome": proc * outc}[cfg.reward]
+    def summary(self) -> dict[str, Any]:
+        return {"kept_steps": len(self.rows), "kept_trajectories": len(self.trajectories)}
 
 
-def advantages(rewards: np.ndarray, groups: Sequence[str], cfg: OfflineSection) -> np.ndarray:
-    """Reward minus the configured baseline, optionally divided by the advantages' standard deviation."""
-    if cfg.baseline == "none" or len(rewards) == 0:
-        adv = rewards.copy()
-    elif cfg.baseline == "mean":
-        adv = rewards - rewards.mean()
-    else:  # question_mean
-        _uniq, inv = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
-        means = np.bincount(inv, weights=rewards) / np.bincount(inv)
-        adv = rewards - means[inv]
-    if cfg.normalize == "std" and len(adv) > 1:
-        adv = adv / (adv.std() + 1e-8)
-    return adv
-
-
-def load_train_data(store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig) -> TrainData:
-    """Read the kept steps and their trajectories into Examples (sft/offline) or States (swirl)."""
-    from swirl.judging.process import action_indices, load_questions
+def read_kept_steps(store: Store, inputs: Sequence[TrainInput]) -> KeptSteps:
+    """Read the kept steps of the filter outputs, the trajectories they belong to and their questions."""
+    from swirl.judging.process import load_questions
     from swirl.steps import read_columns
 
     if not inputs:
@@ -126,74 +105,61 @@ def load_train_data(store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig
             "the trajectories tables given; pass the trajectories the steps were decomposed from"
         )
     rows.sort(key=lambda r: (r["trajectory_id"], r["step"]))
-    summary: dict[str, Any] = {"kept_steps": len(rows), "kept_trajectories": len(trajs)}
-    data = TrainData(summary=summary)
-    too_long = 0
-    if cfg.objective == "swirl":
-        for r in rows:
-            t = trajs[r["trajectory_id"]]
-            span = t["action_spans"][r["step"]]
-            if span["start"] != r["state_offset"]:
-                raise ValueError(
-                    f"steps row {r['trajectory_id']}/{r['step']}: state_offset {r['state_offset']} is not "
-                    f"the start of its action span {span}; re-run decompose on these trajectories"
-                )
-            if cfg.max_length and span["start"] + cfg.swirl.max_tokens > cfg.max_length:
-                too_long += 1
-                continue
-            q = questions[r["question_id"]]
-            msg_idx = action_indices({**t, "num_actions": None})[r["step"]]
-            data.states.append(
-                State(
-                    f"{r['trajectory_id']}/{r['step']}",
-                    np.asarray(t["token_ids"][: span["start"]], dtype=np.int32),
-                    q.text,
-                    q.dataset,
-                    list(t["messages"][:msg_idx]),
-                )
+    return KeptSteps(rows, trajs, questions)
+
+
+def states_of(kept: KeptSteps, cfg: TrainConfig) -> tuple[list[State], int]:
+    """One State per kept step (its token prefix, question and conversation); (states, dropped too long)."""
+    from swirl.judging.process import action_indices
+
+    states, too_long = [], 0
+    for r in kept.rows:
+        t = kept.trajectories[r["trajectory_id"]]
+        span = t["action_spans"][r["step"]]
+        if span["start"] != r["state_offset"]:
+            raise ValueError(
+                f"steps row {r['trajectory_id']}/{r['step']}: state_offset {r['state_offset']} is not "
+                f"the start of its action span {span}; re-run decompose on these trajectories"
             )
-        summary["states"] = len(data.states)
-    else:
-        if cfg.objective == "swirl_offline":
-            rew = offline_rewards(
-                [r["process_label"] for r in rows], [r["outcome_correct"] for r in rows], cfg.offline
+        if cfg.max_length and span["start"] + cfg.swirl.max_tokens > cfg.max_length:
+            too_long += 1
+            continue
+        q = kept.questions[r["question_id"]]
+        msg_idx = action_indices({**t, "num_actions": None})[r["step"]]
+        states.append(
+            State(
+                f"{r['trajectory_id']}/{r['step']}",
+                np.asarray(t["token_ids"][: span["start"]], dtype=np.int32),
+                q.text,
+                q.dataset,
+                list(t["messages"][:msg_idx]),
             )
-            adv = advantages(rew, [r["question_id"] for r in rows], cfg.offline)
-            summary.update(
-                reward_mean=float(rew.mean()) if len(rew) else 0.0,
-                advantage_std=float(adv.std()) if len(adv) else 0.0,
+        )
+    return states, too_long
+
+
+def examples_of(kept: KeptSteps, weights: np.ndarray, cfg: TrainConfig) -> tuple[list[Example], int]:
+    """One Example per trajectory with kept steps, each kept action weighted by `weights` (aligned with
+    `kept.rows`); (examples, dropped too long)."""
+    by_traj: dict[str, list[tuple[int, float]]] = {}
+    for r, w in zip(kept.rows, weights, strict=True):
+        by_traj.setdefault(r["trajectory_id"], []).append((r["step"], float(w)))
+    examples, too_long = [], 0
+    for g, (tid, steps) in enumerate(sorted(by_traj.items())):
+        t = kept.trajectories[tid]
+        spans = [(s["start"], s["end"]) for s in t["action_spans"]]
+        end = spans[max(k for k, _ in steps)][1]
+        if cfg.max_length and end > cfg.max_length:
+            too_long += 1
+            continue
+        examples.append(
+            Example(
+                tid,
+                np.asarray(t["token_ids"], dtype=np.int32),
+                spans,
+                [k for k, _ in steps],
+                [w for _, w in steps],
+                group=g,
             )
-            if len(adv) and np.abs(adv).max() < 1e-6:  # 0 up to rounding (a mean of equal rewards)
-                off = cfg.offline
-                raise ValueError(
-                    f"train (swirl_offline): every one of the {len(adv)} kept actions has advantage 0 "
-                    f"(reward {off.reward} from {rew.min():g} to {rew.max():g}, baseline {off.baseline}), so "
-                    "nothing would be learned; with train.offline.baseline mean/question_mean the kept "
-                    "actions need different rewards (filter.strategy none keeps BAD steps), or use "
-                    "train.offline.baseline none"
-                )
-        else:
-            adv = np.ones(len(rows))
-        by_traj: dict[str, list[tuple[int, float]]] = {}
-        for r, w in zip(rows, adv, strict=True):
-            by_traj.setdefault(r["trajectory_id"], []).append((r["step"], float(w)))
-        for g, (tid, kept) in enumerate(sorted(by_traj.items())):
-            t = trajs[tid]
-            spans = [(s["start"], s["end"]) for s in t["action_spans"]]
-            end = spans[max(k for k, _ in kept)][1]
-            if cfg.max_length and end > cfg.max_length:
-                too_long += 1
-                continue
-            data.examples.append(
-                Example(
-                    tid,
-                    np.asarray(t["token_ids"], dtype=np.int32),
-                    spans,
-                    [k for k, _ in kept],
-                    [w for _, w in kept],
-                    group=g,
-                )
-            )
-        summary["examples"] = len(data.examples)
-    summary["dropped_too_long"] = too_long
-    return data
+        )
+    return examples, too_long

@@ -1,4 +1,4 @@
-"""The trainer (METHOD.md §1.4): LoRA on a causal LM, one loop for sft, swirl_offline and swirl.
+"""The trainer (docs/method.md §1.4): LoRA on a causal LM, one loop for sft, swirl_offline and swirl.
 
 Read `train` top to bottom: build the policy and optimiser, resume from the latest checkpoint, then for every
 optimizer step build the step's sequences (logged actions, or actions sampled from the current policy and
@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from swirl.training.batches import Seq, assign_coefficients, micro_batches, prefix_shared
+from swirl.training.batches import Seq, assign_coefficients, micro_batches
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainData
 from swirl.training.losses import micro_batch_loss
+from swirl.training.objectives import Step, objective_for
 
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
@@ -57,18 +58,19 @@ def train(
     import torch
 
     dist = Dist.from_env()
-    n_items = len(data.states) if cfg.objective == "swirl" else len(data.examples)
+    objective = objective_for(cfg)
+    n_items = objective.items(data)
     if n_items == 0:
         raise ValueError(
             f"train: no training data for objective {cfg.objective!r} ({data.summary}); "
             "check the filter strategy kept some steps"
         )
-    if cfg.objective == "swirl" and (sampler is None or reward is None):
+    if objective.samples and (sampler is None or reward is None):
         raise ValueError(
-            "the swirl objective samples actions from the current policy: pass a sampler engine and a reward "
-            "model"
+            f"the {cfg.objective} objective samples actions from the current policy: pass a sampler engine "
+            "and a reward model"
         )
-    per_step = cfg.swirl.states_per_step if cfg.objective == "swirl" else cfg.batch_size
+    per_step = objective.per_step(cfg)
     steps_per_epoch = math.ceil(n_items / per_step)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
@@ -85,67 +87,36 @@ def train(
     for step in range(start, total):
         t_step = time.perf_counter()
         items = step_items(n_items, per_step, step, cfg.seed)  # indices of this step's examples / states
-        if cfg.objective == "swirl":
-            seqs, m = sample_step(cfg, data, items, step, model, out_dir, sampler, reward, dist)
-        else:
-            seqs = prefix_shared([data.examples[i] for i in items])
-            w = np.concatenate([s.weight for s in seqs]) if seqs else np.zeros(0)
-            m = {"weight_mean": float(w.mean()) if len(w) else 0.0}
+        inputs = Step(cfg, data, items, step, model, out_dir, sampler, reward, dist, save_adapter)
+        seqs, m = objective.sequences(inputs)
         assign_coefficients(seqs, cfg.aggregation)
-        if cfg.kl_beta == 0 and cfg.objective != "sft":
-            seqs = [s for s in seqs if np.any(s.coef != 0)]  # zero advantage: no gradient, skip the compute
+        if cfg.kl_beta == 0:
+            seqs = [s for s in seqs if np.any(s.coef != 0)]  # zero weight: no gradient, skip the compute
         t_train = time.perf_counter()
-        model.train()
-        sums = np.zeros(7)  # policy, kl, logp_sum, drift_sum, tokens, real tokens, padded tokens
-        drift_max = 0.0
-        mbs = micro_batches(seqs, cfg.micro_batch_tokens, pad_id, device)
-        for mb in mbs[dist.rank :: dist.world]:
-            part = micro_batch_loss(model, mb, cfg.kl_beta, cfg.kl_estimator)
-            part.loss.backward()
-            sums += [
-                part.policy,
-                part.kl,
-                part.logp_sum,
-                part.drift_sum,
-                part.tokens,
-                mb.real_tokens,
-                mb.padded_tokens,
-            ]
-            drift_max = max(drift_max, part.drift_max)
-        sums = dist.sum_grads_and(params, sums)
+        sums, n_micro = backward(model, seqs, cfg, pad_id, device, dist, params)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
         lr = sched.get_last_lr()[0]
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         t_end = time.perf_counter()
-        policy, kl, logp_sum, drift_sum, tokens, real, padded = sums.tolist()
         metrics = {
             "step": step + 1,
-            "loss": policy + cfg.kl_beta * kl,
-            "policy_loss": policy,
-            "kl": kl,
-            "logp_mean": logp_sum,
+            "loss": sums["policy"] + cfg.kl_beta * sums["kl"],
+            "policy_loss": sums["policy"],
+            "kl": sums["kl"],
+            "logp_mean": sums["logp_sum"],
             "grad_norm": grad_norm,
             "lr": lr,
-            "trained_tokens": int(tokens),
-            "tokens": int(real),
-            "padding": 1.0 - real / padded if padded else 0.0,
-            "micro_batches": len(mbs),
-            "tokens_per_s": real / max(t_end - t_train, 1e-9),
+            "trained_tokens": int(sums["tokens"]),
+            "tokens": int(sums["real"]),
+            "padding": 1.0 - sums["real"] / sums["padded"] if sums["padded"] else 0.0,
+            "micro_batches": n_micro,
+            "tokens_per_s": sums["real"] / max(t_end - t_train, 1e-9),
             "seconds": t_end - t_step,
             **m,
         }
-        if cfg.objective == "swirl" and tokens and any(s.sample_logprobs is not None for s in seqs):
-            metrics.update(logprob_drift=drift_sum / tokens, logprob_drift_max=drift_max)
-            limit = cfg.swirl.max_logprob_drift
-            if limit is not None and drift_sum / tokens > limit:
-                raise RuntimeError(
-                    f"step {step + 1}: the trainer's log-probs of the sampled actions differ from the "
-                    f"sampler's by {drift_sum / tokens:.2e} on average (> train.swirl.max_logprob_drift "
-                    f"{limit}): the sampler served a stale adapter, or the sampler and trainer disagree on "
-                    "the model, dtype or tokens"
-                )
+        objective.check(cfg, step + 1, seqs, metrics, sums)
         log.append(metrics)
         if on_step and dist.rank == 0:
             on_step(metrics)
@@ -157,93 +128,37 @@ def train(
     return result
 
 
-# ------------------------------------------------------------------------------------------ swirl
-def sample_step(
-    cfg: TrainConfig,
-    data: TrainData,
-    items: list[int],
-    step: int,
-    model: Any,
-    out_dir: str,
-    sampler: Any,
-    reward: Any,
-    dist: Dist,
-) -> tuple[list[Seq], dict[str, float]]:
-    """Sample m actions per state from the current policy (the adapter as it is now), score them with the
-    reward model, and return one sequence per action weighted by its advantage (reward minus its state's
-    mean)."""
-    from swirl.engines.base import Sampling, too_long
-    from swirl.protocol import STOP_STRINGS
-    from swirl.rollout import trajectory_seed
-
-    t0 = time.perf_counter()
-    adapter = os.path.join(out_dir, "sampler", f"step-{step:07d}")  # a new folder = a new LoRARequest
-    if dist.rank == 0:
-        save_adapter(model, adapter)
-        for old in sorted(os.listdir(os.path.dirname(adapter)))[:-2]:
-            shutil.rmtree(os.path.join(os.path.dirname(adapter), old), ignore_errors=True)
-    dist.barrier()
-    s = cfg.swirl
-    assigned = items[dist.rank :: dist.world]
-    # A state with no room left in the sampler's context is skipped (vLLM would fail the whole batch on it).
-    mine = [i for i in assigned if not too_long(sampler, len(data.states[i].ids))]
-    skipped = len(assigned) - len(mine)
-    states = [data.states[i] for i in mine]
-    sampling = Sampling(
-        n=s.samples_per_state,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        max_tokens=s.max_tokens,
-        stop=STOP_STRINGS,
-        logprobs=True,
-    )
-    seeds = [trajectory_seed(cfg.seed, st.key, 0, step) for st in states]
-    results = (
-        sampler.generate([st.ids.tolist() for st in states], sampling, adapter=adapter, seeds=seeds)
-        if states
-        else []
-    )
-    t1 = time.perf_counter()
-    pairs = [(st, c) for st, r in zip(states, results, strict=False) for c in r.completions]
-    rewards = np.asarray(
-        reward.score([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else [], dtype=np.float64
-    )
-    t2 = time.perf_counter()
-    seqs: list[Seq] = []
-    k = 0
-    for i, (st, r) in zip(mine, zip(states, results, strict=False), strict=False):
-        r_state = rewards[k : k + len(r.completions)]
-        adv = r_state - r_state.mean()
-        for j, (c, a) in enumerate(zip(r.completions, adv, strict=False)):
-            n = len(c.token_ids)
-            if n == 0:
-                continue
-            ids = np.concatenate([st.ids.astype(np.int64), np.asarray(c.token_ids, dtype=np.int64)])
-            key = (step * 1_000_003 + i) * 64 + j  # unique per sampled action within the step
-            seqs.append(
-                Seq(
-                    ids,
-                    np.arange(len(st.ids), len(ids), dtype=np.int64),
-                    np.full(n, key, dtype=np.int64),
-                    np.full(n, key, dtype=np.int64),
-                    np.full(n, float(a)),
-                    np.asarray(c.logprobs, dtype=np.float32) if c.logprobs is not None else None,
-                )
-            )
-        k += len(r.completions)
-    seqs, stats = dist.gather_seqs(
-        seqs, [float(rewards.sum()), float(len(rewards)), float((rewards > 0).sum()), float(skipped)]
-    )
-    return seqs, {
-        "reward_mean": stats[0] / max(stats[1], 1),
-        "reward_positive": stats[2] / max(stats[1], 1),
-        "states_too_long": stats[3],
-        "sample_seconds": t1 - t0,
-        "reward_seconds": t2 - t1,
-    }
-
-
 # ------------------------------------------------------------------------------------------ helpers
+SUMS = ("policy", "kl", "logp_sum", "drift_sum", "tokens", "real", "padded")
+
+
+def backward(
+    model, seqs, cfg: TrainConfig, pad_id: int, device, dist: Dist, params
+) -> tuple[dict[str, float], int]:
+    """Forward and backward over this rank's micro-batches of the step, gradients summed over ranks; returns
+    the step's sums (policy loss, KL, log-prob sum, sampler drift, loss tokens, real and padded tokens, and
+    this rank's largest drift) and the number of micro-batches."""
+    model.train()
+    sums = np.zeros(len(SUMS))
+    drift_max = 0.0
+    mbs = micro_batches(seqs, cfg.micro_batch_tokens, pad_id, device)
+    for mb in mbs[dist.rank :: dist.world]:
+        part = micro_batch_loss(model, mb, cfg.kl_beta, cfg.kl_estimator)
+        part.loss.backward()
+        sums += [
+            part.policy,
+            part.kl,
+            part.logp_sum,
+            part.drift_sum,
+            part.tokens,
+            mb.real_tokens,
+            mb.padded_tokens,
+        ]
+        drift_max = max(drift_max, part.drift_max)
+    sums = dist.sum_grads_and(params, sums)
+    return {**dict(zip(SUMS, sums.tolist(), strict=True)), "drift_max": drift_max}, len(mbs)
+
+
 def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, Any, Any]:
     """The base model with a LoRA adapter (fresh, seeded, or cfg.lora.init_adapter), its tokenizer, its
     device."""

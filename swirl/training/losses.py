@@ -1,4 +1,4 @@
-"""The objectives (METHOD.md §1.4), as one formula over per-token coefficients.
+"""The objectives (docs/method.md §1.4), as one formula over per-token coefficients.
 
 All three objectives minimise, over an optimizer step's loss tokens t (see `batches.assign_coefficients`):
 
@@ -31,8 +31,6 @@ from typing import Any
 import torch
 
 from swirl.training.batches import MicroBatch
-
-OBJECTIVES = ("sft", "swirl_offline", "swirl")
 
 
 def lm_parts(model: Any) -> tuple[Any, Any]:

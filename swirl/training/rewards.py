@@ -1,7 +1,7 @@
 """Reward models of the `swirl` objective: score an action sampled at a state.
 
-The paper's reward model is a generative judge rating the step given its context (METHOD.md §1.4): here the
-process judge of the judge stage (same prompts, any engine: the policy itself, a bigger local model, or an
+The paper's reward model is a generative judge rating the step given its context (docs/method.md §1.4): here
+the process judge of the judge stage (same prompts, any engine: the policy itself, a bigger local model, or an
 OpenAI-compatible endpoint). `RuleReward` wraps a plain function (tests, verifiable rewards).
 """
 

@@ -1,10 +1,11 @@
 """The one entry to training, used by both launchers of the train stage.
 
-`TrainSpec` says everything a training run needs: the store, the input tables, the train/policy/judge configs
-and the output folder. `run_training(spec, ...)` loads the data, builds the sampler and reward model when the
-objective samples (`swirl`), and trains. In-process, the train stage calls it with its own engines; as a
-process (`python -m swirl.training --spec spec.json`, or under torchrun / accelerate launch), `__main__` reads
-the spec and calls the same function. `launch(spec, ...)` runs that process and forwards its per-step log.
+`TrainSpec` says everything a training run needs: the store, the input tables, the train/policy/judge
+configs and the output folder. `run_training(spec, ...)` loads the objective's data, builds the sampler and
+reward model when the objective samples (`swirl`), and trains. In-process, the train stage calls it with its
+own engines; as a process (`python -m swirl.training --spec spec.json`, or under torchrun / accelerate
+launch), `__main__` reads the spec and calls the same function. `launch(spec, ...)` runs that process and
+forwards its per-step log.
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def run_training(
 
     `engine_for`: the caller's engines by role; None builds them with `make_engine` and closes them at the
     end."""
-    from swirl.training.data import load_train_data
     from swirl.training.loop import train
+    from swirl.training.objectives import objective_for
 
     store = Store(spec.store)
     cfg = spec.train
-    data = load_train_data(store, spec.train_inputs(store), cfg)
+    objective = objective_for(cfg)
+    data = objective.load(store, spec.train_inputs(store), cfg)
     data.summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
     built: dict[str, Engine] = {}
 
@@ -81,7 +83,7 @@ def run_training(
 
     try:
         engine = reward = None
-        if cfg.objective == "swirl":
+        if objective.samples:
             engine, reward = sampler_and_reward(cfg, spec.policy, spec.judge, engine_for or own)
         result = train(cfg, spec.policy.model, data, spec.out_dir, engine, reward, on_step)
     finally:
@@ -97,7 +99,9 @@ def sampler_and_reward(
     from swirl.training.rewards import JudgeReward, rule_process_reward
 
     if judge is None or (judge.engine is None and judge.needs_model):
-        raise ValueError("train: the swirl objective needs a reward model: a judge config with an engine")
+        raise ValueError(
+            f"train: the {cfg.objective} objective needs a reward model: a judge config with an engine"
+        )
     if policy.kind == "vllm" and (not policy.enable_lora or policy.max_lora_rank < cfg.lora.rank):
         raise ValueError(
             f"train: the policy engine must serve the trained adapter: set policy.enable_lora: true and "
