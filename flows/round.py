@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 from swirl.config import RunConfig, load_config, with_stages
 from swirl.data.config import DatasetSpec
 from swirl.generation import task_of
+from swirl.stages.base import cached_plan
 from swirl.stages.corpus import Corpus
 from swirl.stages.decompose import Decompose
 from swirl.stages.evaluate import EvalPolicy, Evaluate, Report, ReportEntry
@@ -94,7 +95,7 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
     def record(name: str, job: Any, state: Any, history: list[dict[str, Any]] | None = None) -> StageResult:
         """Log a finished stage to MLflow (its params: the config its version hashes) and to the summary."""
         res: StageResult = state.result()
-        params = job.plan().config
+        params = cached_plan(job).config  # the plan the task's cache key already made
         cached = state.name == "Cached" or not res.computed
         log_stage(
             tr,

@@ -150,13 +150,11 @@ def run_stage(store: Store, job: Job, ctx: Context | None = None, plan: Plan | N
     plan = plan or job.plan()
     if store.is_complete(plan.stage, plan.version):
         return StageResult(store.ref(plan.stage, plan.version), False, time.perf_counter() - t0)
-    own = ctx is None
     ctx = ctx or Context()
     try:
         ref = job.compute(store, plan, ctx)
     finally:
-        if own:
-            ctx.close()
+        ctx.close()  # only the engines the context built itself (never those it was given)
     if (ref.stage, ref.version) != (plan.stage, plan.version):
         raise RuntimeError(f"{job.label}: compute committed {ref.short()}, not its plan's {plan.short()}")
     return StageResult(ref, True, time.perf_counter() - t0)

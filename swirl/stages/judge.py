@@ -115,7 +115,7 @@ class Judge:
             judged_this_run=judged,
             seconds_this_run=round(time.perf_counter() - t0, 3),
             outcome_llm_enabled=cfg.outcome.llm,
-            judge_model=plan.config["engine"].get("model", "rule"),
+            judge_model=eng.model if eng is not None else plan.config["engine"].get("model", "rule"),
         )
         if not cfg.outcome.llm:
             for k in (

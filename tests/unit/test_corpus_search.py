@@ -16,8 +16,9 @@ import swirl.stages.corpus as corpus_stage
 from swirl.data.config import DatasetSpec
 from swirl.data.corpus import corpus_from_questions, doc_id, read_corpus_file
 from swirl.data.loaders import DataError
-from swirl.stages.corpus import corpus_version, open_retriever, run_corpus
-from swirl.stages.ingest import run_ingest
+from swirl.stages.base import run_stage
+from swirl.stages.corpus import Corpus, open_retriever
+from swirl.stages.ingest import Ingest
 from swirl.store import Store
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
@@ -233,11 +234,10 @@ def _hotpot_file(tmp_path: Path) -> str:
 
 def test_run_corpus_builds_once_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(str(tmp_path / "store"))
-    q = run_ingest(
-        store, DatasetSpec(name="hotpotqa", format="hotpotqa", split="dev", path=_hotpot_file(tmp_path))
-    )
+    spec = DatasetSpec(name="hotpotqa", format="hotpotqa", split="dev", path=_hotpot_file(tmp_path))
+    q = run_stage(store, Ingest(spec)).ref
     cfg = SearchConfig()
-    ref = run_corpus(store, [q], cfg)
+    ref = run_stage(store, Corpus((q,), cfg)).ref
     assert ref.table == "corpus" and ref.rows == len(DOCS) + 1 and ref.summary["duplicates"] == len(DOCS) - 1
     index = Path(store.files_path(ref.stage, ref.version)) / "index"
     assert (index / "retriever.json").exists() and (index / "bm25").is_dir()
@@ -249,20 +249,21 @@ def test_run_corpus_builds_once_then_loads(tmp_path: Path, monkeypatch: pytest.M
         raise AssertionError("the index must not be rebuilt")
 
     monkeypatch.setattr(corpus_stage, "build_retriever", no_build)
-    assert run_corpus(store, q, cfg) == ref
+    again = run_stage(store, Corpus(q, cfg))  # one questions table, alone or in a tuple: the same corpus
+    assert again.ref == ref and not again.computed
     r = open_retriever(store, ref, cfg)
     assert search_observation(r, "Andaman Nicobar", cfg).startswith("Andaman Nicobar -> Port Blair: ")
     # display settings do not change the version; index settings do
-    assert corpus_version([q], SearchConfig(top_k=3, max_chars=99, bm25_min_score=1)) == ref.version
-    assert corpus_version([q], SearchConfig(stemmer="none")) != ref.version
-    assert corpus_version([q], SearchConfig(retriever="dense")) != ref.version
+    assert Corpus((q,), SearchConfig(top_k=3, max_chars=99, bm25_min_score=1)).plan().version == ref.version
+    assert Corpus((q,), SearchConfig(stemmer="none")).plan().version != ref.version
+    assert Corpus((q,), SearchConfig(retriever="dense")).plan().version != ref.version
 
 
 def test_run_corpus_from_file(tmp_path: Path) -> None:
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps({"title": d.title, "text": d.text}) + "\n" for d in DOCS))
     store = Store(str(tmp_path / "store"))
-    ref = run_corpus(store, str(path), SearchConfig())
+    ref = run_stage(store, Corpus(str(path), SearchConfig())).ref
     assert ref.rows == len(DOCS) and ref.summary["source"] == str(path)
     r = open_retriever(store, ref)
     assert search_observation(r, "plants sunlight", SearchConfig()).startswith(
@@ -270,7 +271,7 @@ def test_run_corpus_from_file(tmp_path: Path) -> None:
     )
     path.write_text(path.read_text() + json.dumps({"title": "New", "text": "A new article."}) + "\n")
     # the file's contents are an input
-    assert run_corpus(store, str(path), SearchConfig()).version != ref.version
+    assert run_stage(store, Corpus(str(path), SearchConfig())).ref.version != ref.version
 
 
 # ------------------------------------------------------------------------------------------- dense

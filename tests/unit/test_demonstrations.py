@@ -80,8 +80,9 @@ def test_generate_from_gold_replays_solutions_through_the_tools(tmp_path, tiny_m
     from swirl.data.config import DatasetSpec
     from swirl.engines.config import EngineConfig
     from swirl.generation import GenerateConfig
-    from swirl.stages.generate import run_generate
-    from swirl.stages.ingest import run_ingest
+    from swirl.stages.base import Context, run_stage
+    from swirl.stages.generate import Generate
+    from swirl.stages.ingest import Ingest
     from swirl.store import Store
     from swirl.tools.calculator import calculate
 
@@ -94,14 +95,15 @@ def test_generate_from_gold_replays_solutions_through_the_tools(tmp_path, tiny_m
         f.write(json.dumps({"question": "Q three?", "answer": "<<100+23=123>>\n#### 123"}) + "\n")
     store = Store(os.path.join(tmp_path, "store"))
     spec = DatasetSpec(name="gsm8k", format="gsm8k", path=path)
-    questions = run_ingest(store, spec)
+    questions = run_stage(store, Ingest(spec)).ref
     cfg = GenerateConfig(source="gold", samples_per_question=1, max_steps_math=3, max_tokens_per_step=32)
     policy = EngineConfig(kind="vllm", model=tiny_model_dir, max_model_len=1024)
 
     def no_model():
         raise AssertionError("source gold must not start the policy engine")
 
-    ref = run_generate(store, cfg, policy, spec, questions, no_model, {"math": calculate})
+    ctx = Context(engines=lambda engine_cfg: no_model(), tools={"math": calculate})
+    ref = run_stage(store, Generate(cfg, policy, spec, questions), ctx).ref
     rows = {r["question_id"]: r for r in store.read_ref(ref).to_pylist()}
     assert ref.summary["without_gold_solution"] == 1
     assert sorted(rows) == ["gsm8k-train-00000", "gsm8k-train-00002"]

@@ -25,9 +25,10 @@ from swirl.engines.scripted import ScriptedEngine
 from swirl.evaluation.config import EvaluateConfig
 from swirl.generation import GenerateConfig
 from swirl.judging.config import JudgeConfig
-from swirl.stages.evaluate import ReportEntry, evaluate_version, run_evaluate, run_report
-from swirl.stages.ingest import run_ingest
-from swirl.store import Store
+from swirl.stages.base import Context, run_stage
+from swirl.stages.evaluate import EvalPolicy, Evaluate, Report, ReportEntry
+from swirl.stages.ingest import Ingest
+from swirl.store import StageRef, Store
 
 N_Q = 10
 
@@ -40,6 +41,19 @@ def write_questions(folder: str) -> str:
             for i in range(N_Q)
         )
     return path
+
+
+def evaluate_job(cfg, gen, policy, spec, qref, judge=None) -> Evaluate:
+    label = "trained" if policy.adapter else "base"
+    return Evaluate(cfg, gen, EvalPolicy(label, policy), spec, qref, judge=judge)
+
+
+def evaluate_version(cfg, gen, policy, spec, qref, judge=None) -> str:
+    return evaluate_job(cfg, gen, policy, spec, qref, judge).plan().version
+
+
+def run_report(store: Store, entries, cfg: EvaluateConfig, title: str) -> StageRef:
+    return run_stage(store, Report(tuple(entries), cfg, title)).ref
 
 
 def read(path: str, mode: str = "r"):
@@ -75,7 +89,7 @@ def setup(root: str, tiny_model_dir: str, questions: int = N_Q):
 
     store = Store(os.path.join(root, "store"))
     spec = DatasetSpec(name="gsm8k_test", format="gsm8k", split="test", path=write_questions(root))
-    qref = run_ingest(store, spec)
+    qref = run_stage(store, Ingest(spec)).ref
     cfg = EvaluateConfig(questions=questions, shard_questions=3)
     gen = GenerateConfig(max_steps_math=3, max_tokens_per_step=32)
     base = EngineConfig(kind="hf", model=tiny_model_dir, max_model_len=1024)
@@ -87,7 +101,8 @@ def run_policy(root: str, tiny_model_dir: str, adapter: str | None = None, **cfg
     store, spec, qref, cfg, gen, base, engine, tools = setup(root, tiny_model_dir)
     cfg = cfg.model_copy(update=cfg_update)
     policy = base.model_copy(update={"adapter": adapter})
-    return store, run_evaluate(store, cfg, gen, policy, spec, qref, engine, tools)
+    job = evaluate_job(cfg, gen, policy, spec, qref)
+    return store, run_stage(store, job, Context(engines={"policy": engine}, tools=tools)).ref
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +213,9 @@ def test_version_changes_with_the_adapter_only_for_that_policy(evaluated, tiny_m
     def factory():
         raise AssertionError("a complete evaluation must not start an engine")
 
-    again = run_evaluate(store, cfg, gen, policy, spec, qref, factory, {})
-    assert again == base
+    ctx = Context(engines=lambda engine_cfg: factory(), tools={})
+    again = run_stage(store, evaluate_job(cfg, gen, policy, spec, qref), ctx)
+    assert again.ref == base and not again.computed
 
 
 # --------------------------------------------------------------------------------------- LLM judge
@@ -229,7 +245,8 @@ def test_llm_judge_verdicts(tiny_model_dir, tmp_path):
     )
     grader = GraderEngine(AutoTokenizer.from_pretrained(tiny_model_dir))
     cfg = cfg.model_copy(update={"llm_judge": True})
-    ref = run_evaluate(store, cfg, gen, policy, spec, qref, engine, tools, judge=judge, judge_engine=grader)
+    ctx = Context(engines={"policy": engine, "judge": grader}, tools=tools)
+    ref = run_stage(store, evaluate_job(cfg, gen, policy, spec, qref, judge), ctx).ref
     rows = {r["question_id"]: r for r in store.read_ref(ref).to_pylist()}
     zero = next(r for r in rows.values() if "What is 0 +" in r["messages"][0]["content"])
     assert zero["judge_correct"] is None and zero["judge_text"] == "I cannot tell."
@@ -238,8 +255,9 @@ def test_llm_judge_verdicts(tiny_model_dir, tmp_path):
     # 4 of the 5 right answers (0 + 0 has no verdict: not correct)
     assert ref.summary["accuracy_judge"] == 0.4
     assert ref.summary["judge_no_verdict"] == 1
+    assert ref.version == evaluate_version(cfg, gen, policy, spec, qref, judge)
     assert ref.version != evaluate_version(
-        cfg.model_copy(update={"llm_judge": False}), gen, policy, spec, qref
+        cfg.model_copy(update={"llm_judge": False}), gen, policy, spec, qref, judge
     )
 
 
@@ -333,10 +351,11 @@ def test_two_evaluations_on_vllm_are_identical(vllm_engine, tiny_model_dir, tmp_
         spec = DatasetSpec(
             name="gsm8k_test", format="gsm8k", split="test", path=write_questions(str(tmp_path))
         )
-        qref = run_ingest(store, spec)
+        qref = run_stage(store, Ingest(spec)).ref
         cfg = EvaluateConfig(questions=6, seed=4, shard_questions=4)
         gen = GenerateConfig(max_steps_math=3, max_tokens_per_step=24)
         policy = EngineConfig(kind="vllm", model=tiny_model_dir, max_model_len=1024, dtype="float32")
-        ref = run_evaluate(store, cfg, gen, policy, spec, qref, vllm_engine, {"math": calculate})
+        ctx = Context(engines={"policy": vllm_engine}, tools={"math": calculate})
+        ref = run_stage(store, evaluate_job(cfg, gen, policy, spec, qref), ctx).ref
         outs.append([{k: v for k, v in r.items()} for r in store.read_ref(ref).to_pylist()])
     assert outs[0] == outs[1] and len(outs[0]) == 6

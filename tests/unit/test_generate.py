@@ -12,8 +12,9 @@ import pytest
 from swirl.data.config import DatasetSpec
 from swirl.engines.config import EngineConfig
 from swirl.generation import GenerateConfig
-from swirl.stages.generate import run_generate
-from swirl.stages.ingest import run_ingest
+from swirl.stages.base import Context, run_stage
+from swirl.stages.generate import Generate
+from swirl.stages.ingest import Ingest
 from swirl.store import Store
 
 N_Q, SAMPLES = 7, 3
@@ -49,7 +50,7 @@ def setup(root: str, tiny_model_dir: str):
 
     store = Store(os.path.join(root, "store"))
     spec = DatasetSpec(name="gsm8k", format="gsm8k", path=write_questions(root))
-    questions = run_ingest(store, spec)
+    questions = run_stage(store, Ingest(spec)).ref
     cfg = GenerateConfig(
         samples_per_question=SAMPLES, shard_questions=2, max_steps_math=3, max_tokens_per_step=32
     )
@@ -62,7 +63,8 @@ def setup(root: str, tiny_model_dir: str):
 
 def run_all(root: str, tiny_model_dir: str):
     store, spec, questions, cfg, policy, engine, tools = setup(root, tiny_model_dir)
-    return store, run_generate(store, cfg, policy, spec, questions, engine, tools)
+    job = Generate(cfg, policy, spec, questions)
+    return store, run_stage(store, job, Context(engines={"policy": engine}, tools=tools)).ref
 
 
 CHILD = textwrap.dedent(
@@ -73,16 +75,16 @@ CHILD = textwrap.dedent(
     from tests.unit.test_generate import run_all
 
     root, model, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    real = g.rollout
+    real = g.roll_out  # one call per shard
     calls = [0]
 
-    def rollout(*a, **k):
+    def roll_out(*a, **k):
         if calls[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         calls[0] += 1
         return real(*a, **k)
 
-    g.rollout = rollout
+    g.roll_out = roll_out
     run_all(root, model)
     """
 )
@@ -123,8 +125,12 @@ def test_rerun_is_noop_and_never_starts_an_engine(reference, tiny_model_dir):
     def factory():
         raise AssertionError("a complete output must not start an engine")
 
-    again = run_generate(store, cfg, policy, spec, questions, factory, tools)
-    assert again == ref
+    res = run_stage(
+        store,
+        Generate(cfg, policy, spec, questions),
+        Context(engines=lambda engine_cfg: factory(), tools=tools),
+    )
+    assert res.ref == ref and not res.computed
 
 
 @pytest.mark.parametrize("kill_at", [0, 1, 3])
@@ -145,12 +151,14 @@ def test_sigkill_during_generation_then_rerun(tmp_path, tiny_model_dir, referenc
 
 
 def test_version_depends_on_config_and_policy(reference, tiny_model_dir, tmp_path):
-    from swirl.stages.generate import generate_version
-
     store, ref, root = reference
     _, spec, questions, cfg, policy, _, _ = setup(root, tiny_model_dir)
-    v = generate_version(cfg, policy, spec, questions, None)
+
+    def generate_version(cfg, policy):
+        return Generate(cfg, policy, spec, questions, None).plan().version
+
+    v = generate_version(cfg, policy)
     assert v == ref.version
-    assert generate_version(cfg.model_copy(update={"temperature": 0.5}), policy, spec, questions, None) != v
-    assert generate_version(cfg.model_copy(update={"sample_markdown": 1}), policy, spec, questions, None) == v
-    assert generate_version(cfg, policy.model_copy(update={"max_model_len": 512}), spec, questions, None) != v
+    assert generate_version(cfg.model_copy(update={"temperature": 0.5}), policy) != v
+    assert generate_version(cfg.model_copy(update={"sample_markdown": 1}), policy) == v
+    assert generate_version(cfg, policy.model_copy(update={"max_model_len": 512})) != v

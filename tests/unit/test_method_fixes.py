@@ -10,12 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from swirl.config import RunConfig
-from swirl.stages.filter import run_filter
+from swirl.stages.base import run_stage
+from swirl.stages.filter import Filter
 from swirl.steps import FilterConfig
 from swirl.training.config import TrainConfig
-from swirl.training.data import TrainInput, load_train_data
+from swirl.training.data import TrainInput
 from swirl.training.loop import train
 from swirl.training.losses import kl_estimate
+from swirl.training.objectives import load_train_data
 from tests.unit.trainkit import build_train_store
 
 # ------------------------------------------------------------------------------------------ KL penalty
@@ -81,7 +83,7 @@ def offline_stores(tmp_path_factory, tiny_model_dir):
     store, inp = build_train_store(
         str(tmp_path_factory.mktemp("offline")), tiny_model_dir, n_questions=8, seed=0
     )
-    kept_all = run_filter(store, inp.steps, FilterConfig(strategy="none"))
+    kept_all = run_stage(store, Filter(inp.steps, FilterConfig(strategy="none"))).ref
     return store, {"process": inp, "none": TrainInput(inp.trajectories, kept_all, inp.questions)}
 
 

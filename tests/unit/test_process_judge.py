@@ -15,11 +15,25 @@ from swirl.engines.openai import OpenAIEngineError
 from swirl.judging.config import JudgeConfig, ProcessJudgeConfig
 from swirl.judging.process import REASK_SEPARATOR, TOO_LONG, UNKNOWN, Question, judge_shard
 from swirl.judging.prompts import GOOD_BAD, PROCESS_MATH, PROCESS_SEARCH, parse_verdict, render_conversation
-from swirl.stages.judge import judge_version, run_judge
-from swirl.store import Store
+from swirl.stages.base import Context, run_stage
+from swirl.stages.judge import Judge
+from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from tests.unit.test_openai_engine import ChatServer
 from tests.unit.test_steps_filters import question, traj
+
+# The identity of the scripted judge engines below: a judge that asks a model names its engine in the config.
+SCRIPTED = EngineConfig(kind="hf", model="scripted-judge")
+
+
+def judge_version(trajectories, questions, cfg: JudgeConfig) -> str:
+    return Judge(trajectories, questions, cfg).plan().version
+
+
+def run_judge(store: Store, trajectories, questions, cfg: JudgeConfig, engine=None) -> StageRef:
+    """The judge stage with the caller's engine, or (engine None) one built from cfg.engine and closed."""
+    ctx = None if engine is None else Context(engines={"judge": engine})
+    return run_stage(store, Judge(trajectories, questions, cfg), ctx).ref
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -62,12 +76,6 @@ def test_paper_prompt_paraphrases():
     assert "likely to help answer the question" in PROCESS_SEARCH and "calculator" in PROCESS_MATH
 
 
-class JudgeConfig(JudgeConfig):
-    """How swirl.config can also accept a local (vllm/hf) judge engine in YAML: the stage duck-types it."""
-
-    engine: EngineConfig | OpenAIEngineConfig | None = None
-
-
 def test_judge_engine_configs_and_version_identity():
     oa = JudgeConfig.model_validate(
         {"engine": {"kind": "openai", "base_url": "http://a/v1", "model": "judge-1"}}
@@ -105,9 +113,13 @@ def test_judge_engine_configs_and_version_identity():
     assert judge_version(t, q, local) != judge_version(
         t, q, local.model_copy(update={"engine": local.engine.model_copy(update={"dtype": "bfloat16"})})
     )
-    with pytest.raises(ValueError, match="judge.engine is empty and no engine was passed"):
+    with pytest.raises(ValueError, match="judge.engine is empty"):
         judge_version(t, q, JudgeConfig())
-    assert judge_version(t, q, JudgeConfig(), engine=ScriptedEngine()) != judge_version(t, q, oa)
+    assert judge_version(t, q, JudgeConfig(engine=SCRIPTED)) != judge_version(t, q, oa)
+    # a rule judge asks no model: it needs no engine, and one named in its config is not its identity
+    rule = JudgeConfig(process=ProcessJudgeConfig(kind="rule"))
+    assert judge_version(t, q, rule) == judge_version(t, q, rule.model_copy(update={"engine": oa.engine}))
+    assert judge_version(t, q, rule) != judge_version(t, q, JudgeConfig(engine=SCRIPTED))
 
 
 def test_conversation_rendering_labels_prompt_actions_and_results():
@@ -372,11 +384,11 @@ def _inputs(tmp_path, n: int):
 
 def test_run_judge_resumes_after_a_crash_without_repeating_work(tmp_path):
     store, t, q = _inputs(tmp_path, 7)
-    cfg = JudgeConfig(shard_size=2)
+    cfg = JudgeConfig(engine=SCRIPTED, shard_size=2)
     crashing = ScriptedEngine(crash_on_call=3)
     with pytest.raises(RuntimeError, match="crashed"):
         run_judge(store, t, q, cfg, engine=crashing)
-    assert store.sharded("judge", judge_version(t, q, cfg, crashing), "judgments", {}).done_keys() == {
+    assert store.sharded("judge", judge_version(t, q, cfg), "judgments", {}).done_keys() == {
         "t0",
         "t1",
         "t2",
@@ -424,7 +436,7 @@ def test_run_judge_counts_unknown_and_reasks(tmp_path):
         store,
         t,
         q,
-        JudgeConfig.model_validate({"max_reasks": 3, "outcome": {"llm": True}}),
+        JudgeConfig.model_validate({"max_reasks": 3, "outcome": {"llm": True}, "engine": SCRIPTED}),
         engine=ScriptedEngine(),
     )
     s = ref.summary
@@ -435,7 +447,10 @@ def test_run_judge_counts_unknown_and_reasks(tmp_path):
 def test_judge_stage_with_the_tiny_hf_model(tmp_path, hf_engine):
     """A real local engine: a random tiny model rarely ends in a verdict, and that is counted, never GOOD."""
     store, t, q = _inputs(tmp_path, 2)
-    ref = run_judge(store, t, q, JudgeConfig(max_tokens=8, max_reasks=1), engine=hf_engine)
+    cfg = JudgeConfig(
+        engine=EngineConfig(kind="hf", model=hf_engine.model, dtype="float32"), max_tokens=8, max_reasks=1
+    )
+    ref = run_judge(store, t, q, cfg, engine=hf_engine)
     rows = store.read_ref(ref).to_pylist()
     assert len(rows) == 4 and {r["process_label"] for r in rows} <= {"GOOD", "BAD", "UNKNOWN"}
     for r in rows:

@@ -129,7 +129,7 @@ def test_judge_stage_needs_no_model_with_the_rule_judge(tmp_path):
     from swirl.judging.process import Question, judge_shard
 
     cfg = JudgeConfig(process=ProcessJudgeConfig(kind="rule"))
-    assert not cfg.needs_model and cfg.version_config({"kind": "x"})["engine"] == {"kind": "rule"}
+    assert not cfg.needs_model and cfg.version_config()["engine"] == {"kind": "rule"}
     row = {
         "trajectory_id": "t#0",
         "question_id": "q",

@@ -8,8 +8,9 @@ import itertools
 import pyarrow as pa
 import pytest
 
-from swirl.stages.decompose import decompose_version, run_decompose
-from swirl.stages.filter import filter_version, run_filter
+from swirl.stages.base import Context, run_stage
+from swirl.stages.decompose import Decompose
+from swirl.stages.filter import Filter
 from swirl.steps import (
     STRATEGIES,
     DecomposeConfig,
@@ -144,7 +145,7 @@ def test_decompose_one_row_per_action_with_state_by_reference(tmp_path):
     store, t, j, q = _store(
         tmp_path, [a, b, empty], judged, [question("q1", "hotpotqa"), question("q2", "gsm8k")]
     )
-    ref = run_decompose(store, t, j, q, DecomposeConfig())
+    ref = run_stage(store, Decompose(t, j, q, DecomposeConfig())).ref
     rows = store.read_ref(ref).to_pylist()
     assert [(r["trajectory_id"], r["step"]) for r in rows] == [
         ("t1", 0),
@@ -171,15 +172,16 @@ def test_decompose_one_row_per_action_with_state_by_reference(tmp_path):
     assert all(r["keep"] for r in rows)
     assert ref.summary["steps"] == 5 and ref.summary["trajectories"] == 2
     assert ref.summary["action_kinds"] == {"search": 2, "answer": 1, "math": 1, "invalid": 1}
-    assert run_decompose(store, t, j, q, DecomposeConfig()) == ref  # complete: skipped
+    again = run_stage(store, Decompose(t, j, q, DecomposeConfig()))
+    assert again.ref == ref and not again.computed  # complete: skipped
 
 
 def test_decompose_batches_give_the_same_table(tmp_path):
     trajs = [traj(f"t{i}", "q1", ["<search_query>x</search_query>"] * (i % 3 + 1)) for i in range(9)]
     judged = [r for i in range(9) for r in judgments(f"t{i}", ["GOOD"] * (i % 3 + 1), i % 2 == 0)]
     store, t, j, q = _store(tmp_path, trajs, judged, [question("q1", "hotpotqa")])
-    one = store.read_ref(run_decompose(store, t, j, q, DecomposeConfig(batch_rows=1000)))
-    ref = run_decompose(store, t, j, q, DecomposeConfig(batch_rows=2))
+    one = store.read_ref(run_stage(store, Decompose(t, j, q, DecomposeConfig(batch_rows=1000))).ref)
+    ref = run_stage(store, Decompose(t, j, q, DecomposeConfig(batch_rows=2))).ref
     assert len(store.manifest("decompose", ref.version)["parts"]) == 5
     assert store.read_ref(ref).equals(one)
 
@@ -188,15 +190,15 @@ def test_decompose_uses_llm_outcome_when_asked(tmp_path):
     a = traj("t1", "q1", ["<answer>x</answer>"], "x")
     store, t, j, q = _store(tmp_path, [a], judgments("t1", ["GOOD"], False, llm=True), [question("q1", "d")])
     with pytest.raises(ValueError, match="judge.outcome.llm"):
-        run_decompose(store, t, j, q, DecomposeConfig(outcome_source="llm"))
+        run_stage(store, Decompose(t, j, q, DecomposeConfig(outcome_source="llm")))
     store, t, j, q = _store(
         tmp_path / "b", [a], judgments("t1", ["GOOD"], False, llm=True), [question("q1", "d")], llm=True
     )
-    assert store.read_ref(run_decompose(store, t, j, q, DecomposeConfig(outcome_source="llm"))).column(
-        "outcome_correct"
-    ).to_pylist() == [True]
-    assert decompose_version(t, j, q, DecomposeConfig()) != decompose_version(
-        t, j, q, DecomposeConfig(outcome_source="llm")
+    llm_steps = run_stage(store, Decompose(t, j, q, DecomposeConfig(outcome_source="llm"))).ref
+    assert store.read_ref(llm_steps).column("outcome_correct").to_pylist() == [True]
+    assert (
+        Decompose(t, j, q, DecomposeConfig()).plan().version
+        != Decompose(t, j, q, DecomposeConfig(outcome_source="llm")).plan().version
     )
 
 
@@ -274,13 +276,13 @@ def filter_inputs(tmp_path):
         judged += judgments(tid, labels, outcome)
         qs.append(question(f"q-{tid}", ds))
     store, t, j, q = _store(tmp_path, trajs, judged, qs)
-    return store, run_decompose(store, t, j, q, DecomposeConfig())
+    return store, run_stage(store, Decompose(t, j, q, DecomposeConfig())).ref
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_each_strategy_keeps_exactly_the_expected_rows(filter_inputs, strategy):
     store, steps = filter_inputs
-    ref = run_filter(store, steps, FilterConfig(strategy=strategy))
+    ref = run_stage(store, Filter(steps, FilterConfig(strategy=strategy))).ref
     rows = store.read_ref(ref).to_pylist()
     assert len(rows) == sum(len(c[1]) for c in CASES.values())  # every row is written, keep or not
     expected = {tid for tid, c in CASES.items() if strategy in c[3]}
@@ -296,7 +298,8 @@ def test_each_strategy_keeps_exactly_the_expected_rows(filter_inputs, strategy):
             per = s["per_strategy"][other]["kept"]["per_dataset"][ds]
             assert per["trajectories"] == sum(CASES[t][0] == ds for t in keep)
             assert per["steps"] == sum(len(CASES[t][1]) for t in keep if CASES[t][0] == ds)
-    assert run_filter(store, steps, FilterConfig(strategy=strategy)) == ref
+    again = run_stage(store, Filter(steps, FilterConfig(strategy=strategy)))
+    assert again.ref == ref and not again.computed
 
 
 def _flags(n_per_kind: int) -> pa.Table:
@@ -351,16 +354,17 @@ def test_fixed_count_number_and_its_limits():
 
 def test_filter_stage_with_fixed_count_and_versions(filter_inputs):
     store, steps = filter_inputs
-    ref = run_filter(store, steps, FilterConfig(strategy="process", fixed_count="min"))
+    ref = run_stage(store, Filter(steps, FilterConfig(strategy="process", fixed_count="min"))).ref
     kept = {r["trajectory_id"] for r in store.read_ref(ref).to_pylist() if r["keep"]}
     assert ref.summary["fixed_count"] == {"gsm8k": 1, "hotpotqa": 1}  # process_outcome pools: 1 and 1
     assert len(kept) == 2 and kept <= {t for t, c in CASES.items() if "process" in c[3]}
-    assert filter_version(steps, FilterConfig()) != filter_version(steps, FilterConfig(seed=1))
+    assert Filter(steps, FilterConfig()).plan().version != Filter(steps, FilterConfig(seed=1)).plan().version
 
 
 def test_empty_inputs_flow_through_judge_decompose_and_filter(tmp_path):
+    from swirl.engines.config import EngineConfig
     from swirl.judging.config import JudgeConfig
-    from swirl.stages.judge import run_judge
+    from swirl.stages.judge import Judge
 
     class NeverCalled:
         name, model, tokenizer = "never", "never", None
@@ -374,9 +378,10 @@ def test_empty_inputs_flow_through_judge_decompose_and_filter(tmp_path):
     store = Store(str(tmp_path / "s"))
     t = store.write_table("generate", "g", to_table("trajectories", []), "trajectories", {})
     q = store.write_table("ingest", "q", to_table("questions", []), "questions", {})
-    j = run_judge(store, t, q, JudgeConfig(), engine=NeverCalled())
+    cfg = JudgeConfig(engine=EngineConfig(kind="hf", model="never"))
+    j = run_stage(store, Judge(t, q, cfg), Context(engines={"judge": NeverCalled()})).ref
     assert j.rows == 0 and j.summary["steps"] == 0 and j.summary["good_rate"] is None
-    steps = run_decompose(store, t, j, q, DecomposeConfig())
+    steps = run_stage(store, Decompose(t, j, q, DecomposeConfig())).ref
     assert steps.rows == 0
-    f = run_filter(store, steps, FilterConfig(fixed_count="min"))
+    f = run_stage(store, Filter(steps, FilterConfig(fixed_count="min"))).ref
     assert f.rows == 0 and f.summary["kept_trajectories"] == 0 and f.summary["fixed_count"] == {}

@@ -1,5 +1,5 @@
-"""Acceptance test of prefix-shared training (DESIGN.md §2): on random trajectories with K = 1..10 actions,
-filtered-out steps and observation tokens, the prefix-shared loss and LoRA gradients equal the naive
+"""Acceptance test of prefix-shared training (docs/design.md §2): on random trajectories with K = 1..10
+actions, filtered-out steps and observation tokens, the prefix-shared loss and LoRA gradients equal the naive
 expansion's within 1e-5 (relative, fp32), for every aggregation and with a KL penalty. Negative controls show
 the comparison can fail.
 """

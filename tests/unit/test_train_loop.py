@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -14,18 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from swirl.engines.base import Completion, Result
-from swirl.stages.train import (
-    adapter_path,
-    launch_command,
-    read_train_log,
-    run_train,
-    train_version,
-    work_dir,
-)
+from swirl.stages.base import Context, run_stage
+from swirl.stages.train import Train, adapter_path, read_train_log, work_dir
 from swirl.training.config import LoraSection, SwirlSection, TrainConfig
-from swirl.training.data import load_train_data
 from swirl.training.loop import lr_factor, step_items, train
+from swirl.training.objectives import load_train_data
 from swirl.training.rewards import RuleReward
+from swirl.training.run import TrainSpec, launch
 from tests.unit.trainkit import build_train_store
 
 
@@ -83,7 +79,7 @@ def test_load_train_data_keeps_only_filtered_actions(stores):
 
 
 def test_offline_weights_reward_minus_mean(stores):
-    from swirl.stages.filter import run_filter
+    from swirl.stages.filter import Filter
     from swirl.steps import FilterConfig
     from swirl.training.data import TrainInput
 
@@ -92,9 +88,8 @@ def test_offline_weights_reward_minus_mean(stores):
     # every step the process filter keeps is GOOD: rewards 1, mean baseline 1, every advantage 0 -> refused
     with pytest.raises(ValueError, match="advantage 0"):
         load_train_data(store, [inp], cfg)
-    everything = TrainInput(
-        inp.trajectories, run_filter(store, inp.steps, FilterConfig(strategy="none")), inp.questions
-    )
+    kept_all = run_stage(store, Filter(inp.steps, FilterConfig(strategy="none"))).ref
+    everything = TrainInput(inp.trajectories, kept_all, inp.questions)
     w = np.concatenate([e.weights for e in load_train_data(store, [everything], cfg).examples])
     # 96 steps, 12 of them BAD (reward 0): mean 0.875
     assert len(w) == 96 and abs(w.mean()) < 1e-12 and set(np.round(w, 12)) == {0.125, -0.875}
@@ -142,7 +137,43 @@ def test_step_items_cover_each_epoch_once():
     assert step_items(10, 3, 2, seed=5) == step_items(10, 3, 2, seed=5)
 
 
-def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny_model_dir):
+def _launch_and_kill(monkeypatch, spec: TrainSpec, checkpoint: str) -> None:
+    """Run `launch(spec)` in a thread, SIGKILL its trainer process once `checkpoint` is written, and check
+    that the launcher reports the killed process."""
+    procs, failures = [], []
+    real_popen = subprocess.Popen
+
+    def popen(*a, **k):
+        procs.append(real_popen(*a, **k))
+        return procs[-1]
+
+    def run_launcher():
+        try:
+            launch(spec)
+        except RuntimeError as e:
+            failures.append(e)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    launcher = threading.Thread(target=run_launcher)
+    launcher.start()
+    deadline = time.time() + 240
+    while time.time() < deadline and not procs and launcher.is_alive():
+        time.sleep(0.05)
+    monkeypatch.setattr(subprocess, "Popen", real_popen)
+    assert len(procs) == 1, f"the launcher did not start its trainer ({failures})"
+    proc, ckpts = procs[0], os.path.join(spec.out_dir, "checkpoints")
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(ckpts) and any(d.startswith(checkpoint) for d in os.listdir(ckpts)):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the trainer finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    launcher.join(60)
+    assert not launcher.is_alive()
+    assert len(failures) == 1 and "exit code -9" in str(failures[0])  # the launcher reports the kill
+
+
+def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny_model_dir, monkeypatch):
     from swirl.engines.config import EngineConfig
 
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
@@ -161,29 +192,16 @@ def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny
     for name in ("straight", "killed"):
         store, inp = build_train_store(str(tmp_path / name), tiny_model_dir, n_questions=10, seed=0)
         if name == "killed":
-            work = work_dir(store, train_version(cfg, policy, [inp]))
+            work = work_dir(store, Train(cfg, policy, (inp,)).plan().version)
             os.makedirs(work)
-            # the stage's own command, started by hand
-            cmd = launch_command(store, cfg, policy, [inp], None, work)
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            ckpts = os.path.join(work, "checkpoints")
-            deadline = time.time() + 240
-            while time.time() < deadline and proc.poll() is None:
-                if os.path.isdir(ckpts) and any(d.startswith("step-0000004") for d in os.listdir(ckpts)):
-                    break
-                time.sleep(0.05)
-            assert proc.poll() is None, "the trainer finished before it could be killed"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            # the stage's own launcher, started by hand; its trainer process is killed after step 4
+            spec = TrainSpec.of(store, cfg, policy, (inp,), None, work)
+            _launch_and_kill(monkeypatch, spec, "step-0000004")
             assert not os.path.exists(os.path.join(work, "result.json"))
         # the uninterrupted run trains in-process, the killed one resumes in a subprocess: same numbers either
         # way
-        ref = run_train(
-            store,
-            cfg if name == "killed" else cfg.model_copy(update={"launcher": "inprocess"}),
-            policy,
-            [inp],
-        )
+        run_cfg = cfg if name == "killed" else cfg.model_copy(update={"launcher": "inprocess"})
+        ref = run_stage(store, Train(run_cfg, policy, (inp,))).ref
         runs[name] = (
             load_file(os.path.join(adapter_path(ref), "adapter_model.safetensors")),
             read_train_log(store, ref),
@@ -203,14 +221,16 @@ def test_train_stage_reuses_its_output(stores, tiny_model_dir):
     (store, inp), _ = stores
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
     cfg = TrainConfig(objective="sft", batch_size=16, max_steps=2, lora=LoraSection(rank=4))
-    ref = run_train(store, cfg, policy, [inp])
+    ref = run_stage(store, Train(cfg, policy, (inp,))).ref
     assert ref.rows == 2 and ref.table == "train_log"
-    again = run_train(store, cfg, policy, [inp], on_step=lambda m: pytest.fail("trained again"))
-    assert again.version == ref.version
-    other = run_train(store, cfg.model_copy(update={"learning_rate": 1e-3}), policy, [inp])
+    again = run_stage(
+        store, Train(cfg, policy, (inp,)), Context(progress=lambda m: pytest.fail("trained again"))
+    )
+    assert again.ref.version == ref.version and not again.computed
+    other = run_stage(store, Train(cfg.model_copy(update={"learning_rate": 1e-3}), policy, (inp,))).ref
     assert other.version != ref.version
     with pytest.raises(ValueError, match="reward model"):
-        run_train(store, cfg.model_copy(update={"objective": "swirl"}), policy, [inp])
+        run_stage(store, Train(cfg.model_copy(update={"objective": "swirl"}), policy, (inp,)))
 
 
 class EchoEngine:
@@ -316,7 +336,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_model_dir):
     for name in ("one", "two"):
         store, inp = build_train_store(str(tmp_path / name), tiny_model_dir, n_questions=8, seed=0)
         run_cfg = cfg if name == "two" else cfg.model_copy(update={"launcher": "inprocess"})
-        ref = run_train(store, run_cfg, policy, [inp])
+        ref = run_stage(store, Train(run_cfg, policy, (inp,))).ref
         weights[name] = load_file(os.path.join(adapter_path(ref), "adapter_model.safetensors"))
         assert ref.summary["steps"] == 4 and ref.summary.get("world_size", 1) == (2 if name == "two" else 1)
     one, two = weights["one"], weights["two"]

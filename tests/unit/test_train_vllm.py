@@ -16,8 +16,8 @@ import pytest
 
 from swirl.engines.base import Sampling
 from swirl.training.config import LoraSection, SwirlSection, TrainConfig
-from swirl.training.data import load_train_data
 from swirl.training.loop import train
+from swirl.training.objectives import load_train_data
 from swirl.training.rewards import RuleReward
 from tests.unit.trainkit import build_train_store
 

@@ -8,8 +8,9 @@ import random
 
 from swirl.protocol import MATH_PROMPT, render_prompt
 from swirl.rollout import ChatSegments
-from swirl.stages.decompose import run_decompose
-from swirl.stages.filter import run_filter
+from swirl.stages.base import run_stage
+from swirl.stages.decompose import Decompose
+from swirl.stages.filter import Filter
 from swirl.steps import DecomposeConfig, FilterConfig
 from swirl.store import Store
 from swirl.tables import to_table
@@ -99,6 +100,6 @@ def build_train_store(
     qref = store.write_table("ingest", f"q{seed}", to_table("questions", questions), "questions", {})
     tref = store.write_table("generate", f"g{seed}", to_table("trajectories", trajs), "trajectories", {})
     jref = store.write_table("judge", f"j{seed}", to_table("judgments", judged), "judgments", {})
-    steps = run_decompose(store, tref, jref, qref, DecomposeConfig())
-    kept = run_filter(store, steps, FilterConfig(strategy="process"))
+    steps = run_stage(store, Decompose(tref, jref, qref, DecomposeConfig())).ref
+    kept = run_stage(store, Filter(steps, FilterConfig(strategy="process"))).ref
     return store, TrainInput(tref, kept, qref)
