@@ -142,6 +142,7 @@ def test_step_items_cover_each_epoch_once():
     assert step_items(10, 3, 2, seed=5) == step_items(10, 3, 2, seed=5)
 
 
+@pytest.mark.slow  # ~16 s on 2 cores: trains twice, once killed and resumed in a subprocess
 def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny_model_dir):
     from swirl.config import EngineConfig
 
@@ -287,6 +288,7 @@ def test_swirl_skips_states_with_no_room_in_the_sampler_context(stores, tiny_mod
     assert sum(m["states_too_long"] for m in res.log) > 0
 
 
+@pytest.mark.slow  # ~10 s on 2 cores: trains twice, once under torchrun with 2 ranks
 def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_model_dir):
     """The same code under torchrun (2 CPU ranks, gloo): micro-batches split over ranks, gradients summed, the
     same adapter as one process (up to float summation order)."""
