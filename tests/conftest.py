@@ -1,7 +1,14 @@
 """Shared test fixtures: offline environment, one tiny model, one vLLM engine and one Prefect harness per
-session.
+session; and the test tiers.
 
 The environment is set before anything imports Prefect, MLflow, transformers or vLLM.
+
+Tiers: `pytest -q` runs the fast tier only (pyproject's addopts deselect the marks below); `pytest -q -m ""`
+runs every test. Marks added here at collection, so that test files need not repeat them:
+- `vllm`: every test that uses the `vllm_engine` fixture (skipped when the vllm module is missing);
+- `prefect`: everything under tests/flows and every test that uses the `prefect_harness` fixture;
+- `e2e`: everything under tests/e2e.
+A test that is slow for its own reasons carries `@pytest.mark.slow` (or `vllm`) in its file.
 """
 
 from __future__ import annotations
@@ -25,7 +32,13 @@ for _k, _v in {
 # Prefect's task cache lives in PREFECT_HOME and outlives its database: a fresh one per session.
 os.environ["PREFECT_HOME"] = os.path.join(_SESSION_HOME, "prefect")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+
+_TESTS = Path(__file__).resolve().parent
+_FOLDER_MARKS = {"e2e": "e2e", "flows": "prefect"}  # tests/<folder> -> the tier of everything in it
+_FIXTURE_MARKS = {"vllm_engine": "vllm", "prefect_harness": "prefect"}  # a fixture -> the tier of its users
 
 
 def _has_vllm() -> bool:
@@ -34,7 +47,22 @@ def _has_vllm() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def _tier_marks(item) -> set[str]:
+    marks = {mark for fixture, mark in _FIXTURE_MARKS.items() if fixture in item.fixturenames}
+    try:
+        folder = item.path.resolve().relative_to(_TESTS).parts[0]
+    except ValueError:  # a test file outside tests/
+        folder = None
+    if folder in _FOLDER_MARKS:
+        marks.add(_FOLDER_MARKS[folder])
+    return marks
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks added here count
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in sorted(_tier_marks(item) - {m.name for m in item.iter_markers()}):
+            item.add_marker(mark)
     if _has_vllm():
         return
     skip = pytest.mark.skip(reason="the vllm module is not installed (pip install -e '.[cpu]' or '.[gpu]')")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -24,6 +26,7 @@ def _swirl(cwd, *args):
     )
 
 
+@pytest.mark.vllm  # the quickstart's policy engine is vLLM (started by `swirl run`, in its subprocess)
 def test_quickstart_end_to_end(tmp_path):
     shutil.copytree(os.path.join(ROOT, "configs"), tmp_path / "configs")
     first = _swirl(tmp_path, "run", "configs/quickstart.yaml")

@@ -173,6 +173,7 @@ def _launch_and_kill(monkeypatch, spec: TrainSpec, checkpoint: str) -> None:
     assert len(failures) == 1 and "exit code -9" in str(failures[0])  # the launcher reports the kill
 
 
+@pytest.mark.slow  # ~16 s on 2 cores: trains twice, once killed and resumed in a subprocess
 def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny_model_dir, monkeypatch):
     from swirl.engines.config import EngineConfig
 
@@ -307,6 +308,7 @@ def test_swirl_skips_states_with_no_room_in_the_sampler_context(stores, tiny_mod
     assert sum(m["states_too_long"] for m in res.log) > 0
 
 
+@pytest.mark.slow  # ~10 s on 2 cores: trains twice, once under torchrun with 2 ranks
 def test_torchrun_two_ranks_match_one_process(tmp_path, tiny_model_dir):
     """The same code under torchrun (2 CPU ranks, gloo): micro-batches split over ranks, gradients summed, the
     same adapter as one process (up to float summation order)."""
