@@ -214,7 +214,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         m
         for m in store.versions("generate")
         if (args.version is None or m["version"] == args.version)
-        and (args.dataset is None or m["config"].get("dataset") == args.dataset)
+        and (args.dataset is None or m["summary"].get("dataset") == args.dataset)
     ]
     if not found:
         _console().print(
@@ -230,7 +230,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         table = table.filter(pc.equal(table["question_id"], args.question))
     rows = table.slice(0, args.n).to_pylist()
     _console().print(
-        f"generate/{m['version']} ({m['config'].get('dataset')}): {len(rows)} of {table.num_rows} "
+        f"generate/{m['version']} ({m['summary'].get('dataset')}): {len(rows)} of {table.num_rows} "
         "trajectories"
     )
     print_rich(rows, _console())

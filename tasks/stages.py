@@ -56,11 +56,13 @@ class _Progress:
         if "new" in p:  # generation: trajectories and tokens per second
             info = [f"{p['new'] / secs:.1f} traj/s", f"{p.get('tokens', 0) / secs:.0f} tok/s"]
         text = " ".join(info)
-        self.bar.update(self.bar_task, completed=p["done"], total=p["total"], info=text)
-        if self.artifact is None:
-            self.artifact = create_progress_artifact(0.0, description=f"{self.label}: progress")
-        update_progress_artifact(self.artifact, 100.0 * p["done"] / max(p["total"], 1))
-        self.log.info("%s: %d/%d %s", self.label, p["done"], p["total"], text)
+        done, total = p.get("done", 0), p.get("total")  # total None: not known in advance
+        self.bar.update(self.bar_task, completed=done, total=total, info=text)
+        if total:
+            if self.artifact is None:
+                self.artifact = create_progress_artifact(0.0, description=f"{self.label}: progress")
+            update_progress_artifact(self.artifact, 100.0 * done / total)
+        self.log.info("%s: %d/%s %s", self.label, done, total or "?", text)
 
 
 @task(name="stage", cache_key_fn=_store_cache_key, persist_result=True)

@@ -106,10 +106,16 @@ class Train:
         os.makedirs(work, exist_ok=True)
         t0 = time.perf_counter()
         spec = TrainSpec.of(store, cfg, self.policy, self.inputs, self.judge, work)
+
+        def on_step(
+            m: dict[str, Any],
+        ) -> None:  # a step's metrics, with the progress fields every stage reports
+            ctx.report(**m, done=m["step"], total=cfg.max_steps)
+
         if cfg.launcher == "inprocess":
-            log, data_summary = run_training(spec, ctx.engine, ctx.progress)
+            log, data_summary = run_training(spec, ctx.engine, on_step)
         else:
-            log, data_summary = launch(spec, ctx.progress)
+            log, data_summary = launch(spec, on_step)
         last = log[-1] if log else {}
         summary = {
             **data_summary,
