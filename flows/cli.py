@@ -51,13 +51,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     try:
-        cfg = with_stages(cfg, args.stages.split(",") if args.stages else None, source=args.config)
+        cfg = with_stages(
+            cfg, args.stages.split(",") if args.stages is not None else None, source=args.config
+        )
     except ConfigError as e:
         _console().print(f"[bold red]config error[/] {e}", highlight=False)
         return 2
     from flows.round import swirl_round
+    from swirl.data.loaders import DataError
 
-    result = swirl_round(cfg)
+    try:
+        result = swirl_round(cfg)
+    except DataError as e:  # bad input: retrying cannot help; one line that names the field and the fix
+        _console().print(f"[bold red]data error[/] {e}", highlight=False)
+        return 2
     _print_round(result)
     return 0
 
@@ -193,11 +200,15 @@ def cmd_store_ls(args: argparse.Namespace) -> int:
     if not root:
         raise SystemExit("give --config CONFIG or --root STORE_ROOT")
     t = Table(title=f"store {root}")
-    for col in ("stage", "version", "table", "rows", "created"):
+    for col in ("stage", "version", "dataset", "table", "rows", "created"):
         t.add_column(col)
     for m in Store(root).versions(args.stage):
+        dataset = str((m.get("summary") or {}).get("dataset") or "")
+        if args.dataset and dataset != args.dataset:
+            continue
         created = datetime.datetime.fromtimestamp(m.get("created_at", 0)).strftime("%Y-%m-%d %H:%M:%S")
-        t.add_row(m["stage"], m["version"], m.get("table") or "(files)", str(m.get("rows", "")), created)
+        table = m.get("table") or "(files)"
+        t.add_row(m["stage"], m["version"], dataset, table, str(m.get("rows", "")), created)
     _console().print(t)
     return 0
 
@@ -206,20 +217,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     from swirl.store import Store
     from swirl.viewer import print_rich
 
-    root = _load(args.config).run.store_root if args.config else args.root
+    cfg = _load(args.config) if args.config else None
+    root = cfg.run.store_root if cfg else args.root
     if not root:
         raise SystemExit("give --config CONFIG or --root STORE_ROOT")
     store = Store(root)
+    mine = config_generate_versions(cfg, store) if cfg and args.version is None else None
     found = [
         m
         for m in store.versions("generate")
         if (args.version is None or m["version"] == args.version)
+        and (mine is None or m["version"] in mine)
         and (args.dataset is None or m["summary"].get("dataset") == args.dataset)
     ]
     if not found:
         _console().print(
-            f"[red]no complete generate output in {root}[/] matching the filters; run the generate stage "
-            "first"
+            f"[red]no complete generate output in {root}[/] for this config and filters; run the "
+            "generate stage first"
         )
         return 1
     m = found[0]  # newest
@@ -237,12 +251,59 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_generate_versions(cfg: Any, store: Any) -> set[str]:
+    """The versions of the generate outputs this config produces (planned from the store's complete
+    upstream outputs; nothing is computed), so `swirl show` shows this config's trajectories, not the newest
+    of any."""
+    from swirl.generation import task_of
+    from swirl.stages.corpus import Corpus
+    from swirl.stages.generate import Generate
+    from swirl.stages.ingest import Ingest
+
+    def stored(job: Any) -> Any:
+        try:
+            plan = job.plan()
+        except ValueError:  # an input is missing: this config has no such output yet
+            return None
+        return store.ref(plan.stage, plan.version) if store.is_complete(plan.stage, plan.version) else None
+
+    out = set()
+    for spec in cfg.generate_datasets() if cfg.policy else ():
+        questions, corpus = stored(Ingest(spec)), None
+        if questions is not None and task_of(spec) == "search":
+            split = stored(Ingest(spec.model_copy(update={"limit": None, "drop_levels": ()})))
+            corpus = stored(Corpus(split, cfg.search, spec.name)) if split is not None else None
+            if corpus is None:
+                continue
+        if questions is not None:
+            out.add(Generate(cfg.generate, cfg.policy, spec, questions, corpus, cfg.search).plan().version)
+    return out
+
+
+def own_tool(name: str) -> str:
+    """The `name` command installed beside this Python (the project's venv), so `swirl ui` works without
+    activating it; else whatever PATH finds."""
+    import shutil
+
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else (shutil.which(name) or name)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     if args.which == "mlflow":
         uri = _load(args.config).run.mlflow_uri if args.config else args.backend
-        cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+        cmd = [
+            own_tool("mlflow"),
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port),
+        ]
     else:
-        cmd = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
+        cmd = [own_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(args.port)]
     _console().print("running: " + " ".join(cmd))
     return subprocess.call(cmd)
 
@@ -312,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--config")
     ls.add_argument("--root")
     ls.add_argument("--stage")
+    ls.add_argument("--dataset", help="only the outputs of this dataset")
     ls.set_defaults(func=cmd_store_ls)
 
     sh = sub.add_parser("show", help="print stage outputs readably")

@@ -220,11 +220,18 @@ class RunConfig(Section):
 def with_stages(
     cfg: RunConfig, stages: list[str] | tuple[str, ...] | None, source: str = "<config>"
 ) -> RunConfig:
-    """The same config restricted to `stages` (validated), or unchanged when stages is empty."""
-    if not stages:
+    """The same config restricted to `stages` (validated), or unchanged when stages is None. An empty list is
+    an error: it would silently run everything or nothing."""
+    if stages is None:
         return cfg
+    names = [s.strip() for s in stages if s.strip()]
+    if not names:
+        raise ConfigError(
+            f"{source}: stages: the list is empty; name at least one of {', '.join(ALL_STAGES)} (or leave it "
+            "out to run the config's stages)"
+        )
     data = cfg.model_dump(mode="json")
-    data["stages"] = [s.strip() for s in stages if s.strip()]
+    data["stages"] = names
     return config_from_dict(data, source=source)
 
 
@@ -270,7 +277,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", node: Any =
 
 def check_config_files(cfg: RunConfig, source: str = "<config>") -> None:
     """Every local file the config names must exist, unless the prepare stage creates it."""
-    produced = cfg.produced_paths()
+    produced = cfg.produced_paths() if "prepare" in cfg.stages else set()
 
     def made_by_prepare(p: str) -> bool:
         p = os.path.normpath(p)

@@ -32,9 +32,13 @@ def _store_cache_key(ctx: Any, inputs: dict[str, Any]) -> str | None:
     return f"swirl-{plan.stage}-{plan.version}" if complete else None
 
 
+PERMANENT = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError)  # retrying cannot help
+
+
 def _is_transient(state: Any) -> bool:
-    """Retry I/O failures (a hub download, a flaky endpoint), never bad input (ValueError: DataError, ...)."""
-    return not isinstance(state.result(raise_on_failure=False), ValueError)
+    """Retry I/O failures (a hub download, a flaky endpoint), never bad input (a ValueError: DataError) or a
+    missing file."""
+    return not isinstance(state.result(raise_on_failure=False), PERMANENT)
 
 
 class _Progress:
@@ -57,6 +61,8 @@ class _Progress:
             info = [f"{p['new'] / secs:.1f} traj/s", f"{p.get('tokens', 0) / secs:.0f} tok/s"]
         text = " ".join(info)
         done, total = p.get("done", 0), p.get("total")  # total None: not known in advance
+        if p.get("resuming"):
+            self.log.info("%s: resuming: %d of %d done (stored by an earlier run)", self.label, done, total)
         self.bar.update(self.bar_task, completed=done, total=total, info=text)
         if total:
             if self.artifact is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from swirl.data.corpus import corpus_from_questions, read_corpus_file
+from swirl.data.loaders import DataError
 from swirl.stages.base import Context, Plan
 from swirl.store import StageRef, Store, file_sha256
 from swirl.tables import to_table
@@ -53,9 +54,7 @@ class Corpus:
         if isinstance(self.source, str | os.PathLike):
             path = os.fspath(self.source)
             if not os.path.exists(path):
-                raise FileNotFoundError(
-                    f"{path}: corpus file not found; fix the corpus path (JSONL or Parquet)"
-                )
+                raise DataError(f"{path}: corpus file not found; fix the corpus path (JSONL or Parquet)")
             config = {"source": "file", "builder": BUILDER_VERSION, **cfg.index_config()}
             return Plan(self.stage, TABLE, config, {"corpus_file_sha256": file_sha256(path)})
         refs = self.refs()

@@ -79,6 +79,8 @@ class Decompose:
                 if key not in done:
                     writer.write_shard(decompose_batch(batch, judged, qids, datasets), [key])
         summary = summarize_steps(writer)
+        if self.name:
+            summary["dataset"] = self.name
         summary.update(outcome_source=cfg.outcome_source, seconds=round(time.perf_counter() - t0, 3))
         return writer.finalize(summary)
 

@@ -150,6 +150,8 @@ class Evaluate:
         done = writer.done_keys()
         todo = [q for q in sample if q["question_id"] not in done]
         stats = {"done": len(done), "total": len(sample), "seconds": 0.0, "resumed_questions": len(done)}
+        if done and todo:  # a crashed run's shards are kept: say so before the rest is evaluated
+            ctx.report(**stats, resuming=True)
         if todo:
             eng = ctx.engine("policy", policy)
             jeng = ctx.engine("judge", self.judge.engine) if cfg.llm_judge else None

@@ -63,6 +63,8 @@ class Filter:
                 writer.write_shard(set_keep(batch, keep.slice(offset, n)), [str(k)])
             offset += n
         summary["seconds"] = round(time.perf_counter() - t0, 3)
+        if self.name:
+            summary["dataset"] = self.name
         return writer.finalize(summary)
 
     def describe(self, ref: StageRef) -> str:

@@ -139,6 +139,8 @@ class Generate:
             "seconds": 0.0,
             "resumed_questions": len(done),
         }
+        if done and todo:  # a crashed run's shards are kept: say so before the rest is generated
+            ctx.report(**stats, resuming=True)
         if todo:
             eng = engine()
             tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)

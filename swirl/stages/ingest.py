@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 
 from swirl.data.config import DatasetSpec
-from swirl.data.loaders import load_questions
+from swirl.data.loaders import DataError, load_questions
 from swirl.stages.base import Context, Plan
 from swirl.store import StageRef, Store, file_sha256
 from swirl.tables import to_table
@@ -27,6 +28,12 @@ class Ingest:
     def plan(self) -> Plan:
         # A local file's contents are an input (editing the file re-ingests); a hub dataset is named.
         spec = self.spec
+        if spec.path and "://" not in spec.path and not os.path.exists(spec.path):
+            raise DataError(
+                f"ingest.datasets ({spec.name}).path: file not found: {spec.path!r} (relative paths resolve "
+                f"from {os.getcwd()}); fix the path, run from the project folder, or add `prepare` to the "
+                "stages if the prepare stage writes it"
+            )
         inputs = (
             {"source_sha256": file_sha256(spec.path)}
             if spec.path

@@ -110,6 +110,8 @@ class Judge:
                 judged,
             )
         summary = summarize(writer)
+        if self.name:
+            summary["dataset"] = self.name
         summary.update(
             resumed_trajectories=len(done),
             judged_this_run=judged,

@@ -1,0 +1,96 @@
+"""Bad input ends in one clear line and is never retried; the CLI finds its tools and its config's outputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from swirl.config import ConfigError, RunConfig, load_config, with_stages
+from swirl.data.loaders import DataError
+
+
+def _write(tmp_path, text: str) -> str:
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_files_prepare_would_make_are_missing_when_prepare_does_not_run(tmp_path):
+    body = (
+        f"prepare:\n  synthetic: {{dir: {tmp_path}/data}}\n"
+        f"ingest:\n  datasets:\n    - {{name: g, format: gsm8k, path: {tmp_path}/data/gsm8k/train.jsonl}}\n"
+    )
+    assert load_config(_write(tmp_path, "stages: [prepare, ingest]\n" + body))  # prepare writes it: fine
+    with pytest.raises(ConfigError, match=r"ingest\.datasets\[0\]\.path: file not found"):
+        load_config(_write(tmp_path, "stages: [ingest]\n" + body))
+
+
+def test_an_empty_stage_list_is_an_error_and_none_keeps_the_config(tmp_path):
+    cfg = RunConfig()
+    assert with_stages(cfg, None) is cfg
+    for empty in ([], [""], [" ", ""]):
+        with pytest.raises(ConfigError, match="stages: the list is empty; name at least one of prepare"):
+            with_stages(cfg, empty, source="cli")
+    assert with_stages(cfg, [" ingest"]).stages == ("ingest",)
+
+
+def test_a_missing_dataset_file_is_a_data_error_naming_the_field_and_is_not_retried(tmp_path):
+    from swirl.data.config import DatasetSpec
+    from swirl.stages.ingest import Ingest
+    from tasks.stages import _is_transient
+
+    spec = DatasetSpec(name="gsm8k", format="gsm8k", path=str(tmp_path / "gone.jsonl"))
+    with pytest.raises(DataError) as e:
+        Ingest(spec).plan()
+    msg = str(e.value)
+    assert msg.startswith("ingest.datasets (gsm8k).path: file not found") and "gone.jsonl" in msg
+    assert "\n" not in msg
+
+    class State:  # what Prefect's retry condition sees: the failed task's exception
+        def __init__(self, exc):
+            self.exc = exc
+
+        def result(self, raise_on_failure=True):
+            return self.exc
+
+    assert not _is_transient(State(e.value))
+    assert not _is_transient(State(FileNotFoundError("x")))
+    assert _is_transient(State(ConnectionError("hub down")))  # I/O that may succeed later is retried
+
+
+def test_ui_runs_the_tools_beside_its_own_python(tmp_path, monkeypatch):
+    from flows.cli import own_tool
+
+    exe = tmp_path / "bin" / "python"
+    exe.parent.mkdir()
+    exe.write_text("")
+    tool = tmp_path / "bin" / "mlflow"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(exe))
+    assert own_tool("mlflow") == str(tool)  # found without the venv on PATH
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert own_tool("prefect") == "prefect"  # nothing beside it, nothing on PATH: the bare name
+
+
+def test_store_ls_has_a_dataset_column_and_filters_by_it(tmp_path, capsys):
+    from flows.cli import main
+    from swirl.data.config import DatasetSpec
+    from swirl.stages.base import run_stage
+    from swirl.stages.ingest import Ingest
+    from swirl.store import Store
+
+    store = Store(str(tmp_path / "store"))
+    for name in ("alpha", "beta"):
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text('{"question": "1+1?", "answer": "1+1=2\\n#### 2"}\n')
+        run_stage(store, Ingest(DatasetSpec(name=name, format="gsm8k", path=str(f))))
+    os.environ["COLUMNS"] = "200"
+    assert main(["store", "ls", "--root", store.root]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "beta" in out and "dataset" in out
+    assert main(["store", "ls", "--root", store.root, "--dataset", "beta"]) == 0
+    out = capsys.readouterr().out
+    assert "beta" in out and "alpha" not in out
