@@ -19,7 +19,8 @@ MAX_VALUE = 48  # characters of a param value shown in the diff table
 
 
 def find_run(client: Any, ref: str, experiment: str | None = None) -> Any:
-    """A run by id, else the newest top-level run with that name (in `experiment`, or in any experiment)."""
+    """A run by id, else the top-level run with that name (`quickstart #3`), else the newest round of the
+    config with that run name (`quickstart`), in `experiment` or in any experiment."""
     from mlflow.exceptions import MlflowException
 
     if re.fullmatch(r"[0-9a-f]{32}", ref):
@@ -33,11 +34,11 @@ def find_run(client: Any, ref: str, experiment: str | None = None) -> Any:
     else:
         exps = [e.experiment_id for e in client.search_experiments()]
     name = ref.replace("'", "\\'")
-    runs = (
-        client.search_runs(exps, f"attributes.run_name = '{name}'", order_by=["attributes.start_time DESC"])
-        if exps
-        else []
-    )
+    runs = []
+    for query in (f"attributes.run_name = '{name}'", f"tags.`swirl.run` = '{name}'"):  # a round, or a config
+        runs = client.search_runs(exps, query, order_by=["attributes.start_time DESC"]) if exps else []
+        if runs:
+            break
     runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     if not runs:
         raise LookupError(

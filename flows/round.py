@@ -76,6 +76,7 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
         cfg.run.mlflow_uri,
         cfg.run.experiment,
         run_name=cfg.run.name,
+        description=f"swirl round of `{cfg.run.name}` (stages: {', '.join(cfg.stages)}; store {store.url})",
         params=cfg.model_dump(mode="json"),
         tags={
             "prefect.flow_run_id": flow_run_id,
@@ -95,7 +96,8 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
     def record(name: str, job: Any, state: Any, history: list[dict[str, Any]] | None = None) -> StageResult:
         """Log a finished stage to MLflow (its params: the config its version hashes) and to the summary."""
         res: StageResult = state.result()
-        params = cached_plan(job).config  # the plan the task's cache key already made
+        plan = cached_plan(job)  # the plan the task's cache key already made
+        params = {**plan.config, "inputs": plan.inputs}  # what the version hashes: two runs differ in these
         cached = state.name == "Cached" or not res.computed
         log_stage(
             tr,

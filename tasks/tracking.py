@@ -65,6 +65,10 @@ def numeric_metrics(summary: Mapping[str, Any], prefix: str) -> dict[str, float]
     return out
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on runs, not GenAI
+LONG_PARAM = 250  # longer values (prompt templates) go to an artifact, and the param points at it
+
+
 def start_round(
     uri: str,
     experiment: str,
@@ -72,22 +76,58 @@ def start_round(
     params: Mapping[str, Any],
     tags: Mapping[str, str],
     artifact_root: str | None,
+    description: str = "",
 ) -> Tracking:
+    """The round's parent run, named `<run name> #<k>` (the k-th round of that config in the experiment) and
+    tagged `swirl.run` with the config's run name, the git commit and the source."""
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        exp_id = client.create_experiment(experiment, artifact_location=artifact_root)
+        exp_id = client.create_experiment(experiment, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
     else:
         exp_id = exp.experiment_id
-    run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+        if exp.tags.get("mlflow.experimentKind") is None:
+            client.set_experiment_tag(
+                exp_id, "mlflow.experimentKind", EXPERIMENT_KIND["mlflow.experimentKind"]
+            )
+    name = run_name.replace("'", "\\'")
+    earlier = client.search_runs([exp_id], f"tags.`swirl.run` = '{name}'", max_results=50000)
+    number = 1 + sum("mlflow.parentRunId" not in r.data.tags for r in earlier)
+    run_tags = {**dict(tags), **source_tags(), "swirl.run": run_name, "swirl.round": str(number)}
+    if description:
+        run_tags["mlflow.note.content"] = description
+    run = client.create_run(exp_id, run_name=f"{run_name} #{number}", tags=run_tags)
     _log_params(client, run.info.run_id, flatten(params))
     return Tracking(uri, exp_id, run.info.run_id)
 
 
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags: the project's git commit (when it is a git checkout) and the flow that ran."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tags = {"mlflow.source.name": "flows/round.py:swirl_round", "mlflow.source.type": "JOB"}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        tags["mlflow.source.git.commit"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
 def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+    """Params in batches; a value longer than LONG_PARAM (a prompt template) is logged as the text artifact
+    `params/<key>.txt` and the param says so."""
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in params.items()]
+    items = []
+    for k, v in params.items():
+        if len(v) > LONG_PARAM:
+            client.log_text(run_id, v, f"params/{k}.txt")
+            v = f"<{len(v)} characters: artifact params/{k}.txt>"
+        items.append(Param(k, v))
     for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run_id, params=items[i : i + 100])
 
@@ -118,7 +158,12 @@ def log_stage(
         "swirl.cached": str(cached).lower(),
         **(tags or {}),
     }
-    run = client.create_run(tr.experiment_id, run_name=name or ref.stage, tags=run_tags)
+    # The nested run spans the stage's work: it ended when its output was committed. A cached stage did no
+    # work: it starts and ends now, and is tagged swirl.cached.
+    now = int(time.time() * 1000)
+    end = now if cached else int(ref.created_at * 1000)
+    start = end if cached else end - int(seconds * 1000)
+    run = client.create_run(tr.experiment_id, run_name=name or ref.stage, tags=run_tags, start_time=start)
     rid = run.info.run_id
     _log_params(client, rid, flatten(params))
     prefix = name or ref.stage  # e.g. ingest/gsm8k: one namespace per dataset when a stage runs per dataset
@@ -127,7 +172,6 @@ def log_stage(
         f"{prefix}/rows": float(ref.rows),
         f"{prefix}/seconds": seconds,
     }
-    now = int(time.time() * 1000)
     client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     series = [
         Metric(f"{prefix}/{_METRIC_BAD.sub('_', str(k))}", float(v), now, int(row["step"]))
@@ -176,7 +220,7 @@ def log_stage(
         ):  # a trained LoRA adapter: logged whole, loadable with peft
             client.log_artifacts(rid, os.path.join(files, "adapter"), "adapter")
             client.set_tag(rid, "swirl.adapter", os.path.join(files, "adapter"))
-    client.set_terminated(rid, "FINISHED")
+    client.set_terminated(rid, "FINISHED", end_time=end)
     # The parent run carries every stage's version so one run lists the whole lineage of the round.
     client.set_tag(tr.parent_run_id, f"swirl.version.{name or ref.stage}", ref.version)
     client.log_batch(tr.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])

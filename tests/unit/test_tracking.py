@@ -1,0 +1,56 @@
+"""MLflow tracking of rounds: meaningful unique round names, the experiment's kind, long params as artifacts,
+nested runs that span the stage's work (not the logging), cached stages marked."""
+
+from __future__ import annotations
+
+import time
+
+from swirl.store import StageRef
+from tasks.tracking import LONG_PARAM, finish_round, log_stage, start_round
+
+
+def test_rounds_are_numbered_per_config_and_long_params_become_artifacts(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    prompt = "Solve {question} step by step. " * 20
+    assert len(prompt) > LONG_PARAM
+    trs = [
+        start_round(uri, "exp", "quickstart", {"generate": {"math_prompt": prompt, "seed": 3}}, {}, None)
+        for _ in range(2)
+    ]
+    other = start_round(uri, "exp", "learn-cpu", {}, {}, None)
+    client = MlflowClient(uri)
+    runs = [client.get_run(t.parent_run_id) for t in [*trs, other]]
+    assert [r.info.run_name for r in runs] == ["quickstart #1", "quickstart #2", "learn-cpu #1"]
+    assert [r.data.tags["swirl.run"] for r in runs] == ["quickstart", "quickstart", "learn-cpu"]
+    exp = client.get_experiment(trs[0].experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    params = runs[0].data.params
+    assert params["generate.seed"] == "3"
+    assert (
+        params["generate.math_prompt"]
+        == f"<{len(prompt)} characters: artifact params/generate.math_prompt.txt>"
+    )
+    path = client.download_artifacts(trs[0].parent_run_id, "params/generate.math_prompt.txt", str(tmp_path))
+    with open(path, encoding="utf-8") as f:
+        assert f.read() == prompt
+    assert len(runs[0].data.tags.get("mlflow.source.git.commit", "")) == 40  # the project is a git checkout
+
+
+def test_a_stage_run_spans_its_work_and_a_cached_one_is_marked(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    tr = start_round(uri, "exp", "r", {}, {}, None)
+    committed = time.time() - 500.0  # the output was committed 500 s ago, after 103 s of work
+    ref = StageRef("generate", "v1", "/nowhere", None, 4, {"trajectories": 4}, committed)
+    rid = log_stage(tr, ref, {"inputs": {"questions": "ingest/abc"}}, 103.0, False, name="generate/gsm8k")
+    cached_rid = log_stage(tr, ref, {}, 0.01, True, name="generate/gsm8k")
+    finish_round(tr, "FINISHED")
+    client = MlflowClient(uri)
+    run, cached = client.get_run(rid), client.get_run(cached_rid)
+    assert run.info.end_time == int(committed * 1000)
+    assert run.info.end_time - run.info.start_time == 103_000
+    assert run.data.params["inputs.questions"] == "ingest/abc"
+    assert cached.data.tags["swirl.cached"] == "true" and cached.info.end_time == cached.info.start_time
