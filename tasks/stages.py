@@ -51,6 +51,11 @@ class _Progress:
         columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"))
         self.bar = Progress(*columns, TimeRemainingColumn())
         self.bar_task = self.bar.add_task(label, total=None, info="")
+        self.started = False  # the bar shows once a report comes: a store hit or a quick stage draws none
+
+    def close(self) -> None:
+        if self.started:
+            self.bar.stop()
 
     def __call__(self, p: dict[str, Any]) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -60,6 +65,9 @@ class _Progress:
         if "new" in p:  # generation: trajectories and tokens per second
             info = [f"{p['new'] / secs:.1f} traj/s", f"{p.get('tokens', 0) / secs:.0f} tok/s"]
         text = " ".join(info)
+        if not self.started:
+            self.bar.start()
+            self.started = True
         done, total = p.get("done", 0), p.get("total")  # total None: not known in advance
         if p.get("resuming"):
             self.log.info("%s: resuming: %d of %d done (stored by an earlier run)", self.label, done, total)
@@ -75,10 +83,12 @@ class _Progress:
 def _stage(store_url: str, job: Job) -> StageResult:
     log = get_run_logger()
     progress = _Progress(job.label, log)
-    with progress.bar:
+    try:
         res = run_stage(
             Store(store_url), job, Context(engines=get_engine, progress=progress), cached_plan(job)
         )
+    finally:
+        progress.close()
     how = f"in {res.seconds:.1f}s" if res.computed else "[store hit]"
     log.info("%s -> %s: %s %s", job.label, res.ref.short(), job.describe(res.ref), how)
     return res
