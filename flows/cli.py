@@ -271,7 +271,7 @@ def config_generate_versions(cfg: Any, store: Any) -> set[str]:
     for spec in cfg.generate_datasets() if cfg.policy else ():
         questions, corpus = stored(Ingest(spec)), None
         if questions is not None and task_of(spec) == "search":
-            split = stored(Ingest(spec.model_copy(update={"limit": None, "drop_levels": ()})))
+            split = stored(Ingest(spec.whole_split()))
             corpus = stored(Corpus(split, cfg.search, spec.name)) if split is not None else None
             if corpus is None:
                 continue

@@ -121,7 +121,7 @@ def swirl_round(cfg: RunConfig, keep_engines: bool = False) -> dict[str, Any]:
     def split_questions(spec: DatasetSpec) -> Any:
         """The whole split of a dataset (no limit, no dropped levels): what its search corpus is built
         from."""
-        full = spec.model_copy(update={"limit": None, "drop_levels": ()})
+        full = spec.whole_split()
         if full == spec:
             return questions[spec.name]
         job = Ingest(full)

@@ -33,6 +33,11 @@ class DatasetSpec(Section):
         "training seeds, as the SWiRL paper does). Dropped questions are counted in the ingest summary.",
     )
 
+    def whole_split(self) -> DatasetSpec:
+        """The same dataset without `limit` and `drop_levels`: every question of its split (what a search
+        dataset's corpus is built from, so the sample searches all the split's articles)."""
+        return self.model_copy(update={"limit": None, "drop_levels": ()})
+
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
         if (self.path is None) == (self.hub is None):

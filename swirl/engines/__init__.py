@@ -21,6 +21,7 @@ __all__ = [
     "Prompt",
     "Result",
     "Sampling",
+    "EnginePool",
     "encode_prompt",
     "make_engine",
 ]
@@ -73,3 +74,22 @@ def make_engine(cfg: EngineSpec, api_key: Callable[[], str] | None = None) -> En
     from swirl.engines.hf import HFEngine
 
     return HFEngine(cfg.model, dtype=cfg.dtype, batch_size=cfg.hf_batch_size, seed=cfg.seed)
+
+
+class EnginePool:
+    """Engines built on demand, one per config (a policy that judges itself shares its engine), all closed by
+    `close()`: what a stage or a training run uses when its caller gave it no engines."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, Engine] = {}
+
+    def get(self, cfg: EngineSpec) -> Engine:
+        key = cfg.model_dump_json()
+        if key not in self._engines:
+            self._engines[key] = make_engine(cfg)
+        return self._engines[key]
+
+    def close(self) -> None:
+        for eng in self._engines.values():
+            eng.close()
+        self._engines.clear()

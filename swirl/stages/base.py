@@ -17,7 +17,6 @@ parameters), `plan` and `compute`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
-from swirl.engines import Engine, EngineSpec, make_engine
+from swirl.engines import Engine, EnginePool, EngineSpec
 from swirl.store import ShardedWriter, StageRef, Store, stage_version
 
 log = logging.getLogger("swirl.stages")
@@ -89,7 +88,7 @@ class Context:
     engines: Mapping[str, Engine] | Callable[[EngineSpec], Engine] | None = None
     tools: Mapping[str, Callable[[str], str]] | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
-    _owned: dict[str, Engine] = field(default_factory=dict, repr=False)
+    _owned: EnginePool = field(default_factory=EnginePool, repr=False)
 
     def engine(self, role: str, cfg: EngineSpec | None) -> Engine:
         """The engine for `role` (one of ROLES), serving `cfg`."""
@@ -105,10 +104,7 @@ class Context:
             raise ValueError(f"no engine config for the {role!r} role; set it in the config")
         if self.engines is not None:
             return self.engines(cfg)
-        key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
-        if key not in self._owned:
-            self._owned[key] = make_engine(cfg)
-        return self._owned[key]
+        return self._owned.get(cfg)
 
     def report(self, **stats: Any) -> None:
         if self.progress is not None:
@@ -116,9 +112,7 @@ class Context:
 
     def close(self) -> None:
         """Close the engines this context built (never the ones it was given)."""
-        for eng in self._owned.values():
-            eng.close()
-        self._owned.clear()
+        self._owned.close()
 
 
 class Job(Protocol):

@@ -29,7 +29,7 @@ from swirl.tables import to_table
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
 from swirl.training.objectives import objective_for
-from swirl.training.run import TrainSpec, launch, run_training
+from swirl.training.run import TrainSpec, check_reward_model, launch, run_training
 
 STAGE = "train"
 TABLE = "train_log"
@@ -91,10 +91,7 @@ class Train:
         cfg = effective_config(self.cfg, self.policy)
         config: dict[str, Any] = {"train": cfg.version_config(), "policy": engine_identity(self.policy)}
         if objective_for(cfg).samples:
-            if self.judge is None or (self.judge.engine is None and self.judge.needs_model):
-                raise ValueError(
-                    "train: the swirl objective needs a reward model: a judge config, with an engine"
-                )
+            check_reward_model(cfg, self.judge)
             config["reward_model"] = self.judge.version_config()
         keys = ("trajectories", "steps", "questions")
         inputs = {k: ",".join(sorted(getattr(i, k).short() for i in self.inputs)) for k in keys}

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from swirl.engines import Engine, EngineConfig, EngineSpec, make_engine
+from swirl.engines import Engine, EngineConfig, EnginePool, EngineSpec
 from swirl.judging.config import JudgeConfig
 from swirl.sections import Section
 from swirl.store import Store
@@ -73,23 +73,24 @@ def run_training(
     objective = objective_for(cfg)
     data = objective.load(store, spec.train_inputs(store), cfg)
     data.summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
-    built: dict[str, Engine] = {}
-
-    def own(role: str, c: EngineSpec) -> Engine:  # one engine per config: a policy judging itself shares it
-        key = c.model_dump_json()
-        if key not in built:
-            built[key] = make_engine(c)
-        return built[key]
-
+    pool = EnginePool()
     try:
         engine = reward = None
         if objective.samples:
+            own = lambda role, c: pool.get(c)  # noqa: E731
             engine, reward = sampler_and_reward(cfg, spec.policy, spec.judge, engine_for or own)
         result = train(cfg, spec.policy.model, data, spec.out_dir, engine, reward, on_step)
     finally:
-        for eng in built.values():
-            eng.close()
+        pool.close()
     return result.log, data.summary
+
+
+def check_reward_model(cfg: TrainConfig, judge: JudgeConfig | None) -> None:
+    """An objective that samples scores its samples with the judge: it needs one that can judge."""
+    if judge is None or (judge.engine is None and judge.needs_model):
+        raise ValueError(
+            f"train: the {cfg.objective} objective needs a reward model: a judge config with an engine"
+        )
 
 
 def sampler_and_reward(
@@ -98,10 +99,7 @@ def sampler_and_reward(
     """The policy's engine (LoRA enabled, rank large enough) and the process judge as reward model."""
     from swirl.training.rewards import JudgeReward, rule_process_reward
 
-    if judge is None or (judge.engine is None and judge.needs_model):
-        raise ValueError(
-            f"train: the {cfg.objective} objective needs a reward model: a judge config with an engine"
-        )
+    check_reward_model(cfg, judge)
     if policy.kind == "vllm" and (not policy.enable_lora or policy.max_lora_rank < cfg.lora.rank):
         raise ValueError(
             f"train: the policy engine must serve the trained adapter: set policy.enable_lora: true and "
