@@ -111,38 +111,77 @@ def _print_round(result: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from swirl.config import ConfigError, config_from_dict
+    from flows.evaluate import AdapterEntry, evaluation_config
+    from swirl.config import ConfigError
 
     cfg = _load(args.config)
-    data = cfg.model_dump(mode="json")
-    extra = list(data["evaluate"]["policies"])
+    adapters = []
     for i, spec in enumerate(args.adapter or []):
         name, _, path = spec.rpartition("=") if "=" in spec else (f"adapter{i + 1}", "", spec)
-        extra.append({"name": name, "adapter": path, "trained_on": ""})
-    data["evaluate"]["policies"] = extra
-    if args.datasets:
-        data["evaluate"]["datasets"] = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    stages = ["ingest", "corpus", "evaluate"] + (["train"] if args.trained else [])
-    prepares = any(v is not None for v in cfg.prepare.model_dump().values())
-    data["stages"] = (["prepare"] if prepares else []) + stages
+        adapters.append(AdapterEntry(name=name, path=path))
+    datasets = args.datasets.split(",") if args.datasets else None
     try:
-        cfg = config_from_dict(data, source=args.config)
-        from swirl.config import check_config_files
-
-        check_config_files(cfg, source=args.config)
+        cfg = evaluation_config(cfg, adapters, datasets, args.trained, source=args.config)
     except ConfigError as e:
         _console().print(f"[bold red]config error[/] {e}", highlight=False)
         return 2
-    if not cfg.evaluate_datasets():
-        _console().print(
-            f"[bold red]nothing to evaluate[/]: {args.config} ingests no dataset whose split is not "
-            "train; add one, or name datasets with --datasets",
-            highlight=False,
-        )
-        return 2
-    from flows.round import swirl_round
+    from prefect import flow
 
-    _print_round(swirl_round(cfg))
+    from flows.round import run_round
+
+    @flow(name="swirl_evaluate", flow_run_name=f"{cfg.run.name} evaluate", log_prints=True)
+    def evaluate_config() -> dict[str, Any]:
+        return run_round(cfg, kind="evaluate", source="flows/cli.py:eval")
+
+    _print_round(evaluate_config())
+    return 0
+
+
+def cmd_iterate(args: argparse.Namespace) -> int:
+    from flows.iterate import swirl_iterate
+    from flows.parameters import Knobs
+    from swirl.config import ConfigError
+    from swirl.data.loaders import DataError
+
+    _load(args.config)  # a bad file: one line, exit 2
+    try:
+        result = swirl_iterate(
+            args.config,
+            rounds=args.rounds,
+            more_rounds=args.more_rounds,
+            min_gain=args.min_gain,
+            knobs=Knobs(),
+        )
+    except (ConfigError, DataError) as e:
+        _console().print(f"[bold red]error[/] {e}", highlight=False)
+        return 2
+    from rich.markdown import Markdown
+
+    from flows.iterate import rounds_markdown
+
+    con = _console()
+    con.print(Markdown(rounds_markdown(f"{result['mlflow_run_name']}", result["rounds"], result["stopped"])))
+    con.print(f"MLflow: {result['mlflow_url']} (swirl ui mlflow --config {args.config})", soft_wrap=True)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from flows.serve import serve_all
+
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            _console().print(
+                "[bold red]serve[/] needs a Prefect server: start one (swirl ui prefect) and run "
+                "`.venv/bin/prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`",
+                highlight=False,
+            )
+            return 2
+    _load(args.config)
+    serve_all(args.config, args.every)
     return 0
 
 
@@ -334,6 +373,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also evaluate the adapter this config trains (runs or reuses the round's stages)",
     )
     e.set_defaults(func=cmd_eval)
+
+    it = sub.add_parser("iterate", help="rounds, each training the previous round's adapter further")
+    it.add_argument("config", help="YAML run config, e.g. configs/quickstart.yaml")
+    it.add_argument(
+        "--rounds", type=int, default=2, help="rounds the chain should have (finished ones are kept)"
+    )
+    it.add_argument("--more-rounds", type=int, help="run this many rounds after the last finished one")
+    it.add_argument("--min-gain", type=float, help="stop when a round gains less mean accuracy than this")
+    it.set_defaults(func=cmd_iterate)
+
+    sv = sub.add_parser("serve", help="serve the round, iterate and evaluate deployments from this process")
+    sv.add_argument("--config", default="configs/quickstart.yaml", help="the deployments' base config")
+    sv.add_argument("--every", type=float, help="schedule one more round of swirl_iterate every N minutes")
+    sv.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("compare", help="accuracy tables of several rounds side by side (from MLflow)")
     c.add_argument(

@@ -45,7 +45,14 @@ class RunSection(Section):
         "",
         description="MLflow tracking URI. Empty means a SQLite file <root>/mlflow.db (local roots only).",
     )
-    experiment: str = Field("swirl", description="MLflow experiment name.")
+    experiment: str = Field(
+        "swirl", description="MLflow experiment name (also the registered model of its adapters)."
+    )
+    mlflow_ui: str = Field(
+        "http://127.0.0.1:5000",
+        description="Where people open MLflow (`swirl ui mlflow`) when tracking_uri is not a server: the "
+        "base of the run links in Prefect.",
+    )
     seed: int = Field(0, description="Global seed; stage seeds derive from it unless set explicitly.")
 
     @property

@@ -18,10 +18,10 @@ from prefect import Task, get_run_logger, task
 
 from swirl.stages.base import Context, Job, StageResult, cached_plan, run_stage
 from swirl.stages.prepare import PrepareConfig
-from swirl.store import StageRef, Store
+from swirl.store import Store
 from tasks.engines import get_engine
 
-__all__ = ["StageResult", "prepare_task", "report_artifact_task", "run_job", "stage_task"]
+__all__ = ["StageResult", "prepare_task", "run_job", "stage_task"]
 
 SHOWN_METRICS = ("loss", "reward_mean", "kl", "grad_norm", "lr", "tokens_per_s")
 
@@ -122,15 +122,3 @@ def prepare_task(prepare: PrepareConfig) -> dict[str, str]:
     for what, path in made.items():
         log.info("prepare: %s ready at %s", what, path)
     return made
-
-
-@task(name="report-artifact", task_run_name="report-artifact")
-def report_artifact_task(store_url: str, report: StageRef, title: str) -> None:
-    """The evaluation report as a Prefect Markdown artifact (for cached reports too)."""
-    from prefect.artifacts import create_markdown_artifact
-
-    store = Store(store_url)
-    with store.fs.open(
-        f"{store.files_path(report.stage, report.version)}/report.md", "r", encoding="utf-8"
-    ) as f:
-        create_markdown_artifact(f.read(), key="evaluation-report", description=title)

@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,36 +77,60 @@ def start_round(
     tags: Mapping[str, str],
     artifact_root: str | None,
     description: str = "",
+    kind: str = "round",
+    parent_run_id: str | None = None,
+    label: str | None = None,
+    source: str = "flows/round.py:swirl_round",
 ) -> Tracking:
-    """The round's parent run, named `<run name> #<k>` (the k-th round of that config in the experiment) and
-    tagged `swirl.run` with the config's run name, the git commit and the source."""
+    """A parent run of the experiment: a round (`kind` "round"), an iteration of rounds ("iterate") or an
+    evaluation ("evaluate"). A top-level run is named `<run name> #<k>` (`<run name> iterate #<k>`, ...), the
+    k-th of that config and kind in the experiment; a run under `parent_run_id` (a round of an iteration) is
+    named `label`. Tagged `swirl.run` with the config's run name, `swirl.kind`, the git commit and the
+    source."""
     client = _client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        exp_id = client.create_experiment(experiment, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
+    exp_id = experiment_id(client, experiment, artifact_root)
+    run_tags = {**dict(tags), **source_tags(source), "swirl.run": run_name, "swirl.kind": kind}
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+        name = label or run_name
     else:
-        exp_id = exp.experiment_id
-        if exp.tags.get("mlflow.experimentKind") is None:
-            client.set_experiment_tag(
-                exp_id, "mlflow.experimentKind", EXPERIMENT_KIND["mlflow.experimentKind"]
-            )
-    name = run_name.replace("'", "\\'")
-    earlier = client.search_runs([exp_id], f"tags.`swirl.run` = '{name}'", max_results=50000)
-    number = 1 + sum("mlflow.parentRunId" not in r.data.tags for r in earlier)
-    run_tags = {**dict(tags), **source_tags(), "swirl.run": run_name, "swirl.round": str(number)}
+        quoted = run_name.replace("'", "\\'")
+        earlier = client.search_runs([exp_id], f"tags.`swirl.run` = '{quoted}'", max_results=50000)
+        number = 1 + sum(
+            "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("swirl.kind", "round") == kind
+            for r in earlier
+        )
+        run_tags["swirl.number"] = str(number)
+        name = f"{run_name} #{number}" if kind == "round" else f"{run_name} {kind} #{number}"
     if description:
         run_tags["mlflow.note.content"] = description
-    run = client.create_run(exp_id, run_name=f"{run_name} #{number}", tags=run_tags)
+    run = client.create_run(exp_id, run_name=name, tags=run_tags)
     _log_params(client, run.info.run_id, flatten(params))
     return Tracking(uri, exp_id, run.info.run_id)
 
 
-def source_tags() -> dict[str, str]:
+def mlflow_run_name(tr: Tracking) -> str:
+    return _client(tr.uri).get_run(tr.parent_run_id).info.run_name
+
+
+def experiment_id(client: Any, experiment: str, artifact_root: str | None) -> str:
+    """The experiment's id, created if missing; its kind set so the UI opens on runs (not GenAI)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client.create_experiment(experiment, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
+    if exp.tags.get("mlflow.experimentKind") is None:
+        client.set_experiment_tag(
+            exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND["mlflow.experimentKind"]
+        )
+    return exp.experiment_id
+
+
+def source_tags(source: str) -> dict[str, str]:
     """MLflow's source tags: the project's git commit (when it is a git checkout) and the flow that ran."""
     import subprocess
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tags = {"mlflow.source.name": "flows/round.py:swirl_round", "mlflow.source.type": "JOB"}
+    tags = {"mlflow.source.name": source, "mlflow.source.type": "JOB"}
     try:
         commit = subprocess.run(
             ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
@@ -141,13 +165,15 @@ def log_stage(
     tags: Mapping[str, str] | None = None,
     name: str | None = None,
     history: list[Mapping[str, Any]] | None = None,
+    inputs: Sequence[StageRef] = (),
+    summary: Mapping[str, Any] | None = None,
 ) -> str:
     """A nested run for one stage output: its config, summary metrics, version tags and dataset lineage.
-    `history`: per-step metric rows (each with a `step`), logged as metric series `<name>/<metric>` (training
-    curves)."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag, Metric
+    `inputs`: the upstream outputs the stage read, logged as its MLflow dataset inputs (so two runs' inputs
+    compare); `summary`: the metrics worth logging (default: the output's whole summary). `history`: per-step
+    metric rows (each with a `step`), logged as metric series `<name>/<metric>` (training curves; the
+    per-step time as `<name>/step_seconds`)."""
+    from mlflow.entities import Metric
 
     client = _client(tr.uri)
     run_tags = {
@@ -159,7 +185,7 @@ def log_stage(
         **(tags or {}),
     }
     # The nested run spans the stage's work: it ended when its output was committed. A cached stage did no
-    # work: it starts and ends now, and is tagged swirl.cached.
+    # work here: it starts and ends now, and is tagged swirl.cached (its files are not logged again).
     now = int(time.time() * 1000)
     end = now if cached else int(ref.created_at * 1000)
     start = end if cached else end - int(seconds * 1000)
@@ -168,31 +194,21 @@ def log_stage(
     _log_params(client, rid, flatten(params))
     prefix = name or ref.stage  # e.g. ingest/gsm8k: one namespace per dataset when a stage runs per dataset
     metrics = {
-        **numeric_metrics(ref.summary, prefix),
+        **numeric_metrics(ref.summary if summary is None else summary, prefix),
         f"{prefix}/rows": float(ref.rows),
         f"{prefix}/seconds": seconds,
     }
     client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    renamed = {"seconds": "step_seconds"}  # the stage's total is <prefix>/seconds; a step's time is not that
     series = [
-        Metric(f"{prefix}/{_METRIC_BAD.sub('_', str(k))}", float(v), now, int(row["step"]))
+        Metric(f"{prefix}/{_METRIC_BAD.sub('_', renamed.get(k, str(k)))}", float(v), now, int(row["step"]))
         for row in history or ()
         for k, v in row.items()
         if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     ]
     for i in range(0, len(series), 1000):  # MLflow accepts at most 1000 metrics per batch
         client.log_batch(rid, metrics=series[i : i + 1000])
-    if ref.table:
-        import warnings
-
-        with (
-            warnings.catch_warnings()
-        ):  # a local path matches two equivalent local source kinds; either is right
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(ref.path)
-        ds = MetaDataset(source, name=f"{ref.table}:{ref.short()}", digest=ref.version)
-        client.log_inputs(
-            rid, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", ref.stage)])]
-        )
+    _log_dataset_inputs(client, rid, inputs)
     client.log_dict(
         rid,
         {
@@ -200,31 +216,50 @@ def log_stage(
             "version": ref.version,
             "path": ref.path,
             "rows": ref.rows,
+            "inputs": [r.short() for r in inputs],
             "summary": ref.summary,
         },
         "stage_output.json",
     )
     files = os.path.join(ref.path, "files")
-    if "://" not in ref.path and os.path.isdir(
-        files
-    ):  # reports (Markdown, HTML, plots), not indexes or weights
-        for dirpath, _, names in os.walk(files):
+    if not cached and "://" not in ref.path and os.path.isdir(files):
+        for dirpath, _, names in os.walk(files):  # reports (Markdown, HTML, plots), not indexes or weights
             for n in names:
                 if (
                     n.endswith((".md", ".html", ".png", ".svg", ".json"))
                     and os.path.relpath(dirpath, files).split(os.sep)[0] != "adapter"
                 ):
                     client.log_artifact(rid, os.path.join(dirpath, n), "files")
-        if os.path.isdir(
-            os.path.join(files, "adapter")
-        ):  # a trained LoRA adapter: logged whole, loadable with peft
-            client.log_artifacts(rid, os.path.join(files, "adapter"), "adapter")
-            client.set_tag(rid, "swirl.adapter", os.path.join(files, "adapter"))
+    if os.path.isdir(os.path.join(files, "adapter")):
+        client.set_tag(rid, "swirl.adapter", os.path.join(files, "adapter"))
     client.set_terminated(rid, "FINISHED", end_time=end)
     # The parent run carries every stage's version so one run lists the whole lineage of the round.
     client.set_tag(tr.parent_run_id, f"swirl.version.{name or ref.stage}", ref.version)
     client.log_batch(tr.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
     return rid
+
+
+def _log_dataset_inputs(client: Any, run_id: str, refs: Sequence[StageRef]) -> None:
+    """Upstream store outputs as the run's MLflow dataset inputs: name `<table>:<stage>/<version>`, digest the
+    version, source the output's folder."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    out, seen = [], set()
+    for ref in refs:
+        if ref.short() in seen:
+            continue
+        seen.add(ref.short())
+        with warnings.catch_warnings():  # a local path matches two equivalent local source kinds
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(ref.path)
+        ds = MetaDataset(source, name=f"{ref.table or ref.stage}:{ref.short()}", digest=ref.version)
+        out.append(DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", ref.stage)]))
+    if out:
+        client.log_inputs(run_id, out)
 
 
 def finish_round(tr: Tracking, status: str, summary: Mapping[str, Any] | None = None) -> None:
@@ -280,3 +315,129 @@ def log_report(tr: Tracking, ref: StageRef) -> None:
         artifact_file="eval/report_table.json",
     )
     client.set_tag(tr.parent_run_id, "swirl.eval_report", os.path.join(files, "report.md"))
+
+
+# ------------------------------------------------------------------------------------- model registry
+CHAMPION = "champion"  # the alias of the best-evaluated adapter version of an experiment's registered model
+
+
+def register_adapter(
+    tr: Tracking,
+    run_id: str,
+    adapter: str,
+    base_model: str,
+    registered_name: str,
+    tags: Mapping[str, str],
+) -> str:
+    """The train output's adapter logged as an MLflow pyfunc model on the train stage's run (`model/`) and
+    registered as a version of `registered_name` (one registered model per experiment); returns the version.
+    An adapter already registered (a cached train stage: the same train version) is not logged again: its
+    version is returned."""
+    import tempfile
+
+    import mlflow.pyfunc
+
+    client = _client(tr.uri)
+    try:
+        client.get_registered_model(registered_name)
+    except Exception:  # noqa: BLE001  (mlflow raises RestException / MlflowException for a missing model)
+        client.create_registered_model(
+            registered_name, description="LoRA adapters of this experiment's rounds (base model + adapter)."
+        )
+    train_version = tags.get("swirl.train_version", "")
+    if train_version:
+        for mv in client.search_model_versions(f"name = '{registered_name}'"):
+            if mv.tags.get("swirl.train_version") == train_version:
+                return str(mv.version)
+    code = os.path.join(os.path.dirname(os.path.abspath(__file__)), "adapter_model.py")
+    with tempfile.TemporaryDirectory(prefix="swirl-model-") as tmp:
+        path = os.path.join(tmp, "model")
+        mlflow.pyfunc.save_model(
+            path,
+            python_model=code,
+            artifacts={"adapter": adapter},
+            model_config={"base_model": base_model, "max_new_tokens": 256},
+            pip_requirements=["torch", "transformers", "peft"],
+        )
+        client.log_artifacts(run_id, path, "model")
+    mv = client.create_model_version(
+        registered_name, f"runs:/{run_id}/model", run_id=run_id, tags=dict(tags), await_creation_for=0
+    )
+    return str(mv.version)
+
+
+def tag_model_version(uri: str, registered_name: str, version: str, tags: Mapping[str, str]) -> None:
+    client = _client(uri)
+    for k, v in tags.items():
+        client.set_model_version_tag(registered_name, version, k, v)
+
+
+def promote_if_better(uri: str, registered_name: str, version: str, accuracy: float) -> bool:
+    """Move the `champion` alias to `version` when its accuracy (tag `swirl.accuracy`, the mean rule-graded
+    accuracy over the evaluation datasets) beats the current champion's, or when there is none; True when
+    moved."""
+    client = _client(uri)
+    try:
+        current = client.get_model_version_by_alias(registered_name, CHAMPION)
+    except Exception:  # noqa: BLE001  (no alias yet)
+        current = None
+    if current is not None:
+        if str(current.version) == str(version):
+            return False
+        best = current.tags.get("swirl.accuracy")
+        if best is not None and float(best) >= accuracy:
+            return False
+    client.set_registered_model_alias(registered_name, CHAMPION, str(version))
+    return True
+
+
+# ------------------------------------------------------------------------------------------ iterations
+def log_round_metrics(tr: Tracking, record: Mapping[str, Any]) -> None:
+    """One finished round on the iteration's run, as metric series with step = round number (the MLflow chart
+    of accuracy per round): `round/accuracy/<dataset>`, `round/mean_accuracy`, `round/gain`,
+    `round/kept_steps`, `round/reward_mean`; round 0 is the policy the chain started from."""
+    from mlflow.entities import Metric
+
+    now, step = int(time.time() * 1000), int(record["round"])
+    values: dict[str, Any] = {
+        **{f"round/accuracy/{d}": a for d, a in record["accuracy"].items()},
+        "round/mean_accuracy": record["mean_accuracy"],
+        "round/gain": record["gain"],
+        "round/kept_steps": record["kept_steps"],
+        "round/reward_mean": record["reward_mean"],
+    }
+    metrics = [
+        Metric(_METRIC_BAD.sub("_", k), float(v), now, step)
+        for k, v in values.items()
+        if isinstance(v, int | float) and math.isfinite(v)
+    ]
+    if step == 1:  # the starting policy, measured in round 1 against the same questions
+        before = {f"round/accuracy/{d}": a for d, a in record["accuracy_before"].items()}
+        before["round/mean_accuracy"] = record["mean_accuracy_before"]
+        metrics += [
+            Metric(_METRIC_BAD.sub("_", k), float(v), now, 0) for k, v in before.items() if v is not None
+        ]
+    client = _client(tr.uri)
+    client.log_batch(tr.parent_run_id, metrics=metrics)
+
+
+def log_rounds_table(tr: Tracking, records: Sequence[Mapping[str, Any]], markdown: str) -> None:
+    """The across-rounds summary on the iteration's run: `rounds.md` and an MLflow table `rounds.json`."""
+    client = _client(tr.uri)
+    client.log_text(tr.parent_run_id, markdown, "rounds.md")
+    rows = [
+        {
+            "round": r["round"],
+            "mean_accuracy": r["mean_accuracy"],
+            "gain": r["gain"],
+            "kept_steps": r["kept_steps"],
+            "reward_mean": r["reward_mean"],
+            "model_version": r["model_version"],
+            "adapter": r["adapter"],
+            **{f"accuracy/{d}": a for d, a in r["accuracy"].items()},
+        }
+        for r in records
+    ]
+    if rows:
+        keys = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("accuracy/"), k))
+        client.log_table(tr.parent_run_id, {k: [r.get(k) for r in rows] for k in keys}, "rounds.json")

@@ -129,6 +129,9 @@ class Job(Protocol):
 
     def describe(self, ref: StageRef) -> str: ...  # one log line about the output
 
+    # Optional: `tracked(ref) -> dict`, the part of the summary worth tracking (default: all of it);
+    # `transient_errors = True` when an I/O failure may pass on a retry.
+
 
 @dataclass(frozen=True)
 class StageResult:
@@ -163,3 +166,25 @@ def cached_plan(job: Job) -> Plan:
         plan = job.plan()
         object.__setattr__(job, "_plan", plan)
     return plan
+
+
+def upstream_refs(job: Job) -> list[StageRef]:
+    """The store outputs a job reads: every StageRef among its fields, also inside tuples and nested
+    dataclasses (a Train job's TrainInputs, a Report's entries), in field order (MLflow lineage)."""
+    import dataclasses
+
+    out: list[StageRef] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, StageRef):
+            out.append(value)
+        elif isinstance(value, tuple | list):
+            for v in value:
+                walk(v)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name))
+
+    for f in dataclasses.fields(job):  # type: ignore[arg-type]
+        walk(getattr(job, f.name))
+    return out

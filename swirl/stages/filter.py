@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow.compute as pc
 
@@ -66,6 +66,17 @@ class Filter:
         if self.name:
             summary["dataset"] = self.name
         return writer.finalize(summary)
+
+    def tracked(self, ref: StageRef) -> dict[str, Any]:
+        """The summary worth tracking: the configured strategy's counts only (the stored summary also holds
+        what every other strategy would keep, for `swirl show`)."""
+        s = ref.summary
+        others = [x for x in s.get("per_strategy", {}) if x != self.cfg.strategy]
+        drop = {f"kept_{x}" for x in others} | {f"kept_steps_{x}" for x in others} | {"per_strategy"}
+        out = {k: v for k, v in s.items() if k not in drop}
+        if self.cfg.strategy in s.get("per_strategy", {}):
+            out[self.cfg.strategy] = s["per_strategy"][self.cfg.strategy]
+        return out
 
     def describe(self, ref: StageRef) -> str:
         s = ref.summary

@@ -1,0 +1,268 @@
+"""The `swirl_iterate` flow: rounds of the pipeline, each starting from the previous round's policy.
+
+Round r generates with round r-1's policy (the base model + its adapter), judges, decomposes, filters, trains
+that adapter further (`train.lora.init_adapter` follows the policy's adapter) and evaluates the new adapter
+against the policy it started from (labelled `round r-1`; `base` in round 1). It stops after `rounds` rounds,
+or earlier when a round's gain (mean rule-graded accuracy over the evaluation datasets, new adapter minus the
+policy it started from) is below `min_gain`.
+
+Every finished round is committed to the store as an `iteration` output: its version hashes the chain's
+config (the run config without its stage list), the round number and the previous round's version, and its
+summary holds the adapter, the accuracies and the MLflow ids. A re-run walks these records and starts at
+the first unfinished round; that round's finished stages are store hits. `more_rounds` (what a schedule sets)
+means "this many rounds after the last finished one", so every scheduled run trains one more round instead of
+re-running a cached one.
+
+MLflow: one parent run per iteration (`<run name> iterate #k`), each round a run under it (`<run name> round
+r`) with its stages under that; the iteration run holds the across-rounds metrics (step = round) and the
+summary table. Prefect: each round is a `swirl_round` subflow run; the iteration run has the summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from flows.parameters import Knobs, resolve_config
+from flows.round import rename_flow_run, swirl_round
+from swirl.config import ConfigError, RunConfig
+from swirl.store import Store, stage_version
+from tasks.artifacts import mlflow_ui_url, publish_config, publish_link, publish_markdown
+from tasks.engines import close_engines
+from tasks.tracking import (
+    default_artifact_root,
+    finish_round,
+    log_round_metrics,
+    log_rounds_table,
+    mlflow_run_name,
+    start_round,
+)
+
+ITERATION = "iteration"  # the store stage of finished rounds' records
+
+
+def chain_config(cfg: RunConfig) -> dict[str, Any]:
+    """What identifies a chain of rounds: the whole run config but its stage list (an iteration runs every
+    stage a round needs)."""
+    data = cfg.model_dump(mode="json")
+    data.pop("stages")
+    return data
+
+
+def round_version(chain: dict[str, Any], number: int, previous: str) -> str:
+    return stage_version(ITERATION, {"chain": chain, "round": number}, {"previous": previous})
+
+
+def finished_rounds(store: Store, chain: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The chain's finished rounds in order, as (version, record)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    while True:
+        version = round_version(chain, len(out) + 1, out[-1][0] if out else "")
+        if not store.is_complete(ITERATION, version):
+            return out
+        out.append((version, store.ref(ITERATION, version).summary))
+
+
+def round_config(cfg: RunConfig, adapter: str | None) -> RunConfig:
+    """The round's config: the policy with the previous round's adapter (none in round 1: the config's)."""
+    if adapter is None:
+        return cfg
+    return cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"adapter": adapter})})
+
+
+def round_record(summary: dict[str, Any], number: int, adapter_in: str | None, base_label: str) -> dict:
+    """What a finished round leaves for the next one and for the summary table."""
+    stages = summary["stages"]
+    results = stages.get("eval", {}).get("results", {})
+    trained = {k.split("@", 1)[1]: r["accuracy_rule"] for k, r in results.items() if k.startswith("trained@")}
+    before = {
+        k.split("@", 1)[1]: r["accuracy_rule"] for k, r in results.items() if k.startswith(base_label + "@")
+    }
+    mean = sum(trained.values()) / len(trained) if trained else None
+    mean_before = sum(before.values()) / len(before) if before else None
+    return {
+        "round": number,
+        "adapter_in": adapter_in or "",
+        "adapter": stages["train"]["adapter"],
+        "train_version": stages["train"]["version"],
+        "model_version": stages["train"].get("model_version"),
+        "accuracy": trained,
+        "accuracy_before": before,
+        "mean_accuracy": mean,
+        "mean_accuracy_before": mean_before,
+        "gain": None if mean is None or mean_before is None else mean - mean_before,
+        "kept_steps": sum(o.get("kept_steps") or 0 for k, o in stages.items() if k.startswith("filter/")),
+        "reward_mean": stages["train"].get("reward_mean"),
+        "mlflow_run_id": summary["mlflow_run_id"],
+        "mlflow_run_name": summary["mlflow_run_name"],
+    }
+
+
+def rounds_markdown(title: str, records: list[dict[str, Any]], stopped: str | None) -> str:
+    """The across-rounds table: accuracy per evaluation dataset (round 0: the starting policy), the gain,
+    kept steps and the final training reward."""
+    datasets = sorted({d for r in records for d in r["accuracy"]})
+    head = ["round", *datasets, "mean", "gain", "kept steps", "reward", "model version", "MLflow run"]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(x: Any, digits: int = 3) -> str:
+        return "" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+    if records:
+        r0 = records[0]
+        row0 = ["0 (start)", *(fmt(r0["accuracy_before"].get(d)) for d in datasets)]
+        lines.append("| " + " | ".join(row0 + [fmt(r0["mean_accuracy_before"]), "", "", "", "", ""]) + " |")
+    for r in records:
+        cells = [str(r["round"]), *(fmt(r["accuracy"].get(d)) for d in datasets)]
+        gain = "" if r["gain"] is None else f"{r['gain']:+.3f}"
+        cells += [fmt(r["mean_accuracy"]), gain, str(r["kept_steps"]), fmt(r["reward_mean"])]
+        cells += [fmt(r["model_version"]), r["mlflow_run_name"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    if stopped:
+        lines += ["", f"Stopped: {stopped}."]
+    return "\n".join(lines) + "\n"
+
+
+def _iterate_run_name() -> str:
+    params = flow_run.get_parameters() or {}
+    name = os.path.splitext(os.path.basename(str(params.get("config_path", "swirl"))))[0]
+    knobs = params.get("knobs")  # a Knobs object, or its dict from a deployment run
+    run_name = knobs.get("run_name") if isinstance(knobs, dict) else getattr(knobs, "run_name", None)
+    return f"{run_name or name} iterate"
+
+
+@flow(name="swirl_iterate", flow_run_name=_iterate_run_name, log_prints=True)
+def swirl_iterate(
+    config_path: str = "configs/quickstart.yaml",
+    rounds: int = 2,
+    more_rounds: int | None = None,
+    min_gain: float | None = None,
+    knobs: Knobs = Knobs(),  # noqa: B008  (a frozen default: Prefect shows it in the Run form)
+) -> dict[str, Any]:
+    """Rounds of the pipeline on a base config file with the Run form's overrides, each round training the
+    previous round's adapter further.
+
+    Args:
+        config_path: the base run config (a YAML file, relative to the project root).
+        rounds: how many rounds the chain should have; finished rounds (in the store) are not run again.
+        more_rounds: run this many rounds after the last finished one instead (a schedule sets 1: "one more
+            round").
+        min_gain: stop when a round improves the mean evaluation accuracy by less than this (e.g. 0.01).
+        knobs: overrides of the base config.
+    """
+    cfg = resolve_config(config_path, knobs)
+    publish_config(cfg, f"resolved config: {config_path}", "resolved-config")
+    return iterate(cfg, rounds, more_rounds, min_gain)
+
+
+def iterate(
+    cfg: RunConfig, rounds: int = 2, more_rounds: int | None = None, min_gain: float | None = None
+) -> dict[str, Any]:
+    """The iteration's work in the calling flow (see the module docstring); returns the records of all the
+    chain's rounds."""
+    log = get_run_logger()
+    missing = [s for s in ("generate", "train", "evaluate") if s not in cfg.stages]
+    if missing or cfg.policy is None:
+        raise ConfigError(
+            f"swirl_iterate: stages {missing} are not in the config's stages (and a policy is needed); an "
+            "iteration generates with the last adapter, trains it further and evaluates it: list them"
+        )
+    if rounds < 1 or (more_rounds is not None and more_rounds < 1):
+        raise ConfigError("swirl_iterate: rounds and more_rounds must be at least 1")
+    store = Store(cfg.run.store_root)
+    chain = chain_config(cfg)
+    done = finished_rounds(store, chain)
+    records = [rec for _, rec in done]
+    target = len(records) + more_rounds if more_rounds is not None else rounds
+    stopped = None
+    if more_rounds is None and min_gain is not None:
+        low = [r for r in records if r["gain"] is not None and r["gain"] < min_gain]
+        if low:
+            stopped = f"round {low[0]['round']} gained {low[0]['gain']:+.4f} < min_gain {min_gain}"
+    tr = start_round(
+        cfg.run.mlflow_uri,
+        cfg.run.experiment,
+        run_name=cfg.run.name,
+        params={
+            **cfg.model_dump(mode="json"),
+            "iterate": {"rounds": rounds, "more_rounds": more_rounds, "min_gain": min_gain},
+        },
+        tags={"prefect.flow_run_id": str(flow_run.get_id() or ""), "swirl.store": store.url},
+        artifact_root=default_artifact_root(cfg.run.store_root),
+        description=f"swirl iteration of `{cfg.run.name}`: up to {target} rounds, each training the previous "
+        f"round's adapter further (store {store.url})",
+        kind="iterate",
+        source="flows/iterate.py:swirl_iterate",
+    )
+    name = mlflow_run_name(tr)
+    rename_flow_run(name)
+    url = mlflow_ui_url(cfg.run.mlflow_uri, tr.experiment_id, tr.parent_run_id, cfg.run.mlflow_ui)
+    publish_link(url, f"MLflow run {name}", "mlflow-run")
+    log.info("%s: %d round(s) finished earlier, target %d; MLflow %s", name, len(records), target, url)
+    for rec in records:
+        log_round_metrics(tr, rec)
+    adapter = records[-1]["adapter"] if records else cfg.policy.adapter
+    previous = done[-1][0] if done else ""
+    try:
+        while len(records) < target and stopped is None:
+            number = len(records) + 1
+            base_label = "base" if number == 1 else f"round {number - 1}"
+            summary = swirl_round(
+                round_config(cfg, adapter),
+                keep_engines=True,
+                parent_run_id=tr.parent_run_id,
+                round_number=number,
+                base_label=base_label,
+            )
+            rec = round_record(summary, number, adapter, base_label)
+            version = round_version(chain, number, previous)
+            store.write_files(
+                ITERATION,
+                version,
+                lambda folder, rec=rec: _write_json(os.path.join(folder, "round.json"), rec),
+                {"chain": chain, "round": number},
+                {"previous": previous},
+                rec,
+            )
+            records.append(rec)
+            log_round_metrics(tr, rec)
+            previous, adapter = version, rec["adapter"]
+            gain = "-" if rec["gain"] is None else f"{rec['gain']:+.4f}"
+            log.info(
+                "round %d: mean accuracy %s (gain %s), adapter %s",
+                number,
+                rec["mean_accuracy"],
+                gain,
+                adapter,
+            )
+            if min_gain is not None and rec["gain"] is not None and rec["gain"] < min_gain:
+                stopped = f"round {number} gained {rec['gain']:+.4f} < min_gain {min_gain}"
+        title = f"{name}: rounds of `{cfg.run.name}`"
+        table = rounds_markdown(title, records, stopped)
+        publish_markdown(table, title, "rounds")
+        log_rounds_table(tr, records, table)
+        result = {
+            "run": cfg.run.name,
+            "mlflow_run_id": tr.parent_run_id,
+            "mlflow_run_name": name,
+            "mlflow_url": url,
+            "rounds": records,
+            "stopped": stopped,
+            "store": store.url,
+        }
+        finish_round(tr, "FINISHED", result)
+        return result
+    except BaseException:
+        finish_round(tr, "FAILED", {"rounds": records})
+        raise
+    finally:
+        close_engines()
+
+
+def _write_json(path: str, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, default=str)

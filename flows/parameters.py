@@ -1,0 +1,94 @@
+"""The knobs people change between runs, as typed parameters of the deployed flows (the Prefect Run form).
+
+A deployment names a base config file; `Knobs` holds the overrides a user sets in the form (an empty field
+keeps the file's value). `resolve_config` merges them over the file and validates the result like a config
+file, so a bad value fails at once with one line naming the field. Prefect renders every field with its
+description, the enumerations (stages, objective, filter strategy) as dropdowns, and the defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from swirl.config import RunConfig, Stage, config_from_dict, load_config
+from swirl.steps import Strategy
+from swirl.training.config import Objective
+
+
+class Knobs(BaseModel):
+    """Overrides of the base config file; leave a field empty to keep the file's value."""
+
+    run_name: str | None = Field(
+        None,
+        description="run.name: names the MLflow runs (`<name> #k`) and, with no run.root, the store folder.",
+    )
+    model: str | None = Field(
+        None, description="policy.model: the base model (a hub id or a local folder) that is trained."
+    )
+    train_datasets: list[str] | None = Field(
+        None,
+        description="generate.datasets: the ingested datasets to generate and train on (names in the file).",
+    )
+    eval_datasets: list[str] | None = Field(
+        None, description="evaluate.datasets: the ingested datasets to evaluate on (names in the file)."
+    )
+    samples_per_question: int | None = Field(
+        None, ge=1, description="generate.samples_per_question: trajectories per question (the paper: 5)."
+    )
+    temperature: float | None = Field(None, ge=0, description="generate.temperature: sampling temperature.")
+    filter_strategy: Strategy | None = Field(
+        None, description="filter.strategy: which trajectories training keeps (the paper: process for SWiRL)."
+    )
+    objective: Objective | None = Field(None, description="train.objective: the training objective.")
+    learning_rate: float | None = Field(
+        None, gt=0, description="train.learning_rate: peak AdamW learning rate."
+    )
+    train_steps: int | None = Field(None, ge=1, description="train.max_steps: optimizer steps of a round.")
+    eval_questions: int | None = Field(
+        None,
+        ge=1,
+        description="evaluate.questions: questions sampled per evaluation dataset (the paper: 300).",
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """The set fields as config paths -> values."""
+        where = {
+            "run_name": ("run", "name"),
+            "model": ("policy", "model"),
+            "train_datasets": ("generate", "datasets"),
+            "eval_datasets": ("evaluate", "datasets"),
+            "samples_per_question": ("generate", "samples_per_question"),
+            "temperature": ("generate", "temperature"),
+            "filter_strategy": ("filter", "strategy"),
+            "objective": ("train", "objective"),
+            "learning_rate": ("train", "learning_rate"),
+            "train_steps": ("train", "max_steps"),
+            "eval_questions": ("evaluate", "questions"),
+        }
+        return {".".join(where[k]): v for k, v in self.model_dump(exclude_none=True).items()}
+
+
+def resolve_config(
+    config_path: str, knobs: Knobs | None = None, stages: list[Stage] | None = None
+) -> RunConfig:
+    """The base config file with the knobs and the stage list applied, validated (ConfigError names the
+    field)."""
+    from swirl.config import ConfigError, check_config_files, with_stages
+
+    cfg = load_config(config_path, check_files=False)
+    changes = (knobs or Knobs()).overrides()
+    if changes:
+        data = cfg.model_dump(mode="json")
+        for dotted, value in changes.items():
+            section, key = dotted.split(".")
+            if data.get(section) is None:
+                raise ConfigError(
+                    f"{config_path}: {dotted}: the file has no `{section}:` section to override; add one"
+                )
+            data[section][key] = value
+        cfg = config_from_dict(data, source=f"{config_path} (with {', '.join(changes)})")
+    cfg = with_stages(cfg, stages, source=config_path)
+    check_config_files(cfg, source=config_path)
+    return cfg
