@@ -36,13 +36,22 @@ def _console() -> Any:
     return Console()
 
 
+def _error(kind: str, message: object) -> None:
+    """One line on stderr, never wrapped: `<kind>: <message>` (the message names the file or field and the
+    fix)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]{kind}[/] {escape(str(message))}", highlight=False)
+
+
 def _load(path: str) -> Any:
     from swirl.config import ConfigError, load_config
 
     try:
         return load_config(path)
     except ConfigError as e:
-        _console().print(f"[bold red]config error[/] {e}", highlight=False)
+        _error("config error", e)
         raise SystemExit(2) from None
 
 
@@ -55,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg, args.stages.split(",") if args.stages is not None else None, source=args.config
         )
     except ConfigError as e:
-        _console().print(f"[bold red]config error[/] {e}", highlight=False)
+        _error("config error", e)
         return 2
     from flows.round import swirl_round
     from swirl.data.loaders import DataError
@@ -63,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = swirl_round(cfg)
     except DataError as e:  # bad input: retrying cannot help; one line that names the field and the fix
-        _console().print(f"[bold red]data error[/] {e}", highlight=False)
+        _error("data error", e)
         return 2
     _print_round(result)
     return 0
@@ -123,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         cfg = evaluation_config(cfg, adapters, datasets, args.trained, source=args.config)
     except ConfigError as e:
-        _console().print(f"[bold red]config error[/] {e}", highlight=False)
+        _error("config error", e)
         return 2
     from prefect import flow
 
@@ -138,13 +147,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_iterate(args: argparse.Namespace) -> int:
-    from flows.iterate import swirl_iterate
+    from flows.iterate import check_iteration, swirl_iterate
     from flows.parameters import Knobs
     from swirl.config import ConfigError
     from swirl.data.loaders import DataError
 
-    _load(args.config)  # a bad file: one line, exit 2
+    cfg = _load(args.config)  # a bad file: one line, exit 2
     try:
+        check_iteration(cfg, args.rounds, args.more_rounds)  # before any flow starts
         result = swirl_iterate(
             args.config,
             rounds=args.rounds,
@@ -153,7 +163,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
             knobs=Knobs(),
         )
     except (ConfigError, DataError) as e:
-        _console().print(f"[bold red]error[/] {e}", highlight=False)
+        _error("error", e)
         return 2
     from rich.markdown import Markdown
 
@@ -174,10 +184,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():
-            _console().print(
-                "[bold red]serve[/] needs a Prefect server: start one (swirl ui prefect) and run "
+            _error(
+                "serve",
+                "needs a Prefect server: start one (swirl ui prefect) and run "
                 "`.venv/bin/prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`",
-                highlight=False,
             )
             return 2
     _load(args.config)
@@ -192,7 +202,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         tables = compare_runs(uri, args.runs, experiment=args.experiment)
     except LookupError as e:
-        _console().print(f"[bold red]compare[/] {e}", highlight=False)
+        _error("compare", e)
         return 2
     con = _console()
     for t in tables:

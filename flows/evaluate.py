@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.parameters import Knobs, resolve_config
+from flows.parameters import Knobs, optional, resolve_config
 from flows.round import run_round
 from swirl.config import ConfigError, RunConfig, check_config_files, config_from_dict
 from tasks.artifacts import publish_config
@@ -68,7 +68,7 @@ def _evaluate_run_name() -> str:
 def swirl_evaluate(
     config_path: str = "configs/quickstart.yaml",
     adapters: list[AdapterEntry] | None = None,
-    datasets: list[str] | None = None,
+    datasets: optional(list[str]) = None,
     trained: bool = False,
     knobs: Knobs = Knobs(),  # noqa: B008  (a frozen default: Prefect shows it in the Run form)
 ) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.parameters import Knobs, resolve_config
+from flows.parameters import Knobs, optional, resolve_config
 from flows.round import rename_flow_run, swirl_round
 from swirl.config import ConfigError, RunConfig
 from swirl.store import Store, stage_version
@@ -127,6 +127,18 @@ def rounds_markdown(title: str, records: list[dict[str, Any]], stopped: str | No
     return "\n".join(lines) + "\n"
 
 
+def check_iteration(cfg: RunConfig, rounds: int = 1, more_rounds: int | None = None) -> None:
+    """An iteration needs a policy and the generate, train and evaluate stages; rounds at least 1."""
+    missing = [s for s in ("generate", "train", "evaluate") if s not in cfg.stages]
+    if missing or cfg.policy is None:
+        raise ConfigError(
+            f"swirl_iterate: stages {missing} are not in the config's stages (and a policy is needed); an "
+            "iteration generates with the last adapter, trains it further and evaluates it: list them"
+        )
+    if rounds < 1 or (more_rounds is not None and more_rounds < 1):
+        raise ConfigError("swirl_iterate: rounds and more_rounds must be at least 1")
+
+
 def _iterate_run_name() -> str:
     params = flow_run.get_parameters() or {}
     name = os.path.splitext(os.path.basename(str(params.get("config_path", "swirl"))))[0]
@@ -139,8 +151,8 @@ def _iterate_run_name() -> str:
 def swirl_iterate(
     config_path: str = "configs/quickstart.yaml",
     rounds: int = 2,
-    more_rounds: int | None = None,
-    min_gain: float | None = None,
+    more_rounds: optional(int) = None,
+    min_gain: optional(float) = None,
     knobs: Knobs = Knobs(),  # noqa: B008  (a frozen default: Prefect shows it in the Run form)
 ) -> dict[str, Any]:
     """Rounds of the pipeline on a base config file with the Run form's overrides, each round training the
@@ -165,14 +177,7 @@ def iterate(
     """The iteration's work in the calling flow (see the module docstring); returns the records of all the
     chain's rounds."""
     log = get_run_logger()
-    missing = [s for s in ("generate", "train", "evaluate") if s not in cfg.stages]
-    if missing or cfg.policy is None:
-        raise ConfigError(
-            f"swirl_iterate: stages {missing} are not in the config's stages (and a policy is needed); an "
-            "iteration generates with the last adapter, trains it further and evaluates it: list them"
-        )
-    if rounds < 1 or (more_rounds is not None and more_rounds < 1):
-        raise ConfigError("swirl_iterate: rounds and more_rounds must be at least 1")
+    check_iteration(cfg, rounds, more_rounds)
     store = Store(cfg.run.store_root)
     chain = chain_config(cfg)
     done = finished_rounds(store, chain)

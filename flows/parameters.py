@@ -8,45 +8,62 @@ description, the enumerations (stages, objective, filter strategy) as dropdowns,
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from swirl.config import RunConfig, Stage, config_from_dict, load_config
 from swirl.steps import Strategy
 from swirl.training.config import Objective
 
 
+def optional(of: Any) -> Any:
+    """`of | None` whose form field is a plain `of` input (empty = None) instead of a type switch between
+    `of` and None; a Literal becomes a dropdown, a list of strings a tag input."""
+    if typing.get_origin(of) is typing.Literal:
+        schema: dict[str, Any] = {"type": "string", "enum": list(typing.get_args(of))}
+    elif typing.get_origin(of) is list:
+        (item,) = typing.get_args(of)
+        choices = list(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
+        schema = {"type": "array", "items": {"type": "string", **({"enum": choices} if choices else {})}}
+    else:
+        schema = {"type": {int: "integer", float: "number", str: "string"}[of]}
+    return Annotated[of | None, WithJsonSchema(schema)]
+
+
 class Knobs(BaseModel):
     """Overrides of the base config file; leave a field empty to keep the file's value."""
 
-    run_name: str | None = Field(
+    run_name: optional(str) = Field(
         None,
         description="run.name: names the MLflow runs (`<name> #k`) and, with no run.root, the store folder.",
     )
-    model: str | None = Field(
+    model: optional(str) = Field(
         None, description="policy.model: the base model (a hub id or a local folder) that is trained."
     )
-    train_datasets: list[str] | None = Field(
+    train_datasets: optional(list[str]) = Field(
         None,
         description="generate.datasets: the ingested datasets to generate and train on (names in the file).",
     )
-    eval_datasets: list[str] | None = Field(
+    eval_datasets: optional(list[str]) = Field(
         None, description="evaluate.datasets: the ingested datasets to evaluate on (names in the file)."
     )
-    samples_per_question: int | None = Field(
+    samples_per_question: optional(int) = Field(
         None, ge=1, description="generate.samples_per_question: trajectories per question (the paper: 5)."
     )
-    temperature: float | None = Field(None, ge=0, description="generate.temperature: sampling temperature.")
-    filter_strategy: Strategy | None = Field(
+    temperature: optional(float) = Field(
+        None, ge=0, description="generate.temperature: sampling temperature."
+    )
+    filter_strategy: optional(Strategy) = Field(
         None, description="filter.strategy: which trajectories training keeps (the paper: process for SWiRL)."
     )
-    objective: Objective | None = Field(None, description="train.objective: the training objective.")
-    learning_rate: float | None = Field(
+    objective: optional(Objective) = Field(None, description="train.objective: the training objective.")
+    learning_rate: optional(float) = Field(
         None, gt=0, description="train.learning_rate: peak AdamW learning rate."
     )
-    train_steps: int | None = Field(None, ge=1, description="train.max_steps: optimizer steps of a round.")
-    eval_questions: int | None = Field(
+    train_steps: optional(int) = Field(None, ge=1, description="train.max_steps: optimizer steps of a round.")
+    eval_questions: optional(int) = Field(
         None,
         ge=1,
         description="evaluate.questions: questions sampled per evaluation dataset (the paper: 300).",

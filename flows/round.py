@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.parameters import Knobs, resolve_config
+from flows.parameters import Knobs, optional, resolve_config
 from swirl.config import RunConfig, Stage
 from swirl.data.config import DatasetSpec
 from swirl.generation import task_of
@@ -389,7 +389,7 @@ def eval_policies(
 def swirl_round_from_file(
     config_path: str = "configs/quickstart.yaml",
     knobs: Knobs = Knobs(),  # noqa: B008  (a frozen default: Prefect shows it in the Run form)
-    stages: list[Stage] | None = None,
+    stages: optional(list[Stage]) = None,
 ) -> dict[str, Any]:
     """One round on a base config file (paths resolve from the worker's working directory, the project root)
     with the Run form's overrides; the resolved config is the run's `resolved-config` artifact. The round's

@@ -334,6 +334,8 @@ def _format_validation(err: ValidationError, source: str, node: Any) -> str:
             got = e.get("input")
             got_s = f" (got {got!r})" if not isinstance(got, dict | list) else ""
             lines.append(f"  - {field}{where}: {e['msg']}{got_s}.")
+    if len(lines) == 2:  # one problem: one line, `<file>: <field> (line n): <problem and fix>`
+        return f"{source}: {lines[1].removeprefix('  - ')}"
     return "\n".join(lines)
 
 

@@ -44,21 +44,21 @@ def test_run_form_is_typed():
     from flows.round import swirl_round_from_file
 
     schema = parameter_schema(swirl_round_from_file.fn).model_dump_for_openapi()
-    defs = schema["definitions"]
-    knobs = defs["Knobs"]["properties"]
-    # the enumerations are dropdowns: their allowed values are listed in the schema
-    enum_of = {
-        k: next(a.get("enum") for a in v["anyOf"] if "enum" in a)
-        for k, v in knobs.items()
-        if "anyOf" in v and any("enum" in a for a in v["anyOf"])
-    }
-    assert enum_of["filter_strategy"] == ["none", "process", "outcome", "process_outcome"]
-    assert "sft" in enum_of["objective"] and "swirl" in enum_of["objective"]
-    stages = schema["properties"]["stages"]["anyOf"][0]["items"]["enum"]
+    knobs = schema["definitions"]["Knobs"]["properties"]
+    # enumerations are dropdowns (an `enum` on the field itself), optional numbers plain inputs (no switch
+    # between a type and None): an empty field keeps the config file's value
+    assert knobs["filter_strategy"]["enum"] == ["none", "process", "outcome", "process_outcome"]
+    assert {"sft", "swirl"} <= set(knobs["objective"]["enum"])
+    assert knobs["learning_rate"]["type"] == "number" and "anyOf" not in knobs["learning_rate"]
+    stages = schema["properties"]["stages"]["items"]["enum"]
     assert stages[:3] == ["prepare", "ingest", "corpus"] and "train" in stages
     assert all(v.get("description") for v in knobs.values())
     it = parameter_schema(swirl_iterate.fn).model_dump_for_openapi()["properties"]
-    assert it["rounds"]["default"] == 2 and it["min_gain"]["description"]
+    assert (
+        it["rounds"]["default"] == 2 and it["min_gain"]["description"] and it["min_gain"]["type"] == "number"
+    )
+    with pytest.raises(ValueError, match="eval_questions"):
+        Knobs(eval_questions=0)
 
 
 def test_knobs_override_the_file(tmp_path, monkeypatch):

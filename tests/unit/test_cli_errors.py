@@ -94,3 +94,61 @@ def test_store_ls_has_a_dataset_column_and_filters_by_it(tmp_path, capsys):
     assert main(["store", "ls", "--root", store.root, "--dataset", "beta"]) == 0
     out = capsys.readouterr().out
     assert "beta" in out and "alpha" not in out
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI; it must exit 2 with one line on stderr, which is returned."""
+    from flows.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing data file",
+        "empty stages",
+        "unknown stage",
+        "bad yaml",
+        "unknown field",
+        "iterate without train",
+    ],
+)
+def test_bad_input_ends_in_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal must not wrap the line
+    store = tmp_path / "store"
+    head = f"run: {{name: bad, root: {store}}}\nstages: [ingest]\n"
+    data = f"ingest:\n  datasets:\n    - {{name: g, format: gsm8k, path: {tmp_path}/gone/train.jsonl}}\n"
+    if case == "missing data file":
+        err = _cli_error(capsys, ["run", _write(tmp_path, head + data)])
+        assert "ingest.datasets[0].path: file not found" in err and "gone/train.jsonl" in err
+    elif case == "empty stages":
+        (tmp_path / "gone").mkdir()
+        (tmp_path / "gone" / "train.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+        err = _cli_error(capsys, ["run", _write(tmp_path, head + data), "--stages", ""])
+        assert "stages: the list is empty" in err
+    elif case == "unknown stage":
+        (tmp_path / "gone").mkdir()
+        (tmp_path / "gone" / "train.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+        err = _cli_error(capsys, ["run", _write(tmp_path, head + data), "--stages", "ingest,trian"])
+        assert "trian" in err
+    elif case == "bad yaml":
+        err = _cli_error(capsys, ["run", _write(tmp_path, head + "ingest: [\n")])
+        assert "run.yaml:" in err and "invalid YAML" in err
+    elif case == "unknown field":
+        err = _cli_error(capsys, ["run", _write(tmp_path, head + "generate: {temprature: 0.5}\n")])
+        assert "generate.temprature" in err and "temperature" in err  # the field and the likely fix
+    else:
+        err = _cli_error(capsys, ["iterate", _write(tmp_path, head)])
+        assert "swirl_iterate" in err and "train" in err
+    assert err.startswith(("config error", "data error", "error"))
+    assert not store.exists() or not any(p.name != "mlflow.db" for p in store.iterdir()), list(
+        store.iterdir()
+    )

@@ -1,0 +1,201 @@
+"""Screenshots of what a user sees in both UIs after an iteration, taken with headless Chromium.
+
+    .venv/bin/python scripts/screenshots.py --config configs/quickstart.yaml --out docs/screenshots
+
+Starts a Prefect server (127.0.0.1, a fresh PREFECT_HOME under the output folder), `swirl serve` on the
+config, triggers `swirl_iterate` for 2 rounds through the Prefect API (as the Run form does), starts `mlflow
+ui` on the config's tracking store, and saves PNGs of: the iterate deployment's Run form, the iterate flow
+run's artifacts, a round's flow run, the MLflow compare view of the two rounds, and the registered model.
+Needs Debian's `chromium` (apt-get install chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def wait(what: str, check, timeout: float) -> object:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            got = check()
+            if got:
+                return got
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def shoot(url: str, path: str, width: int = 1600, height: int = 1100, budget_ms: int = 20000) -> None:
+    """A PNG of `url` after its scripts ran for `budget_ms` of virtual time."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise SystemExit("chromium is not installed: apt-get install chromium")
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--virtual-time-budget={budget_ms}",
+            f"--screenshot={path}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    print(f"saved {path}  <- {url}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/quickstart.yaml")
+    ap.add_argument("--out", default="docs/screenshots")
+    ap.add_argument(
+        "--knobs", default="{}", help="JSON overrides for the Run form, e.g. '{\"train_steps\": 2}'"
+    )
+    args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    work = os.path.join(out, ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    pport, mport = free_port(), free_port()
+    api = f"http://127.0.0.1:{pport}/api"
+    env = {**os.environ, "PREFECT_HOME": os.path.join(work, "prefect"), "PREFECT_API_URL": api}
+    env["PYTHONPATH"] = ROOT
+    bin_dir = os.path.dirname(sys.executable)
+    procs = [
+        start(
+            [f"{bin_dir}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(pport)],
+            env,
+            f"{work}/server.log",
+        )
+    ]
+    try:
+        http = httpx.Client(base_url=api, timeout=30)
+        wait("the Prefect server", lambda: http.get("/health").status_code == 200, 180)
+        procs.append(
+            start(
+                [sys.executable, "-m", "flows.cli", "serve", "--config", args.config],
+                env,
+                f"{work}/serve.log",
+            )
+        )
+        name = os.path.splitext(os.path.basename(args.config))[0]
+
+        def deployment():
+            r = http.get(f"/deployments/name/swirl_iterate/{name}")
+            return r.json() if r.status_code == 200 else None
+
+        dep = wait("the deployments", deployment, 180)
+        ui = f"http://127.0.0.1:{pport}"
+        shoot(f"{ui}/deployments/deployment/{dep['id']}/run", f"{out}/prefect-run-form.png", height=1600)
+        params = {"rounds": 2, "knobs": json.loads(args.knobs)}
+        run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params}).json()
+
+        def finished():
+            fr = http.get(f"/flow_runs/{run['id']}").json()
+            return fr if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+        fr = wait("the iterate run", finished, 3600)
+        print("iterate run:", fr["name"], fr["state"]["type"])
+        shoot(f"{ui}/runs/flow-run/{run['id']}?tab=Artifacts", f"{out}/prefect-iterate-artifacts.png")
+        subs = http.post(
+            "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}}
+        ).json()
+        last = max(subs, key=lambda s: s["name"])
+        shoot(f"{ui}/runs/flow-run/{last['id']}?tab=Artifacts", f"{out}/prefect-round-artifacts.png")
+        shoot(f"{ui}/runs/flow-run/{last['id']}", f"{out}/prefect-round-run.png")
+
+        from mlflow import MlflowClient
+
+        sys.path.insert(0, ROOT)
+        from swirl.config import load_config
+
+        cfg = load_config(args.config)
+        client = MlflowClient(cfg.run.mlflow_uri)
+        exp = client.get_experiment_by_name(cfg.run.experiment)
+        it = client.search_runs(
+            [exp.experiment_id], "tags.`swirl.kind` = 'iterate'", order_by=["attributes.start_time DESC"]
+        )[0]
+        rounds = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{it.info.run_id}'")
+        procs.append(
+            start(
+                [
+                    f"{bin_dir}/mlflow",
+                    "ui",
+                    "--backend-store-uri",
+                    cfg.run.mlflow_uri,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(mport),
+                ],
+                env,
+                f"{work}/mlflow.log",
+            )
+        )
+        mlflow = f"http://127.0.0.1:{mport}"
+        wait("the MLflow UI", lambda: httpx.get(f"{mlflow}/health", timeout=5).status_code == 200, 120)
+        ids = urllib.parse.quote(json.dumps([r.info.run_id for r in rounds]))
+        exps = urllib.parse.quote(json.dumps([exp.experiment_id]))
+        shoot(
+            f"{mlflow}/#/compare-runs?runs={ids}&experiments={exps}",
+            f"{out}/mlflow-compare-rounds.png",
+            height=1600,
+        )
+        shoot(
+            f"{mlflow}/#/experiments/{exp.experiment_id}/runs/{it.info.run_id}",
+            f"{out}/mlflow-iterate-run.png",
+        )
+        shoot(f"{mlflow}/#/experiments/{exp.experiment_id}", f"{out}/mlflow-experiment.png")
+        shoot(
+            f"{mlflow}/#/models/{urllib.parse.quote(cfg.run.experiment)}",
+            f"{out}/mlflow-registered-model.png",
+        )
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+if __name__ == "__main__":
+    main()
