@@ -89,9 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/quickstart.yaml")
     ap.add_argument("--out", default="docs/screenshots")
-    ap.add_argument(
-        "--knobs", default="{}", help="JSON overrides for the Run form, e.g. '{\"train_steps\": 2}'"
-    )
+    ap.add_argument("--params", default='{"rounds": 2}', help="JSON parameters of the swirl_iterate run")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -129,7 +127,7 @@ def main() -> None:
         dep = wait("the deployments", deployment, 180)
         ui = f"http://127.0.0.1:{pport}"
         shoot(f"{ui}/deployments/deployment/{dep['id']}/run", f"{out}/prefect-run-form.png", height=1600)
-        params = {"rounds": 2, "knobs": json.loads(args.knobs)}
+        params = json.loads(args.params)
         run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params}).json()
 
         def finished():
@@ -138,14 +136,25 @@ def main() -> None:
 
         fr = wait("the iterate run", finished, 3600)
         print("iterate run:", fr["name"], fr["state"]["type"])
-        shoot(f"{ui}/runs/flow-run/{run['id']}?tab=Artifacts", f"{out}/prefect-iterate-artifacts.png")
+        shoot(f"{ui}/runs/flow-run/{run['id']}", f"{out}/prefect-iterate-run.png")
+
+        def artifact(flow_run_id: str, key: str) -> str:
+            body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "key": {"any_": [key]}}}
+            return http.post("/artifacts/filter", json=body).json()[0]["id"]
+
+        shoot(
+            f"{ui}/artifacts/artifact/{artifact(run['id'], 'rounds')}", f"{out}/prefect-rounds-artifact.png"
+        )
         subs = http.post(
             "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}}
         ).json()
-        last = max(subs, key=lambda s: s["name"])
-        shoot(f"{ui}/runs/flow-run/{last['id']}?tab=Artifacts", f"{out}/prefect-round-artifacts.png")
-        shoot(f"{ui}/runs/flow-run/{last['id']}", f"{out}/prefect-round-run.png")
-
+        if subs:
+            last = max(subs, key=lambda s: s["name"])
+            shoot(f"{ui}/runs/flow-run/{last['id']}", f"{out}/prefect-round-run.png")
+            for key in ("round-stages", "evaluation", "trajectories"):
+                shoot(
+                    f"{ui}/artifacts/artifact/{artifact(last['id'], key)}", f"{out}/prefect-round-{key}.png"
+                )
         from mlflow import MlflowClient
 
         sys.path.insert(0, ROOT)

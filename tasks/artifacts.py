@@ -21,7 +21,8 @@ def _key(text: str) -> str:
 def mlflow_ui_url(tracking_uri: str, experiment_id: str, run_id: str, ui: str) -> str:
     """The run's page: on the tracking server when it is one, else on the local UI (`swirl ui mlflow`)."""
     base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    # workflowType: open in the model-training view (the UI's default for a new browser is GenAI)
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def publish_link(url: str, what: str, key: str) -> None:

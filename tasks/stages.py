@@ -27,9 +27,17 @@ SHOWN_METRICS = ("loss", "reward_mean", "kl", "grad_norm", "lr", "tokens_per_s")
 
 
 def _store_cache_key(ctx: Any, inputs: dict[str, Any]) -> str | None:
+    """`swirl-<stage>-<version>-<store>` when this store holds the version complete. The store is part of the
+    key: Prefect keeps cached results in one folder for every project on the machine
+    (PREFECT_LOCAL_STORAGE_PATH), and another store's result points at that store's files."""
+    import hashlib
+
     plan = cached_plan(inputs["job"])
-    complete = Store(inputs["store_url"]).is_complete(plan.stage, plan.version)
-    return f"swirl-{plan.stage}-{plan.version}" if complete else None
+    store = Store(inputs["store_url"])
+    if not store.is_complete(plan.stage, plan.version):
+        return None
+    where = hashlib.sha256(f"{store.fs.protocol}:{store.root}".encode()).hexdigest()[:10]
+    return f"swirl-{plan.stage}-{plan.version}-{where}"
 
 
 PERMANENT = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError)  # retrying cannot help

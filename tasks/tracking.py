@@ -360,8 +360,16 @@ def register_adapter(
             pip_requirements=["torch", "transformers", "peft"],
         )
         client.log_artifacts(run_id, path, "model")
+    what = f"round {tags['swirl.round']} of {tags['swirl.run']}" if "swirl.round" in tags else "an adapter"
+    start = f", trained further from {tags['swirl.base_adapter']}" if tags.get("swirl.base_adapter") else ""
     mv = client.create_model_version(
-        registered_name, f"runs:/{run_id}/model", run_id=run_id, tags=dict(tags), await_creation_for=0
+        registered_name,
+        f"runs:/{run_id}/model",
+        run_id=run_id,
+        tags=dict(tags),
+        description=f"LoRA adapter of {what} (train output {train_version}){start}; "
+        "mlflow.pyfunc.load_model(...).predict([prompt]) generates with base + adapter.",
+        await_creation_for=0,
     )
     return str(mv.version)
 

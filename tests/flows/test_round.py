@@ -133,3 +133,21 @@ def test_stages_run_with_what_they_depend_on():
         "evaluate",
     }
     assert required_stages(["prepare", "ingest"]) == {"prepare", "ingest"}
+
+
+def test_a_cached_stage_points_into_its_own_store(prefect_harness, tmp_path):
+    """Prefect keeps cached results in one folder for the machine: a copy of a store (same versions) must get
+    its own paths back, not the first store's."""
+    import shutil
+
+    from flows.round import swirl_round
+
+    cfg = _cfg(tmp_path)
+    swirl_round(cfg)
+    first = swirl_round(cfg)  # a store hit: Prefect records the cached result under the task's key
+    shutil.copytree(tmp_path / "store", tmp_path / "b" / "store")
+    run_b = cfg.run.model_copy(update={"root": str(tmp_path / "b" / "store")})
+    second = swirl_round(cfg.model_copy(update={"run": run_b, "stages": ("ingest",)}))
+    for name, out in second["stages"].items():
+        assert out["cached"] and out["version"] == first["stages"][name]["version"]
+        assert out["path"].startswith(str(tmp_path / "b" / "store")), out["path"]
