@@ -137,21 +137,22 @@ def oreo_micro_batch(model: Any, mb: MicroBatch, beta: float, alpha: float, leve
         )  # [N] V(s_t)
     kl = full_kl(logp, ref_logp)  # [N]
     token_coef = state_coefficients(mb.row, mb.coef)  # [N] a row's mean over its tokens, then the batch's
-    states = (values, logratio, mb.weight, mb.row)
+    # the states of the Bellman sums: every action token (token level) or every action span (step level)
+    s_values, s_logratio, s_reward, s_seq = values, logratio, mb.weight, mb.row  # [S] each
     if level == "step":
-        states = to_steps(mb.action, *states)
+        s_values, s_logratio, s_reward, s_seq = to_steps(mb.action, values, logratio, mb.weight, mb.row)
     elif level != "token":
         raise ValueError(f"unknown oreo level {level!r}; choose token or step")
-    seq_weight = _row_weight(mb, states[3])  # [S] 1 / (trajectories in the step)
-    v_loss = value_loss(*states, seq_weight, beta)
-    p_loss = policy_loss(*states, seq_weight, beta)
+    seq_weight = _row_weight(mb, s_seq)  # [S] 1 / (trajectories in the step)
+    v_loss = value_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
+    p_loss = policy_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
     kl_term = (token_coef * kl).sum()
     return OreoParts(
         loss=v_loss + p_loss + alpha * kl_term,
         value_loss=float(v_loss.detach()),
         policy_loss=float(p_loss.detach()),
         kl=float(kl_term.detach()),
-        value_mean=float((state_coefficients(states[3], seq_weight) * states[0].detach()).sum()),
+        value_mean=float((state_coefficients(s_seq, seq_weight) * s_values.detach()).sum()),
         logratio_mean=float((token_coef * logratio.detach()).sum()),
         tokens=int(target.numel()),
     )

@@ -103,10 +103,10 @@ def policy_and_value(tiny_model_dir):
     return model.eval()
 
 
-def _reference_parts(model, trajectories, rewards, beta, level, value_shift=0):
+def _reference_parts(model, trajectories, rewards, beta, level):
     """The losses from scratch: every state's prefix run through the model on its own (no batching, no
-    padding), the sums written as loops. `trajectories`: (token ids, action spans) each. `value_shift` = 1
-    reads V one token late (the bug to catch)."""
+    padding), the sums written as loops. `trajectories`: (token ids, action spans) each. Returns the value
+    loss, the policy loss, the KL term, and the value loss with V read one token late (the bug to catch)."""
     from swirl.models.value import using_adapter
 
     def last_hidden(ids):
@@ -116,7 +116,7 @@ def _reference_parts(model, trajectories, rewards, beta, level, value_shift=0):
     head = model.get_base_model().lm_head
     per_seq = []
     for (ids, spans), r in zip(trajectories, rewards, strict=True):
-        states = []  # (V, logratio, KL) per action token
+        states = []  # per action token: V, V read late, logratio, KL, its span's start
         for a, b in spans:
             for p in range(a, b):
                 with torch.no_grad():
@@ -124,26 +124,25 @@ def _reference_parts(model, trajectories, rewards, beta, level, value_shift=0):
                         ref = torch.log_softmax(head(last_hidden(ids[:p])), -1)
                     pol = torch.log_softmax(head(last_hidden(ids[:p])), -1)
                     with using_adapter(model, "value"):
-                        v = float(model.value_head(last_hidden(ids[: p + value_shift])))
-                states.append(
-                    (v, float(pol[ids[p]] - ref[ids[p]]), float((pol.exp() * (pol - ref)).sum()), a)
-                )
+                        v = float(model.value_head(last_hidden(ids[:p])))  # the state s_t = ids[:p]
+                        late = float(model.value_head(last_hidden(ids[: p + 1])))  # wrong: includes a_t
+                kl = float((pol.exp() * (pol - ref)).sum())
+                states.append((v, late, float(pol[ids[p]] - ref[ids[p]]), kl, a))
         per_seq.append((states, r))
     n = len(per_seq)
-    v_loss = p_loss = kl = 0.0
+    v_loss = p_loss = kl = v_loss_late = 0.0
     for states, r in per_seq:
-        kl += sum(s[2] for s in states) / len(states) / n
+        kl += sum(s[3] for s in states) / len(states) / n
         if level == "step":  # one state per span: V at its first token, the span's log-ratios summed
-            starts = sorted({s[3] for s in states})
-            states = [
-                (next(s[0] for s in states if s[3] == a), sum(s[1] for s in states if s[3] == a), 0.0, a)
-                for a in starts
-            ]
-        for t, (v, lr, _, _) in enumerate(states):
-            after = sum(s[1] for s in states[t + 1 :])
+            starts = sorted({s[4] for s in states})
+            first = [next(s for s in states if s[4] == a) for a in starts]
+            states = [(f[0], f[1], sum(s[2] for s in states if s[4] == f[4]), 0.0, f[4]) for f in first]
+        for t, (v, late, lr, _, _) in enumerate(states):
+            after = sum(s[2] for s in states[t + 1 :])
             v_loss += (v - r + beta * (lr + after)) ** 2 / len(states) / n
             p_loss += (v - r + beta * lr + beta * after) ** 2 / len(states) / n
-    return v_loss, p_loss, kl
+            v_loss_late += (late - r + beta * (lr + after)) ** 2 / len(states) / n
+    return v_loss, p_loss, kl, v_loss_late
 
 
 @pytest.mark.parametrize("level", ["token", "step"])
@@ -174,8 +173,7 @@ def test_micro_batch_equals_the_per_prefix_reference_and_catches_a_shifted_value
     assert abs(got.value_loss - want[0]) < TOL * max(1, abs(want[0])), (got.value_loss, want[0])
     assert abs(got.policy_loss - want[1]) < TOL * max(1, abs(want[1]))
     assert abs(got.kl - want[2]) < TOL and want[2] > 1e-4
-    shifted = _reference_parts(model, trajectories, rewards, 0.5, level, value_shift=1)
-    assert abs(got.value_loss - shifted[0]) > 100 * TOL  # V read one token late would be caught
+    assert abs(got.value_loss - want[3]) > 100 * TOL  # V read one token late would be caught
 
 
 # ------------------------------------------------------------------------------------------- training
