@@ -173,6 +173,12 @@ class RunConfig(Section):
                     "train.offline.baseline none, or filter.strategy none (or one that keeps actions of "
                     "other rewards) so BAD/incorrect steps are kept"
                 )
+        if self.train.objective == "oreo" and self.filter.strategy in ("outcome", "process_outcome"):
+            raise ValueError(
+                f"filter.strategy {self.filter.strategy} with train.objective oreo keeps only correct "
+                "trajectories, so every outcome is 1 and the value model learns nothing; use "
+                "filter.strategy none (or process)"
+            )
         unknown = [d for d in self.evaluate.datasets if d not in names]
         if unknown:
             raise ValueError(

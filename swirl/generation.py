@@ -163,8 +163,21 @@ def roll_out(
 ) -> list[Trajectory]:
     """`samples` episodes per question (dicts with question_id and question) under the task's protocol (its
     prompt, and its worked example as chat turns before it), run to their ends."""
+    trajs = start_episodes(engine, questions, cfg, task, samples, settings)
+    return rollout(engine, trajs, tools, settings, adapter=adapter)
+
+
+def start_episodes(
+    engine: Engine,
+    questions: list[dict[str, Any]],
+    cfg: GenerateConfig,
+    task: str,
+    samples: int,
+    settings: RolloutSettings,
+) -> list[Trajectory]:
+    """The episodes' starts (the prompt's token ids) under the task's protocol, before any action."""
     template = protocol_template(cfg, task)
-    trajs = start_trajectories(
+    return start_trajectories(
         [dict(q, task=task) for q in questions],
         samples,
         lambda q: [
@@ -173,4 +186,3 @@ def roll_out(
         ChatSegments(engine.tokenizer),
         context=protocol_examples(cfg, task),
     )
-    return rollout(engine, trajs, tools, settings, adapter=adapter)

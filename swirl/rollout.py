@@ -165,20 +165,12 @@ def rollout(
             live = [t for t in trajectories if not t.done]
             if not live:
                 break
-            live = [t for t in live if _has_room(t, settings)]
+            live = [t for t in live if has_room(t, settings)]
             _generate_step(engine, live, settings, step, adapter, segments)
             if step + 1 == settings.max_steps:
                 break  # no observation after the last allowed action
             going = [t for t in live if not t.done]  # not answered, not out of context
-            observations = list(pool.map(lambda t: _observe(t, tools), going))
-            if step + 1 == settings.max_steps - 1:  # the next action is the last one allowed: say so
-                observations = [with_last_step_warning(o) for o in observations]
-            for t, obs in zip(going, observations, strict=True):
-                ended_eos = bool(t.token_ids) and t.token_ids[-1] == segments.eos_id
-                t.messages.append({"role": "user", "content": obs})
-                t.token_ids.extend(segments.between_ids(obs, ended_eos))
-                if len(t.token_ids) >= settings.max_context:
-                    t.stop_reason = "context_limit"
+            observe_all(going, tools, settings, step, segments, pool)
             if on_step:
                 on_step(step, trajectories)
     for t in trajectories:
@@ -187,7 +179,29 @@ def rollout(
     return trajectories
 
 
-def _has_room(t: Trajectory, s: RolloutSettings) -> bool:
+def observe_all(
+    going: list[Trajectory],
+    tools: Mapping[str, Tool],
+    settings: RolloutSettings,
+    step: int,
+    segments: ChatSegments,
+    pool: ThreadPoolExecutor,
+) -> None:
+    """Run the tools of step `step`'s actions (concurrently) and append each observation as the next user
+    turn; the observation before the last allowed action says so."""
+    observations = list(pool.map(lambda t: _observe(t, tools), going))
+    if step + 1 == settings.max_steps - 1:  # the next action is the last one allowed: say so
+        observations = [with_last_step_warning(o) for o in observations]
+    for t, obs in zip(going, observations, strict=True):
+        ended_eos = bool(t.token_ids) and t.token_ids[-1] == segments.eos_id
+        t.messages.append({"role": "user", "content": obs})
+        t.token_ids.extend(segments.between_ids(obs, ended_eos))
+        if len(t.token_ids) >= settings.max_context:
+            t.stop_reason = "context_limit"
+
+
+def has_room(t: Trajectory, s: RolloutSettings) -> bool:
+    """Whether the trajectory can still generate (else it stops with context_limit)."""
     if s.max_context - len(t.token_ids) < 2:
         t.stop_reason = "context_limit"
         return False
@@ -204,10 +218,7 @@ def _generate_step(
 ) -> None:
     # One engine call per distinct token budget: all trajectories share one unless some are near the context
     # limit.
-    budgets: dict[int, list[Trajectory]] = {}
-    for t in live:
-        budgets.setdefault(min(s.max_tokens_per_step, s.max_context - len(t.token_ids)), []).append(t)
-    for budget, group in budgets.items():
+    for budget, group in step_budgets(live, s).items():
         sampling = Sampling(
             n=1, temperature=s.temperature, top_p=s.top_p, max_tokens=budget, stop=STOP_STRINGS, logprobs=True
         )
@@ -219,19 +230,32 @@ def _generate_step(
         prompts = [t.token_ids if exact else t.context + t.messages for t in group]
         results = engine.generate(prompts, sampling, adapter=adapter, seeds=seeds)
         for t, res in zip(group, results, strict=False):
-            c = res.completions[0]
-            start = len(t.token_ids)
-            t.token_ids.extend(c.token_ids)
-            t.action_spans.append((start, len(t.token_ids)))
-            t.action_logprobs.append(list(c.logprobs or []))
-            t.generated_tokens += len(c.token_ids)
-            t.messages.append({"role": "assistant", "content": c.text})
-            action = parse_action(c.text)
-            t.actions.append(action)
-            if action.kind == "answer":
-                t.final_answer, t.stop_reason = action.content, "answer"
-            elif c.finish_reason == "length" and budget < s.max_tokens_per_step:
-                t.stop_reason = "context_limit"
+            append_action(t, res.completions[0], budget, s)
+
+
+def step_budgets(live: list[Trajectory], s: RolloutSettings) -> dict[int, list[Trajectory]]:
+    """The trajectories grouped by their token budget for the next action (all share one unless some are near
+    the context limit)."""
+    budgets: dict[int, list[Trajectory]] = {}
+    for t in live:
+        budgets.setdefault(min(s.max_tokens_per_step, s.max_context - len(t.token_ids)), []).append(t)
+    return budgets
+
+
+def append_action(t: Trajectory, c: Any, budget: int, s: RolloutSettings) -> None:
+    """Append a generated action (an engine Completion) to the trajectory; an answer ends it."""
+    start = len(t.token_ids)
+    t.token_ids.extend(c.token_ids)
+    t.action_spans.append((start, len(t.token_ids)))
+    t.action_logprobs.append(list(c.logprobs or []))
+    t.generated_tokens += len(c.token_ids)
+    t.messages.append({"role": "assistant", "content": c.text})
+    action = parse_action(c.text)
+    t.actions.append(action)
+    if action.kind == "answer":
+        t.final_answer, t.stop_reason = action.content, "answer"
+    elif c.finish_reason == "length" and budget < s.max_tokens_per_step:
+        t.stop_reason = "context_limit"
 
 
 def _observe(t: Trajectory, tools: Mapping[str, Tool]) -> str:

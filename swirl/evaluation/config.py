@@ -6,6 +6,8 @@ tools and limits it trains with); what is its own is which questions, which poli
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from swirl.sections import Section
@@ -42,6 +44,19 @@ class EvaluateConfig(Section):
         ge=1,
         description="Most tokens per step. Empty: generate.max_tokens_per_step (the same protocol).",
     )
+    decoding: Literal["greedy", "beam"] = Field(
+        "greedy",
+        description="greedy = one action per step, decoded at evaluate.temperature (0, the default, is "
+        "greedy); beam = OREO's value-guided beam search: keep beam_width partial episodes, sample "
+        "beam_width next steps for each (at evaluate.temperature), keep the beam_width best by the value "
+        "model (value_model), answer with the best-valued answer.",
+    )
+    beam_width: int = Field(7, ge=1, description="B of beam decoding (the paper: 7); 1 = greedy decoding.")
+    value_model: str | None = Field(
+        None,
+        description="Value model of beam decoding: the `value` folder of a train output with train.objective "
+        "oreo (<root>/train/<version>/files/value), trained on the policy's base model.",
+    )
     base: bool = Field(True, description="Evaluate the policy as configured (policy.model + policy.adapter).")
     trained: bool = Field(
         True, description="Evaluate the policy with the adapter this round trains (when train runs)."
@@ -74,9 +89,20 @@ class EvaluateConfig(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"evaluate.policies: names must be unique; repeated: {dup}")
+        if self.decoding == "beam" and not self.value_model:
+            raise ValueError(
+                "evaluate.value_model: beam decoding ranks steps with a value model; set it to the value "
+                "folder of an oreo train output (<root>/train/<version>/files/value) or use decoding greedy"
+            )
+        if self.decoding == "beam" and self.beam_width > 1 and self.temperature == 0:
+            raise ValueError(
+                "evaluate.temperature: beam decoding samples beam_width next steps per beam, all the same at "
+                "temperature 0; set temperature > 0 (e.g. 0.7) or beam_width 1"
+            )
         return self
 
     @property
-    def decoding(self) -> str:
-        """How actions are decoded, as recorded in the eval_results table."""
-        return "greedy" if self.temperature == 0 else f"sample(t={self.temperature:g},p={self.top_p:g})"
+    def decoding_label(self) -> str:
+        """How actions are decoded, as recorded in the eval_results table and the summary."""
+        single = "greedy" if self.temperature == 0 else f"sample(t={self.temperature:g},p={self.top_p:g})"
+        return single if self.decoding == "greedy" else f"beam(B={self.beam_width},{single})"

@@ -3,10 +3,11 @@
 One output per (policy, dataset). A policy is the run's model with an optional LoRA adapter; its identity
 (model and adapter files) is an input of the version, so a new adapter re-evaluates only that policy, never
 the base model. The episode is the generate stage's protocol (same prompts, tools and step limits,
-docs/method.md §1.5), decoded greedily by default. Each row holds the whole episode (`messages`), the rule
-verdicts (numeric equality for math; EM, F1 and "gold contained in prediction" for QA) and, when `llm_judge`
-is on, the judge model's YES/NO with its text. Sharded and resumable like generate: after a crash a re-run
-evaluates only the questions not yet stored.
+docs/method.md §1.5), decoded greedily by default, or by OREO's value-guided beam search
+(`evaluate.decoding: beam`, docs/method.md §2; swirl/evaluation/beam.py) with a trained value model. Each
+row holds the whole episode (`messages`), the rule verdicts (numeric equality for math; EM, F1 and "gold
+contained in prediction" for QA) and, when `llm_judge` is on, the judge model's YES/NO with its text.
+Sharded and resumable like generate: after a crash a re-run evaluates only the questions not yet stored.
 
 `Report` compares the policies of a round on the same questions (paired: McNemar's exact test and a bootstrap
 interval of the gain over the base policy) and writes `report.md`, `report.json` and `heatmap.png` (the
@@ -26,7 +27,8 @@ from typing import Any, ClassVar
 from swirl.data.config import DatasetSpec
 from swirl.data.loaders import sample_rows
 from swirl.engines.base import Engine
-from swirl.engines.config import EngineConfig, engine_identity
+from swirl.engines.config import EngineConfig, engine_identity, model_fingerprint
+from swirl.evaluation.beam import Scorer, beam_search
 from swirl.evaluation.config import EvaluateConfig
 from swirl.generation import (
     GenerateConfig,
@@ -34,6 +36,7 @@ from swirl.generation import (
     protocol_template,
     roll_out,
     rollout_settings,
+    start_episodes,
     task_of,
 )
 from swirl.judging import outcome as rules
@@ -132,6 +135,11 @@ class Evaluate:
             },
             "rules": {"qa_rule": self.outcome.qa_rule, "f1_threshold": self.outcome.f1_threshold},
         }
+        if cfg.decoding == "beam":  # absent for greedy: greedy evaluations keep their versions
+            config["decoding"]["beam"] = {
+                "width": cfg.beam_width,
+                "value_model": model_fingerprint(cfg.value_model, None),
+            }
         if cfg.llm_judge:
             if self.judge is None or self.judge.engine is None:
                 raise ValueError(
@@ -157,12 +165,17 @@ class Evaluate:
             jeng = ctx.engine("judge", self.judge.engine) if cfg.llm_judge else None
             tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)
             settings = _settings(cfg, gen, task, policy)
+            scorer = self.scorer(policy) if cfg.decoding == "beam" else None
             t0 = time.perf_counter()
             for start in range(0, len(todo), cfg.shard_questions):
                 shard = todo[start : start + cfg.shard_questions]
-                trajs = roll_out(eng, shard, gen, task, 1, tools, settings, policy.adapter)
+                if scorer is None:
+                    trajs = roll_out(eng, shard, gen, task, 1, tools, settings, policy.adapter)
+                else:
+                    starts = start_episodes(eng, shard, gen, task, 1, settings)
+                    trajs = beam_search(eng, starts, tools, settings, scorer, cfg.beam_width, policy.adapter)
                 rows = [
-                    score_episode(t, q, task == "math", self.outcome, policy, cfg.decoding)
+                    score_episode(t, q, task == "math", self.outcome, policy, cfg.decoding_label)
                     for t, q in zip(trajs, shard, strict=True)
                 ]
                 if jeng is not None:
@@ -176,7 +189,7 @@ class Evaluate:
             **summarize(rows),
             "resumed_questions": stats["resumed_questions"],
             "dataset": spec.name,
-            "decoding": cfg.decoding,
+            "decoding": cfg.decoding_label,
             "model": policy.model,
             "adapter": policy.adapter or "",
         }
@@ -192,6 +205,12 @@ class Evaluate:
                 json.dump([q["question_id"] for q in sample], f)
 
         return writer.finalize(summary, files=files)
+
+    def scorer(self, policy: EngineConfig) -> Scorer:
+        """The value model of beam decoding: the policy's base model + the value adapter and head."""
+        from swirl.models.value import ValueScorer
+
+        return ValueScorer(policy.model, self.cfg.value_model)
 
     def describe(self, ref: StageRef) -> str:
         s = ref.summary

@@ -1,7 +1,8 @@
 """Train: filtered steps (+ their trajectories' token ids) -> a LoRA adapter and the `train_log` table.
 
 The output folder holds the per-step log as a table, and `files/adapter/` (the peft adapter, what the next
-round's generate and the evaluate stage load), `files/train_log.json` and `files/train_curves.png`.
+round's generate and the evaluate stage load), `files/train_log.json` and `files/train_curves.png`; with
+`objective: oreo` also `files/value/` (the value adapter and head: what value-guided beam search loads).
 Checkpoints live in `<stage>/<version>.work/` while training runs, so a killed run resumes from its latest
 checkpoint when the stage runs again; the folder is removed once the output is committed.
 
@@ -28,7 +29,7 @@ from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
-from swirl.training.objectives import objective_for
+from swirl.training.objectives import VALUE_DIR, objective_for
 from swirl.training.run import TrainSpec, check_reward_model, launch, run_training
 
 STAGE = "train"
@@ -68,10 +69,10 @@ def work_dir(store: Store, version: str) -> str:
 
 @dataclass(frozen=True)
 class Train:
-    """LoRA training on the filtered steps (sft / swirl_offline / swirl): commits the adapter and the per-step
-    log; resumes from its latest checkpoint after a crash. The `swirl` objective samples from the policy
-    (role `sampler`) and scores with the judge (role `reward`; none for the rule judge). `ctx.progress`
-    receives each step's metrics."""
+    """LoRA training on the filtered steps (sft / swirl_offline / swirl / oreo): commits the adapter (and
+    oreo's value model) and the per-step log; resumes from its latest checkpoint after a crash. The `swirl`
+    objective samples from the policy (role `sampler`) and scores with the judge (role `reward`; none for
+    the rule judge). `ctx.progress` receives each step's metrics."""
 
     cfg: TrainConfig
     policy: EngineConfig
@@ -129,6 +130,8 @@ class Train:
 
         def files(folder: str) -> None:
             shutil.copytree(os.path.join(work, "adapter"), os.path.join(folder, "adapter"))
+            if os.path.isdir(os.path.join(work, VALUE_DIR)):
+                shutil.copytree(os.path.join(work, VALUE_DIR), os.path.join(folder, VALUE_DIR))
             with open(os.path.join(folder, "train_log.json"), "w") as f:
                 json.dump(log, f, indent=1)
             plot_curves(log, os.path.join(folder, "train_curves.png"))
@@ -144,6 +147,11 @@ class Train:
 def adapter_path(ref: StageRef) -> str:
     """The trained adapter folder of a train output (what generate and evaluate load)."""
     return f"{ref.path}/files/adapter"
+
+
+def value_path(ref: StageRef) -> str:
+    """The value model folder of a train output with objective oreo (what evaluate.value_model names)."""
+    return f"{ref.path}/files/{VALUE_DIR}"
 
 
 def trained_on(adapter: str) -> str:

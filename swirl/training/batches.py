@@ -171,6 +171,7 @@ class MicroBatch:
     kl_coef: Any  # torch.FloatTensor [N]
     weight: Any  # torch.FloatTensor [N]
     sample_logprobs: Any = None  # torch.FloatTensor [N]
+    action: Any = None  # torch.LongTensor [N] action id of each loss token (its span, as in Seq.action)
     real_tokens: int = 0  # non-padding tokens
     padded_tokens: int = 0  # B x T
     meta: dict = field(default_factory=dict)
@@ -221,6 +222,7 @@ def collate(seqs: Sequence[Seq], pad_id: int, device: Any = "cpu") -> MicroBatch
         kl_coef=cat([s.kl_coef for s in seqs], torch.float32).to(device),
         weight=cat([s.weight for s in seqs], torch.float32).to(device),
         sample_logprobs=cat([s.sample_logprobs for s in seqs], torch.float32).to(device) if have_lp else None,
+        action=cat([s.action for s in seqs], torch.long).to(device),
         real_tokens=int(sum(len(s) for s in seqs)),
         padded_tokens=len(seqs) * t,
     )

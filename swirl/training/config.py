@@ -1,4 +1,5 @@
-"""Configuration of the train stage (docs/method.md §1.4): objective, LoRA, optimiser, batching, checkpoints.
+"""Configuration of the train stage (docs/method.md §1.4, §2): objective, LoRA, optimiser, batching,
+checkpoints.
 
 Light on purpose (pydantic only, no torch), so `swirl.config` can import it into RunConfig.
 """
@@ -11,7 +12,7 @@ from pydantic import Field, model_validator
 
 from swirl.sections import Section
 
-Objective = Literal["sft", "swirl_offline", "swirl"]
+Objective = Literal["sft", "swirl_offline", "swirl", "oreo"]
 Aggregation = Literal["token", "action", "sequence"]
 
 
@@ -81,18 +82,52 @@ reward model."""
     )
 
 
+class OreoSection(Section):
+    """`oreo`: offline RL with a value function (docs/method.md §2), on whole judged trajectories."""
+
+    level: Literal["token", "step"] = Field(
+        "token",
+        description="token = every action token is an action and its prefix a state (the paper's default); "
+        "step = a whole action span is one action, its state the prefix before the span.",
+    )
+    beta: float = Field(
+        0.03, gt=0, description="beta: weight of the KL-regularised reward in the soft Bellman equation."
+    )
+    alpha: float | None = Field(
+        None,
+        ge=0,
+        description="alpha: weight of the policy's KL(pi || pi_ref) over the whole vocabulary at action "
+        "tokens. Empty: the paper's value for the level (0.01 token, 0.1 step).",
+    )
+    value_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate of the value adapter and head. Empty: train.learning_rate (the paper "
+        "uses 5e-6 for both, with full fine-tuning; LoRA usually needs a larger rate).",
+    )
+
+    @property
+    def kl_alpha(self) -> float:
+        """alpha as configured, else the paper's value for the level."""
+        if self.alpha is not None:
+            return self.alpha
+        return 0.01 if self.level == "token" else 0.1
+
+
 class TrainConfig(Section):
     objective: Objective = Field(
         "swirl",
         description="swirl = the paper's step-wise RL (actions sampled from the current policy, judged, "
         "REINFORCE with a per-state mean baseline and a KL penalty); swirl_offline = judge-reward-weighted "
-        "likelihood of the logged actions; sft = next-token loss on the kept actions.",
+        "likelihood of the logged actions; sft = next-token loss on the kept actions; oreo = offline RL "
+        "with a value model on whole trajectories and their 0/1 outcomes (train.oreo).",
     )
     aggregation: Aggregation = Field(
         "token",
         description="How per-token losses are averaged over an optimizer step: token = over all action "
         "tokens; action = each action's mean, then over actions; sequence = each trajectory's (sft/offline) "
-        "or sampled action's (swirl) mean, then over those.",
+        "or sampled action's (swirl) mean, then over those. oreo always averages each trajectory's states, "
+        "then the trajectories (the paper's), whatever this says.",
     )
     kl_beta: float = Field(
         0.0, ge=0, description="Weight of the KL penalty to the base model (the adapter disabled); 0 = none."
@@ -110,6 +145,9 @@ class TrainConfig(Section):
         default_factory=OfflineSection, description="swirl_offline rewards and baseline."
     )
     swirl: SwirlSection = Field(default_factory=SwirlSection, description="swirl sampling and reward model.")
+    oreo: OreoSection = Field(
+        default_factory=OreoSection, description="oreo: level, beta, alpha and the value model's rate."
+    )
     learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
@@ -173,17 +211,23 @@ class TrainConfig(Section):
     def _check(self) -> TrainConfig:
         if self.objective == "sft" and self.kl_beta:
             raise ValueError("train.kl_beta: sft has no KL penalty; set kl_beta to 0 or use swirl_offline")
+        if self.objective == "oreo" and self.kl_beta:
+            raise ValueError(
+                "train.kl_beta: oreo has its own KL term (train.oreo.alpha, and beta in its Bellman "
+                "equation); set kl_beta to 0"
+            )
         return self
 
     def version_config(self) -> dict:
-        """What determines the trained adapter: everything but how the trainer is launched."""
-        return self.model_dump(
-            mode="json",
-            exclude={
-                "launcher",
-                "launch_prefix",
-                "checkpoint_every",
-                "keep_checkpoints",
-                "gradient_checkpointing",
-            },
-        )
+        """What determines the trained adapter: everything but how the trainer is launched (and the oreo
+        section, unless the objective is oreo: the other objectives keep the versions they had before it)."""
+        exclude = {
+            "launcher",
+            "launch_prefix",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "gradient_checkpointing",
+        }
+        if self.objective != "oreo":
+            exclude.add("oreo")
+        return self.model_dump(mode="json", exclude=exclude)

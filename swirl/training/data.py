@@ -6,7 +6,9 @@ Training never re-renders text: a state is `token_ids[:state_offset]` of its tra
 `read_kept_steps` reads what the filter kept; the objective (swirl/training/objectives.py) turns it into
 - `Example`s (sft, swirl_offline): one per trajectory with at least one kept step, each kept action weighted;
 - `State`s (swirl): one per kept step (its token prefix, plus the question and conversation the reward model
-  judges).
+  judges);
+- whole-trajectory `Example`s (oreo, `trajectory_examples`): every action of each trajectory with a kept step,
+  weighted by the trajectory's outcome (steps.outcome_correct, from the judge stage's judgments).
 """
 
 from __future__ import annotations
@@ -159,6 +161,36 @@ def examples_of(kept: KeptSteps, weights: np.ndarray, cfg: TrainConfig) -> tuple
                 spans,
                 [k for k, _ in steps],
                 [w for _, w in steps],
+                group=g,
+            )
+        )
+    return examples, too_long
+
+
+def trajectory_examples(kept: KeptSteps, cfg: TrainConfig) -> tuple[list[Example], int]:
+    """One Example per trajectory with a kept step: its whole token sequence, every action (observation and
+    prompt tokens are in no span), each weighted by the trajectory's outcome R (1 when its final answer was
+    judged correct, else 0: the judge stage's outcome, carried by the steps table); (examples, dropped too
+    long)."""
+    outcome: dict[str, float] = {}
+    for r in kept.rows:
+        outcome[r["trajectory_id"]] = 1.0 if r["outcome_correct"] else 0.0
+    examples, too_long = [], 0
+    for g, tid in enumerate(sorted(outcome)):
+        t = kept.trajectories[tid]
+        spans = [(s["start"], s["end"]) for s in t["action_spans"]]
+        if not spans:
+            continue
+        if cfg.max_length and spans[-1][1] > cfg.max_length:
+            too_long += 1
+            continue
+        examples.append(
+            Example(
+                tid,
+                np.asarray(t["token_ids"], dtype=np.int32),
+                spans,
+                list(range(len(spans))),
+                [outcome[tid]] * len(spans),
                 group=g,
             )
         )

@@ -1,11 +1,13 @@
-"""The trainer (docs/method.md §1.4): LoRA on a causal LM, one loop for sft, swirl_offline and swirl.
+"""The trainer (docs/method.md §1.4, §2): LoRA on a causal LM, one loop for sft, swirl_offline, swirl, oreo.
 
 Read `train` top to bottom: build the policy and optimiser, resume from the latest checkpoint, then for every
 optimizer step build the step's sequences (logged actions, or actions sampled from the current policy and
 scored by the reward model), normalise their loss coefficients over the whole step, run the micro-batches,
-clip, step, log, checkpoint. Everything that decides a step (data order, sampling seeds) is a function of
-(seed, step), and a checkpoint holds the adapter, optimiser, scheduler, RNG states and the metrics so far, so
-a run killed at any point and resumed ends with the same adapter as an uninterrupted one.
+clip, step, log, checkpoint. What differs by objective (extra trainable modules such as oreo's value model,
+the coefficients, the micro-batch loss, its metrics) comes from the objective's hooks (objectives.py).
+Everything that decides a step (data order, sampling seeds) is a function of (seed, step), and a checkpoint
+holds the adapter, optimiser, scheduler, RNG states and the metrics so far, so a run killed at any point and
+resumed ends with the same adapter as an uninterrupted one.
 
 Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) every rank builds the same step plan, samples its share
 of the states (swirl), gathers the step's sequences, runs its share of the micro-batches, and the LoRA
@@ -27,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from swirl.training.batches import Seq, assign_coefficients, micro_batches
+from swirl.training.batches import Seq, micro_batches
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainData
-from swirl.training.losses import micro_batch_loss
-from swirl.training.objectives import Step, objective_for
+from swirl.training.objectives import Objective, Step, objective_for
 
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
@@ -52,7 +53,8 @@ def train(
     reward: Any = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter into `out_dir/adapter`; checkpoints go to `out_dir/checkpoints/step-N`.
+    """Train a LoRA adapter into `out_dir/adapter` (and, for oreo, the value model into `out_dir/value`);
+    checkpoints go to `out_dir/checkpoints/step-N`.
 
     `sampler` (an Engine) and `reward` (a RewardModel) are needed by the swirl objective."""
     import torch
@@ -75,8 +77,14 @@ def train(
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     model, tokenizer, device = build_policy(cfg, model_path, dist)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    groups = objective.build(model, cfg)  # [(name, parameters, peak lr)], the policy's first
+    params = [p for _, ps, _ in groups for p in ps]
+    opt = torch.optim.AdamW(
+        [{"params": ps, "lr": lr} for _, ps, lr in groups],
+        lr=cfg.learning_rate,
+        betas=cfg.adam_betas,
+        weight_decay=cfg.weight_decay,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     start, log = resume(out_dir, model, opt, sched)  # restores the RNG states too
@@ -89,12 +97,15 @@ def train(
         items = step_items(n_items, per_step, step, cfg.seed)  # indices of this step's examples / states
         inputs = Step(cfg, data, items, step, model, out_dir, sampler, reward, dist, save_adapter)
         seqs, m = objective.sequences(inputs)
-        assign_coefficients(seqs, cfg.aggregation)
-        if cfg.kl_beta == 0:
-            seqs = [s for s in seqs if np.any(s.coef != 0)]  # zero weight: no gradient, skip the compute
+        seqs = objective.coefficients(seqs, cfg)
         t_train = time.perf_counter()
-        sums, n_micro = backward(model, seqs, cfg, pad_id, device, dist, params)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+        sums, n_micro = backward(model, seqs, cfg, pad_id, device, dist, params, objective)
+        norms = {  # each group clipped on its own: the policy's as grad_norm, others as <name>_grad_norm
+            ("grad_norm" if k == 0 else f"{name}_grad_norm"): float(
+                torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm or float("inf"))
+            )
+            for k, (name, ps, _) in enumerate(groups)
+        }
         lr = sched.get_last_lr()[0]
         opt.step()
         sched.step()
@@ -102,11 +113,8 @@ def train(
         t_end = time.perf_counter()
         metrics = {
             "step": step + 1,
-            "loss": sums["policy"] + cfg.kl_beta * sums["kl"],
-            "policy_loss": sums["policy"],
-            "kl": sums["kl"],
-            "logp_mean": sums["logp_sum"],
-            "grad_norm": grad_norm,
+            **objective.loss_metrics(sums, cfg),
+            **norms,
             "lr": lr,
             "trained_tokens": int(sums["tokens"]),
             "tokens": int(sums["real"]),
@@ -124,39 +132,30 @@ def train(
             save_checkpoint(out_dir, step + 1, model, opt, sched, log, cfg.keep_checkpoints, dist)
     if dist.rank == 0:
         save_adapter(model, result.adapter_dir)
+        objective.save(model, out_dir)
     dist.barrier()
     return result
 
 
 # ------------------------------------------------------------------------------------------ helpers
-SUMS = ("policy", "kl", "logp_sum", "drift_sum", "tokens", "real", "padded")
-
-
 def backward(
-    model, seqs, cfg: TrainConfig, pad_id: int, device, dist: Dist, params
+    model, seqs, cfg: TrainConfig, pad_id: int, device, dist: Dist, params, objective: Objective
 ) -> tuple[dict[str, float], int]:
     """Forward and backward over this rank's micro-batches of the step, gradients summed over ranks; returns
-    the step's sums (policy loss, KL, log-prob sum, sampler drift, loss tokens, real and padded tokens, and
-    this rank's largest drift) and the number of micro-batches."""
+    the step's sums (the objective's `sums`, e.g. policy loss, KL, log-prob sum, sampler drift, loss tokens;
+    then real and padded tokens, and this rank's largest drift) and the number of micro-batches."""
     model.train()
-    sums = np.zeros(len(SUMS))
+    names = (*objective.sums, "real", "padded")
+    sums = np.zeros(len(names))
     drift_max = 0.0
     mbs = micro_batches(seqs, cfg.micro_batch_tokens, pad_id, device)
     for mb in mbs[dist.rank :: dist.world]:
-        part = micro_batch_loss(model, mb, cfg.kl_beta, cfg.kl_estimator)
-        part.loss.backward()
-        sums += [
-            part.policy,
-            part.kl,
-            part.logp_sum,
-            part.drift_sum,
-            part.tokens,
-            mb.real_tokens,
-            mb.padded_tokens,
-        ]
-        drift_max = max(drift_max, part.drift_max)
+        loss, part = objective.loss(model, mb, cfg)
+        loss.backward()
+        sums += [*(part[k] for k in objective.sums), mb.real_tokens, mb.padded_tokens]
+        drift_max = max(drift_max, part.get("drift_max", 0.0))
     sums = dist.sum_grads_and(params, sums)
-    return {**dict(zip(SUMS, sums.tolist(), strict=True)), "drift_max": drift_max}, len(mbs)
+    return {**dict(zip(names, sums.tolist(), strict=True)), "drift_max": drift_max}, len(mbs)
 
 
 def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, Any, Any]:
@@ -230,7 +229,7 @@ def save_adapter(model: Any, path: str) -> None:
     """peft adapter folder (what vLLM and evaluation load), written atomically."""
     tmp = f"{path}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, selected_adapters=["default"])  # the policy only (not oreo's value adapter)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 

@@ -9,6 +9,12 @@ by the loop in loop.py. A new objective is one subclass here and its name in `Tr
 - `swirl_offline`: the kept actions, weighted by reward minus baseline (`train.offline`).
 - `swirl`: actions sampled from the current policy at the kept states, scored by the reward model, weighted
   by reward minus the state's mean (`samples = True`: it needs a sampler engine and a reward model).
+- `oreo`: whole trajectories with their 0/1 outcomes; a value model (its own adapter and head on the same
+  base) and the policy trained together through the soft Bellman equation (swirl/training/oreo.py).
+
+The training step's own parts are hooks with the shared behaviour as default: `build` (extra trainable
+modules and the optimiser's parameter groups), `coefficients`, `loss` (one micro-batch), `loss_metrics` and
+`save` (what is written beside the final adapter).
 """
 
 from __future__ import annotations
@@ -24,10 +30,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from swirl.store import Store
-from swirl.training.batches import Seq, prefix_shared
+from swirl.training.batches import Seq, assign_coefficients, prefix_shared
 from swirl.training.config import Objective as ObjectiveName
 from swirl.training.config import OfflineSection, TrainConfig
-from swirl.training.data import TrainData, TrainInput, examples_of, read_kept_steps, states_of
+from swirl.training.data import (
+    TrainData,
+    TrainInput,
+    examples_of,
+    read_kept_steps,
+    states_of,
+    trajectory_examples,
+)
 
 
 @dataclass
@@ -49,6 +62,8 @@ class Step:
 class Objective:
     name: ClassVar[str]
     samples: ClassVar[bool] = False  # samples from the current policy: needs a sampler and a reward model
+    # the per-micro-batch numbers `loss` returns that are summed over the step (and over ranks)
+    sums: ClassVar[tuple[str, ...]] = ("policy", "kl", "logp_sum", "drift_sum", "tokens")
 
     def load(self, store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig) -> TrainData:
         """The training items of this objective, from the filter stage's kept steps."""
@@ -73,6 +88,46 @@ class Objective:
         seqs = prefix_shared([s.data.examples[i] for i in s.items])
         w = np.concatenate([q.weight for q in seqs]) if seqs else np.zeros(0)
         return seqs, {"weight_mean": float(w.mean()) if len(w) else 0.0}
+
+    def build(self, model: Any, cfg: TrainConfig) -> list[tuple[str, list[Any], float]]:
+        """Add this objective's own trainable modules to the policy model; return the optimiser's parameter
+        groups as (name, parameters, peak learning rate), the policy's first. Each group is clipped on its
+        own."""
+        return [("policy", [p for p in model.parameters() if p.requires_grad], cfg.learning_rate)]
+
+    def coefficients(self, seqs: list[Seq], cfg: TrainConfig) -> list[Seq]:
+        """Set the step's loss coefficients (normalised over the whole step); drop what cannot matter."""
+        assign_coefficients(seqs, cfg.aggregation)
+        if cfg.kl_beta == 0:
+            seqs = [s for s in seqs if np.any(s.coef != 0)]  # zero weight: no gradient, skip the compute
+        return seqs
+
+    def loss(self, model: Any, mb: Any, cfg: TrainConfig) -> tuple[Any, dict[str, float]]:
+        """One micro-batch's share of the step loss (a tensor to backward) and its `sums` (and
+        `drift_max`)."""
+        from swirl.training.losses import micro_batch_loss
+
+        part = micro_batch_loss(model, mb, cfg.kl_beta, cfg.kl_estimator)
+        return part.loss, {
+            "policy": part.policy,
+            "kl": part.kl,
+            "logp_sum": part.logp_sum,
+            "drift_sum": part.drift_sum,
+            "tokens": part.tokens,
+            "drift_max": part.drift_max,
+        }
+
+    def loss_metrics(self, sums: dict[str, float], cfg: TrainConfig) -> dict[str, float]:
+        """The step's loss metrics from its `sums`."""
+        return {
+            "loss": sums["policy"] + cfg.kl_beta * sums["kl"],
+            "policy_loss": sums["policy"],
+            "kl": sums["kl"],
+            "logp_mean": sums["logp_sum"],
+        }
+
+    def save(self, model: Any, out_dir: str) -> None:
+        """Write this objective's own trained modules beside the final adapter (`out_dir/adapter`)."""
 
     def check(
         self, cfg: TrainConfig, step: int, seqs: list[Seq], metrics: dict[str, Any], sums: dict[str, float]
@@ -214,7 +269,96 @@ class Swirl(Objective):
             )
 
 
-OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (SFT, SwirlOffline, Swirl)}
+class Oreo(Objective):
+    """Whole trajectories (every action, observations masked out), each with its outcome R in {0, 1}; a value
+    model (adapter `value` + a zero-initialised head on the same base) and the policy trained together
+    (docs/method.md §2)."""
+
+    name = "oreo"
+    sums = ("value_loss", "policy_loss", "kl", "value_mean", "logratio_mean", "tokens")
+
+    def load(self, store, inputs, cfg):
+        kept = read_kept_steps(store, inputs)
+        examples, too_long = trajectory_examples(kept, cfg)
+        rewards = np.array([e.weights[0] for e in examples])
+        summary = {
+            **kept.summary(),
+            "examples": len(examples),
+            "dropped_too_long": too_long,
+            "reward_mean": float(rewards.mean()) if len(rewards) else 0.0,
+        }
+        if len(rewards) and rewards.min() == rewards.max():
+            raise ValueError(
+                f"train (oreo): all {len(rewards)} trajectories have outcome {rewards[0]:g}, so the value "
+                "model cannot tell good states from bad ones; train on correct and incorrect trajectories "
+                "(filter.strategy none or process)"
+            )
+        return TrainData(examples=examples, summary=summary)
+
+    def build(self, model, cfg):
+        from peft import LoraConfig
+
+        from swirl.models.value import add_value_model, value_parameters
+
+        policy = [p for p in model.parameters() if p.requires_grad]
+        lora = LoraConfig(
+            r=cfg.lora.rank,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        add_value_model(model, lora)
+        value = [p for _, p in value_parameters(model)]
+        return [
+            ("policy", policy, cfg.learning_rate),
+            ("value", value, cfg.oreo.value_learning_rate or cfg.learning_rate),
+        ]
+
+    def sequences(self, s: Step) -> tuple[list[Seq], dict[str, float]]:
+        seqs = prefix_shared([s.data.examples[i] for i in s.items])  # one row per trajectory, weight = R
+        rewards = [float(q.weight[0]) for q in seqs]
+        return seqs, {"reward_mean": float(np.mean(rewards)) if rewards else 0.0}
+
+    def coefficients(self, seqs, cfg):
+        for q in seqs:  # each trajectory weighs 1 / (trajectories in the step); oreo.py averages its states
+            q.coef = np.full(len(q.pos), 1.0 / len(seqs))
+            q.kl_coef = q.coef
+        return seqs  # R = 0 trajectories teach the value model too: none is dropped
+
+    def loss(self, model, mb, cfg):
+        from swirl.training.oreo import oreo_micro_batch
+
+        o = cfg.oreo
+        part = oreo_micro_batch(model, mb, o.beta, o.kl_alpha, o.level)
+        return part.loss, {
+            "value_loss": part.value_loss,
+            "policy_loss": part.policy_loss,
+            "kl": part.kl,
+            "value_mean": part.value_mean,
+            "logratio_mean": part.logratio_mean,
+            "tokens": part.tokens,
+        }
+
+    def loss_metrics(self, sums, cfg):
+        return {
+            "loss": sums["policy_loss"] + cfg.oreo.kl_alpha * sums["kl"],  # the policy's loss
+            "policy_loss": sums["policy_loss"],
+            "value_loss": sums["value_loss"],
+            "kl": sums["kl"],
+            "value_mean": sums["value_mean"],
+            "logratio_mean": sums["logratio_mean"],
+        }
+
+    def save(self, model, out_dir):
+        from swirl.models.value import save_value_model
+
+        save_value_model(model, os.path.join(out_dir, VALUE_DIR))
+
+
+VALUE_DIR = "value"  # the value model beside the policy adapter in a train output (oreo)
+
+OBJECTIVES: dict[str, type[Objective]] = {o.name: o for o in (SFT, SwirlOffline, Swirl, Oreo)}
 assert set(OBJECTIVES) == set(typing.get_args(ObjectiveName)), "every configurable objective has a class"
 
 

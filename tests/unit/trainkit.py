@@ -50,10 +50,17 @@ def _trajectory(
 
 
 def build_train_store(
-    root: str, model_dir: str, n_questions: int = 24, samples: int = 2, seed: int = 0, dataset: str = "gsm8k"
+    root: str,
+    model_dir: str,
+    n_questions: int = 24,
+    samples: int = 2,
+    seed: int = 0,
+    dataset: str = "gsm8k",
+    wrong_every: int = 0,
 ) -> tuple[Store, TrainInput]:
     """Addition problems answered in two steps (calculate, then answer). One in four trajectories has a BAD
-    first step, so the process filter drops it."""
+    first step, so the process filter drops it. `wrong_every` = n > 0: every n-th trajectory answers one too
+    many and its outcome is incorrect (all are correct by default)."""
     from transformers import AutoTokenizer
 
     rng = random.Random(seed)
@@ -77,9 +84,10 @@ def build_train_store(
         )
         for k in range(samples):
             tid = f"{qid}#{k}"
+            wrong = wrong_every > 0 and (q * samples + k) % wrong_every == 0
             acts = [
                 f"I add them. <math_exp>{a} + {b}</math_exp>",
-                f"So the total is <answer>{a + b}</answer>",
+                f"So the total is <answer>{a + b + int(wrong)}</answer>",
             ]
             trajs.append(_trajectory(seg, tid, qid, text, acts, [f"{a} + {b} -> {a + b}"]))
             bad = (q * samples + k) % 4 == 3
@@ -90,7 +98,7 @@ def build_train_store(
                         "step": step,
                         "process_label": label,
                         "judge_text": label,
-                        "outcome_correct": True,
+                        "outcome_correct": not wrong,
                         "outcome_llm": None,
                         "outcome_llm_text": "",
                         "judge_model": "j",

@@ -1,0 +1,149 @@
+"""OREO's value model (docs/method.md §2): the policy's base model with its own LoRA adapter and a bias-free
+linear head, zero-initialised, so V = 0 everywhere before training.
+
+One frozen base serves three models through peft's adapters: the policy (adapter `default`), the value model
+(adapter `value` + `value_head`) and, with the adapters disabled, the reference policy. The paper keeps three
+copies of the weights; this keeps one.
+
+`V(ids[:end])`, the value of a prefix, is read from the last hidden state of the prefix, at position end - 1
+(`prefix_values`). The trainer and the beam search's scorer both go through it, so they agree on the shift.
+
+A value folder (the train output's `value/`) holds the value adapter in peft's format and the head in
+`value_head.safetensors` (`weight`: [1, hidden]); `ValueScorer` loads it on the base model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+VALUE_ADAPTER = "value"
+POLICY_ADAPTER = "default"
+HEAD_FILE = "value_head.safetensors"
+
+
+def add_value_model(model: Any, lora_config: Any) -> None:
+    """Give a peft policy model the value adapter (a fresh LoRA on the same base) and a zero value head, both
+    trainable; the policy adapter stays the active one."""
+    import torch
+
+    model.add_adapter(VALUE_ADAPTER, lora_config)
+    hidden = model.get_base_model().config.hidden_size
+    device = next(model.parameters()).device
+    head = torch.nn.Linear(hidden, 1, bias=False, device=device, dtype=torch.float32)
+    torch.nn.init.zeros_(head.weight)
+    model.value_head = head  # a submodule of the PeftModel: in named_parameters, so checkpoints hold it
+    for name, p in model.named_parameters():
+        if f".{VALUE_ADAPTER}." in name and "lora_" in name and p.dtype != torch.float32:
+            p.data = p.data.float()  # LoRA weights train in float32 even on a bfloat16 base
+    _mark_trainable(model)
+
+
+def value_parameters(model: Any) -> list[tuple[str, Any]]:
+    """(name, parameter) of the value adapter and the head, in a fixed order."""
+    return [
+        (n, p)
+        for n, p in model.named_parameters()
+        if n.startswith("value_head.") or (f".{VALUE_ADAPTER}." in n and "lora_" in n)
+    ]
+
+
+def _mark_trainable(model: Any) -> None:
+    # peft's set_adapter freezes every adapter but the active one; both adapters train here.
+    for name, p in model.named_parameters():
+        if "lora_" in name or name.startswith("value_head."):
+            p.requires_grad_(True)
+
+
+@contextmanager
+def using_adapter(model: Any, name: str) -> Iterator[None]:
+    """Run the model with adapter `name` active, then the policy adapter again (both stay trainable)."""
+    model.set_adapter(name)
+    _mark_trainable(model)
+    try:
+        yield
+    finally:
+        model.set_adapter(POLICY_ADAPTER)
+        _mark_trainable(model)
+
+
+def prefix_values(model: Any, head: Any, input_ids: Any, attention_mask: Any, row: Any, end: Any) -> Any:
+    """V(input_ids[row, :end]) for each (row, end): [N] float32, from the hidden state at end - 1 (the last
+    token of the prefix) of the *active* adapter, through `head`. `end` >= 1."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+    last = hidden[row, end - 1]  # [N, H]: the prefix ids[:end] ends at position end - 1
+    return head(last.float()).squeeze(-1)  # [N]
+
+
+def save_value_model(model: Any, folder: str) -> None:
+    """Write the value adapter (peft format) and the head to `folder`, atomically."""
+    from safetensors.torch import save_file
+
+    tmp = f"{folder}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, selected_adapters=[VALUE_ADAPTER])  # peft writes it to tmp/value/
+    save_file(
+        {"weight": model.value_head.weight.detach().cpu().contiguous()},
+        os.path.join(tmp, VALUE_ADAPTER, HEAD_FILE),
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(os.path.join(tmp, VALUE_ADAPTER), folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ValueScorer:
+    """Scores partial trajectories with a trained value model: `scorer(prefixes) -> [V(prefix)]`, each prefix
+    a list of token ids. Loads the base model `model_path`, the value adapter and the head of `value_dir`."""
+
+    def __init__(self, model_path: str, value_dir: str, batch_size: int = 8, device: str | None = None):
+        import torch
+        from peft import PeftModel
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+
+        head_path = os.path.join(value_dir, HEAD_FILE)
+        if not os.path.exists(head_path):
+            raise FileNotFoundError(
+                f"{value_dir}: not a value model folder (no {HEAD_FILE}); give the `value` folder of a train "
+                "output with train.objective oreo (<root>/train/<version>/files/value)"
+            )
+        cuda = torch.cuda.is_available()
+        self.device = torch.device(device or ("cuda" if cuda else "cpu"))
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device)
+        self.model = PeftModel.from_pretrained(base, value_dir).eval()
+        weight = load_file(head_path)["weight"]  # [1, H]
+        self.head = torch.nn.Linear(weight.shape[1], 1, bias=False).to(self.device)
+        with torch.no_grad():
+            self.head.weight.copy_(weight)
+        self.pad_id = base.config.pad_token_id if base.config.pad_token_id is not None else 0
+        self.batch_size = batch_size
+
+    def __call__(self, prefixes: Sequence[Sequence[int]]) -> list[float]:
+        import torch
+
+        out: list[float] = []
+        for i in range(0, len(prefixes), self.batch_size):
+            chunk = [list(p) for p in prefixes[i : i + self.batch_size]]
+            longest = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), longest), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+            for r, p in enumerate(chunk):  # right padding: a prefix's last token stays at len(p) - 1
+                ids[r, : len(p)] = torch.tensor(p, dtype=torch.long)
+                mask[r, : len(p)] = 1
+            rows = torch.arange(len(chunk))
+            ends = torch.tensor([len(p) for p in chunk])
+            with torch.no_grad():
+                v = prefix_values(
+                    self.model, self.head, ids.to(self.device), mask.to(self.device), rows, ends
+                )
+            out += v.cpu().tolist()
+        return out
+
+    def close(self) -> None:
+        del self.model

@@ -1,0 +1,165 @@
+"""OREO's losses (docs/method.md §2): a value model and a policy trained on whole judged trajectories through
+the soft Bellman equation in telescoped form,
+
+    V(s_t) = R - beta * sum_{i >= t} logratio_i,      logratio_i = log pi(a_i | s_i) - log pi_ref(a_i | s_i)
+
+- value loss:  L_V  = mean_t ( V(s_t) - R + beta * sg[sum_{i >= t} logratio_i] )^2
+- policy loss: L_pi = mean_t ( sg[V(s_t)] - R + beta * logratio_t + beta * sg[sum_{i > t} logratio_i] )^2
+                      + alpha * mean_t KL(pi(.|s_t) || pi_ref(.|s_t))      (the whole vocabulary)
+
+States and actions are the agent's tokens only: the loss positions of a sequence are the tokens of its
+actions (batches.py builds them from the stored action spans), so prompt, template and observation tokens are
+in neither sum. `level` token: every action token is an action; step: an action span is one action (its
+log-ratio is the sum of its tokens', its state the prefix before the span). Every mean over t is a
+trajectory's mean over its own states, then the mean over the optimizer step's trajectories: `coef` carries
+1 / (trajectories in the step) on each token, and the functions here divide by the row's number of states.
+
+The loss functions take tensors and floats only; `oreo_micro_batch` runs the three models (policy, value,
+reference) on a micro-batch and feeds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from swirl.models.value import VALUE_ADAPTER, prefix_values, using_adapter
+from swirl.training.batches import MicroBatch
+from swirl.training.losses import lm_parts
+
+
+def suffix_sums(x: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+    """sum_{i >= t} x_i within each sequence: x [S], seq [S] (a sequence's states contiguous, in order)
+    -> [S]."""
+    out = torch.empty_like(x)
+    for s in torch.unique(seq):
+        m = seq == s
+        out[m] = x[m].flip(0).cumsum(0).flip(0)
+    return out
+
+
+def state_coefficients(seq: torch.Tensor, seq_weight: torch.Tensor) -> torch.Tensor:
+    """Per-state weights that make sum_t coef_t * x_t the step's mean over trajectories of each trajectory's
+    mean over its states: seq_weight_t / (states of t's sequence). [S] -> [S]."""
+    _, inv, counts = torch.unique(seq, return_inverse=True, return_counts=True)
+    return seq_weight / counts[inv]
+
+
+def value_loss(
+    values: torch.Tensor,
+    logratio: torch.Tensor,
+    reward: torch.Tensor,
+    seq: torch.Tensor,
+    seq_weight: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """L_V over states: values [S] (with grad: the value model), logratio [S] (no grad taken), reward [S]
+    (R of the state's trajectory), seq [S] (its sequence), seq_weight [S] (1 / trajectories in the step)."""
+    future = suffix_sums(logratio.detach(), seq)  # [S] sum_{i >= t} logratio_i
+    err = values - reward + beta * future
+    return (state_coefficients(seq, seq_weight) * err * err).sum()
+
+
+def policy_loss(
+    values: torch.Tensor,
+    logratio: torch.Tensor,
+    reward: torch.Tensor,
+    seq: torch.Tensor,
+    seq_weight: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """L_pi without its KL term; only logratio_t carries gradient (the values and the later log-ratios are
+    constants). Shapes as in `value_loss`."""
+    later = suffix_sums(logratio.detach(), seq) - logratio.detach()  # [S] sum_{i > t} logratio_i
+    err = values.detach() - reward + beta * logratio + beta * later
+    return (state_coefficients(seq, seq_weight) * err * err).sum()
+
+
+def full_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) over the vocabulary at each position: log-probs [N, V] -> [N]."""
+    return (logp.exp() * (logp - ref_logp)).sum(-1)
+
+
+def to_steps(
+    action: torch.Tensor,
+    values: torch.Tensor,
+    logratio: torch.Tensor,
+    reward: torch.Tensor,
+    seq: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token states -> step states (an action span is one action): the value at the span's first token (the
+    prefix before the span), the sum of the span's log-ratios, its reward and sequence. action [N] (the
+    tokens of a span contiguous) -> [K] each."""
+    _, inv, counts = torch.unique_consecutive(action, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts  # [K] index of each span's first token
+    step_logratio = torch.zeros(len(counts), dtype=logratio.dtype, device=logratio.device).index_add(
+        0, inv, logratio
+    )  # [K]
+    return values[first], step_logratio, reward[first], seq[first]
+
+
+@dataclass
+class OreoParts:
+    loss: torch.Tensor  # value loss + policy loss + alpha * KL: one backward trains both (disjoint weights)
+    value_loss: float
+    policy_loss: float  # without the KL term
+    kl: float  # the step's mean KL(pi || pi_ref) once summed over micro-batches
+    value_mean: float  # mean V over the states (same weighting as the losses)
+    logratio_mean: float  # mean log pi / pi_ref over the action tokens
+    tokens: int
+
+
+def oreo_micro_batch(model: Any, mb: MicroBatch, beta: float, alpha: float, level: str) -> OreoParts:
+    """This micro-batch's share of both losses. `mb`: one row per trajectory, loss positions on its action
+    tokens; `mb.weight` = R of the row's trajectory, `mb.coef` = 1 / (trajectories in the step).
+
+    The value and policy losses touch disjoint weights (the value adapter and head; the policy adapter), and
+    the policy loss uses the values of this same forward pass, so one backward and one optimizer step over
+    both parameter groups is the paper's order: the critic's step, then the actor's with the critic's values
+    from before that step."""
+    decoder, lm_head = lm_parts(model)
+    target = mb.input_ids[mb.row, mb.pos]  # [N] the action tokens a_t
+    # The shift, in one place: the action token at position p (mb.pos) is a_t, and its state s_t is the
+    # prefix ids[:p], whose last token sits at p - 1. So both pi(.|s_t) and V(s_t) are read from the hidden
+    # state at p - 1 (`prefix_values(..., end=p)`); reading V at p would let the value see the action it
+    # judges. The next state's value (at p) is never needed: the telescoped sum replaces it.
+    with torch.no_grad(), model.disable_adapter():
+        ref_hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+        ref_logp = torch.log_softmax(lm_head(ref_hidden[mb.row, mb.pos - 1]).float(), -1)  # [N, V]
+    hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state  # [B, T, H]
+    logp = torch.log_softmax(lm_head(hidden[mb.row, mb.pos - 1]).float(), -1)  # [N, V]
+    logratio = (logp - ref_logp).gather(-1, target[:, None]).squeeze(-1)  # [N]
+    with using_adapter(model, VALUE_ADAPTER):
+        values = prefix_values(
+            model, model.value_head, mb.input_ids, mb.attention_mask, mb.row, mb.pos
+        )  # [N] V(s_t)
+    kl = full_kl(logp, ref_logp)  # [N]
+    token_coef = state_coefficients(mb.row, mb.coef)  # [N] a row's mean over its tokens, then the batch's
+    # the states of the Bellman sums: every action token (token level) or every action span (step level)
+    s_values, s_logratio, s_reward, s_seq = values, logratio, mb.weight, mb.row  # [S] each
+    if level == "step":
+        s_values, s_logratio, s_reward, s_seq = to_steps(mb.action, values, logratio, mb.weight, mb.row)
+    elif level != "token":
+        raise ValueError(f"unknown oreo level {level!r}; choose token or step")
+    seq_weight = _row_weight(mb, s_seq)  # [S] 1 / (trajectories in the step)
+    v_loss = value_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
+    p_loss = policy_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
+    kl_term = (token_coef * kl).sum()
+    return OreoParts(
+        loss=v_loss + p_loss + alpha * kl_term,
+        value_loss=float(v_loss.detach()),
+        policy_loss=float(p_loss.detach()),
+        kl=float(kl_term.detach()),
+        value_mean=float((state_coefficients(s_seq, seq_weight) * s_values.detach()).sum()),
+        logratio_mean=float((token_coef * logratio.detach()).sum()),
+        tokens=int(target.numel()),
+    )
+
+
+def _row_weight(mb: MicroBatch, rows: torch.Tensor) -> torch.Tensor:
+    """1 / (trajectories in the step) for each state of `rows` (every token of a row carries it)."""
+    per_row = torch.zeros(int(mb.row.max()) + 1, dtype=mb.coef.dtype, device=mb.coef.device)
+    per_row[mb.row] = mb.coef
+    return per_row[rows]
