@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.parameters import Knobs, optional, resolve_config
-from swirl.config import RunConfig, Stage
+from swirl.config import ConfigError, RunConfig, Stage
 from swirl.data.config import DatasetSpec
 from swirl.generation import task_of
 from swirl.stages.base import cached_plan, upstream_refs
@@ -32,7 +32,7 @@ from swirl.stages.filter import Filter
 from swirl.stages.generate import Generate
 from swirl.stages.ingest import Ingest
 from swirl.stages.judge import Judge
-from swirl.stages.train import Train, adapter_path, read_train_log
+from swirl.stages.train import Train, adapter_path, read_train_log, value_path
 from swirl.stages.train import trained_on as train_datasets_of
 from swirl.store import Store
 from swirl.training.data import TrainInput
@@ -264,6 +264,8 @@ def run_round(
             ref = state.result().ref
             record("train", job, state, history=read_train_log(store, ref))
             outputs["train"]["adapter"] = adapter_path(ref)
+            if store.fs.exists(value_path(ref)):  # objective oreo: the value model of beam decoding
+                outputs["train"]["value"] = value_path(ref)
             outputs["train"]["reward_mean"] = ref.summary.get("final_reward_mean")
             model_version = register_adapter(
                 tr,
@@ -285,10 +287,19 @@ def run_round(
             trained_on = "+".join(i.questions.summary.get("dataset", "?") for i in train_inputs)
             adapter = outputs.get("train", {}).get("adapter")
             entries = []
+            eval_cfg = cfg.evaluate
+            if eval_cfg.decoding == "beam" and eval_cfg.value_model == "trained":
+                trained_value = outputs.get("train", {}).get("value")
+                if trained_value is None:
+                    raise ConfigError(
+                        "evaluate.value_model: trained, but this round's train output has no value model "
+                        "(train.objective oreo writes one); set a value folder instead"
+                    )
+                eval_cfg = eval_cfg.model_copy(update={"value_model": trained_value})
             for spec in cfg.evaluate_datasets():
                 for pol in eval_policies(cfg, adapter, trained_on, base_label):
                     job = Evaluate(
-                        cfg.evaluate,
+                        eval_cfg,
                         cfg.generate,
                         pol,
                         spec,
@@ -300,7 +311,7 @@ def run_round(
                     ref = record(f"eval/{spec.name}/{pol.label}", job, run_job(store.url, job)).ref
                     entries.append(ReportEntry(pol.label, pol.trained_on, ref))
             if entries:
-                job = Report(tuple(entries), cfg.evaluate, f"{cfg.run.name}: evaluation")
+                job = Report(tuple(entries), eval_cfg, f"{cfg.run.name}: evaluation")
                 ref = record("eval", job, run_job(store.url, job)).ref
                 publish_markdown(report_markdown(store, ref), job.title, "evaluation-report")
                 log_report(tr, ref)

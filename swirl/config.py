@@ -179,6 +179,14 @@ class RunConfig(Section):
                 "trajectories, so every outcome is 1 and the value model learns nothing; use "
                 "filter.strategy none (or process)"
             )
+        ev = self.evaluate
+        if ev.decoding == "beam" and ev.value_model == "trained":
+            if self.train.objective != "oreo" or "train" not in self.stages:
+                raise ValueError(
+                    "evaluate.value_model: trained names the value model this round trains, which needs "
+                    "train.objective oreo and the train stage; set it to the value folder of an oreo train "
+                    "output instead"
+                )
         unknown = [d for d in self.evaluate.datasets if d not in names]
         if unknown:
             raise ValueError(

@@ -55,7 +55,8 @@ class EvaluateConfig(Section):
     value_model: str | None = Field(
         None,
         description="Value model of beam decoding: the `value` folder of a train output with train.objective "
-        "oreo (<root>/train/<version>/files/value), trained on the policy's base model.",
+        "oreo (<root>/train/<version>/files/value), trained on the policy's base model; `trained` = the "
+        "value model this round trains (train.objective oreo).",
     )
     base: bool = Field(True, description="Evaluate the policy as configured (policy.model + policy.adapter).")
     trained: bool = Field(

@@ -19,6 +19,7 @@ modules and the optimiser's parameter groups), `coefficients`, `loss` (one micro
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -288,11 +289,14 @@ class Oreo(Objective):
             "reward_mean": float(rewards.mean()) if len(rewards) else 0.0,
         }
         if len(rewards) and rewards.min() == rewards.max():
-            raise ValueError(
-                f"train (oreo): all {len(rewards)} trajectories have outcome {rewards[0]:g}, so the value "
-                "model cannot tell good states from bad ones; train on correct and incorrect trajectories "
-                "(filter.strategy none or process)"
+            # Not an error: a round whose trajectories all failed (or all succeeded) is a legitimate result
+            # of generation, and the KL-regularised losses still train; the value model cannot rank states.
+            summary["warning"] = (
+                f"all {len(rewards)} trajectories have outcome {rewards[0]:g}: the value model cannot tell "
+                "good states from bad ones (train on correct and incorrect trajectories: filter.strategy "
+                "none or process)"
             )
+            logging.getLogger("swirl.training").warning("train (oreo): %s", summary["warning"])
         return TrainData(examples=examples, summary=summary)
 
     def build(self, model, cfg):

@@ -86,3 +86,25 @@ def test_iterate_chains_rounds_resumes_and_registers(prefect_harness, tmp_path, 
     assert [r["round"] for r in more["rounds"]] == [1, 2, 3]
     assert more["rounds"][2]["adapter_in"] == r2["adapter"]
     assert len(client.search_model_versions("name = 'it-exp'")) == 3
+
+
+def test_an_oreo_round_evaluates_with_the_value_model_it_trained(prefect_harness, tmp_path, tiny_model_dir):
+    """objective oreo + beam decoding with `evaluate.value_model: trained`: the round's evaluation of its
+    adapter ranks steps with the value model its train stage just wrote."""
+    from flows.round import swirl_round
+    from swirl.config import config_from_dict, load_config
+    from swirl.store import Store
+
+    data = load_config(write_iterate_config(tmp_path, tiny_model_dir, name="oreo")).model_dump(mode="json")
+    data["train"]["objective"] = "oreo"
+    data["evaluate"].update(
+        decoding="beam", beam_width=2, value_model="trained", temperature=0.7, questions=2, base=False
+    )
+    out = swirl_round(config_from_dict(data))
+    train = out["stages"]["train"]
+    assert train["value"].endswith("/files/value") and train["value"].startswith(train["path"])
+    store = Store(data["run"]["root"])
+    ev = store.ref("evaluate", out["stages"]["eval/gsm8k_test/trained"]["version"])
+    assert ev.summary["decoding"].startswith("beam(B=2")
+    manifest = store.manifest("evaluate", ev.version)
+    assert "beam" in manifest["config"]["decoding"]  # the value model is part of the evaluation's version

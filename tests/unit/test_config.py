@@ -50,7 +50,7 @@ def test_wrong_type_names_field_and_value(tmp_path):
         load_config(p)
     msg = str(e.value)
     assert "run.seed" in msg and "'abc'" in msg and "integer" in msg
-    assert msg.count("\n  - ") == 1, "one problem, one line"
+    assert "\n" not in msg and msg.startswith(f"{p}: run.seed (line 3): "), "one problem, one line"
 
 
 def test_missing_required_file(tmp_path):
