@@ -126,7 +126,6 @@ def main() -> None:
 
         dep = wait("the deployments", deployment, 180)
         ui = f"http://127.0.0.1:{pport}"
-        shoot(f"{ui}/deployments/deployment/{dep['id']}/run", f"{out}/prefect-run-form.png", height=1600)
         params = json.loads(args.params)
         run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params}).json()
 
@@ -136,6 +135,8 @@ def main() -> None:
 
         fr = wait("the iterate run", finished, 3600)
         print("iterate run:", fr["name"], fr["state"]["type"])
+        # the Run form once the server is warm (a shot taken while the UI still loads comes out faded)
+        shoot(f"{ui}/deployments/deployment/{dep['id']}/run", f"{out}/prefect-run-form.png", height=1600)
         shoot(f"{ui}/runs/flow-run/{run['id']}", f"{out}/prefect-iterate-run.png")
 
         def artifact(flow_run_id: str, key: str) -> str:

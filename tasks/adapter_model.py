@@ -1,9 +1,9 @@
 """A trained LoRA adapter as an MLflow model (pyfunc, "models from code"): what the registry versions.
 
 MLflow loads this file, not a pickle: `mlflow.pyfunc.load_model("models:/<experiment>@champion")` gives a
-model whose `predict` takes prompts (a list of strings, or a DataFrame with a `prompt` column) and returns the
-policy's greedy completions. The model's artifacts are the peft adapter folder; its config names the base
-model (a hub id or a local folder, as the run config's `policy.model`) and the decoding limit.
+model whose `predict` takes prompts (a list of strings) and returns the policy's greedy completions. The
+model's artifacts are the peft adapter folder; its config names the base model (a hub id or a local folder,
+as the run config's `policy.model`) and the decoding limit.
 """
 
 from __future__ import annotations
@@ -29,18 +29,22 @@ class LoraAdapterModel(PythonModel):
         model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
         self.model = PeftModel.from_pretrained(model, context.artifacts["adapter"]).eval()
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would validate against them
+    def predict(
+        self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
+    ) -> list[str]:
         import torch
 
-        prompts = list(model_input["prompt"]) if hasattr(model_input, "columns") else list(model_input)
         out = []
-        for prompt in prompts:
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": str(prompt)}], add_generation_prompt=True, return_tensors="pt"
+        for prompt in model_input:
+            enc = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": str(prompt)}],
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
             )
             with torch.no_grad():
-                gen = self.model.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=False)
-            out.append(self.tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
+                gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False)
+            out.append(self.tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
         return out
 
 

@@ -66,6 +66,9 @@ def publish_eval_table(results: Mapping[str, Mapping[str, Any]], title: str, key
                 "judge accuracy": None if r.get("accuracy_judge") is None else round(r["accuracy_judge"], 4),
             }
         )
+    if all(r["judge accuracy"] is None for r in rows):  # no LLM judge: no empty column
+        for r in rows:
+            del r["judge accuracy"]
     create_table_artifact(rows, key=_key(key), description=title)
 
 

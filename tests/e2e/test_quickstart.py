@@ -63,9 +63,15 @@ def test_quickstart_end_to_end(tmp_path):
 
     client = MlflowClient("sqlite:///" + str(tmp_path / "runs/quickstart/mlflow.db"))
     exp = client.get_experiment_by_name("swirl-quickstart")
-    run = next(r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "train")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "train"]
+    run = next(r for r in runs if r.data.tags["swirl.cached"] == "false")  # the second run's is a store hit
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"adapter", "files"}
+    # the adapter as an MLflow model (base + adapter), the curves and reports as files
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model", "files"}
+    cached = next(r for r in runs if r.data.tags["swirl.cached"] == "true")
+    assert "model" not in {a.path for a in client.list_artifacts(cached.info.run_id)}  # not logged again
+    versions = client.search_model_versions("name = 'swirl-quickstart'")
+    assert len(versions) == 1 and versions[0].run_id == run.info.run_id
 
     parent = next(
         r
@@ -115,4 +121,5 @@ def test_quickstart_end_to_end(tmp_path):
     assert show.returncode == 0 and "2 of 44 trajectories" in show.stdout and "action 1:" in show.stdout
 
     bad = _swirl(tmp_path, "run", "configs/quickstart.yaml", "--stages", "ingest,nope")
-    assert bad.returncode == 2 and "stages" in bad.stdout
+    err = bad.stderr.strip()
+    assert bad.returncode == 2 and "stages" in err and "'nope'" in err and "\n" not in err

@@ -72,5 +72,5 @@ def test_compare_unknown_run_is_one_clear_line(two_rounds, capsys):
 
     uri, _, _ = two_rounds
     assert main(["compare", "no-such-round", "--tracking-uri", uri]) == 2
-    out = capsys.readouterr().out
-    assert "no MLflow run with id or name 'no-such-round'" in out
+    err = capsys.readouterr().err.strip()
+    assert "no MLflow run with id or name 'no-such-round'" in err and "\n" not in err
