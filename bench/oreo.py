@@ -3,6 +3,7 @@
     python bench/oreo.py [--model runs/models/smollm2-135m-instruct | --tiny]
                          [--designs shared,separate,separate_full] [--steps 3] [--trajectories 4]
                          [--actions 3] [--prompt-tokens 200] [--action-tokens 24] [--obs-tokens 30]
+                         [--micro-batch-tokens 4096]
                          [--level token|step] [--lora-rank 16] [--threads 0] [--out bench/results/oreo.json]
 
 The model is a local transformers folder; the default, SmolLM2-135M-Instruct, is made by
@@ -88,6 +89,7 @@ def train_config(args: Any) -> Any:
         lora=LoraSection(rank=args.lora_rank, alpha=2 * args.lora_rank),
         oreo=OreoSection(level=args.level),
         seed=args.seed,
+        micro_batch_tokens=args.micro_batch_tokens,
     )
 
 
@@ -337,11 +339,15 @@ def _peak_rss() -> int:
 
 def run_worker(design_name: str, args: Any) -> dict[str, Any]:
     """One design in this process: build, train `args.steps` steps, measure."""
+    # the imports every design pays before any weight is loaded, so that RSS after them is a common floor
+    import peft  # noqa: F401
     import psutil
     import torch
+    from transformers import AutoModelForCausalLM  # noqa: F401
     from transformers.utils import logging as hf_logging
 
-    import swirl.training.loop  # noqa: F401  (the imports every design pays before any weight)
+    import swirl.training.loop  # noqa: F401
+    import swirl.training.oreo  # noqa: F401
 
     hf_logging.disable_progress_bar()
     if args.threads:
@@ -496,6 +502,12 @@ def main() -> int:
     ap.add_argument(
         "--obs-tokens", type=int, default=30, help="observation tokens after every action but the last"
     )
+    ap.add_argument(
+        "--micro-batch-tokens",
+        type=int,
+        default=4096,
+        help="padded tokens per forward/backward (train.micro_batch_tokens); fewer = less activation memory",
+    )
     ap.add_argument("--level", default="token", choices=["token", "step"])
     ap.add_argument("--lora-rank", type=int, default=16)
     ap.add_argument("--learning-rate", type=float, default=5e-4)
@@ -556,7 +568,8 @@ def main() -> int:
     title = (
         f"OREO's three models: one shared base vs separate copies; {described}, float32, CPU; "
         f"{args.steps} steps of {args.trajectories} trajectories ({tokens} tokens, {args.actions} actions of "
-        f"{args.action_tokens}), {args.level} level, LoRA r={args.lora_rank}"
+        f"{args.action_tokens}), micro-batches of {args.micro_batch_tokens} tokens, {args.level} level, "
+        f"LoRA r={args.lora_rank}"
     )
     notes = [
         f"- Ratios against `{BASELINE}` (three full copies, the same LoRA training: the same losses at "

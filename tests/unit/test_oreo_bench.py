@@ -45,6 +45,7 @@ def test_separate_copies_give_the_shared_designs_losses_before_and_after_a_step(
         prompt_tokens=20,
         action_tokens=5,
         obs_tokens=6,
+        micro_batch_tokens=72,  # two trajectories (36 tokens) per micro-batch, two per step: accumulation
     )
     cfg = train_config(args)
     shared = build_design("shared", tiny_model_dir, cfg)
