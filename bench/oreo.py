@@ -431,7 +431,7 @@ def _same_losses(name: str, c: dict[str, Any] | None) -> str:
         return "-"
     verdict = "yes" if c["step1_max_abs_diff"] < SAME_LOSS_TOL else "NO"
     every = f"; all steps {c['all_steps_max_abs_diff']:.1e}" if name == BASELINE else ""
-    return f"{verdict} (max |diff| {c['step1_max_abs_diff']:.1e}{every})"
+    return f"{verdict} (max abs diff {c['step1_max_abs_diff']:.1e}{every})"
 
 
 def table_rows(rows: dict[str, dict[str, Any]], checks: dict[str, dict[str, Any]]) -> list[list[str]]:
