@@ -2,6 +2,7 @@
 
     python bench/learning.py [--config configs/learn-cpu.yaml] [--variants base,warmup,sft,swirl_none,...]
                              [--objective swirl_offline|swirl] [--no-warmup]
+                             [--beam-width 3] [--beam-temperature 0.7] [--smoke]
                              [--out bench/results/learning.json]
 
 Every variant is one `swirl_round` on the same config with one change, so everything they share (the converted
@@ -20,6 +21,14 @@ the same seed), so each comparison with the base model is paired:
                               paper's best)
     swirl_outcome             ... keeping trajectories with a correct final answer
     swirl_process_outcome     ... both
+    oreo                      OREO (train.objective oreo, docs/method.md §2) on the same trajectories as the
+                              swirl_* variants, with no filter (it learns from the failures too: R = the
+                              outcome, 1 or 0); evaluated greedily like the others
+    oreo_beam                 the oreo variant's policy evaluated with value-guided beam search
+                              (evaluate.decoding beam, --beam-width, sampled at --beam-temperature) ranked by
+                              the value model it trained (evaluate.value_model = its train output's `value`
+                              folder); an evaluation-only round, a row of its own ("... (beam B)"); needs
+                              oreo, which runs first
 
 The tables give each variant's accuracy per dataset (rule-graded) with its 95% Wilson interval, the gain over
 base (and, with the warm-up, over the warm-up adapter) with its paired bootstrap interval and McNemar's exact
@@ -27,6 +36,11 @@ p. The same seed gives the same table: generation and training are seeded, evalu
 reproduces greedy decoding exactly in our tests (tests/unit/test_evaluate.py), so the figures are expected to
 repeat exactly on the same machine and versions. Writes the table as Markdown and JSON
 (bench/results/learning.{md,json}).
+
+`--smoke` checks the script's paths end to end in minutes, not what they measure: the config's model served
+by the hf engine (no vLLM), 8 training and 4 held-out questions per world, a 10-step warm-up, 2 training
+steps per variant, its own store (runs/learn-smoke) and output (bench/results/learning-smoke.{md,json}); its
+accuracies mean nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +67,39 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "swirl_process": {"filter": {"strategy": "process"}},
     "swirl_outcome": {"filter": {"strategy": "outcome"}},
     "swirl_process_outcome": {"filter": {"strategy": "process_outcome"}},
+    # micro-batches of 1024 tokens (2-3 trajectories; gradient accumulation is exact for oreo): OREO keeps two
+    # forward graphs (policy, value), and bench/oreo.py measured a peak RSS of 7.6 GB for 1328-token
+    # micro-batches on this model, ~14 GB for the 4096-token default with 8 trajectories of ~400 tokens
+    "oreo": {
+        "filter": {"strategy": "none"},
+        "train": {"objective": "oreo", "kl_beta": 0.0, "micro_batch_tokens": 1024},
+    },
+    "oreo_beam": {"evaluate": {"decoding": "beam"}},  # + the oreo variant's adapter and value model
 }
+EVAL_ONLY = ("base", "oreo_beam")  # variants that train nothing: their round evaluates the configured policy
+NEEDS = {"oreo_beam": "oreo"}  # a variant that evaluates what another one trained
+
+# --smoke: the config's model on the hf engine, a few questions and steps, its own store (see the docstring)
+SMOKE_ROOT = "runs/learn-smoke"
+SMOKE = {
+    "run": {"name": "learn-smoke", "root": SMOKE_ROOT, "experiment": "swirl-learn-smoke"},
+    "prepare": {
+        "toy_worlds": {
+            "dir": f"{SMOKE_ROOT}/data",
+            "arithmetic_train": 8,
+            "arithmetic_test": 4,
+            "twohop_train": 8,
+            "twohop_test": 4,
+            "seed": 0,
+        },
+    },
+    "generate": {"shard_questions": 8},
+    "train": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 10},
+    "evaluate": {"questions": 4, "shard_questions": 4, "bootstrap_resamples": 100},
+    "policy": {"kind": "hf", "merge_adapter": False},
+}
+# a short warm-up, long enough for some right answers among its samples (OREO needs both outcomes)
+SMOKE_VARIANTS = {"warmup": {"train": {"max_steps": 10, "learning_rate": 1e-3}}}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -64,22 +110,50 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def variant_config(
-    data: dict[str, Any], name: str, objective: str | None, start_adapter: str | None = None
+    data: dict[str, Any],
+    name: str,
+    objective: str | None,
+    start_adapter: str | None = None,
+    beam: dict[str, Any] | None = None,
+    smoke: bool = False,
 ) -> Any:
     """The config of one variant; `start_adapter`: the warm-up adapter the trained variants generate with and
-    continue training (train.lora.init_adapter defaults to the policy's adapter)."""
+    continue training (train.lora.init_adapter defaults to the policy's adapter). `beam` (oreo_beam):
+    the adapter to evaluate, its value model, the beam width and temperature."""
     from swirl.config import config_from_dict
 
     over = VARIANTS[name]
+    if smoke:
+        over = _merge(over, SMOKE_VARIANTS.get(name, {}))
     if name.startswith("swirl") and objective:
         over = _merge(over, {"train": {"objective": objective}})
     if start_adapter and name not in ("base", "warmup"):
         over = _merge(over, {"policy": {"adapter": start_adapter}})
+    if name == "oreo_beam":
+        if not beam:
+            raise ValueError("oreo_beam evaluates the oreo variant's policy: run oreo first")
+        over = _merge(
+            over,
+            {
+                "policy": {"adapter": beam["adapter"]},
+                "evaluate": {
+                    "value_model": beam["value_model"],
+                    "beam_width": beam["width"],
+                    "temperature": beam["temperature"],
+                },
+            },
+        )
     cfg = _merge(data, over)
-    if name == "base":  # evaluation only: nothing is trained
+    if name in EVAL_ONLY:  # evaluation only: nothing is trained
         cfg["stages"] = [s for s in cfg["stages"] if s in ("prepare", "ingest", "corpus", "evaluate")]
-    cfg["evaluate"] = _merge(cfg.get("evaluate", {}), {"base": True, "trained": name != "base"})
+    cfg["evaluate"] = _merge(cfg.get("evaluate", {}), {"base": True, "trained": name not in EVAL_ONLY})
     return config_from_dict(cfg, source=f"bench/learning.py:{name}")
+
+
+def variant_label(name: str, warm: bool, beam_width: int) -> str:
+    """The variant's row in the tables: warmup+NAME when it started from the warm-up adapter."""
+    label = f"oreo (beam {beam_width})" if name == "oreo_beam" else name
+    return f"warmup+{label}" if warm and name not in ("base", "warmup") else label
 
 
 def _cell(c: Any) -> dict[str, Any]:
@@ -117,8 +191,22 @@ def main() -> int:
         action="store_false",
         help="train the variants from the base model, not from the warm-up adapter",
     )
-    p.add_argument("--out", default="bench/results/learning.json")
+    p.add_argument("--beam-width", type=int, default=3, help="B of the oreo_beam variant's beam search")
+    p.add_argument(
+        "--beam-temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature of the beam search's candidate steps (beam decoding samples)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the paths end to end on the tiny model and the hf engine (minutes; see the docstring)",
+    )
+    p.add_argument("--out", default=None, help="default: bench/results/learning.json (-smoke with --smoke)")
     args = p.parse_args()
+    if args.out is None:
+        args.out = "bench/results/learning-smoke.json" if args.smoke else "bench/results/learning.json"
     for k, v in {
         "DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -133,35 +221,60 @@ def main() -> int:
     from swirl.evaluation.config import EvaluateConfig
     from swirl.evaluation.report import markdown_report
     from swirl.stages.evaluate import ReportEntry, report_cells
+    from swirl.stages.train import value_path
     from swirl.store import Store
     from tasks.engines import close_engines
 
     base_cfg = load_config(args.config)
     data = base_cfg.model_dump(mode="json")
+    if args.smoke:
+        data = _merge(data, SMOKE)
+        data["ingest"]["datasets"] = [
+            {
+                **d,
+                "path": d["path"].replace(
+                    base_cfg.prepare.toy_worlds.dir, SMOKE["prepare"]["toy_worlds"]["dir"]
+                ),
+            }
+            for d in data["ingest"]["datasets"]
+        ]
+        base_cfg = variant_config(data, "base", None, smoke=True)
     store = Store(base_cfg.run.store_root)
     entries: list[ReportEntry] = []
     timings: dict[str, float] = {}
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.warmup and any(n not in ("base", "warmup") for n in names) and "warmup" not in names:
         names.insert(1 if names[:1] == ["base"] else 0, "warmup")  # the variants start from its adapter
+    for name, needed in NEEDS.items():
+        if name in names and needed not in names[: names.index(name)]:
+            names.insert(names.index(name), needed)
     start_adapter = None
+    beam: dict[str, Any] | None = None  # what oreo_beam evaluates: the oreo variant's policy and value model
     try:
         for name in names:
-            cfg = variant_config(data, name, args.objective, start_adapter)
+            cfg = variant_config(data, name, args.objective, start_adapter, beam, args.smoke)
             t0 = time.perf_counter()
             result = swirl_round(cfg, keep_engines=True)
             timings[name] = round(time.perf_counter() - t0, 1)
-            label = "base" if name == "base" else "trained"
-            label_name = f"warmup+{name}" if start_adapter and name not in ("base", "warmup") else name
+            label = "base" if name in EVAL_ONLY else "trained"
+            label_name = variant_label(name, bool(start_adapter), args.beam_width)
             for key, out in result["stages"].items():
                 parts = key.split("/")
                 if parts[0] == "eval" and len(parts) == 3 and parts[2] == label:
                     ref = store.ref("evaluate", out["version"])
                     if not any(e.ref.version == ref.version for e in entries):
-                        trained_on = "" if name == "base" else cfg.train.objective
+                        trained_on = {"base": "", "oreo_beam": "oreo"}.get(name, cfg.train.objective)
                         entries.append(ReportEntry(label_name, trained_on, ref))
             if name == "warmup" and args.warmup:
                 start_adapter = result["stages"]["train"]["adapter"]
+            if name == "oreo":
+                trained = store.ref("train", result["stages"]["train"]["version"])
+                beam = {
+                    "adapter": result["stages"]["train"]["adapter"],
+                    "value_model": value_path(trained),
+                    "width": args.beam_width,
+                    "temperature": args.beam_temperature,
+                }
             print(f"{name}: {timings[name]} s", flush=True)
     finally:
         close_engines()
@@ -187,6 +300,8 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "seconds": timings,
         "warmup_adapter": start_adapter,
+        "oreo": beam,
+        "smoke": args.smoke,
         "cells": [_cell(c) for c in cells],
         "cells_vs_warmup": [_cell(c) for c in warm_cells],
     }
