@@ -22,6 +22,7 @@ from typing import Any
 
 VALUE_ADAPTER = "value"
 POLICY_ADAPTER = "default"
+REFERENCE_ADAPTER = "reference"  # frozen: the policy training started from, when it started from an adapter
 HEAD_FILE = "value_head.safetensors"
 
 
@@ -52,10 +53,34 @@ def value_parameters(model: Any) -> list[tuple[str, Any]]:
 
 
 def _mark_trainable(model: Any) -> None:
-    # peft's set_adapter freezes every adapter but the active one; both adapters train here.
+    # peft's set_adapter freezes every adapter but the active one; the policy and value adapters train here,
+    # the reference adapter never does.
     for name, p in model.named_parameters():
-        if "lora_" in name or name.startswith("value_head."):
+        if f".{REFERENCE_ADAPTER}." in name:
+            p.requires_grad_(False)
+        elif "lora_" in name or name.startswith("value_head."):
             p.requires_grad_(True)
+
+
+def add_reference(model: Any, adapter_dir: str) -> None:
+    """Make the adapter training started from (a warm-up's, a previous round's) the frozen reference policy:
+    OREO's KL and log-ratios are then taken against the policy it started from, as in the paper (an SFT
+    model), not against the raw base. A third LoRA on the same base; the policy adapter stays active."""
+    model.load_adapter(adapter_dir, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+    model.set_adapter(POLICY_ADAPTER)
+    _mark_trainable(model)
+
+
+@contextmanager
+def reference_policy(model: Any) -> Iterator[None]:
+    """Run the model as the reference policy: the frozen starting adapter if there is one, else the base
+    (adapters disabled)."""
+    if REFERENCE_ADAPTER in getattr(model, "peft_config", {}):
+        with using_adapter(model, REFERENCE_ADAPTER):
+            yield
+    else:
+        with model.disable_adapter():
+            yield
 
 
 @contextmanager

@@ -302,7 +302,7 @@ class Oreo(Objective):
     def build(self, model, cfg):
         from peft import LoraConfig
 
-        from swirl.models.value import add_value_model, value_parameters
+        from swirl.models.value import add_reference, add_value_model, value_parameters
 
         policy = [p for p in model.parameters() if p.requires_grad]
         lora = LoraConfig(
@@ -313,6 +313,8 @@ class Oreo(Objective):
             task_type="CAUSAL_LM",
         )
         add_value_model(model, lora)
+        if cfg.lora.init_adapter:  # the reference is the policy training starts from (paper: the SFT model)
+            add_reference(model, cfg.lora.init_adapter)
         value = [p for _, p in value_parameters(model)]
         return [
             ("policy", policy, cfg.learning_rate),

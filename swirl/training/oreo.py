@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from swirl.models.value import VALUE_ADAPTER, prefix_values, using_adapter
+from swirl.models.value import VALUE_ADAPTER, prefix_values, reference_policy, using_adapter
 from swirl.training.batches import MicroBatch
 from swirl.training.losses import lm_parts
 
@@ -125,7 +125,7 @@ def oreo_micro_batch(model: Any, mb: MicroBatch, beta: float, alpha: float, leve
     # prefix ids[:p], whose last token sits at p - 1. So both pi(.|s_t) and V(s_t) are read from the hidden
     # state at p - 1 (`prefix_values(..., end=p)`); reading V at p would let the value see the action it
     # judges. The next state's value (at p) is never needed: the telescoped sum replaces it.
-    with torch.no_grad(), model.disable_adapter():
+    with torch.no_grad(), reference_policy(model):  # the starting adapter, or the base with adapters disabled
         ref_hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
         ref_logp = torch.log_softmax(lm_head(ref_hidden[mb.row, mb.pos - 1]).float(), -1)  # [N, V]
     hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state  # [B, T, H]

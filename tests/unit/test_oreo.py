@@ -316,3 +316,26 @@ def test_bad_combinations_are_refused_with_the_field_and_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="filter.strategy outcome with train.objective oreo") as e:
         load_config(str(p))
     assert "filter.strategy none" in str(e.value)
+
+
+def test_training_from_an_adapter_takes_the_kl_against_that_adapter(
+    tiny_model_dir, tiny_adapter_dir, tmp_path
+):
+    """Started from an adapter (a warm-up's, a previous round's), the reference policy is that adapter, frozen
+    (the paper's reference is the SFT model it starts from), not the raw base: before the first update the
+    policy equals the reference, so the first step's KL is 0; the reference is never trained or saved."""
+    from swirl.engines.config import EngineConfig
+    from swirl.stages.base import run_stage
+    from swirl.stages.train import Train, adapter_path, read_train_log
+    from tests.unit.trainkit import build_train_store
+
+    store, inp = build_train_store(str(tmp_path), tiny_model_dir, n_questions=6, wrong_every=3)
+    policy = EngineConfig(kind="hf", model=tiny_model_dir, adapter=tiny_adapter_dir)
+    ref = run_stage(store, Train(_oreo_cfg(max_steps=2), policy, (inp,))).ref
+    log = read_train_log(store, ref)
+    assert abs(log[0]["kl"]) < 1e-6  # against the base, this random adapter's KL is far from 0
+    assert log[1]["kl"] > 1e-6  # the policy moved away from its frozen reference
+    assert not any(
+        "reference" in f or os.path.isdir(os.path.join(adapter_path(ref), f))
+        for f in os.listdir(adapter_path(ref))
+    )
