@@ -91,8 +91,13 @@ def test_iterate_deployment_through_the_prefect_api(tmp_path, tiny_model_dir):
             return r.json() if r.status_code == 200 else None
 
         dep = _wait("swirl serve to register its deployments", deployment, 180, logs)
-        for flow_name in ("swirl_round", "swirl_evaluate"):
-            assert http.get(f"/deployments/name/{flow_name}/e2e").status_code == 200
+        for flow_name in ("swirl_round", "swirl_evaluate"):  # registered one after another
+            _wait(
+                f"the {flow_name} deployment",
+                lambda f=flow_name: http.get(f"/deployments/name/{f}/e2e").status_code == 200,
+                60,
+                logs,
+            )
         params = {"rounds": 2, "knobs": {"eval_questions": 3, "learning_rate": 0.002}}
         run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params}).json()
 
