@@ -162,19 +162,13 @@ def build_separate_models(model_path: str, cfg: Any, full: bool) -> SeparateMode
     starts as the shared model's) or, `full`, with those adapters merged in and every weight trainable; the
     reference frozen."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     def load() -> Any:
         return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
 
-    lora = LoraConfig(
-        r=cfg.lora.rank,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    lora = cfg.lora.peft_config()
     reference = load().requires_grad_(False).eval()
     policy = get_peft_model(load(), lora)
     seed_adapters(policy, "policy")
@@ -212,45 +206,18 @@ def separate_micro_batch(m: SeparateModels, mb: Any, beta: float, alpha: float, 
 
     from swirl.models.value import prefix_values
     from swirl.training.losses import lm_parts
-    from swirl.training.oreo import (
-        OreoParts,
-        _row_weight,
-        full_kl,
-        policy_loss,
-        state_coefficients,
-        to_steps,
-        value_loss,
-    )
+    from swirl.training.oreo import oreo_losses
 
     def logp_at(model: Any) -> Any:
         decoder, lm_head = lm_parts(model)
         hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
         return torch.log_softmax(lm_head(hidden[mb.row, mb.pos - 1]).float(), -1)  # [N, V]
 
-    target = mb.input_ids[mb.row, mb.pos]  # [N]
     with torch.no_grad():
         ref_logp = logp_at(m.reference)
     logp = logp_at(m.policy)
-    logratio = (logp - ref_logp).gather(-1, target[:, None]).squeeze(-1)  # [N]
     values = prefix_values(m.value, m.head, mb.input_ids, mb.attention_mask, mb.row, mb.pos)  # [N] V(s_t)
-    kl = full_kl(logp, ref_logp)
-    token_coef = state_coefficients(mb.row, mb.coef)
-    s_values, s_logratio, s_reward, s_seq = values, logratio, mb.weight, mb.row
-    if level == "step":
-        s_values, s_logratio, s_reward, s_seq = to_steps(mb.action, values, logratio, mb.weight, mb.row)
-    seq_weight = _row_weight(mb, s_seq)
-    v_loss = value_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
-    p_loss = policy_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
-    kl_term = (token_coef * kl).sum()
-    return OreoParts(
-        loss=v_loss + p_loss + alpha * kl_term,
-        value_loss=float(v_loss.detach()),
-        policy_loss=float(p_loss.detach()),
-        kl=float(kl_term.detach()),
-        value_mean=float((state_coefficients(s_seq, seq_weight) * s_values.detach()).sum()),
-        logratio_mean=float((token_coef * logratio.detach()).sum()),
-        tokens=int(target.numel()),
-    )
+    return oreo_losses(mb, logp, ref_logp, values, beta, alpha, level)
 
 
 def build_design(name: str, model_path: str, cfg: Any) -> Design:

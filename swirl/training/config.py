@@ -32,6 +32,18 @@ class LoraSection(Section):
         "round's).",
     )
 
+    def peft_config(self):  # -> peft.LoraConfig
+        """A fresh adapter of this shape (the policy's, and OREO's value adapter)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+        )
+
 
 class OfflineSection(Section):
     """`swirl_offline`: reward-weighted likelihood of the logged actions."""

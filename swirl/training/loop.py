@@ -162,7 +162,7 @@ def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, An
     """The base model with a LoRA adapter (fresh, seeded, or cfg.lora.init_adapter), its tokenizer, its
     device."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -182,13 +182,7 @@ def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, An
     if cfg.lora.init_adapter:
         model = PeftModel.from_pretrained(base, cfg.lora.init_adapter, is_trainable=True)
     else:
-        lora = LoraConfig(
-            r=cfg.lora.rank,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules),
-            task_type="CAUSAL_LM",
-        )
+        lora = cfg.lora.peft_config()
         model = get_peft_model(base, lora)
     for p in model.parameters():  # LoRA weights train in float32 even on a bfloat16 base
         if p.requires_grad and p.dtype != torch.float32:

@@ -300,18 +300,10 @@ class Oreo(Objective):
         return TrainData(examples=examples, summary=summary)
 
     def build(self, model, cfg):
-        from peft import LoraConfig
-
         from swirl.models.value import add_reference, add_value_model, value_parameters
 
         policy = [p for p in model.parameters() if p.requires_grad]
-        lora = LoraConfig(
-            r=cfg.lora.rank,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules),
-            task_type="CAUSAL_LM",
-        )
+        lora = cfg.lora.peft_config()
         add_value_model(model, lora)
         if cfg.lora.init_adapter:  # the reference is the policy training starts from (paper: the SFT model)
             add_reference(model, cfg.lora.init_adapter)

@@ -120,7 +120,6 @@ def oreo_micro_batch(model: Any, mb: MicroBatch, beta: float, alpha: float, leve
     both parameter groups is the paper's order: the critic's step, then the actor's with the critic's values
     from before that step."""
     decoder, lm_head = lm_parts(model)
-    target = mb.input_ids[mb.row, mb.pos]  # [N] the action tokens a_t
     # The shift, in one place: the action token at position p (mb.pos) is a_t, and its state s_t is the
     # prefix ids[:p], whose last token sits at p - 1. So both pi(.|s_t) and V(s_t) are read from the hidden
     # state at p - 1 (`prefix_values(..., end=p)`); reading V at p would let the value see the action it
@@ -130,11 +129,27 @@ def oreo_micro_batch(model: Any, mb: MicroBatch, beta: float, alpha: float, leve
         ref_logp = torch.log_softmax(lm_head(ref_hidden[mb.row, mb.pos - 1]).float(), -1)  # [N, V]
     hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state  # [B, T, H]
     logp = torch.log_softmax(lm_head(hidden[mb.row, mb.pos - 1]).float(), -1)  # [N, V]
-    logratio = (logp - ref_logp).gather(-1, target[:, None]).squeeze(-1)  # [N]
     with using_adapter(model, VALUE_ADAPTER):
         values = prefix_values(
             model, model.value_head, mb.input_ids, mb.attention_mask, mb.row, mb.pos
         )  # [N] V(s_t)
+    return oreo_losses(mb, logp, ref_logp, values, beta, alpha, level)
+
+
+def oreo_losses(
+    mb: MicroBatch,
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    values: torch.Tensor,
+    beta: float,
+    alpha: float,
+    level: str,
+) -> OreoParts:
+    """Both losses and the KL term from the models' outputs at the action tokens' states: `logp` and
+    `ref_logp` [N, V] (pi(.|s_t) and pi_ref(.|s_t)), `values` [N] (V(s_t)). The trainer and the benchmark's
+    separate-models baseline (bench/oreo.py) both end here."""
+    target = mb.input_ids[mb.row, mb.pos]  # [N] the action tokens a_t
+    logratio = (logp - ref_logp).gather(-1, target[:, None]).squeeze(-1)  # [N]
     kl = full_kl(logp, ref_logp)  # [N]
     token_coef = state_coefficients(mb.row, mb.coef)  # [N] a row's mean over its tokens, then the batch's
     # the states of the Bellman sums: every action token (token level) or every action span (step level)
