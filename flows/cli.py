@@ -129,20 +129,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name, _, path = spec.rpartition("=") if "=" in spec else (f"adapter{i + 1}", "", spec)
         adapters.append(AdapterEntry(name=name, path=path))
     datasets = args.datasets.split(",") if args.datasets else None
-    try:
-        cfg = evaluation_config(cfg, adapters, datasets, args.trained, source=args.config)
+    try:  # checked before any flow starts; the flow resolves the same config
+        evaluation_config(cfg, adapters, datasets, args.trained, source=args.config)
     except ConfigError as e:
         _error("config error", e)
         return 2
-    from prefect import flow
+    from flows.evaluate import swirl_evaluate
 
-    from flows.round import run_round
-
-    @flow(name="swirl_evaluate", flow_run_name=f"{cfg.run.name} evaluate", log_prints=True)
-    def evaluate_config() -> dict[str, Any]:
-        return run_round(cfg, kind="evaluate", source="flows/cli.py:eval")
-
-    _print_round(evaluate_config())
+    _print_round(swirl_evaluate(args.config, adapters, datasets, args.trained))
     return 0
 
 

@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.parameters import Knobs, optional, resolve_config
+from flows.parameters import Knobs, config_name, optional, resolve_config
 from flows.round import run_round
 from swirl.config import ConfigError, RunConfig, check_config_files, config_from_dict
 from tasks.artifacts import publish_config
@@ -58,10 +58,8 @@ def evaluation_config(
 
 
 def _evaluate_run_name() -> str:
-    import os
-
     params = flow_run.get_parameters() or {}
-    return os.path.splitext(os.path.basename(str(params.get("config_path", "swirl"))))[0] + " evaluate"
+    return config_name(params.get("config_path", "swirl")) + " evaluate"
 
 
 @flow(name="swirl_evaluate", flow_run_name=_evaluate_run_name, log_prints=True)

@@ -27,7 +27,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.parameters import Knobs, optional, resolve_config
+from flows.parameters import Knobs, config_name, optional, resolve_config
 from flows.round import rename_flow_run, swirl_round
 from swirl.config import ConfigError, RunConfig
 from swirl.store import Store, stage_version
@@ -141,7 +141,7 @@ def check_iteration(cfg: RunConfig, rounds: int = 1, more_rounds: int | None = N
 
 def _iterate_run_name() -> str:
     params = flow_run.get_parameters() or {}
-    name = os.path.splitext(os.path.basename(str(params.get("config_path", "swirl"))))[0]
+    name = config_name(params.get("config_path", "swirl"))
     knobs = params.get("knobs")  # a Knobs object, or its dict from a deployment run
     run_name = knobs.get("run_name") if isinstance(knobs, dict) else getattr(knobs, "run_name", None)
     return f"{run_name or name} iterate"

@@ -8,6 +8,7 @@ description, the enumerations (stages, objective, filter strategy) as dropdowns,
 
 from __future__ import annotations
 
+import os
 import typing
 from typing import Annotated, Any
 
@@ -85,6 +86,12 @@ class Knobs(BaseModel):
             "eval_questions": ("evaluate", "questions"),
         }
         return {".".join(where[k]): v for k, v in self.model_dump(exclude_none=True).items()}
+
+
+def config_name(config_path: str) -> str:
+    """A config file's name without folder and suffix (`configs/quickstart.yaml` -> `quickstart`): what its
+    deployments and, until the MLflow run is known, its flow runs are named after."""
+    return os.path.splitext(os.path.basename(str(config_path)))[0]
 
 
 def resolve_config(

@@ -13,14 +13,13 @@ training.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.parameters import Knobs, optional, resolve_config
+from flows.parameters import Knobs, config_name, optional, resolve_config
 from swirl.config import ConfigError, RunConfig, Stage
 from swirl.data.config import DatasetSpec
 from swirl.generation import task_of
@@ -94,7 +93,7 @@ def _round_run_name() -> str:
     cfg = params.get("cfg")
     name = cfg.run.name if isinstance(cfg, RunConfig) else ((cfg or {}).get("run") or {}).get("name", "swirl")
     if params.get("config_path"):
-        name = os.path.splitext(os.path.basename(str(params["config_path"])))[0]
+        name = config_name(params["config_path"])
     r = params.get("round_number")
     return f"{name} round {r}" if r else f"{name} round"
 
@@ -275,7 +274,7 @@ def run_round(
                 registered_model_name(cfg),
                 {
                     "swirl.run": cfg.run.name,
-                    "swirl.round": str(round_number or mlflow_run_name(tr)),
+                    "swirl.round": str(round_number or run_name),
                     "swirl.train_version": ref.version,
                     "swirl.data_versions": ",".join(i.steps.short() for i in train_inputs),
                     "swirl.base_adapter": cfg.policy.adapter or "",

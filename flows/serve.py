@@ -8,17 +8,17 @@ from the UI or the API execute in this process, in the project root.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flows.evaluate import swirl_evaluate
 from flows.iterate import swirl_iterate
+from flows.parameters import config_name
 from flows.round import swirl_round_from_file
 
 
 def served_deployments(config_path: str, every_minutes: float | None = None) -> list[Any]:
     """The deployments `swirl serve` serves, named after the config file (e.g. `swirl_iterate/quickstart`)."""
-    name = os.path.splitext(os.path.basename(config_path))[0]
+    name = config_name(config_path)
     schedule: dict[str, Any] = {"interval": every_minutes * 60} if every_minutes else {}
     return [
         swirl_round_from_file.to_deployment(
