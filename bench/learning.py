@@ -2,7 +2,7 @@
 
     python bench/learning.py [--config configs/learn-cpu.yaml] [--variants base,warmup,sft,swirl_none,...]
                              [--objective swirl_offline|swirl] [--no-warmup]
-                             [--beam-width 3] [--beam-temperature 0.7] [--smoke]
+                             [--beam-width 3] [--beam-temperature 0.7] [--beam-questions N] [--smoke]
                              [--out bench/results/learning.json]
 
 Every variant is one `swirl_round` on the same config with one change, so everything they share (the converted
@@ -28,7 +28,11 @@ the same seed), so each comparison with the base model is paired:
                               (evaluate.decoding beam, --beam-width, sampled at --beam-temperature) ranked by
                               the value model it trained (evaluate.value_model = its train output's `value`
                               folder); an evaluation-only round, a row of its own ("... (beam B)"); needs
-                              oreo, which runs first
+                              oreo, which runs first. Beam search samples B x B steps where greedy decoding
+                              writes one: --beam-questions N evaluates a seeded N of the held-out questions
+                              per world instead of all (the same seed: a subset of the others' questions);
+                              its row is then left out of the main tables and a third table compares every
+                              variant with greedy OREO on those N questions (paired, like the others)
 
 The tables give each variant's accuracy per dataset (rule-graded) with its 95% Wilson interval, the gain over
 base (and, with the warm-up, over the warm-up adapter) with its paired bootstrap interval and McNemar's exact
@@ -140,6 +144,7 @@ def variant_config(
                     "value_model": beam["value_model"],
                     "beam_width": beam["width"],
                     "temperature": beam["temperature"],
+                    **({"questions": beam["questions"]} if beam.get("questions") else {}),
                 },
             },
         )
@@ -197,6 +202,12 @@ def main() -> int:
         type=float,
         default=0.7,
         help="sampling temperature of the beam search's candidate steps (beam decoding samples)",
+    )
+    p.add_argument(
+        "--beam-questions",
+        type=int,
+        default=None,
+        help="held-out questions per world for oreo_beam (default: evaluate.questions, as the others)",
     )
     p.add_argument(
         "--smoke",
@@ -274,11 +285,22 @@ def main() -> int:
                     "value_model": value_path(trained),
                     "width": args.beam_width,
                     "temperature": args.beam_temperature,
+                    "questions": args.beam_questions,
                 }
             print(f"{name}: {timings[name]} s", flush=True)
     finally:
         close_engines()
     cfg_eval: EvaluateConfig = base_cfg.evaluate
+    beam_label = variant_label("oreo_beam", bool(start_adapter), args.beam_width)
+    beam_subset: dict[str, list[str]] = {}  # dataset -> the questions a --beam-questions run evaluated
+    if args.beam_questions is not None:
+        for e in entries:
+            if e.policy == beam_label:
+                ids = store.read_ref(e.ref).column("question_id").to_pylist()
+                beam_subset[str(e.ref.summary.get("dataset"))] = ids
+    all_entries = entries
+    if beam_subset:  # not the others' questions: the beam row has a table of its own below
+        entries = [e for e in entries if e.policy != beam_label]
     cells = report_cells(store, entries, cfg_eval)
     title = f"SWiRL at CPU scale: {base_cfg.policy.model}, {args.config}"
     md = markdown_report(cells, title)
@@ -290,6 +312,16 @@ def main() -> int:
         md += "\n\n" + markdown_report(
             warm_cells,
             'The same policies compared with the warm-up adapter ("gain vs base" below = gain vs warmup)',
+        )
+    subset_cells = []
+    if beam_subset:
+        greedy = variant_label("oreo", bool(start_adapter), args.beam_width)
+        n = ", ".join(f"{len(v)} of {d}" for d, v in beam_subset.items())
+        subset_cells = report_cells(store, all_entries, cfg_eval, baseline=greedy, question_ids=beam_subset)
+        md += "\n\n" + markdown_report(
+            subset_cells,
+            f'On the questions the beam search evaluated ({n}), compared with greedy {greedy} ("gain vs '
+            f'base" below = gain vs {greedy})',
         )
     print(md)
     result = {
@@ -304,6 +336,7 @@ def main() -> int:
         "smoke": args.smoke,
         "cells": [_cell(c) for c in cells],
         "cells_vs_warmup": [_cell(c) for c in warm_cells],
+        "cells_on_beam_questions": [_cell(c) for c in subset_cells],
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:

@@ -14,6 +14,7 @@ A value folder (the train output's `value/`) holds the value adapter in peft's f
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -95,12 +96,25 @@ def using_adapter(model: Any, name: str) -> Iterator[None]:
         _mark_trainable(model)
 
 
-def prefix_values(model: Any, head: Any, input_ids: Any, attention_mask: Any, row: Any, end: Any) -> Any:
+def prefix_values(
+    model: Any,
+    head: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    row: Any,
+    end: Any,
+    past_key_values: Any = None,
+) -> Any:
     """V(input_ids[row, :end]) for each (row, end): [N] float32, from the hidden state at end - 1 (the last
-    token of the prefix) of the *active* adapter, through `head`. `end` >= 1."""
+    token of the prefix) of the *active* adapter, through `head`. `end` >= 1.
+
+    With `past_key_values` (a cache of shared leading tokens, one copy per row), `input_ids` are the tokens
+    after them and `end` counts from there: the attention mask then covers the cached tokens too."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+    hidden = decoder(
+        input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values
+    ).last_hidden_state  # [B, T, H]
     last = hidden[row, end - 1]  # [N, H]: the prefix ids[:end] ends at position end - 1
     return head(last.float()).squeeze(-1)  # [N]
 
@@ -123,9 +137,21 @@ def save_value_model(model: Any, folder: str) -> None:
 
 class ValueScorer:
     """Scores partial trajectories with a trained value model: `scorer(prefixes) -> [V(prefix)]`, each prefix
-    a list of token ids. Loads the base model `model_path`, the value adapter and the head of `value_dir`."""
+    a list of token ids. Loads the base model `model_path`, the value adapter and the head of `value_dir`.
 
-    def __init__(self, model_path: str, value_dir: str, batch_size: int = 8, device: str | None = None):
+    Prefixes that share their leading tokens (a beam's candidates share the prompt: the worked example and the
+    question, most of each sequence) are scored from one forward pass of the shared tokens: its key/value
+    cache is repeated for the group's rows and only the rest of each prefix is run (`min_shared` tokens or
+    more, else each prefix is run whole). bench/value_scorer.py measures the saving and the agreement."""
+
+    def __init__(
+        self,
+        model_path: str,
+        value_dir: str,
+        batch_size: int = 8,
+        device: str | None = None,
+        min_shared: int = 32,
+    ):
         import torch
         from peft import PeftModel
         from safetensors.torch import load_file
@@ -148,27 +174,86 @@ class ValueScorer:
             self.head.weight.copy_(weight)
         self.pad_id = base.config.pad_token_id if base.config.pad_token_id is not None else 0
         self.batch_size = batch_size
+        self.min_shared = min_shared  # 0: never share (every prefix run whole)
 
     def __call__(self, prefixes: Sequence[Sequence[int]]) -> list[float]:
-        import torch
+        seqs = [list(p) for p in prefixes]
+        out: list[float] = [0.0] * len(seqs)
+        for members, shared in _shared_groups(seqs, self.min_shared):
+            group = [seqs[i] for i in members]
+            values = self._score_group(group, shared) if shared else self._score_whole(group)
+            for i, v in zip(members, values, strict=True):
+                out[i] = v
+        return out
 
+    def _score_whole(self, prefixes: list[list[int]]) -> list[float]:
         out: list[float] = []
         for i in range(0, len(prefixes), self.batch_size):
-            chunk = [list(p) for p in prefixes[i : i + self.batch_size]]
-            longest = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), longest), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), longest), dtype=torch.long)
-            for r, p in enumerate(chunk):  # right padding: a prefix's last token stays at len(p) - 1
-                ids[r, : len(p)] = torch.tensor(p, dtype=torch.long)
-                mask[r, : len(p)] = 1
-            rows = torch.arange(len(chunk))
-            ends = torch.tensor([len(p) for p in chunk])
-            with torch.no_grad():
-                v = prefix_values(
-                    self.model, self.head, ids.to(self.device), mask.to(self.device), rows, ends
-                )
-            out += v.cpu().tolist()
+            out += self._forward(prefixes[i : i + self.batch_size], None, 0)
         return out
+
+    def _score_group(self, prefixes: list[list[int]], shared: int) -> list[float]:
+        """Prefixes whose first `shared` tokens are equal (each is longer): one pass over those tokens, then
+        the rest of each from that cache."""
+        import torch
+
+        head_ids = torch.tensor([prefixes[0][:shared]], dtype=torch.long, device=self.device)  # [1, S]
+        decoder = self.model.get_base_model().get_decoder()
+        with torch.no_grad():
+            cache = decoder(input_ids=head_ids, use_cache=True).past_key_values
+        out: list[float] = []
+        for i in range(0, len(prefixes), self.batch_size):
+            chunk = [p[shared:] for p in prefixes[i : i + self.batch_size]]
+            past = copy.deepcopy(cache)  # the forward appends to the cache it is given
+            past.batch_repeat_interleave(len(chunk))
+            out += self._forward(chunk, past, shared)
+        return out
+
+    def _forward(self, chunk: list[list[int]], past: Any, past_len: int) -> list[float]:
+        import torch
+
+        longest = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), past_len + longest), dtype=torch.long)
+        mask[:, :past_len] = 1
+        for r, p in enumerate(chunk):  # right padding: a prefix's last token stays at len(p) - 1
+            ids[r, : len(p)] = torch.tensor(p, dtype=torch.long)
+            mask[r, past_len : past_len + len(p)] = 1
+        rows = torch.arange(len(chunk))
+        ends = torch.tensor([len(p) for p in chunk])
+        with torch.no_grad():
+            v = prefix_values(
+                self.model, self.head, ids.to(self.device), mask.to(self.device), rows, ends, past
+            )
+        return v.cpu().tolist()
 
     def close(self) -> None:
         del self.model
+
+
+def _shared_groups(prefixes: list[list[int]], min_shared: int) -> list[tuple[list[int], int]]:
+    """Group the prefixes (by index) that share at least `min_shared` leading tokens: [(members, shared)],
+    `shared` = the leading tokens all members share, at most each member's length less one (each member needs
+    a token of its own to run: its value is read at its last token); shared = 0 for a prefix run whole.
+    Prefixes are taken in order; each joins the first group whose shared tokens it starts with at `min_shared`
+    or more."""
+    groups: list[tuple[list[int], int]] = []
+    for i, p in enumerate(prefixes):
+        for g, (members, shared) in enumerate(groups):
+            first = prefixes[members[0]]
+            common = _common_length(first, p, shared)
+            if min_shared and common >= min_shared:
+                groups[g] = (members + [i], common)
+                break
+        else:
+            groups.append(([i], len(p) - 1))
+    return [(m, s if len(m) > 1 and min_shared and s >= min_shared else 0) for m, s in groups]
+
+
+def _common_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """Leading tokens a and b share, at most `limit` and at most len(b) - 1."""
+    n = min(limit, len(b) - 1, len(a))
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -375,10 +375,15 @@ class Report:
 
 
 def report_cells(
-    store: Store, entries: Sequence[ReportEntry], cfg: EvaluateConfig, baseline: str = "base"
+    store: Store,
+    entries: Sequence[ReportEntry],
+    cfg: EvaluateConfig,
+    baseline: str = "base",
+    question_ids: Mapping[str, Collection[str]] | None = None,
 ) -> list[Any]:
     """One report cell per entry; policies other than `baseline` are compared with it on the same
-    questions."""
+    questions. `question_ids` (dataset -> ids): every entry's rows of that dataset restricted to those
+    questions (to compare policies on a subset one of them was evaluated on)."""
     from swirl.evaluation.metrics import episode_stats, paired_comparison, proportion
     from swirl.evaluation.report import Cell
 
@@ -397,6 +402,10 @@ def report_cells(
     by_dataset: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for e in entries:
         rows = tables[(e.policy, e.ref.short())]
+        keep = (question_ids or {}).get(str(e.ref.summary.get("dataset")))
+        if keep is not None:
+            keep = set(keep)
+            rows = [r for r in rows if r["question_id"] in keep]
         by_dataset.setdefault(str(e.ref.summary.get("dataset")), {})[e.policy] = rows
     cells = []
     for e in entries:

@@ -174,6 +174,23 @@ def test_report_refuses_unpaired_samples(evaluated, tiny_model_dir, tiny_adapter
     _, other = run_policy(root, tiny_model_dir, adapter=tiny_adapter_dir, questions=6)
     with pytest.raises(ValueError, match="different questions of 'gsm8k_test'"):
         run_report(store, [ReportEntry("base", "", base), ReportEntry("x", "", other)], EvaluateConfig(), "t")
+    # ... unless both are restricted to the questions the smaller sample holds: a paired comparison on those
+    from swirl.stages.evaluate import report_cells
+
+    subset = {r["question_id"] for r in store.read_ref(other).to_pylist()}
+    base_right = sum(
+        r["rule_correct"] for r in store.read_ref(base).to_pylist() if r["question_id"] in subset
+    )
+    assert len(subset) == 6 and 0 < base_right < 6
+    cells = report_cells(
+        store,
+        [ReportEntry("base", "", base), ReportEntry("x", "", other)],
+        EvaluateConfig(bootstrap_resamples=200),
+        question_ids={"gsm8k_test": subset},
+    )
+    assert [(c.policy, c.rule.n) for c in cells] == [("base", 6), ("x", 6)]
+    assert cells[0].rule.rate == base_right / 6 and cells[1].rule.rate == 1.0  # the adapter answers all
+    assert cells[1].vs_base.diff == pytest.approx(1.0 - base_right / 6)
 
 
 def test_sample_is_seeded_and_shared_by_policies(evaluated, tiny_model_dir, tiny_adapter_dir, tmp_path):
