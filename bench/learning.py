@@ -2,7 +2,8 @@
 
     python bench/learning.py [--config configs/learn-cpu.yaml] [--variants base,warmup,sft,swirl_none,...]
                              [--objective swirl_offline|swirl] [--no-warmup]
-                             [--beam-width 3] [--beam-temperature 0.7] [--beam-questions N] [--smoke]
+                             [--beam-width 3] [--beam-temperature 0.7] [--beam-questions N]
+                             [--oreo-learning-rate LR] [--smoke]
                              [--out bench/results/learning.json]
 
 Every variant is one `swirl_round` on the same config with one change, so everything they share (the converted
@@ -120,6 +121,7 @@ def variant_config(
     start_adapter: str | None = None,
     beam: dict[str, Any] | None = None,
     smoke: bool = False,
+    oreo_learning_rate: float | None = None,
 ) -> Any:
     """The config of one variant; `start_adapter`: the warm-up adapter the trained variants generate with and
     continue training (train.lora.init_adapter defaults to the policy's adapter). `beam` (oreo_beam):
@@ -131,6 +133,11 @@ def variant_config(
         over = _merge(over, SMOKE_VARIANTS.get(name, {}))
     if name.startswith("swirl") and objective:
         over = _merge(over, {"train": {"objective": objective}})
+    if name == "oreo" and oreo_learning_rate:  # the policy's rate only: the value model keeps the config's
+        lr = data["train"]["learning_rate"]
+        over = _merge(
+            over, {"train": {"learning_rate": oreo_learning_rate, "oreo": {"value_learning_rate": lr}}}
+        )
     if start_adapter and name not in ("base", "warmup"):
         over = _merge(over, {"policy": {"adapter": start_adapter}})
     if name == "oreo_beam":
@@ -210,6 +217,13 @@ def main() -> int:
         help="held-out questions per world for oreo_beam (default: evaluate.questions, as the others)",
     )
     p.add_argument(
+        "--oreo-learning-rate",
+        type=float,
+        default=None,
+        help="the oreo variant's policy learning rate (default: train.learning_rate, which its value model "
+        "keeps)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="check the paths end to end on the tiny model and the hf engine (minutes; see the docstring)",
@@ -263,7 +277,9 @@ def main() -> int:
     beam: dict[str, Any] | None = None  # what oreo_beam evaluates: the oreo variant's policy and value model
     try:
         for name in names:
-            cfg = variant_config(data, name, args.objective, start_adapter, beam, args.smoke)
+            cfg = variant_config(
+                data, name, args.objective, start_adapter, beam, args.smoke, args.oreo_learning_rate
+            )
             t0 = time.perf_counter()
             result = swirl_round(cfg, keep_engines=True)
             timings[name] = round(time.perf_counter() - t0, 1)
@@ -333,6 +349,7 @@ def main() -> int:
         "seconds": timings,
         "warmup_adapter": start_adapter,
         "oreo": beam,
+        "oreo_learning_rate": args.oreo_learning_rate,
         "smoke": args.smoke,
         "cells": [_cell(c) for c in cells],
         "cells_vs_warmup": [_cell(c) for c in warm_cells],

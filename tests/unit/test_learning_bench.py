@@ -35,3 +35,10 @@ def test_oreo_trains_on_every_trajectory_from_the_warm_up_adapter():
     cfg = variant_config(_data(), "oreo", None, start_adapter="w/adapter")
     assert (cfg.train.objective, cfg.filter.strategy, cfg.policy.adapter) == ("oreo", "none", "w/adapter")
     assert cfg.train.kl_beta == 0.0 and cfg.evaluate.trained is True
+
+
+def test_oreo_learning_rate_changes_the_policys_rate_only():
+    cfg = variant_config(_data(), "oreo", None, start_adapter="w/adapter", oreo_learning_rate=1e-4)
+    assert cfg.train.learning_rate == 1e-4
+    assert cfg.train.oreo.value_learning_rate == 5e-4  # configs/learn-cpu.yaml's train.learning_rate
+    assert variant_config(_data(), "sft", None, oreo_learning_rate=1e-4).train.learning_rate == 5e-4
