@@ -33,14 +33,23 @@ import random
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def random_value_model(model_dir: str, folder: str, seed: int = 0) -> str:
-    """A value folder (the trainer's shape: LoRA r 16 on all linear layers + the head) with seeded random,
-    non-zero weights."""
+def random_value_model(
+    model_dir: str,
+    folder: str,
+    seed: int = 0,
+    lora: Any = None,
+    lora_std: float = 0.02,
+    head_std: float = 0.05,
+) -> str:
+    """A value folder with seeded random, non-zero weights: the value adapter's lora_B ~ N(0, lora_std) and
+    the head ~ N(0, head_std). `lora` (a peft LoraConfig): default the trainer's shape, r 16 on all linear
+    layers."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -49,15 +58,14 @@ def random_value_model(model_dir: str, folder: str, seed: int = 0) -> str:
     from swirl.training.config import LoraSection
 
     torch.manual_seed(seed)
-    lora = LoraSection(rank=16, alpha=32).peft_config()
-
+    lora = lora or LoraSection(rank=16, alpha=32).peft_config()
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), lora)
     add_value_model(model, lora)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if ".value." in name and "lora_B" in name:
-                p.normal_(0, 0.02)
-        model.value_head.weight.normal_(0, 0.05)
+                p.normal_(0, lora_std)
+        model.value_head.weight.normal_(0, head_std)
     save_value_model(model, folder)
     return folder
 
@@ -71,11 +79,7 @@ def question_prompts(cfg: Any, tokenizer: Any, n: int) -> list[list[int]]:
     spec = next(d for d in cfg.ingest.datasets if d.split != "train" and d.format == "gsm8k")
     rows = load_questions(spec)[0][:n]
 
-    class _Tok:  # start_episodes only reads the engine's tokenizer
-        pass
-
-    eng = _Tok()
-    eng.tokenizer = tokenizer
+    eng = SimpleNamespace(tokenizer=tokenizer)  # start_episodes only reads the engine's tokenizer
     settings = RolloutSettings(max_steps=cfg.generate.max_steps_math)
     starts = start_episodes(eng, [dict(r) for r in rows], cfg.generate, "math", 1, settings)  # type: ignore[arg-type]
     return [list(t.token_ids) for t in starts]

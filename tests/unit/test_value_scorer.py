@@ -13,23 +13,13 @@ import torch
 @pytest.fixture(scope="module")
 def value_dir(tiny_model_dir, tmp_path_factory) -> str:
     """A value model folder with random, non-zero adapter and head weights."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig
 
-    from swirl.models.value import add_value_model, save_value_model
+    from bench.value_scorer import random_value_model
 
-    torch.manual_seed(3)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], lora_dropout=0.0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), lora)
-    add_value_model(model, lora)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".value." in name and "lora_B" in name:
-                p.normal_(0, 0.5)
-        model.value_head.weight.normal_(0, 1.0)
     folder = str(tmp_path_factory.mktemp("value") / "value")
-    save_value_model(model, folder)
-    return folder
+    return random_value_model(tiny_model_dir, folder, seed=3, lora=lora, lora_std=0.5, head_std=1.0)
 
 
 def _reference_values(model_dir: str, value_dir: str, prefixes: list[list[int]]) -> list[float]:
