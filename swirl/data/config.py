@@ -77,17 +77,55 @@ class SyntheticDataSpec(Section):
 
 
 class ToyWorldSpec(Section):
+    """The toy tool worlds (swirl/data/toyworld.py): per world, a training split and three held-out splits:
+    dev (templates of its own, for choosing settings), test (templates of its own: the unseen-template test)
+    and test_seen (the training templates with other numbers and names: the in-template test)."""
+
     dir: str = Field(description="Folder for the toy-world data files (written if missing).")
     arithmetic_train: int = Field(
         400,
         ge=0,
-        description="Arithmetic word problems needing 2-4 calculator steps (GSM8K's JSONL format), train.",
+        description="Arithmetic word problems needing 2-4 calculator steps (GSM8K's JSONL format), from the "
+        "training templates.",
     )
-    arithmetic_test: int = Field(200, ge=0, description="Same, held-out test split.")
+    arithmetic_dev: int = Field(100, ge=0, description="Same, from the dev templates (choosing settings).")
+    arithmetic_test: int = Field(
+        200, ge=0, description="Same, from the test templates (never in training): the unseen-template test."
+    )
+    arithmetic_test_seen: int = Field(
+        200,
+        ge=0,
+        description="Same, from the training templates with other numbers and names: the in-template test.",
+    )
     twohop_train: int = Field(
         400,
         ge=0,
-        description="Two-hop questions over a made-up world that need search (HotpotQA's format), train.",
+        description="Two-hop questions over a made-up world that need search (HotpotQA's format), from the "
+        "training templates.",
     )
-    twohop_test: int = Field(200, ge=0, description="Same, held-out dev split.")
+    twohop_dev: int = Field(100, ge=0, description="Same, from the dev templates, in a world of their own.")
+    twohop_test: int = Field(
+        200,
+        ge=0,
+        description="Same, from the test templates, in a world of their own: the unseen-template test.",
+    )
+    twohop_test_seen: int = Field(
+        200,
+        ge=0,
+        description="Same, from the training templates in the test world: the in-template test.",
+    )
+    train_templates: int | None = Field(
+        None,
+        ge=1,
+        description="Train on the first N training templates of each world only (default: all); the test "
+        "splits keep theirs. For measuring accuracy against the number of training templates.",
+    )
     seed: int = Field(0, description="Seed of the worlds; the same seed writes the same files.")
+
+    def sizes(self) -> dict[str, int]:
+        """`{world}_{split}` -> number of questions."""
+        return {
+            k: v
+            for k, v in self.model_dump().items()
+            if k.startswith(("arithmetic_", "twohop_")) and isinstance(v, int)
+        }

@@ -21,7 +21,8 @@ class PrepareConfig(Section):
     synthetic: SyntheticDataSpec | None = Field(None, description="Write synthetic datasets here if missing.")
     toy_worlds: ToyWorldSpec | None = Field(
         None,
-        description="Write the toy tool worlds (held-out evaluation targets for a real model) if missing.",
+        description="Write the toy tool worlds (training data and held-out tests with unseen and seen "
+        "templates, for a real model) if missing.",
     )
 
 
@@ -39,12 +40,7 @@ def run_prepare(prepare: PrepareConfig) -> dict[str, str]:
     if prepare.toy_worlds:
         from swirl.data.toyworld import write_toy_worlds
 
-        t = prepare.toy_worlds
-        made.update(
-            write_toy_worlds(
-                t.dir, t.arithmetic_train, t.arithmetic_test, t.twohop_train, t.twohop_test, seed=t.seed
-            )
-        )
+        made.update(write_toy_worlds(prepare.toy_worlds))
     if prepare.model:
         from swirl.models.packaged import convert_packaged_model
 
