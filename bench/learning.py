@@ -2,6 +2,8 @@
 
     python bench/learning.py [--config configs/learn-cpu.yaml] [--variants base,warmup,sft,swirl_none,...]
                              [--objective swirl_offline|swirl] [--no-warmup]
+                             [--gsm8k-train PATH [--gsm8k-train-questions N]]
+                             [--gsm8k-test PATH [--gsm8k-test-questions N]] [--hotpotqa PATH]
                              [--beam-width 3] [--beam-temperature 0.7] [--beam-questions N]
                              [--oreo-learning-rate LR] [--smoke]
                              [--out bench/results/learning.json]
@@ -16,7 +18,8 @@ the same seed), so each comparison with the base model is paired:
                               datasets' own solutions replayed as protocol actions through the real tools), to
                               teach the protocol; with --warmup (the default) every variant below starts from
                               this adapter: it generates with it, trains it further, and is compared with it
-    sft                       SFT on outcome-filtered trajectories (the paper's SFT baseline)
+    sft                       SFT on trajectories whose every step the process judge rates GOOD and whose
+                              answer is right (process + outcome: the paper's SFT baseline's data)
     swirl_none                SWiRL (--objective) with no filter
     swirl_process             ... keeping trajectories whose every step the process judge rates GOOD (the
                               paper's best)
@@ -35,12 +38,20 @@ the same seed), so each comparison with the base model is paired:
                               its row is then left out of the main tables and a third table compares every
                               variant with greedy OREO on those N questions (paired, like the others)
 
+Each held-out dataset says which test it is: the toy worlds' `*_unseen` (templates never trained on), `*_seen`
+(the training templates with other numbers and names) and `*_dev` (for choosing settings); with the real-data
+options, `gsm8k_test` (real GSM8K test problems; `--gsm8k-train` also adds real GSM8K training problems to the
+warm-up's demonstrations and the round's questions) and `hotpotqa` (real HotpotQA dev questions, their own
+paragraphs as the search corpus). The real files are the benchmarks' own formats (e.g. ../shared/data/).
+
 The tables give each variant's accuracy per dataset (rule-graded) with its 95% Wilson interval, the gain over
 base (and, with the warm-up, over the warm-up adapter) with its paired bootstrap interval and McNemar's exact
-p. The same seed gives the same table: generation and training are seeded, evaluation is greedy; vLLM on CPU
-reproduces greedy decoding exactly in our tests (tests/unit/test_evaluate.py), so the figures are expected to
-repeat exactly on the same machine and versions. Writes the table as Markdown and JSON
-(bench/results/learning.{md,json}).
+p, and Holm's adjusted p over every comparison of the table. The round's filter summary gives the process
+judge's agreement with the outcome on the policy's own samples (precision: correct among process-GOOD
+trajectories; recall: process-GOOD among correct ones), printed per dataset. The same seed gives the same
+table: generation and training are seeded, evaluation is greedy; vLLM on CPU reproduces greedy decoding
+exactly in our tests (tests/unit/test_evaluate.py), so the figures are expected to repeat exactly on the same
+machine and versions. Writes the table as Markdown and JSON (bench/results/learning.{md,json}).
 
 `--smoke` checks the script's paths end to end in minutes, not what they measure: the config's model served
 by the hf engine (no vLLM), 8 training and 4 held-out questions per world, a 10-step warm-up, 2 training
@@ -67,7 +78,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "filter": {"strategy": "outcome"},
         "train": {"objective": "sft", "kl_beta": 0.0, "max_steps": 30},
     },
-    "sft": {"train": {"objective": "sft", "kl_beta": 0.0}, "filter": {"strategy": "outcome"}},
+    "sft": {"train": {"objective": "sft", "kl_beta": 0.0}, "filter": {"strategy": "process_outcome"}},
     "swirl_none": {"filter": {"strategy": "none"}},
     "swirl_process": {"filter": {"strategy": "process"}},
     "swirl_outcome": {"filter": {"strategy": "outcome"}},
@@ -91,10 +102,9 @@ SMOKE = {
     "prepare": {
         "toy_worlds": {
             "dir": f"{SMOKE_ROOT}/data",
+            **{f"{w}_{s}": 4 for w in ("arithmetic", "twohop") for s in ("dev", "test", "test_seen")},
             "arithmetic_train": 8,
-            "arithmetic_test": 4,
             "twohop_train": 8,
-            "twohop_test": 4,
             "seed": 0,
         },
     },
@@ -105,6 +115,39 @@ SMOKE = {
 }
 # a short warm-up, long enough for some right answers among its samples (OREO needs both outcomes)
 SMOKE_VARIANTS = {"warmup": {"train": {"max_steps": 10, "learning_rate": 1e-3}}}
+
+
+def with_real_data(
+    data: dict[str, Any],
+    gsm8k_train: str | None = None,
+    gsm8k_train_questions: int | None = None,
+    gsm8k_test: str | None = None,
+    gsm8k_test_questions: int | None = None,
+    hotpotqa: str | None = None,
+    hotpotqa_questions: int | None = None,
+) -> dict[str, Any]:
+    """The config with real benchmark files added: `gsm8k` (training problems: gold demonstrations for the
+    warm-up, questions for the round), `gsm8k_test` and `hotpotqa` (held out; HotpotQA's own paragraphs are
+    its search corpus). `*_questions`: a seeded sample of that many (all when None)."""
+    added = [
+        {"name": name, "format": fmt, "split": split, "path": path, "limit": n}
+        for name, fmt, split, path, n in (
+            ("gsm8k", "gsm8k", "train", gsm8k_train, gsm8k_train_questions),
+            ("gsm8k_test", "gsm8k", "test", gsm8k_test, gsm8k_test_questions),
+            ("hotpotqa", "hotpotqa", "dev", hotpotqa, hotpotqa_questions),
+        )
+        if path
+    ]
+    for d in added:
+        if not os.path.exists(d["path"]):
+            flag = "--" + d["name"].replace("_", "-")
+            raise SystemExit(f"{flag}: no file {d['path']!r}; give the path of the benchmark's file")
+    out = _merge(data, {})
+    out["ingest"] = {**out["ingest"], "datasets": [*out["ingest"]["datasets"], *added]}
+    math = list(out["judge"]["outcome"]["math_datasets"])
+    if any(d["format"] == "gsm8k" for d in added) and "gsm8k" not in math:
+        out["judge"] = _merge(out["judge"], {"outcome": {"math_datasets": [*math, "gsm8k"]}})
+    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +211,26 @@ def variant_label(name: str, warm: bool, beam_width: int) -> str:
     return f"warmup+{label}" if warm and name not in ("base", "warmup") else label
 
 
+def judge_table(rows: list[dict[str, Any]]) -> str:
+    """The process judge against the outcome on a round's own samples, one row per (variant, dataset)."""
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.0f}%"
+
+    lines = [
+        "Process judge vs outcome on each round's own samples (what it generated before training)",
+        "",
+        "| round | dataset | process-GOOD | correct | both | precision | recall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['dataset']} | {r['process_good']} | {r['correct']} | {r['both']} | "
+            f"{pct(r['precision'])} | {pct(r['recall'])} |"
+        )
+    return "\n".join(lines)
+
+
 def _cell(c: Any) -> dict[str, Any]:
     return {
         "variant": c.policy,
@@ -223,6 +286,12 @@ def main() -> int:
         help="the oreo variant's policy learning rate (default: train.learning_rate, which its value model "
         "keeps)",
     )
+    p.add_argument("--gsm8k-train", default=None, help="real GSM8K training file (train.jsonl)")
+    p.add_argument("--gsm8k-train-questions", type=int, default=None, help="a seeded sample of it")
+    p.add_argument("--gsm8k-test", default=None, help="real GSM8K test file (test.jsonl), evaluated")
+    p.add_argument("--gsm8k-test-questions", type=int, default=None, help="a seeded sample (default: all)")
+    p.add_argument("--hotpotqa", default=None, help="real HotpotQA dev file (distractor JSON), evaluated")
+    p.add_argument("--hotpotqa-questions", type=int, default=None, help="a seeded sample (default: all)")
     p.add_argument(
         "--smoke",
         action="store_true",
@@ -251,7 +320,15 @@ def main() -> int:
     from tasks.engines import close_engines
 
     base_cfg = load_config(args.config)
-    data = base_cfg.model_dump(mode="json")
+    data = with_real_data(
+        base_cfg.model_dump(mode="json"),
+        args.gsm8k_train,
+        args.gsm8k_train_questions,
+        args.gsm8k_test,
+        args.gsm8k_test_questions,
+        args.hotpotqa,
+        args.hotpotqa_questions,
+    )
     if args.smoke:
         data = _merge(data, SMOKE)
         data["ingest"]["datasets"] = [
@@ -273,6 +350,7 @@ def main() -> int:
     for name, needed in NEEDS.items():
         if name in names and needed not in names[: names.index(name)]:
             names.insert(names.index(name), needed)
+    judge_rows: list[dict[str, Any]] = []  # the process judge vs the outcome on each round's own samples
     start_adapter = None
     beam: dict[str, Any] | None = None  # what oreo_beam evaluates: the oreo variant's policy and value model
     try:
@@ -292,6 +370,12 @@ def main() -> int:
                     if not any(e.ref.version == ref.version for e in entries):
                         trained_on = {"base": "", "oreo_beam": "oreo"}.get(name, cfg.train.objective)
                         entries.append(ReportEntry(label_name, trained_on, ref))
+            for key, out in result["stages"].items():
+                if key.startswith("filter/") and name not in EVAL_ONLY and name != "warmup":
+                    agreement = store.ref("filter", out["version"]).summary.get("judge_agreement", {})
+                    for ds, a in agreement.items():
+                        if ds != "all":
+                            judge_rows.append({"variant": label_name, "dataset": ds, **a})
             if name == "warmup" and args.warmup:
                 start_adapter = result["stages"]["train"]["adapter"]
             if name == "oreo":
@@ -339,6 +423,8 @@ def main() -> int:
             f'On the questions the beam search evaluated ({n}), compared with greedy {greedy} ("gain vs '
             f'base" below = gain vs {greedy})',
         )
+    if judge_rows:
+        md += "\n\n" + judge_table(judge_rows)
     print(md)
     result = {
         "config": args.config,
@@ -354,6 +440,7 @@ def main() -> int:
         "cells": [_cell(c) for c in cells],
         "cells_vs_warmup": [_cell(c) for c in warm_cells],
         "cells_on_beam_questions": [_cell(c) for c in subset_cells],
+        "judge_agreement": judge_rows,
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:

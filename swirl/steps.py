@@ -326,10 +326,35 @@ def select(flags: pa.Table, cfg: FilterConfig) -> tuple[dict[str, np.ndarray], d
     }
     if short:
         summary["fixed_count_short"] = short  # strategies whose pool is smaller than the fixed count
+    summary["judge_agreement"] = judge_agreement(pools, in_dataset)
+    summary["judge_precision"] = summary["judge_agreement"]["all"]["precision"]
+    summary["judge_recall"] = summary["judge_agreement"]["all"]["recall"]
     for s in STRATEGIES:  # flat metrics (filter/kept_process, ...)
         summary[f"kept_{s}"] = summary["per_strategy"][s]["kept"]["trajectories"]
         summary[f"kept_steps_{s}"] = summary["per_strategy"][s]["kept"]["steps"]
     return kept, summary
+
+
+def judge_agreement(
+    pools: dict[str, np.ndarray], in_dataset: dict[str, np.ndarray]
+) -> dict[str, dict[str, float | int | None]]:
+    """How well the process judge agrees with the outcome, per dataset and over all ("all"): precision =
+    the share of process-GOOD trajectories (every step GOOD) that are correct; recall = the share of correct
+    trajectories that are process-GOOD. None where nothing is in the denominator."""
+
+    def one(mask: np.ndarray) -> dict[str, float | int | None]:
+        good, correct = int((pools["process"] & mask).sum()), int((pools["outcome"] & mask).sum())
+        both = int((pools["process_outcome"] & mask).sum())
+        return {
+            "process_good": good,
+            "correct": correct,
+            "both": both,
+            "precision": both / good if good else None,
+            "recall": both / correct if correct else None,
+        }
+
+    everything = np.ones_like(pools["none"], dtype=bool)
+    return {"all": one(everything), **{ds: one(m) for ds, m in in_dataset.items()}}
 
 
 def set_keep(batch: pa.RecordBatch | pa.Table, keep: pa.Array | pa.ChunkedArray) -> pa.Table:

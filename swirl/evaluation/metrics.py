@@ -171,3 +171,12 @@ def episode_stats(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         "invalid_action_rate": invalid / actions if actions else 0.0,
         "no_answer_rate": sum(r["stop_reason"] != "answer" for r in rows) / len(rows),
     }
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error over every comparison given), in input order."""
+    if not p_values:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(x) for x in multipletests(list(p_values), method="holm")[1]]

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from swirl.evaluation.metrics import PairedComparison, Proportion
+from swirl.evaluation.metrics import PairedComparison, Proportion, holm_adjusted
 
 BASE = "base"
 DASH = "—"
@@ -99,6 +99,7 @@ _COLUMNS = [
     "gain vs base",
     "gain 95% CI",
     "McNemar p",
+    "Holm p",
     "actions/episode",
     "invalid rate",
     "no answer",
@@ -114,10 +115,12 @@ _HOW_TO_READ = """\
 - *McNemar p* is McNemar's exact test: among the questions where the two policies disagree, does one side win
   more often than a coin flip would? p < 0.05 (with a gain interval that excludes 0) means the difference is
   unlikely to be sampling noise; a larger p means these questions cannot tell the two policies apart.
+- *Holm p* corrects McNemar's p for the number of comparisons in this table (Holm's step-down method): with
+  many rows, some p < 0.05 arise by chance; a Holm p < 0.05 holds for the whole table at once.
 """
 
 
-def _table_row(cell: Cell) -> list[str]:
+def _table_row(cell: Cell, holm: float | None) -> list[str]:
     ep = cell.episode
     return [
         cell.policy,
@@ -130,6 +133,7 @@ def _table_row(cell: Cell) -> list[str]:
         _gain(cell.vs_base),
         _gain_interval(cell.vs_base),
         _p_value(cell.vs_base),
+        DASH if holm is None else f"{holm:.3g}",
         _num(ep.get("actions_per_episode"), ".2f"),
         _num(ep.get("invalid_action_rate")),
         _num(ep.get("no_answer_rate")),
@@ -149,7 +153,10 @@ def _sorted_cells(cells: Sequence[Cell]) -> list[Cell]:
 def markdown_report(cells: Sequence[Cell], title: str) -> str:
     """The evaluation report: per-cell table, cross-task table and a reading guide."""
     lines = [f"# {title}", "", "## Accuracy per policy and dataset", ""]
-    lines += _markdown_table(_COLUMNS, [_table_row(c) for c in _sorted_cells(cells)])
+    ordered = _sorted_cells(cells)
+    compared = [c for c in ordered if c.vs_base is not None]
+    holm = dict(zip(map(id, compared), holm_adjusted([c.vs_base.mcnemar_p for c in compared]), strict=True))
+    lines += _markdown_table(_COLUMNS, [_table_row(c, holm.get(id(c))) for c in ordered])
     lines += ["", "## Cross-task table", ""]
     rows, cols, values, gains = cross_task_matrix(cells)
     body = [

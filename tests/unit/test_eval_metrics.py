@@ -208,17 +208,27 @@ def test_markdown_report_strings(cells):
     trained_row = next(line for line in lines if line.startswith("| trained | gsm8k+hotpotqa | gsm8k"))
     assert f"| 40 | 0.350 [{lo:.3f}, {hi:.3f}] (rule) |" in trained_row
     assert "| +0.100 (+40.0%) |" in trained_row
-    assert "| 0.289 |" in trained_row  # 74/256 to 3 significant digits
+    assert "| 0.289 | 0.578 |" in trained_row  # 74/256 to 3 significant digits; Holm over 2: 2 x 74/256
     assert re.search(r"\| \[[+-]\d\.\d\d, [+-]\d\.\d\d\] \|", trained_row)
     assert "| 3.25 | 0.050 | 0.025 |" in trained_row
     other_row = next(line for line in md.splitlines() if line.startswith("| other |"))
-    assert "| +0.100 | [+0.00, +0.25] | 0.5 |" in other_row  # no relative part when the base rate is 0
+    # no relative part when the base rate is 0; Holm: the larger p, 0.5, is raised to the smaller's 0.578
+    assert "| +0.100 | [+0.00, +0.25] | 0.5 | 0.578 |" in other_row
     assert "0.550 [0.342, 0.742] (judge)" in other_row
     rows = [line for line in md.splitlines() if line.startswith(("| base |", "| trained |", "| other |"))]
     assert [r.split(" | ")[0] + "/" + r.split(" | ")[2] for r in rows[:4]] == [
         "| base/gsm8k", "| trained/gsm8k", "| base/hotpotqa", "| other/hotpotqa"]  # fmt: skip
     assert "| trained (trained on gsm8k+hotpotqa) | 0.350 (+40.0%) | — |" in md
     assert "| base | 0.250 | 0.550 |" in md
+
+
+def test_holm_adjusted_by_hand():
+    from swirl.evaluation.metrics import holm_adjusted
+
+    # sorted 0.01, 0.03, 0.04 times 3, 2, 1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjusted([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm_adjusted([]) == []
 
 
 def test_cross_task_matrix(cells):

@@ -3,7 +3,9 @@ on this machine)."""
 
 from __future__ import annotations
 
-from bench.learning import variant_config, variant_label
+import pytest
+
+from bench.learning import variant_config, variant_label, with_real_data
 from swirl.config import load_config
 
 
@@ -28,7 +30,7 @@ def test_oreo_beam_evaluates_the_oreo_policy_with_its_value_model_on_a_subset():
     assert variant_label("oreo_beam", True, 3) == "warmup+oreo (beam 3)"
     # without --beam-questions: the configured held-out questions, the same as every other variant's
     del beam["questions"]
-    assert variant_config(_data(), "oreo_beam", None, beam=beam).evaluate.questions == 200
+    assert variant_config(_data(), "oreo_beam", None, beam=beam).evaluate.questions == 2000
 
 
 def test_oreo_trains_on_every_trajectory_from_the_warm_up_adapter():
@@ -42,3 +44,23 @@ def test_oreo_learning_rate_changes_the_policys_rate_only():
     assert cfg.train.learning_rate == 1e-4
     assert cfg.train.oreo.value_learning_rate == 5e-4  # configs/learn-cpu.yaml's train.learning_rate
     assert variant_config(_data(), "sft", None, oreo_learning_rate=1e-4).train.learning_rate == 5e-4
+
+
+def test_real_data_joins_training_and_evaluation_and_is_graded_as_math(tmp_path):
+    train, test, hotpot = (tmp_path / n for n in ("train.jsonl", "test.jsonl", "dev.json"))
+    for f in (train, test, hotpot):
+        f.write_text("")
+    given = _data()
+    data = with_real_data(given, str(train), 240, str(test), None, str(hotpot), 200)
+    assert given == _data()  # the config passed in is not changed
+    cfg = variant_config(data, "warmup", None)
+    by_name = {d.name: d for d in cfg.ingest.datasets}
+    assert (by_name["gsm8k"].split, by_name["gsm8k"].limit) == ("train", 240)
+    assert (by_name["gsm8k_test"].split, by_name["gsm8k_test"].limit) == ("test", None)
+    assert (by_name["hotpotqa"].format, by_name["hotpotqa"].split) == ("hotpotqa", "dev")
+    assert "gsm8k" in [d.name for d in cfg.generate_datasets()]  # warm-up demonstrations and round questions
+    assert {"gsm8k_test", "hotpotqa", "arith_unseen"} <= {d.name for d in cfg.evaluate_datasets()}
+    judge = cfg.judge_config().outcome
+    assert judge.is_math("gsm8k_test") and not judge.is_math("hotpotqa")
+    with pytest.raises(SystemExit, match="--gsm8k-test: no file"):
+        with_real_data(_data(), gsm8k_test=str(tmp_path / "missing.jsonl"))

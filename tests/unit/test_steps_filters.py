@@ -385,3 +385,17 @@ def test_empty_inputs_flow_through_judge_decompose_and_filter(tmp_path):
     assert steps.rows == 0
     f = run_stage(store, Filter(steps, FilterConfig(fixed_count="min"))).ref
     assert f.rows == 0 and f.summary["kept_trajectories"] == 0 and f.summary["fixed_count"] == {}
+
+
+def test_judge_agreement_is_precision_and_recall_of_process_good_against_the_outcome():
+    flags = _flags(5)  # per dataset: 20 in all, 10 process-GOOD, 10 correct, 5 both
+    _kept, s = select(flags, FilterConfig(strategy="none"))
+    a = s["judge_agreement"]
+    assert a["a"] == {"process_good": 10, "correct": 10, "both": 5, "precision": 0.5, "recall": 0.5}
+    assert a["all"]["both"] == 10 and a["all"]["precision"] == 0.5
+    assert s["judge_precision"] == 0.5 and s["judge_recall"] == 0.5
+    none_good = flags.set_column(
+        flags.schema.get_field_index("all_good"), "all_good", pa.array([False] * len(flags))
+    )
+    _kept, s = select(none_good, FilterConfig(strategy="none"))
+    assert s["judge_precision"] is None and s["judge_recall"] == 0.0
