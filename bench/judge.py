@@ -1,6 +1,7 @@
 """Rule process judge on gold solutions: how many gold steps does it rate GOOD (old judge vs new)?
 
-    python bench/judge.py [--gsm8k PATH] [--limit 2000] [--toy 200] [--hotpotqa PATH] [--out FILE.json]
+    python bench/judge.py [--gsm8k PATH] [--limit 2000] [--toy 200] [--hotpotqa PATH] [--old-rev REV]
+                          [--samples GENERATE_DIR:JUDGE_DIR ...] [--out FILE.json]
 
 A strict process judge must rate the mistakes of tests/unit/test_rule_judge.py BAD and gold work GOOD; this
 measures the second half on:
@@ -15,10 +16,17 @@ measures the second half on:
 - real HotpotQA gold (`--hotpotqa`, the mini-dev file; skipped when absent), the same way as two-hop.
 
 Metrics: steps GOOD = share of gold steps rated GOOD; episodes all GOOD = share of gold episodes whose every
-step is GOOD (what the process filter keeps). The old judge is `git show HEAD:swirl/judging/rules.py`
-(imported from a temporary file; skipped when git cannot show it). Also: the new judge on GSM8K gold with one
+step is GOOD (what the process filter keeps). The old judge is `git show REV:swirl/judging/rules.py`
+(`--old-rev`, default the lenient judge the strict one replaced; imported from a temporary file; skipped when
+git cannot show it). Also: the new judge on GSM8K gold with one
 of its settings changed at a time (`ABLATIONS`: re-use rule, free constants, number words), and its most
-common BAD reasons there. Prints Markdown tables and writes bench/results/judge.json.
+common BAD reasons there.
+
+`--samples GENERATE_DIR:JUDGE_DIR` (repeatable): a policy's own sampled trajectories from a store (a generate
+output and the judge output of the same round, which holds each trajectory's outcome), re-judged by the
+current judge: precision (correct among trajectories whose every step is GOOD) and recall (GOOD among the
+correct ones), the process filter's agreement with the outcome. Prints Markdown tables and writes
+bench/results/judge.json.
 """
 
 from __future__ import annotations
@@ -51,11 +59,14 @@ Judge = Callable[[list[dict[str, str]], str, str, bool], tuple[str, str]]
 Episode = tuple[str, list[tuple[str, str | None]], bool]  # question, [(action, observation)], math
 
 
-def old_judge() -> Judge | None:
-    """rule_process_label of the committed swirl/judging/rules.py (None when git cannot show it)."""
+LENIENT = "dabc536^"  # the commit before the strict judge: the lenient rules it replaced
+
+
+def old_judge(rev: str) -> Judge | None:
+    """rule_process_label of swirl/judging/rules.py at git revision `rev` (None when git cannot show it)."""
     try:
         src = subprocess.run(
-            ["git", "show", "HEAD:swirl/judging/rules.py"],
+            ["git", "show", f"{rev}:swirl/judging/rules.py"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -189,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from swirl.judging.rules import rule_process_label as new
 
     judges: dict[str, Judge] = {"new": new}
-    old = old_judge()
+    old = old_judge(args.old_rev)
     if old is not None:
         judges = {"old": old, "new": new}
     sets: dict[str, list[Episode]] = {}
@@ -227,8 +238,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "gsm8k_bad_reasons_new": dict(reasons.most_common(args.reasons)),
         "gsm8k_ablations_new": ablations,
+        "samples": {pair: agreement(*pair.split(":"), judges) for pair in args.samples},
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _rows(folder: str) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return [r for f in sorted(Path(folder).glob("shard-*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def agreement(generate_dir: str, judge_dir: str, judges: dict[str, Judge]) -> dict[str, Any]:
+    """Each judge's process label of a round's own trajectories against their outcome (from the round's judge
+    output): precision = correct among all-GOOD trajectories, recall = all-GOOD among correct ones."""
+    correct = {r["trajectory_id"]: bool(r["outcome_correct"]) for r in _rows(judge_dir)}
+    out: dict[str, Any] = {}
+    for name, judge in judges.items():
+        good = correct_good = n = 0
+        for row in _rows(generate_dir):
+            msgs = [dict(m) for m in row["messages"]]
+            question = msgs[0]["content"].rpartition("Question:")[2].strip()
+            math = "<math_exp>" in msgs[0]["content"]
+            all_good = all(
+                judge(msgs[:i], question, m["content"] or "", math)[0] == "GOOD"
+                for i, m in enumerate(msgs)
+                if m["role"] == "assistant"
+            )
+            ok = correct[row["trajectory_id"]]
+            n, good, correct_good = n + 1, good + all_good, correct_good + (all_good and ok)
+        right = sum(correct.values())
+        out[name] = {
+            "trajectories": n,
+            "process_good": good,
+            "correct": right,
+            "both": correct_good,
+            "precision": correct_good / good if good else None,
+            "recall": correct_good / right if right else None,
+        }
+    return out
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -249,6 +297,17 @@ def print_table(report: dict[str, Any]) -> None:
         print("| setting | steps GOOD | episodes all GOOD |\n|---|---:|---:|")
         for name, r in report["gsm8k_ablations_new"].items():
             print(f"| {name} | {r['steps_good']:.1%} | {r['episodes_all_good']:.1%} |")
+    if report["samples"]:
+        print("\nThe judges on a round's own samples, against the outcome:\n")
+        print("| samples | judge | trajectories | process-GOOD | correct | both | precision | recall |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for pair, by_judge in report["samples"].items():
+            for j, r in by_judge.items():
+                pct = [("—" if r[k] is None else f"{r[k]:.0%}") for k in ("precision", "recall")]
+                print(
+                    f"| {pair} | {j} | {r['trajectories']} | {r['process_good']} | {r['correct']} | "
+                    f"{r['both']} | {pct[0]} | {pct[1]} |"
+                )
     print("\nMost common BAD reasons of the new judge on GSM8K gold steps:\n")
     print("| count | reason |\n|---:|---|")
     for why, n in report["gsm8k_bad_reasons_new"].items():
@@ -261,8 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=2000, help="problems of the GSM8K / HotpotQA files")
     ap.add_argument("--toy", type=int, default=200, help="toy-world records per world and split")
     ap.add_argument("--hotpotqa", default=str(DEFAULT_HOTPOTQA), help="HotpotQA distractor JSON ('' skips)")
+    ap.add_argument("--old-rev", default=LENIENT, help="git revision of the old judge to compare with")
     ap.add_argument(
-        "--old-toy", action="store_true", help="use swirl.data.toyworld even if the new modules exist"
+        "--samples",
+        action="append",
+        default=[],
+        help="GENERATE_DIR:JUDGE_DIR of one round in a store: its own samples, re-judged (precision, recall)",
     )
     ap.add_argument("--reasons", type=int, default=10, help="BAD reasons to list")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "judge.json"))

@@ -117,6 +117,26 @@ SMOKE = {
 SMOKE_VARIANTS = {"warmup": {"train": {"max_steps": 10, "learning_rate": 1e-3}}}
 
 
+def only_datasets(data: dict[str, Any], prefixes: str | None, train_templates: int | None) -> dict[str, Any]:
+    """The config with only the datasets whose names start with one of `prefixes` (comma-separated; all when
+    None) and the toy worlds' training files limited to their first `train_templates` templates."""
+    out = _merge(data, {})
+    if prefixes:
+        keep = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+        out["ingest"] = {
+            **out["ingest"],
+            "datasets": [d for d in out["ingest"]["datasets"] if d["name"].startswith(keep)],
+        }
+        if not out["ingest"]["datasets"]:
+            names = [d["name"] for d in data["ingest"]["datasets"]]
+            raise SystemExit(f"--datasets {prefixes}: no dataset name starts so (the config has {names})")
+    if train_templates is not None:
+        if not out["prepare"].get("toy_worlds"):
+            raise SystemExit("--train-templates: the config writes no toy worlds (prepare.toy_worlds)")
+        out["prepare"] = _merge(out["prepare"], {"toy_worlds": {"train_templates": train_templates}})
+    return out
+
+
 def with_real_data(
     data: dict[str, Any],
     gsm8k_train: str | None = None,
@@ -165,6 +185,7 @@ def variant_config(
     beam: dict[str, Any] | None = None,
     smoke: bool = False,
     oreo_learning_rate: float | None = None,
+    warmup_steps: int | None = None,
 ) -> Any:
     """The config of one variant; `start_adapter`: the warm-up adapter the trained variants generate with and
     continue training (train.lora.init_adapter defaults to the policy's adapter). `beam` (oreo_beam):
@@ -174,6 +195,8 @@ def variant_config(
     over = VARIANTS[name]
     if smoke:
         over = _merge(over, SMOKE_VARIANTS.get(name, {}))
+    if name == "warmup" and warmup_steps:
+        over = _merge(over, {"train": {"max_steps": warmup_steps}})
     if name.startswith("swirl") and objective:
         over = _merge(over, {"train": {"objective": objective}})
     if name == "oreo" and oreo_learning_rate:  # the policy's rate only: the value model keeps the config's
@@ -286,6 +309,22 @@ def main() -> int:
         help="the oreo variant's policy learning rate (default: train.learning_rate, which its value model "
         "keeps)",
     )
+    p.add_argument(
+        "--warmup-steps", type=int, default=None, help="training steps of the warm-up (default: 30)"
+    )
+    p.add_argument(
+        "--train-templates",
+        type=int,
+        default=None,
+        help="train on the first N training templates of each toy world only (prepare.toy_worlds."
+        "train_templates; the held-out files stay the same): accuracy against the number of templates",
+    )
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help="comma-separated prefixes of the config's dataset names to keep (e.g. arith: the arithmetic "
+        "world only)",
+    )
     p.add_argument("--gsm8k-train", default=None, help="real GSM8K training file (train.jsonl)")
     p.add_argument("--gsm8k-train-questions", type=int, default=None, help="a seeded sample of it")
     p.add_argument("--gsm8k-test", default=None, help="real GSM8K test file (test.jsonl), evaluated")
@@ -321,7 +360,7 @@ def main() -> int:
 
     base_cfg = load_config(args.config)
     data = with_real_data(
-        base_cfg.model_dump(mode="json"),
+        only_datasets(base_cfg.model_dump(mode="json"), args.datasets, args.train_templates),
         args.gsm8k_train,
         args.gsm8k_train_questions,
         args.gsm8k_test,
@@ -356,7 +395,14 @@ def main() -> int:
     try:
         for name in names:
             cfg = variant_config(
-                data, name, args.objective, start_adapter, beam, args.smoke, args.oreo_learning_rate
+                data,
+                name,
+                args.objective,
+                start_adapter,
+                beam,
+                args.smoke,
+                args.oreo_learning_rate,
+                args.warmup_steps,
             )
             t0 = time.perf_counter()
             result = swirl_round(cfg, keep_engines=True)

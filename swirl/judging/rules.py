@@ -488,7 +488,9 @@ def _search_answer(answer: str, question: str, searches: list[_Search]) -> tuple
         ]
         if missing:
             return "BAD", f"answered before searching the option {missing[0]!r}"
-        return "GOOD", "one of the options, after searching both"
+        return _compared(
+            question, picked[0], {o: _option_result(o, other, searches) for o, other in ((a, b), (b, a))}
+        )
     informative = sum(1 for s in searches if s.result)
     if is_yes_no(question):
         if norm not in ("yes", "no"):
@@ -513,6 +515,63 @@ def _search_answer(answer: str, question: str, searches: list[_Search]) -> tuple
     if ans_words <= set(_words(question)):
         return "BAD", "the answer is only words of the question"
     return "GOOD", "the answer occurs in the last result, reached by a bridge hop"
+
+
+# What a comparison asks for: (year or amount, min or max), by the first cue word of the question.
+_CUES = [
+    (r"\b(first|earlier|earliest|older|oldest|elder|eldest|sooner|before)\b", ("year", "min")),
+    (r"\b(later|latest|younger|youngest|newer|newest|more recent(ly)?)\b", ("year", "max")),
+    (r"\b(fewer|fewest|smaller|smallest|shorter|shortest|less|least|lower)\b", ("amount", "min")),
+    (
+        r"\b(more|most|larger|largest|bigger|biggest|greater|longer|longest|taller|higher|populous)\b",
+        ("amount", "max"),
+    ),
+]
+_YEAR = re.compile(r"(?<![\d,.])(1\d{3}|20\d{2})(?![\d,])")
+_AMOUNT = re.compile(
+    r"(\d[\d,]*(?:\.\d+)?)\s*(million|billion|thousand)?\s+"
+    r"(inhabitants|people|residents|metres|meters|feet|foot|kilometres|kilometers|km|miles|tonnes|tons)\b",
+    re.IGNORECASE,
+)
+_SCALE = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
+
+
+def comparison_cue(question: str) -> tuple[str, str] | None:
+    """(year or amount, min or max): what a comparison question asks for, by its first cue word."""
+    q = question.lower()
+    found = [(m.start(), cue) for pattern, cue in _CUES if (m := re.search(pattern, q))]
+    return min(found)[1] if found else None
+
+
+def _option_result(option: str, other: str, searches: list[_Search]) -> str:
+    """The last result of a search that named `option` ("" when none found anything)."""
+    hits = [s.result for s in searches if s.result and _option_names(s.query, option, other)]
+    return hits[-1] if hits else ""
+
+
+def _compared_value(result: str, kind: str) -> Fraction | None:
+    """The year (the first one in the result) or the amount (the first number with a unit) a result gives."""
+    if kind == "year":
+        m = _YEAR.search(result)
+        return Fraction(m.group(1)) if m else None
+    m = _AMOUNT.search(result)
+    if not m:
+        return None
+    return Fraction(m.group(1).replace(",", "")) * _SCALE.get((m.group(2) or "").lower(), 1)
+
+
+def _compared(question: str, picked: str, results: dict[str, str]) -> tuple[str, str]:
+    """A comparison's answer against what the two options' results say (GOOD when they cannot be compared:
+    no cue word, or a value missing from a result)."""
+    cue = comparison_cue(question)
+    values = {o: _compared_value(r, cue[0]) for o, r in results.items()} if cue else {}
+    if not cue or None in values.values() or len(set(values.values())) < 2:
+        return "GOOD", "one of the options, after searching both (the results give nothing to compare)"
+    best = (min if cue[1] == "min" else max)(values, key=lambda o: values[o])
+    shown = ", ".join(f"{o}: {_fmt(v)}" for o, v in values.items() if v is not None)
+    if best != picked:
+        return "BAD", f"the results say the {cue[1]} {cue[0]} is {best}'s ({shown})"
+    return "GOOD", f"the option the results support ({shown})"
 
 
 def _is_option(answer: str, option: str, other: str) -> bool:

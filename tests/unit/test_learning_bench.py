@@ -64,3 +64,15 @@ def test_real_data_joins_training_and_evaluation_and_is_graded_as_math(tmp_path)
     assert judge.is_math("gsm8k_test") and not judge.is_math("hotpotqa")
     with pytest.raises(SystemExit, match="--gsm8k-test: no file"):
         with_real_data(_data(), gsm8k_test=str(tmp_path / "missing.jsonl"))
+
+
+def test_one_world_and_fewer_training_templates():
+    from bench.learning import only_datasets
+
+    data = only_datasets(_data(), "arith", 5)
+    cfg = variant_config(data, "warmup", None)
+    assert [d.name for d in cfg.ingest.datasets] == ["arith", "arith_dev", "arith_unseen", "arith_seen"]
+    assert cfg.prepare.toy_worlds.train_templates == 5
+    assert only_datasets(_data(), None, None) == _data()
+    with pytest.raises(SystemExit, match="no dataset name starts so"):
+        only_datasets(_data(), "gsm", None)

@@ -337,6 +337,41 @@ def test_comparison_rules(question, context, action, label):
     assert _label(_conv(question, *context), question, action, math=False) == label
 
 
+Q_LATER = "Who was born later, Kira Ostvan or Mela Dorn?"
+Q_PEOPLE = "Of Velmar and Dunport, which city is home to more people?"
+CITY_A = (
+    "<search_query>Velmar</search_query>",
+    "Velmar -> Velmar: Velmar is a city with about 1,236,000 inhabitants.",
+)
+CITY_B = (
+    "<search_query>Dunport</search_query>",
+    "Dunport -> Dunport: Dunport is a city of 2 million inhabitants.",
+)
+NO_YEARS = (
+    "<search_query>Kira Ostvan</search_query>",
+    "Kira Ostvan -> Kira Ostvan: Kira Ostvan is a painter.",
+    "<search_query>Mela Dorn</search_query>",
+    "Mela Dorn -> Mela Dorn: Mela Dorn is a poet.",
+)
+
+
+@pytest.mark.parametrize(
+    "question,context,answer,label",
+    [
+        (Q_CMP, OPT_A + OPT_B, "Mela Dorn", "BAD"),  # born 1802, after Kira Ostvan's 1790
+        (Q_CMP_AND, OPT_B + OPT_A, "Mela Dorn", "BAD"),  # "the elder": the earlier year
+        (Q_LATER, OPT_A + OPT_B, "Mela Dorn", "GOOD"),
+        (Q_LATER, OPT_A + OPT_B, "Kira Ostvan", "BAD"),
+        (Q_PEOPLE, CITY_A + CITY_B, "Dunport", "GOOD"),  # 2 million > 1,236,000
+        (Q_PEOPLE, CITY_B + CITY_A, "Velmar", "BAD"),
+        (Q_CMP, NO_YEARS, "Mela Dorn", "GOOD"),  # nothing to compare: the structure decides
+    ],
+)
+def test_a_comparison_answer_follows_the_compared_values(question, context, answer, label):
+    got = _label(_conv(question, *context), question, f"<answer>{answer}</answer>", math=False)
+    assert got == label
+
+
 @pytest.mark.parametrize(
     "question,options",
     [
