@@ -117,8 +117,9 @@ class ToyWorldSpec(Section):
     train_templates: int | None = Field(
         None,
         ge=1,
-        description="Train on the first N training templates of each world only (default: all); the test "
-        "splits keep theirs. For measuring accuracy against the number of training templates.",
+        description="Train on the first N training templates of each world only (default: all; all of a "
+        "world that has fewer); the test splits keep theirs. For measuring accuracy against the number of "
+        "training templates.",
     )
     seed: int = Field(0, description="Seed of the worlds; the same seed writes the same files.")
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from swirl.data import toy_arithmetic, toy_twohop
 from swirl.data.config import ToyWorldSpec
@@ -48,11 +50,13 @@ def write_toy_worlds(spec: ToyWorldSpec) -> dict[str, str]:
     k = spec.train_templates
 
     def arithmetic(split: str) -> str:
-        rows = arithmetic_records(sizes[f"arithmetic_{split}"], spec.seed, split, templates=_k(k, split))
+        limit = _k(k, split, toy_arithmetic.ARITHMETIC_TEMPLATES)
+        rows = arithmetic_records(sizes[f"arithmetic_{split}"], spec.seed, split, templates=limit)
         return "".join(json.dumps(r) + "\n" for r in rows)
 
     def twohop(split: str) -> str:
-        return json.dumps(twohop_records(sizes[f"twohop_{split}"], spec.seed, split, templates=_k(k, split)))
+        limit = _k(k, split, toy_twohop.TWOHOP_TEMPLATES)
+        return json.dumps(twohop_records(sizes[f"twohop_{split}"], spec.seed, split, templates=limit))
 
     makers = {f"arithmetic_{s}": (lambda s=s: arithmetic(s)) for s in SPLITS}
     makers |= {f"twohop_{s}": (lambda s=s: twohop(s)) for s in SPLITS}
@@ -61,7 +65,10 @@ def write_toy_worlds(spec: ToyWorldSpec) -> dict[str, str]:
     return write_once(os.path.join(spec.dir, "_toyworld.json"), settings, paths, makers)
 
 
-def _k(train_templates: int | None, split: str) -> int | None:
-    """The template limit applies to the training split only: the in-template test keeps every training
-    template, so a smaller training set is measured on what it left out too."""
-    return train_templates if split == "train" else None
+def _k(train_templates: int | None, split: str, templates: Sequence[Any]) -> int | None:
+    """The template limit of `split` in a world with these templates: the training split only (the
+    in-template test keeps every training template, so a smaller training set is measured on what it left out
+    too), and every training template of a world that has fewer than the limit."""
+    if train_templates is None or split != "train":
+        return None
+    return min(train_templates, sum(t.split == "train" for t in templates))

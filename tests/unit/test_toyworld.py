@@ -72,6 +72,16 @@ def test_the_template_limit_applies_to_training_only(tmp_path: Path, written: di
         assert Path(paths[f"{world}_test"]).read_bytes() == Path(written[f"{world}_test"]).read_bytes()
 
 
+def test_a_template_limit_above_a_worlds_count_keeps_all_its_templates(tmp_path: Path) -> None:
+    paths = write_toy_worlds(_spec(tmp_path, train_templates=15))  # 45 arithmetic, 12 two-hop templates
+    arithmetic = {r["template"] for r in _read(paths["arithmetic_train"])}
+    first15 = [t.id for t in ARITHMETIC_TEMPLATES if t.split == "train"][:15]
+    assert arithmetic <= set(first15) and len(arithmetic) > 5
+    twohop_train = [t.id for t in TWOHOP_TEMPLATES if t.split == "train"]
+    assert len(twohop_train) < 15
+    assert {r["template"] for r in _read(paths["twohop_train"])} == set(twohop_train)
+
+
 def test_same_spec_same_bytes_other_seed_other_content(tmp_path: Path, written: dict[str, str]) -> None:
     again = write_toy_worlds(_spec(tmp_path / "a"))
     other = write_toy_worlds(_spec(tmp_path / "b", seed=1))
