@@ -4,6 +4,7 @@
                              [--objective swirl_offline|swirl] [--no-warmup]
                              [--gsm8k-train PATH [--gsm8k-train-questions N]]
                              [--gsm8k-test PATH [--gsm8k-test-questions N]] [--hotpotqa PATH]
+                             [--warmup-steps N] [--train-templates K] [--datasets PREFIX,...]
                              [--beam-width 3] [--beam-temperature 0.7] [--beam-questions N]
                              [--oreo-learning-rate LR] [--smoke]
                              [--out bench/results/learning.json]
