@@ -251,31 +251,36 @@ def _rows(folder: str) -> list[dict[str, Any]]:
 
 def agreement(generate_dir: str, judge_dir: str, judges: dict[str, Judge]) -> dict[str, Any]:
     """Each judge's process label of a round's own trajectories against their outcome (from the round's judge
-    output): precision = correct among all-GOOD trajectories, recall = all-GOOD among correct ones."""
+    output), measured as the filter measures it (swirl.steps.judge_agreement)."""
+    import numpy as np
+
+    from swirl.steps import judge_agreement
+
     correct = {r["trajectory_id"]: bool(r["outcome_correct"]) for r in _rows(judge_dir)}
+    rows = _rows(generate_dir)
+    ok = np.array([correct[row["trajectory_id"]] for row in rows], dtype=bool)
     out: dict[str, Any] = {}
     for name, judge in judges.items():
-        good = correct_good = n = 0
-        for row in _rows(generate_dir):
+        good = []
+        for row in rows:
             msgs = [dict(m) for m in row["messages"]]
             question = msgs[0]["content"].rpartition("Question:")[2].strip()
             math = "<math_exp>" in msgs[0]["content"]
-            all_good = all(
-                judge(msgs[:i], question, m["content"] or "", math)[0] == "GOOD"
-                for i, m in enumerate(msgs)
-                if m["role"] == "assistant"
+            good.append(
+                all(
+                    judge(msgs[:i], question, m["content"] or "", math)[0] == "GOOD"
+                    for i, m in enumerate(msgs)
+                    if m["role"] == "assistant"
+                )
             )
-            ok = correct[row["trajectory_id"]]
-            n, good, correct_good = n + 1, good + all_good, correct_good + (all_good and ok)
-        right = sum(correct.values())
-        out[name] = {
-            "trajectories": n,
-            "process_good": good,
-            "correct": right,
-            "both": correct_good,
-            "precision": correct_good / good if good else None,
-            "recall": correct_good / right if right else None,
+        all_good = np.array(good, dtype=bool)
+        pools = {
+            "none": np.ones_like(ok),
+            "process": all_good,
+            "outcome": ok,
+            "process_outcome": all_good & ok,
         }
+        out[name] = {"trajectories": len(rows), **judge_agreement(pools, {})["all"]}
     return out
 
 
