@@ -353,8 +353,7 @@ def judge_agreement(
             "recall": both / correct if correct else None,
         }
 
-    everything = np.ones_like(pools["none"], dtype=bool)
-    return {"all": one(everything), **{ds: one(m) for ds, m in in_dataset.items()}}
+    return {"all": one(pools["none"]), **{ds: one(m) for ds, m in in_dataset.items()}}  # none: every one
 
 
 def set_keep(batch: pa.RecordBatch | pa.Table, keep: pa.Array | pa.ChunkedArray) -> pa.Table:
