@@ -30,6 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import write_result
+
 # name -> (cpu_threads, adapter mode)
 SETTINGS = {
     "auto": ("", "none"),
@@ -41,21 +43,9 @@ SETTINGS = {
 
 def build_adapter(model: str, out: str) -> str:
     """A rank-16 LoRA on every linear layer with random non-zero weights (it changes the model's outputs)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from swirl.models.random_lora import lora_config, save_random_adapter
 
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    cfg = LoraConfig(
-        r=16,
-        lora_alpha=32,
-        init_lora_weights=False,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    )
-    get_peft_model(base, cfg).save_pretrained(out)
-    return out
+    return save_random_adapter(model, out, lora=lora_config(16, 32), std=None, seed=0)  # peft's random init
 
 
 def child(model: str, prompts: int, tokens: int, threads: str, mode: str, adapter: str) -> None:
@@ -138,21 +128,17 @@ def main() -> int:
     import shutil
 
     shutil.rmtree(os.path.dirname(adapter), ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(
-            {
-                "model": args.model,
-                "prompts": args.prompts,
-                "tokens": args.tokens,
-                "date": time.strftime("%Y-%m-%d"),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "rows": rows,
-            },
-            f,
-            indent=2,
-        )
-    print(f"wrote {args.out}")
+    write_result(
+        {
+            "model": args.model,
+            "prompts": args.prompts,
+            "tokens": args.tokens,
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "rows": rows,
+        },
+        args.out,
+    )
     return 0
 
 

@@ -9,10 +9,14 @@ same run (these machines are noisy); both engines produce identical greedy ids, 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import write_result
 
 
 def main() -> None:
@@ -73,20 +77,16 @@ def main() -> None:
     for r in rows:
         t.add_row(*(str(v) for v in r.values()))
     Console().print(t)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(
-            {
-                "rows": rows,
-                "greedy_ids_identical": identical,
-                "prompts": args.prompts,
-                "max_tokens": args.max_tokens,
-                "model": model,
-            },
-            f,
-            indent=2,
-        )
-    print(f"wrote {args.out}")
+    write_result(
+        {
+            "rows": rows,
+            "greedy_ids_identical": identical,
+            "prompts": args.prompts,
+            "max_tokens": args.max_tokens,
+            "model": model,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_result
 from swirl.data.demonstrations import math_gold_actions, search_gold_queries
 from swirl.tools.calculator import calculate
 
@@ -251,10 +252,10 @@ def _rows(folder: str) -> list[dict[str, Any]]:
 
 def agreement(generate_dir: str, judge_dir: str, judges: dict[str, Judge]) -> dict[str, Any]:
     """Each judge's process label of a round's own trajectories against their outcome (from the round's judge
-    output), measured as the filter measures it (swirl.steps.judge_agreement)."""
+    output), measured as the filter measures it (swirl.subtrajectories.judge_agreement)."""
     import numpy as np
 
-    from swirl.steps import judge_agreement
+    from swirl.subtrajectories import judge_agreement
 
     correct = {r["trajectory_id"]: bool(r["outcome_correct"]) for r in _rows(judge_dir)}
     rows = _rows(generate_dir)
@@ -337,10 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     report = run(args)
     print_table(report)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwrote {args.out}")
+    print()
+    write_result(report, args.out)
 
 
 if __name__ == "__main__":

@@ -63,14 +63,19 @@ accuracies mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import write_result
+
+if TYPE_CHECKING:
+    from swirl.stages.evaluate import ReportEntry
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -277,7 +282,7 @@ def _cell(c: Any) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/learn-cpu.yaml")
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -338,26 +343,13 @@ def main() -> int:
         help="check the paths end to end on the tiny model and the hf engine (minutes; see the docstring)",
     )
     p.add_argument("--out", default=None, help="default: bench/results/learning.json (-smoke with --smoke)")
-    args = p.parse_args()
-    if args.out is None:
-        args.out = "bench/results/learning-smoke.json" if args.smoke else "bench/results/learning.json"
-    for k, v in {
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "VLLM_NO_USAGE_STATS": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(k, v)
+    return p
 
-    from flows.round import swirl_round
+
+def _round_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The configured (or, with --smoke, the smoke) base config and the config data every variant starts
+    from: the chosen datasets, the real data files, the smoke settings."""
     from swirl.config import load_config
-    from swirl.evaluation.config import EvaluateConfig
-    from swirl.evaluation.report import markdown_report
-    from swirl.stages.evaluate import ReportEntry, report_cells
-    from swirl.stages.train import value_path
-    from swirl.store import Store
-    from tasks.engines import close_engines
 
     base_cfg = load_config(args.config)
     data = with_real_data(
@@ -381,78 +373,124 @@ def main() -> int:
             for d in data["ingest"]["datasets"]
         ]
         base_cfg = variant_config(data, "base", None, smoke=True)
-    store = Store(base_cfg.run.store_root)
-    entries: list[ReportEntry] = []
-    timings: dict[str, float] = {}
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if args.warmup and any(n not in ("base", "warmup") for n in names) and "warmup" not in names:
+    return base_cfg, data
+
+
+def _variant_names(variants: str, warmup: bool) -> list[str]:
+    """The variants to run, in order: with the warm-up first when the others start from its adapter, and
+    each variant that another one needs before it."""
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    if warmup and any(n not in ("base", "warmup") for n in names) and "warmup" not in names:
         names.insert(1 if names[:1] == ["base"] else 0, "warmup")  # the variants start from its adapter
     for name, needed in NEEDS.items():
         if name in names and needed not in names[: names.index(name)]:
             names.insert(names.index(name), needed)
-    judge_rows: list[dict[str, Any]] = []  # the process judge vs the outcome on each round's own samples
-    start_adapter = None
+    return names
+
+
+@dataclass
+class _Runs:
+    """What the variants' rounds produced, gathered as they run."""
+
+    entries: list[ReportEntry] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    judge_rows: list[dict[str, Any]] = field(default_factory=list)  # the process judge vs the outcome
+    start_adapter: str | None = None  # the warm-up adapter the trained variants start from
     beam: dict[str, Any] | None = None  # what oreo_beam evaluates: the oreo variant's policy and value model
+
+
+def _add_entries(runs: _Runs, store: Any, name: str, label_name: str, cfg: Any, result: Any) -> None:
+    """The round's evaluations of the variant's policy, as report entries (once each)."""
+    from swirl.stages.evaluate import ReportEntry
+
+    label = "base" if name in EVAL_ONLY else "trained"
+    for key, out in result.stages.items():
+        parts = key.split("/")
+        if parts[0] == "eval" and len(parts) == 3 and parts[2] == label:
+            ref = store.ref("evaluate", out.version)
+            if not any(e.ref.version == ref.version for e in runs.entries):
+                trained_on = {"base": "", "oreo_beam": "oreo"}.get(name, cfg.train.objective)
+                runs.entries.append(ReportEntry(label_name, trained_on, ref))
+
+
+def _add_judge_rows(runs: _Runs, store: Any, name: str, label_name: str, result: Any) -> None:
+    """The round's filter summaries: the process judge against the outcome, per dataset."""
+    if name in EVAL_ONLY or name == "warmup":
+        return
+    for key, out in result.stages.items():
+        if key.startswith("filter/"):
+            agreement = store.ref("filter", out.version).summary.get("judge_agreement", {})
+            for ds, a in agreement.items():
+                if ds != "all":
+                    runs.judge_rows.append({"variant": label_name, "dataset": ds, **a})
+
+
+def _run_variants(args: argparse.Namespace, data: dict[str, Any], store: Any, names: list[str]) -> _Runs:
+    """One `swirl_round` per variant, in order; the engines are closed at the end."""
+    from flows.round import swirl_round
+    from swirl.stages.train import value_path
+    from tasks.engines import close_engines
+
+    runs = _Runs()
     try:
         for name in names:
             cfg = variant_config(
                 data,
                 name,
                 args.objective,
-                start_adapter,
-                beam,
+                runs.start_adapter,
+                runs.beam,
                 args.smoke,
                 args.oreo_learning_rate,
                 args.warmup_steps,
             )
             t0 = time.perf_counter()
             result = swirl_round(cfg, keep_engines=True)
-            timings[name] = round(time.perf_counter() - t0, 1)
-            label = "base" if name in EVAL_ONLY else "trained"
-            label_name = variant_label(name, bool(start_adapter), args.beam_width)
-            for key, out in result["stages"].items():
-                parts = key.split("/")
-                if parts[0] == "eval" and len(parts) == 3 and parts[2] == label:
-                    ref = store.ref("evaluate", out["version"])
-                    if not any(e.ref.version == ref.version for e in entries):
-                        trained_on = {"base": "", "oreo_beam": "oreo"}.get(name, cfg.train.objective)
-                        entries.append(ReportEntry(label_name, trained_on, ref))
-            for key, out in result["stages"].items():
-                if key.startswith("filter/") and name not in EVAL_ONLY and name != "warmup":
-                    agreement = store.ref("filter", out["version"]).summary.get("judge_agreement", {})
-                    for ds, a in agreement.items():
-                        if ds != "all":
-                            judge_rows.append({"variant": label_name, "dataset": ds, **a})
+            runs.timings[name] = round(time.perf_counter() - t0, 1)
+            label_name = variant_label(name, bool(runs.start_adapter), args.beam_width)
+            _add_entries(runs, store, name, label_name, cfg, result)
+            _add_judge_rows(runs, store, name, label_name, result)
             if name == "warmup" and args.warmup:
-                start_adapter = result["stages"]["train"]["adapter"]
+                runs.start_adapter = result.stages["train"].adapter
             if name == "oreo":
-                trained = store.ref("train", result["stages"]["train"]["version"])
-                beam = {
-                    "adapter": result["stages"]["train"]["adapter"],
+                trained = store.ref("train", result.stages["train"].version)
+                runs.beam = {
+                    "adapter": result.stages["train"].adapter,
                     "value_model": value_path(trained),
                     "width": args.beam_width,
                     "temperature": args.beam_temperature,
                     "questions": args.beam_questions,
                 }
-            print(f"{name}: {timings[name]} s", flush=True)
+            print(f"{name}: {runs.timings[name]} s", flush=True)
     finally:
         close_engines()
+    return runs
+
+
+def _report(args: argparse.Namespace, store: Any, base_cfg: Any, runs: _Runs) -> tuple[str, list, list, list]:
+    """The Markdown tables and their cells: against base, against the warm-up adapter, and (with
+    --beam-questions) on the beam search's questions against greedy OREO."""
+    from swirl.evaluation.config import EvaluateConfig
+    from swirl.evaluation.report import markdown_report
+    from swirl.stages.evaluate import report_cells
+
     cfg_eval: EvaluateConfig = base_cfg.evaluate
-    beam_label = variant_label("oreo_beam", bool(start_adapter), args.beam_width)
+    warm = bool(runs.start_adapter)
+    beam_label = variant_label("oreo_beam", warm, args.beam_width)
     beam_subset: dict[str, list[str]] = {}  # dataset -> the questions a --beam-questions run evaluated
     if args.beam_questions is not None:
-        for e in entries:
+        for e in runs.entries:
             if e.policy == beam_label:
                 ids = store.read_ref(e.ref).column("question_id").to_pylist()
                 beam_subset[str(e.ref.summary.get("dataset"))] = ids
-    all_entries = entries
+    entries = runs.entries
     if beam_subset:  # not the others' questions: the beam row has a table of its own below
         entries = [e for e in entries if e.policy != beam_label]
     cells = report_cells(store, entries, cfg_eval)
     title = f"SWiRL at CPU scale: {base_cfg.policy.model}, {args.config}"
     md = markdown_report(cells, title)
     warm_cells = []
-    if start_adapter and any(e.policy.startswith("warmup+") for e in entries):
+    if warm and any(e.policy.startswith("warmup+") for e in entries):
         warm_cells = report_cells(
             store, [e for e in entries if e.policy != "base"], cfg_eval, baseline="warmup"
         )
@@ -462,16 +500,38 @@ def main() -> int:
         )
     subset_cells = []
     if beam_subset:
-        greedy = variant_label("oreo", bool(start_adapter), args.beam_width)
+        greedy = variant_label("oreo", warm, args.beam_width)
         n = ", ".join(f"{len(v)} of {d}" for d, v in beam_subset.items())
-        subset_cells = report_cells(store, all_entries, cfg_eval, baseline=greedy, question_ids=beam_subset)
+        subset_cells = report_cells(store, runs.entries, cfg_eval, baseline=greedy, question_ids=beam_subset)
         md += "\n\n" + markdown_report(
             subset_cells,
             f'On the questions the beam search evaluated ({n}), compared with greedy {greedy} ("gain vs '
             f'base" below = gain vs {greedy})',
         )
-    if judge_rows:
-        md += "\n\n" + judge_table(judge_rows)
+    if runs.judge_rows:
+        md += "\n\n" + judge_table(runs.judge_rows)
+    return md, cells, warm_cells, subset_cells
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    if args.out is None:
+        args.out = "bench/results/learning-smoke.json" if args.smoke else "bench/results/learning.json"
+    for k, v in {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "VLLM_NO_USAGE_STATS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(k, v)
+
+    from swirl.store import Store
+
+    base_cfg, data = _round_data(args)
+    store = Store(base_cfg.run.store_root)
+    runs = _run_variants(args, data, store, _variant_names(args.variants, args.warmup))
+    md, cells, warm_cells, subset_cells = _report(args, store, base_cfg, runs)
     print(md)
     result = {
         "config": args.config,
@@ -479,22 +539,17 @@ def main() -> int:
         "objective": args.objective or base_cfg.train.objective,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
-        "seconds": timings,
-        "warmup_adapter": start_adapter,
-        "oreo": beam,
+        "seconds": runs.timings,
+        "warmup_adapter": runs.start_adapter,
+        "oreo": runs.beam,
         "oreo_learning_rate": args.oreo_learning_rate,
         "smoke": args.smoke,
         "cells": [_cell(c) for c in cells],
         "cells_vs_warmup": [_cell(c) for c in warm_cells],
         "cells_on_beam_questions": [_cell(c) for c in subset_cells],
-        "judge_agreement": judge_rows,
+        "judge_agreement": runs.judge_rows,
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(md)
-    print(f"wrote {args.out}")
+    write_result(result, args.out, md)
     return 0
 
 

@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_result
 from swirl.data.config import DatasetSpec
 from swirl.data.corpus import corpus_from_questions
 from swirl.data.loaders import load_questions
@@ -141,10 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{args.hotpotqa}: not found; pass --hotpotqa PATH to a HotpotQA distractor JSON file")
     report = run(args.hotpotqa, [r.strip() for r in args.retrievers.split(",") if r.strip()], args.device)
     print_table(report)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.out}")
+    write_result(report, args.out)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,15 @@ grouped-query attention, like most current models). Prints a table and writes be
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import write_result
 
 
 def _start(engine, questions, samples, max_steps):
@@ -98,7 +102,7 @@ def _raw(llm, prompts, budget, seed0, extra):
     return sum(b - a for a, b in spans), dt, spans
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--samples", type=int, default=5)
@@ -126,17 +130,12 @@ def main() -> None:
         "64 tokens for 1000 prompts of each length, prompts prefilled (cached) beforehand and not shared",
     )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "rollout.json"))
-    args = ap.parse_args()
+    return ap
 
-    from rich.console import Console
-    from rich.table import Table
 
-    from swirl.data.synthetic import gsm8k_records
-    from swirl.engines.hf import HFEngine
-    from swirl.engines.vllm import VLLMEngine
+def _model(args: argparse.Namespace) -> str:
+    """--model, or the tiny model of the shape options, built in the temporary folder."""
     from swirl.models.tiny import build_tiny_model
-    from swirl.protocol import STOP_STRINGS
-    from swirl.rollout import RolloutSettings
 
     shape = {
         "hidden_size": args.hidden,
@@ -146,95 +145,92 @@ def main() -> None:
         "num_kv_heads": args.kv_heads,
     }
     if args.model:
-        model = args.model
-    else:
-        tiny = shape == {
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_layers": 2,
-            "num_heads": 2,
-            "num_kv_heads": 2,
-        }
-        name = "swirl-bench-tiny" + ("" if tiny else "-" + "-".join(str(v) for v in shape.values()))
-        model = build_tiny_model(os.path.join(tempfile.gettempdir(), name), **shape)
-    warm_n = max(20, args.questions // 5)
-    recs = gsm8k_records(args.questions + warm_n, seed=3)
-    qs = [{"question_id": f"q{i}", "question": r["question"], "task": "math"} for i, r in enumerate(recs)]
-    qs, warm_qs = qs[: args.questions], qs[args.questions :]
+        return args.model
+    tiny = shape == {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_layers": 2,
+        "num_heads": 2,
+        "num_kv_heads": 2,
+    }
+    name = "swirl-bench-tiny" + ("" if tiny else "-" + "-".join(str(v) for v in shape.values()))
+    return build_tiny_model(os.path.join(tempfile.gettempdir(), name), **shape)
 
-    def settings(seed: int) -> RolloutSettings:
-        return RolloutSettings(
-            max_steps=args.steps,
-            max_tokens_per_step=args.step_tokens,
-            max_context=2048,
-            temperature=1.0,
-            seed=seed,
-        )
 
-    eng = VLLMEngine(
-        model,
-        dtype=args.dtype,
-        max_model_len=2048,
-        enable_lora=False,
-        cpu_kvcache_gb=2,
-        max_num_seqs=args.max_num_seqs,
-        enforce_eager=not args.cuda_graphs,
+def _settings(args: argparse.Namespace, seed: int):
+    from swirl.rollout import RolloutSettings
+
+    return RolloutSettings(
+        max_steps=args.steps,
+        max_tokens_per_step=args.step_tokens,
+        max_context=2048,
+        temperature=1.0,
+        seed=seed,
     )
-    vllm_block_size = eng.llm.llm_engine.vllm_config.cache_config.block_size
-    t0 = time.perf_counter()
-    _loop(eng, warm_qs, args.samples, settings(10_000))  # warm-up: every batch shape, on other questions
-    warm_s = time.perf_counter() - t0
 
-    features = {"logprobs": 0, **eng._flat, "stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
-    vocab = len(eng.tokenizer)
-    runs: dict[str, list[tuple[int, float, float]]] = {}  # run -> [(tokens, seconds, mean context)]
 
-    def record(run: str, toks: int, dt: float, ctx: float) -> None:
-        runs.setdefault(run, []).append((toks, dt, ctx))
+Runs = dict[str, list[tuple[int, float, float]]]  # run -> [(tokens, seconds, mean context)]
 
-    for rep in range(args.repeats):
-        seed = 1 + rep  # fresh seeds: nothing generated is reused from the prefix cache across repeats
-        order = ("loop", "raw") if rep % 2 == 0 else ("raw", "loop")
-        first_prompts = None
-        for what in order:
-            if what == "loop":
-                trajs, dt, toks = _loop(eng, qs, args.samples, settings(seed))
-                record(
-                    "rollout loop (vllm)", toks, dt, _mean_context([s for t in trajs for s in t.action_spans])
-                )
-                # The engine on the prompts the loop sent, one call per step: exactly (all cached), or with
-                # each step's new tokens (template + observation) changed so that they are prefilled as in the
-                # loop.
-                for run, fresh in ((REPLAY, False), (REPLAY_PREFILL, True)):
-                    rt, rdt, rspans = 0, 0.0, []
-                    for k in range(args.steps):
-                        prompts = [
-                            _replay_prompt(t, k, fresh, vocab) for t in trajs if len(t.action_spans) > k
-                        ]
-                        if not prompts:
-                            break
-                        n, d, sp = _raw(
-                            eng.llm,
-                            prompts,
-                            args.step_tokens,
-                            (2 + fresh) * 1_000_000 * seed + 100_000 * k,
-                            {"logprobs": 0, **eng._flat},
-                        )
-                        rt, rdt, rspans = rt + n, rdt + d, rspans + sp
-                    record(run, rt, rdt, _mean_context(rspans))
-                first_prompts = [t.token_ids[: t.action_spans[0][0]] for t in trajs]
-                per = max(1, round(toks / len(trajs)))
-            else:
-                if first_prompts is None:  # raw first: the loop's first-step prompts
-                    first_prompts = [t.token_ids for t in _start(eng, qs, args.samples, args.steps)]
-                    prev = runs.get("rollout loop (vllm)")
-                    per = round(prev[-1][0] / len(first_prompts)) if prev else args.steps * args.step_tokens
-                for run, extra in (
-                    ("raw LLM.generate (vllm)", {}),
-                    ("raw + logprobs + stops (vllm)", features),
-                ):
-                    n, d, sp = _raw(eng.llm, first_prompts, per, 1_000_000 * seed, extra)
-                    record(run, n, d, _mean_context(sp))
+
+def _record(runs: Runs, run: str, toks: int, dt: float, ctx: float) -> None:
+    runs.setdefault(run, []).append((toks, dt, ctx))
+
+
+def _replay(eng, args: argparse.Namespace, trajs, seed: int, vocab: int, runs: Runs) -> None:
+    """The engine on the prompts the loop sent, one call per step: exactly (all cached), or with each step's
+    new tokens (template + observation) changed so that they are prefilled as in the loop."""
+    for run, fresh in ((REPLAY, False), (REPLAY_PREFILL, True)):
+        rt, rdt, rspans = 0, 0.0, []
+        for k in range(args.steps):
+            prompts = [_replay_prompt(t, k, fresh, vocab) for t in trajs if len(t.action_spans) > k]
+            if not prompts:
+                break
+            n, d, sp = _raw(
+                eng.llm,
+                prompts,
+                args.step_tokens,
+                (2 + fresh) * 1_000_000 * seed + 100_000 * k,
+                {"logprobs": 0, **eng._flat},
+            )
+            rt, rdt, rspans = rt + n, rdt + d, rspans + sp
+        _record(runs, run, rt, rdt, _mean_context(rspans))
+
+
+def _repeat(eng, args: argparse.Namespace, qs, rep: int, features: dict, vocab: int, runs: Runs) -> None:
+    """One measurement of every vLLM run: the loop (and its replays) and the raw calls, in alternating
+    order."""
+    seed = 1 + rep  # fresh seeds: nothing generated is reused from the prefix cache across repeats
+    order = ("loop", "raw") if rep % 2 == 0 else ("raw", "loop")
+    first_prompts = None
+    per = 0
+    for what in order:
+        if what == "loop":
+            trajs, dt, toks = _loop(eng, qs, args.samples, _settings(args, seed))
+            _record(
+                runs,
+                "rollout loop (vllm)",
+                toks,
+                dt,
+                _mean_context([s for t in trajs for s in t.action_spans]),
+            )
+            _replay(eng, args, trajs, seed, vocab, runs)
+            first_prompts = [t.token_ids[: t.action_spans[0][0]] for t in trajs]
+            per = max(1, round(toks / len(trajs)))
+        else:
+            if first_prompts is None:  # raw first: the loop's first-step prompts
+                first_prompts = [t.token_ids for t in _start(eng, qs, args.samples, args.steps)]
+                prev = runs.get("rollout loop (vllm)")
+                per = round(prev[-1][0] / len(first_prompts)) if prev else args.steps * args.step_tokens
+            for run, extra in (
+                ("raw LLM.generate (vllm)", {}),
+                ("raw + logprobs + stops (vllm)", features),
+            ):
+                n, d, sp = _raw(eng.llm, first_prompts, per, 1_000_000 * seed, extra)
+                _record(runs, run, n, d, _mean_context(sp))
+
+
+def _sweep(eng, args: argparse.Namespace, vocab: int) -> list[dict]:
+    """--sweep: decoding speed by prompt length, on 1000 random prompts prefilled beforehand."""
     sweep = []
     if args.sweep:
         import random
@@ -252,13 +248,11 @@ def main() -> None:
             )
             n, d, _ = _raw(eng.llm, prompts, args.step_tokens, 7_000_000, {})
             sweep.append({"prompt_tokens": n_ctx, "tokens_per_s": round(n / d, 1)})
-    eng.close()
+    return sweep
 
-    if args.hf_questions:
-        hf = HFEngine(model, dtype=args.dtype, batch_size=32)
-        htrajs, hdt, htoks = _loop(hf, qs[: args.hf_questions], args.samples, settings(1))
-        record("rollout loop (hf)", htoks, hdt, _mean_context([s for t in htrajs for s in t.action_spans]))
 
+def _rows(runs: Runs) -> list[dict]:
+    """One row per run: the medians over the repeats, and the speed relative to the raw call."""
     rows = []
     for run, ms in runs.items():
         rates = [t / d for t, d, _ in ms]
@@ -272,13 +266,17 @@ def main() -> None:
                 "tokens_per_s_each": [round(r, 1) for r in rates],
             }
         )
-    rate = {r["run"]: r["tokens_per_s"] for r in rows}
-    raw_rate = rate["raw LLM.generate (vllm)"]
+    raw_rate = {r["run"]: r["tokens_per_s"] for r in rows}["raw LLM.generate (vllm)"]
     for r in rows:
         r["vs_raw"] = round(r["tokens_per_s"] / raw_rate, 3)
+    return rows
+
+
+def _ratios(rows: list[dict]) -> dict:
+    rate = {r["run"]: r["tokens_per_s"] for r in rows}
+    raw_rate = rate["raw LLM.generate (vllm)"]
     loop = rate["rollout loop (vllm)"]
-    result = {
-        "rows": rows,
+    return {
         "loop_vs_raw": round(loop / raw_rate, 3),
         "loop_vs_raw_with_logprobs_and_stops": round(loop / rate["raw + logprobs + stops (vllm)"], 3),
         "loop_vs_replay": round(loop / rate[REPLAY], 3),
@@ -288,12 +286,13 @@ def main() -> None:
         "loop_vllm_vs_hf": round(loop / rate["rollout loop (hf)"], 2)
         if "rollout loop (hf)" in rate
         else None,
-        "context_sweep": sweep,
-        "warmup_s": round(warm_s, 1),
-        "settings": vars(args) | {"model": model},
-        "cpus": os.cpu_count(),
-        "vllm_block_size": vllm_block_size,
     }
+
+
+def _print(args: argparse.Namespace, rows: list[dict], result: dict, sweep: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(
         title=f"rollout throughput: {args.questions} questions x {args.samples} samples, <= {args.steps} "
         f"steps x {args.step_tokens} tokens, median of {args.repeats}"
@@ -317,10 +316,65 @@ def main() -> None:
             "decode tok/s by prompt length (cached, unshared prompts): "
             + ", ".join(f"{r['prompt_tokens']}: {r['tokens_per_s']:.0f}" for r in sweep)
         )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.out}")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+
+    from swirl.data.synthetic import gsm8k_records
+    from swirl.engines.hf import HFEngine
+    from swirl.engines.vllm import VLLMEngine
+    from swirl.protocol import STOP_STRINGS
+
+    model = _model(args)
+    warm_n = max(20, args.questions // 5)
+    recs = gsm8k_records(args.questions + warm_n, seed=3)
+    qs = [{"question_id": f"q{i}", "question": r["question"], "task": "math"} for i, r in enumerate(recs)]
+    qs, warm_qs = qs[: args.questions], qs[args.questions :]
+
+    eng = VLLMEngine(
+        model,
+        dtype=args.dtype,
+        max_model_len=2048,
+        enable_lora=False,
+        cpu_kvcache_gb=2,
+        max_num_seqs=args.max_num_seqs,
+        enforce_eager=not args.cuda_graphs,
+    )
+    vllm_block_size = eng.llm.llm_engine.vllm_config.cache_config.block_size
+    t0 = time.perf_counter()
+    _loop(
+        eng, warm_qs, args.samples, _settings(args, 10_000)
+    )  # warm-up: every batch shape, on other questions
+    warm_s = time.perf_counter() - t0
+
+    features = {"logprobs": 0, **eng._flat, "stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
+    vocab = len(eng.tokenizer)
+    runs: Runs = {}
+    for rep in range(args.repeats):
+        _repeat(eng, args, qs, rep, features, vocab, runs)
+    sweep = _sweep(eng, args, vocab)
+    eng.close()
+
+    if args.hf_questions:
+        hf = HFEngine(model, dtype=args.dtype, batch_size=32)
+        htrajs, hdt, htoks = _loop(hf, qs[: args.hf_questions], args.samples, _settings(args, 1))
+        _record(
+            runs, "rollout loop (hf)", htoks, hdt, _mean_context([s for t in htrajs for s in t.action_spans])
+        )
+
+    rows = _rows(runs)
+    result = {
+        "rows": rows,
+        **_ratios(rows),
+        "context_sweep": sweep,
+        "warmup_s": round(warm_s, 1),
+        "settings": vars(args) | {"model": model},
+        "cpus": os.cpu_count(),
+        "vllm_block_size": vllm_block_size,
+    }
+    _print(args, rows, result, sweep)
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

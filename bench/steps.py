@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,10 @@ import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import write_result
 
 DATASETS = ("gsm8k", "hotpotqa")
 ACTIONS = np.array([2, 3, 4, 5, 6])  # actions per trajectory cycle through these: 4 on average
@@ -148,16 +151,10 @@ def make_inputs(root: str, steps: int, shard: int) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child started by
-    a big parent would report the parent's peak."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's peak RSS in MB (swirl.system.peak_rss_bytes: VmHWM, right for a child process)."""
+    from swirl.system import peak_rss_bytes
+
+    return round(peak_rss_bytes() / 2**20, 1)
 
 
 def run_stages(root: str, versions: dict) -> dict:
@@ -165,8 +162,8 @@ def run_stages(root: str, versions: dict) -> dict:
     from swirl.stages.base import run_stage
     from swirl.stages.decompose import Decompose
     from swirl.stages.filter import Filter
-    from swirl.steps import DecomposeConfig, FilterConfig
     from swirl.store import Store
+    from swirl.subtrajectories import DecomposeConfig, FilterConfig
 
     store = Store(root)
     out = {"rss_after_imports_mb": peak_rss_mb()}
@@ -253,22 +250,18 @@ def main() -> None:
     for r in rows:
         t.add_row(*r)
     Console().print(t)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(
-            {
-                "steps_requested": args.steps,
-                "trajectories": versions["trajectory_rows"],
-                "inputs_build_s": make_s,
-                "cpus": os.cpu_count(),
-                **res,
-                "targets": {"total_s": 30, "peak_rss_mb": 2048},
-                "meets_targets": res["total_s"] < 30 and res["peak_rss_mb"] < 2048,
-            },
-            f,
-            indent=2,
-        )
-    print(f"wrote {args.out}")
+    write_result(
+        {
+            "steps_requested": args.steps,
+            "trajectories": versions["trajectory_rows"],
+            "inputs_build_s": make_s,
+            "cpus": os.cpu_count(),
+            **res,
+            "targets": {"total_s": 30, "peak_rss_mb": 2048},
+            "meets_targets": res["total_s"] < 30 and res["peak_rss_mb"] < 2048,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -26,62 +26,40 @@ table and writes bench/results/value_scorer.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import write_result
 
-def random_value_model(
-    model_dir: str,
-    folder: str,
-    seed: int = 0,
-    lora: Any = None,
-    lora_std: float = 0.02,
-    head_std: float = 0.05,
-) -> str:
-    """A value folder with seeded random, non-zero weights: the value adapter's lora_B ~ N(0, lora_std) and
-    the head ~ N(0, head_std). `lora` (a peft LoraConfig): default the trainer's shape, r 16 on all linear
-    layers."""
-    import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    from swirl.models.value import add_value_model, save_value_model
+def random_value_model(model_dir: str, folder: str) -> str:
+    """A value folder of the trainer's shape (r 16 on all linear layers) with seeded random, non-zero weights:
+    lora_B ~ N(0, 0.02), the head ~ N(0, 0.05)."""
+    from swirl.models.random_lora import save_random_value_model
     from swirl.training.config import LoraSection
 
-    torch.manual_seed(seed)
-    lora = lora or LoraSection(rank=16, alpha=32).peft_config()
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), lora)
-    add_value_model(model, lora)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".value." in name and "lora_B" in name:
-                p.normal_(0, lora_std)
-        model.value_head.weight.normal_(0, head_std)
-    save_value_model(model, folder)
-    return folder
+    lora = LoraSection(rank=16, alpha=32).peft_config()
+    return save_random_value_model(model_dir, folder, lora=lora, std=0.02, head_std=0.05)
 
 
 def question_prompts(cfg: Any, tokenizer: Any, n: int) -> list[list[int]]:
     """The first n held-out arithmetic questions' prompts, rendered as evaluation renders them."""
     from swirl.data.loaders import load_questions
-    from swirl.generation import start_episodes
+    from swirl.episodes import start_episodes
     from swirl.rollout import RolloutSettings
 
     spec = next(d for d in cfg.ingest.datasets if d.split != "train" and d.format == "gsm8k")
     rows = load_questions(spec)[0][:n]
 
-    eng = SimpleNamespace(tokenizer=tokenizer)  # start_episodes only reads the engine's tokenizer
     settings = RolloutSettings(max_steps=cfg.generate.max_steps_math)
-    starts = start_episodes(eng, [dict(r) for r in rows], cfg.generate, "math", 1, settings)  # type: ignore[arg-type]
+    starts = start_episodes(tokenizer, [dict(r) for r in rows], cfg.generate, "math", 1, settings)
     return [list(t.token_ids) for t in starts]
 
 
@@ -192,12 +170,7 @@ def main() -> int:
         "max_abs_diff": max_diff,
         "results": results,
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(md + "\n")
-    print(f"wrote {args.out}")
+    write_result(report, args.out, md + "\n")
     return 0
 
 

@@ -17,10 +17,14 @@ import argparse
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Quiet, offline-friendly defaults; an explicit environment variable always wins.
-_ENV_DEFAULTS = {
+if TYPE_CHECKING:
+    from flows.results import RoundResult
+
+# Quiet, offline-friendly defaults; an explicit environment variable always wins. tests/conftest.py sets
+# them too (this module imports nothing that reads the environment).
+ENV_DEFAULTS = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -78,42 +82,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_round(result: dict[str, Any]) -> None:
+def _print_round(result: RoundResult) -> None:
     from rich.table import Table
 
     con = _console()
-    t = Table(title=f"swirl round {result['run']!r} ({result['seconds']} s)")
+    t = Table(title=f"swirl round {result.run!r} ({result.seconds} s)")
     for col in ("stage", "version", "rows", "status", "seconds"):
         t.add_column(col, justify="right" if col in ("rows", "seconds") else "left")
-    for name, o in result["stages"].items():
-        t.add_row(
-            name, o["version"], str(o["rows"]), "cached" if o["cached"] else "computed", f"{o['seconds']:.2f}"
-        )
+    for name, o in result.stages.items():
+        t.add_row(name, o.version, str(o.rows), "cached" if o.cached else "computed", f"{o.seconds:.2f}")
     con.print(t)
-    ev = result["stages"].get("eval")
-    if ev and ev.get("results"):
+    ev = result.stages.get("eval")
+    if ev and ev.results:
         e = Table(title="evaluation (rule-graded accuracy, 95% Wilson interval)")
         for col in ("dataset", "policy", "n", "accuracy", "interval", "judge"):
             e.add_column(col, justify="left" if col in ("dataset", "policy") else "right")
-        for key, r in sorted(ev["results"].items(), key=lambda kv: kv[0].split("@")[::-1]):
+        for key, r in sorted(ev.results.items(), key=lambda kv: kv[0].split("@")[::-1]):
             policy, dataset = key.split("@", 1)
-            judge = "" if r.get("accuracy_judge") is None else f"{r['accuracy_judge']:.3f}"
+            judge = "" if r.accuracy_judge is None else f"{r.accuracy_judge:.3f}"
             e.add_row(
                 dataset,
                 policy,
-                str(r["questions"]),
-                f"{r['accuracy_rule']:.3f}",
-                f"[{r['accuracy_rule_low']:.3f}, {r['accuracy_rule_high']:.3f}]",
+                str(r.questions),
+                f"{r.accuracy_rule:.3f}",
+                f"[{r.accuracy_rule_low:.3f}, {r.accuracy_rule_high:.3f}]",
                 judge,
             )
         con.print(e)
         con.print(
-            f"evaluation report (gains vs base, McNemar p, cross-task heatmap): {ev['report']}",
+            f"evaluation report (gains vs base, McNemar p, cross-task heatmap): {ev.report}",
             soft_wrap=True,
         )
-    con.print(f"store: {result['store']}", soft_wrap=True)
+    con.print(f"store: {result.store}", soft_wrap=True)
     con.print(
-        f"MLflow run {result['mlflow_run_id']} in {result['mlflow_uri']} (open it: swirl ui mlflow --config "
+        f"MLflow run {result.mlflow_run_id} in {result.mlflow_uri} (open it: swirl ui mlflow --config "
         "CONFIG)",
         soft_wrap=True,
     )
@@ -164,8 +166,8 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     from flows.iterate import rounds_markdown
 
     con = _console()
-    con.print(Markdown(rounds_markdown(f"{result['mlflow_run_name']}", result["rounds"], result["stopped"])))
-    con.print(f"MLflow: {result['mlflow_url']} (swirl ui mlflow --config {args.config})", soft_wrap=True)
+    con.print(Markdown(rounds_markdown(result.mlflow_run_name, result.rounds, result.stopped)))
+    con.print(f"MLflow: {result.mlflow_url} (swirl ui mlflow --config {args.config})", soft_wrap=True)
     return 0
 
 
@@ -298,7 +300,7 @@ def config_generate_versions(cfg: Any, store: Any) -> set[str]:
     """The versions of the generate outputs this config produces (planned from the store's complete
     upstream outputs; nothing is computed), so `swirl show` shows this config's trajectories, not the newest
     of any."""
-    from swirl.generation import task_of
+    from swirl.episodes import tool_kind
     from swirl.stages.corpus import Corpus
     from swirl.stages.generate import Generate
     from swirl.stages.ingest import Ingest
@@ -313,7 +315,7 @@ def config_generate_versions(cfg: Any, store: Any) -> set[str]:
     out = set()
     for spec in cfg.generate_datasets() if cfg.policy else ():
         questions, corpus = stored(Ingest(spec)), None
-        if questions is not None and task_of(spec) == "search":
+        if questions is not None and tool_kind(spec) == "search":
             split = stored(Ingest(spec.whole_split()))
             corpus = stored(Corpus(split, cfg.search, spec.name)) if split is not None else None
             if corpus is None:
@@ -356,7 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="swirl", description="SWiRL / OREO pipeline: Prefect flows + MLflow tracking."
     )
     sub = p.add_subparsers(dest="command", required=True)
+    _add_pipeline_commands(sub)
+    _add_model_commands(sub)
+    _add_inspect_commands(sub)
+    return p
 
+
+def _add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
+    """run, eval, iterate, serve, compare: the flows and their results."""
     r = sub.add_parser("run", help="run one round of the pipeline on a config")
     r.add_argument("config", help="YAML run config, e.g. configs/quickstart.yaml")
     r.add_argument("--stages", help="comma-separated subset of stages to run (default: the config's stages)")
@@ -401,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--experiment", help="only look up run names in this experiment")
     c.set_defaults(func=cmd_compare)
 
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """validate, make-tiny-model, make-model: configs and local models."""
     v = sub.add_parser("validate", help="validate a config and print it with defaults filled in")
     v.add_argument("config")
     v.set_defaults(func=cmd_validate)
@@ -424,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--overwrite", action="store_true")
     mm.set_defaults(func=cmd_make_model)
 
+
+def _add_inspect_commands(sub: argparse._SubParsersAction) -> None:
+    """store ls, show, ui: look at the store and the UIs."""
     s = sub.add_parser("store", help="inspect the versioned store")
     ssub = s.add_subparsers(dest="store_command", required=True)
     ls = ssub.add_parser("ls", help="list complete stage outputs")
@@ -449,11 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--backend", default="sqlite:///runs/quickstart/mlflow.db")
     u.add_argument("--port", type=int, default=None)
     u.set_defaults(func=cmd_ui)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    for k, v in _ENV_DEFAULTS.items():
+    for k, v in ENV_DEFAULTS.items():
         os.environ.setdefault(k, v)
     args = build_parser().parse_args(argv)
     if getattr(args, "port", "unset") is None:

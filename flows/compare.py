@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from rich.table import Table
 
 _EVAL = re.compile(
     r"^eval/([^/]+)/([^/]+)/(accuracy_rule|accuracy_rule_low|accuracy_rule_high|accuracy_judge|"
@@ -18,7 +23,7 @@ _EVAL = re.compile(
 MAX_VALUE = 48  # characters of a param value shown in the diff table
 
 
-def find_run(client: Any, ref: str, experiment: str | None = None) -> Any:
+def find_run(client: MlflowClient, ref: str, experiment: str | None = None) -> Run:
     """A run by id, else the top-level run with that name (`quickstart #3`), else the newest round of the
     config with that run name (`quickstart`), in `experiment` or in any experiment."""
     from mlflow.exceptions import MlflowException
@@ -48,7 +53,7 @@ def find_run(client: Any, ref: str, experiment: str | None = None) -> Any:
     return runs[0]
 
 
-def eval_metrics(run: Any) -> dict[tuple[str, str], dict[str, float]]:
+def eval_metrics(run: Run) -> dict[tuple[str, str], dict[str, float]]:
     """(dataset, policy) -> {accuracy_rule, accuracy_rule_low, ..., gain_vs_base, mcnemar_p}."""
     out: dict[tuple[str, str], dict[str, float]] = {}
     for name, value in run.data.metrics.items():
@@ -73,7 +78,7 @@ def _cell(m: dict[str, float] | None) -> str:
     return text
 
 
-def config_diff(runs: Sequence[Any]) -> list[tuple[str, list[str]]]:
+def config_diff(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     """Params whose values differ between the runs (a param a run lacks shows as —)."""
     keys = sorted({k for r in runs for k in r.data.params})
     out = []
@@ -84,7 +89,7 @@ def config_diff(runs: Sequence[Any]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def compare_runs(uri: str, refs: Sequence[str], experiment: str | None = None) -> list[Any]:
+def compare_runs(uri: str, refs: Sequence[str], experiment: str | None = None) -> list[Table]:
     """Two rich tables: accuracy per (dataset, policy) with one column per round, and the config
     differences."""
     from mlflow import MlflowClient

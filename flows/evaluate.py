@@ -7,13 +7,12 @@ is `<run name> evaluate #k`; its Prefect run has the evaluation table and report
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.parameters import Knobs, config_name, optional, resolve_config
+from flows.results import RoundResult
 from flows.round import run_round
 from swirl.config import ConfigError, RunConfig, check_config_files, config_from_dict
 from tasks.artifacts import publish_config
@@ -69,7 +68,7 @@ def swirl_evaluate(
     datasets: optional(list[str]) = None,
     trained: bool = False,
     knobs: Knobs = Knobs(),  # noqa: B008  (a frozen default: Prefect shows it in the Run form)
-) -> dict[str, Any]:
+) -> RoundResult:
     """Evaluate the base policy and adapters on a config's evaluation datasets.
 
     Args:

@@ -22,24 +22,29 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.parameters import Knobs, config_name, optional, resolve_config
+from flows.results import IterationResult, RoundRecord
 from flows.round import rename_flow_run, swirl_round
 from swirl.config import ConfigError, RunConfig
-from swirl.store import Store, stage_version
+from swirl.stages.base import Context, Plan, run_stage
+from swirl.store import StageRef, Store
 from tasks.artifacts import mlflow_ui_url, publish_config, publish_link, publish_markdown
 from tasks.engines import close_engines
 from tasks.tracking import (
+    Tracking,
     default_artifact_root,
-    finish_round,
+    finish_tracked_run,
     log_round_metrics,
     log_rounds_table,
     mlflow_run_name,
-    start_round,
+    start_tracked_run,
 )
 
 ITERATION = "iteration"  # the store stage of finished rounds' records
@@ -53,18 +58,47 @@ def chain_config(cfg: RunConfig) -> dict[str, Any]:
     return data
 
 
-def round_version(chain: dict[str, Any], number: int, previous: str) -> str:
-    return stage_version(ITERATION, {"chain": chain, "round": number}, {"previous": previous})
+def round_plan(chain: dict[str, Any], number: int, previous: str) -> Plan:
+    """The plan of round `number`'s record: its version hashes the chain, the round number and the previous
+    round's version (empty for round 1)."""
+    return Plan(ITERATION, None, {"chain": chain, "round": number}, {"previous": previous})
 
 
-def finished_rounds(store: Store, chain: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+@dataclass(frozen=True)
+class CommitRound:
+    """A finished round's record, committed as the chain's next `iteration` output: the record is its summary
+    and its `round.json`."""
+
+    chain: dict[str, Any]
+    previous: str  # the previous round's `iteration` version ("" for round 1)
+    record: RoundRecord
+    stage: ClassVar[str] = ITERATION
+
+    @property
+    def label(self) -> str:
+        return f"iteration-round-{self.record.round}"
+
+    def plan(self) -> Plan:
+        return round_plan(self.chain, self.record.round, self.previous)
+
+    def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
+        rec = self.record.as_dict()
+        return plan.write(
+            store, None, rec, lambda folder: _write_json(os.path.join(folder, "round.json"), rec)
+        )
+
+    def describe(self, ref: StageRef) -> str:
+        return f"round {self.record.round}: adapter {self.record.adapter}"
+
+
+def finished_rounds(store: Store, chain: dict[str, Any]) -> list[tuple[str, RoundRecord]]:
     """The chain's finished rounds in order, as (version, record)."""
-    out: list[tuple[str, dict[str, Any]]] = []
+    out: list[tuple[str, RoundRecord]] = []
     while True:
-        version = round_version(chain, len(out) + 1, out[-1][0] if out else "")
+        version = round_plan(chain, len(out) + 1, out[-1][0] if out else "").version
         if not store.is_complete(ITERATION, version):
             return out
-        out.append((version, store.ref(ITERATION, version).summary))
+        out.append((version, RoundRecord.from_dict(store.ref(ITERATION, version).summary)))
 
 
 def round_config(cfg: RunConfig, adapter: str | None) -> RunConfig:
@@ -74,53 +108,25 @@ def round_config(cfg: RunConfig, adapter: str | None) -> RunConfig:
     return cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"adapter": adapter})})
 
 
-def round_record(summary: dict[str, Any], number: int, adapter_in: str | None, base_label: str) -> dict:
-    """What a finished round leaves for the next one and for the summary table."""
-    stages = summary["stages"]
-    results = stages.get("eval", {}).get("results", {})
-    trained = {k.split("@", 1)[1]: r["accuracy_rule"] for k, r in results.items() if k.startswith("trained@")}
-    before = {
-        k.split("@", 1)[1]: r["accuracy_rule"] for k, r in results.items() if k.startswith(base_label + "@")
-    }
-    mean = sum(trained.values()) / len(trained) if trained else None
-    mean_before = sum(before.values()) / len(before) if before else None
-    return {
-        "round": number,
-        "adapter_in": adapter_in or "",
-        "adapter": stages["train"]["adapter"],
-        "train_version": stages["train"]["version"],
-        "model_version": stages["train"].get("model_version"),
-        "accuracy": trained,
-        "accuracy_before": before,
-        "mean_accuracy": mean,
-        "mean_accuracy_before": mean_before,
-        "gain": None if mean is None or mean_before is None else mean - mean_before,
-        "kept_steps": sum(o.get("kept_steps") or 0 for k, o in stages.items() if k.startswith("filter/")),
-        "reward_mean": stages["train"].get("reward_mean"),
-        "mlflow_run_id": summary["mlflow_run_id"],
-        "mlflow_run_name": summary["mlflow_run_name"],
-    }
-
-
-def rounds_markdown(title: str, records: list[dict[str, Any]], stopped: str | None) -> str:
+def rounds_markdown(title: str, records: Sequence[RoundRecord], stopped: str | None) -> str:
     """The across-rounds table: accuracy per evaluation dataset (round 0: the starting policy), the gain,
     kept steps and the final training reward."""
-    datasets = sorted({d for r in records for d in r["accuracy"]})
+    datasets = sorted({d for r in records for d in r.accuracy})
     head = ["round", *datasets, "mean", "gain", "kept steps", "reward", "model version", "MLflow run"]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def fmt(x: Any, digits: int = 3) -> str:
+    def fmt(x: float | int | str | None, digits: int = 3) -> str:
         return "" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
     if records:
         r0 = records[0]
-        row0 = ["0 (start)", *(fmt(r0["accuracy_before"].get(d)) for d in datasets)]
-        lines.append("| " + " | ".join(row0 + [fmt(r0["mean_accuracy_before"]), "", "", "", "", ""]) + " |")
+        row0 = ["0 (start)", *(fmt(r0.accuracy_before.get(d)) for d in datasets)]
+        lines.append("| " + " | ".join(row0 + [fmt(r0.mean_accuracy_before), "", "", "", "", ""]) + " |")
     for r in records:
-        cells = [str(r["round"]), *(fmt(r["accuracy"].get(d)) for d in datasets)]
-        gain = "" if r["gain"] is None else f"{r['gain']:+.3f}"
-        cells += [fmt(r["mean_accuracy"]), gain, str(r["kept_steps"]), fmt(r["reward_mean"])]
-        cells += [fmt(r["model_version"]), r["mlflow_run_name"]]
+        cells = [str(r.round), *(fmt(r.accuracy.get(d)) for d in datasets)]
+        gain = "" if r.gain is None else f"{r.gain:+.3f}"
+        cells += [fmt(r.mean_accuracy), gain, str(r.kept_steps), fmt(r.reward_mean)]
+        cells += [fmt(r.model_version), r.mlflow_run_name]
         lines.append("| " + " | ".join(cells) + " |")
     if stopped:
         lines += ["", f"Stopped: {stopped}."]
@@ -139,6 +145,12 @@ def check_iteration(cfg: RunConfig, rounds: int = 1, more_rounds: int | None = N
         raise ConfigError("swirl_iterate: rounds and more_rounds must be at least 1")
 
 
+def stop_reason(records: Sequence[RoundRecord], min_gain: float | None) -> str | None:
+    """Why the chain stops: the first of `records` that gained less than `min_gain` (None: it goes on)."""
+    low = [r for r in records if min_gain is not None and r.gain is not None and r.gain < min_gain]
+    return f"round {low[0].round} gained {low[0].gain:+.4f} < min_gain {min_gain}" if low else None
+
+
 def _iterate_run_name() -> str:
     params = flow_run.get_parameters() or {}
     name = config_name(params.get("config_path", "swirl"))
@@ -154,7 +166,7 @@ def swirl_iterate(
     more_rounds: optional(int) = None,
     min_gain: optional(float) = None,
     knobs: Knobs = Knobs(),  # noqa: B008  (a frozen default: Prefect shows it in the Run form)
-) -> dict[str, Any]:
+) -> IterationResult:
     """Rounds of the pipeline on a base config file with the Run form's overrides, each round training the
     previous round's adapter further.
 
@@ -173,7 +185,7 @@ def swirl_iterate(
 
 def iterate(
     cfg: RunConfig, rounds: int = 2, more_rounds: int | None = None, min_gain: float | None = None
-) -> dict[str, Any]:
+) -> IterationResult:
     """The iteration's work in the calling flow (see the module docstring); returns the records of all the
     chain's rounds."""
     log = get_run_logger()
@@ -183,19 +195,52 @@ def iterate(
     done = finished_rounds(store, chain)
     records = [rec for _, rec in done]
     target = len(records) + more_rounds if more_rounds is not None else rounds
-    stopped = None
-    if more_rounds is None and min_gain is not None:
-        low = [r for r in records if r["gain"] is not None and r["gain"] < min_gain]
-        if low:
-            stopped = f"round {low[0]['round']} gained {low[0]['gain']:+.4f} < min_gain {min_gain}"
-    tr = start_round(
+    stopped = stop_reason(records, min_gain) if more_rounds is None else None
+    tr, name, url = open_iteration(
+        cfg, store, {"rounds": rounds, "more_rounds": more_rounds, "min_gain": min_gain}, target
+    )
+    log.info("%s: %d round(s) finished earlier, target %d; MLflow %s", name, len(records), target, url)
+    for rec in records:
+        log_round_metrics(tr, rec.as_dict())
+    previous = done[-1][0] if done else ""
+    try:
+        while len(records) < target and stopped is None:
+            adapter = records[-1].adapter if records else cfg.policy.adapter
+            previous, rec = next_round(cfg, store, chain, tr, len(records) + 1, adapter, previous)
+            records.append(rec)
+            log_round_metrics(tr, rec.as_dict())
+            gain = "-" if rec.gain is None else f"{rec.gain:+.4f}"
+            log.info(
+                "round %d: mean accuracy %s (gain %s), adapter %s",
+                rec.round,
+                rec.mean_accuracy,
+                gain,
+                rec.adapter,
+            )
+            stopped = stop_reason([rec], min_gain)
+        result = IterationResult(
+            cfg.run.name, tr.parent_run_id, name, url, tuple(records), stopped, store.url
+        )
+        publish_rounds(tr, f"{name}: rounds of `{cfg.run.name}`", result)
+        finish_tracked_run(tr, "FINISHED", result.as_dict())
+        return result
+    except BaseException:
+        finish_tracked_run(tr, "FAILED", {"rounds": [r.as_dict() for r in records]})
+        raise
+    finally:
+        close_engines()
+
+
+def open_iteration(
+    cfg: RunConfig, store: Store, settings: dict[str, int | float | None], target: int
+) -> tuple[Tracking, str, str]:
+    """Setup: the iteration's MLflow run (its params: the config and the iteration `settings`), the Prefect
+    flow run renamed to its name, the link as an artifact; returns the run, its name and its URL."""
+    tr = start_tracked_run(
         cfg.run.mlflow_uri,
         cfg.run.experiment,
         run_name=cfg.run.name,
-        params={
-            **cfg.model_dump(mode="json"),
-            "iterate": {"rounds": rounds, "more_rounds": more_rounds, "min_gain": min_gain},
-        },
+        params={**cfg.model_dump(mode="json"), "iterate": settings},
         tags={"prefect.flow_run_id": str(flow_run.get_id() or ""), "swirl.store": store.url},
         artifact_root=default_artifact_root(cfg.run.store_root),
         description=f"swirl iteration of `{cfg.run.name}`: up to {target} rounds, each training the previous "
@@ -207,65 +252,38 @@ def iterate(
     rename_flow_run(name)
     url = mlflow_ui_url(cfg.run.mlflow_uri, tr.experiment_id, tr.parent_run_id, cfg.run.mlflow_ui)
     publish_link(url, f"MLflow run {name}", "mlflow-run")
-    log.info("%s: %d round(s) finished earlier, target %d; MLflow %s", name, len(records), target, url)
-    for rec in records:
-        log_round_metrics(tr, rec)
-    adapter = records[-1]["adapter"] if records else cfg.policy.adapter
-    previous = done[-1][0] if done else ""
-    try:
-        while len(records) < target and stopped is None:
-            number = len(records) + 1
-            base_label = "base" if number == 1 else f"round {number - 1}"
-            summary = swirl_round(
-                round_config(cfg, adapter),
-                keep_engines=True,
-                parent_run_id=tr.parent_run_id,
-                round_number=number,
-                base_label=base_label,
-            )
-            rec = round_record(summary, number, adapter, base_label)
-            version = round_version(chain, number, previous)
-            store.write_files(
-                ITERATION,
-                version,
-                lambda folder, rec=rec: _write_json(os.path.join(folder, "round.json"), rec),
-                {"chain": chain, "round": number},
-                {"previous": previous},
-                rec,
-            )
-            records.append(rec)
-            log_round_metrics(tr, rec)
-            previous, adapter = version, rec["adapter"]
-            gain = "-" if rec["gain"] is None else f"{rec['gain']:+.4f}"
-            log.info(
-                "round %d: mean accuracy %s (gain %s), adapter %s",
-                number,
-                rec["mean_accuracy"],
-                gain,
-                adapter,
-            )
-            if min_gain is not None and rec["gain"] is not None and rec["gain"] < min_gain:
-                stopped = f"round {number} gained {rec['gain']:+.4f} < min_gain {min_gain}"
-        title = f"{name}: rounds of `{cfg.run.name}`"
-        table = rounds_markdown(title, records, stopped)
-        publish_markdown(table, title, "rounds")
-        log_rounds_table(tr, records, table)
-        result = {
-            "run": cfg.run.name,
-            "mlflow_run_id": tr.parent_run_id,
-            "mlflow_run_name": name,
-            "mlflow_url": url,
-            "rounds": records,
-            "stopped": stopped,
-            "store": store.url,
-        }
-        finish_round(tr, "FINISHED", result)
-        return result
-    except BaseException:
-        finish_round(tr, "FAILED", {"rounds": records})
-        raise
-    finally:
-        close_engines()
+    return tr, name, url
+
+
+def next_round(
+    cfg: RunConfig,
+    store: Store,
+    chain: dict[str, Any],
+    tr: Tracking,
+    number: int,
+    adapter: str | None,
+    previous: str,
+) -> tuple[str, RoundRecord]:
+    """Round `number` as a `swirl_round` subflow from `adapter`, its record committed after the `previous`
+    round's; returns the record's version and the record."""
+    base_label = "base" if number == 1 else f"round {number - 1}"
+    result = swirl_round(
+        round_config(cfg, adapter),
+        keep_engines=True,
+        parent_run_id=tr.parent_run_id,
+        round_number=number,
+        base_label=base_label,
+    )
+    rec = RoundRecord.of_round(result, adapter, base_label)
+    ref = run_stage(store, CommitRound(chain, previous, rec)).ref
+    return ref.version, rec
+
+
+def publish_rounds(tr: Tracking, title: str, result: IterationResult) -> None:
+    """The across-rounds table as the Prefect artifact `rounds` and on the iteration's MLflow run."""
+    table = rounds_markdown(title, result.rounds, result.stopped)
+    publish_markdown(table, title, "rounds")
+    log_rounds_table(tr, [r.as_dict() for r in result.rounds], table)
 
 
 def _write_json(path: str, obj: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from swirl.config import RunConfig, Stage, config_from_dict, load_config
-from swirl.steps import Strategy
+from swirl.subtrajectories import Strategy
 from swirl.training.config import Objective
 
 

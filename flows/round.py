@@ -3,27 +3,31 @@
 prepare (local fixtures) -> ingest (one `questions` table per dataset) -> corpus (all articles of a search
 dataset's split + its index) -> generate (multi-step trajectories with tools, per training dataset) -> judge
 (process labels per step, outcome per trajectory) -> decompose (the sub-trajectory `steps` table) -> filter ->
-train (a LoRA adapter) -> evaluate (base and trained policy on every evaluation dataset) -> the evaluation
-report.
+train (a LoRA adapter, registered in MLflow) -> evaluate (base and trained policy on every evaluation dataset)
+-> the evaluation report (and the champion alias on the best adapter).
 
-A stage runs when it is listed in `stages` or a listed stage depends on it (`DEPENDS`); a finished output is a
-store hit. Evaluating only (`stages: [evaluate]`, what `swirl eval` does) needs ingest and corpus, not
-training.
+`run_round` reads as a recipe: setup (the tracked run), one phase per group of stages, cleanup. A stage runs
+when it is listed in `stages` or a listed stage depends on it (`DEPENDS`); a finished output is a store hit.
+Evaluating only (`stages: [evaluate]`, what `swirl eval` does) needs ingest and corpus, not training.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import State
 
 from flows.parameters import Knobs, config_name, optional, resolve_config
+from flows.results import EvalScore, RoundResult, StageOutput, policy_accuracy
 from swirl.config import ConfigError, RunConfig, Stage
 from swirl.data.config import DatasetSpec
-from swirl.generation import task_of
-from swirl.stages.base import cached_plan, upstream_refs
+from swirl.episodes import tool_kind
+from swirl.evaluation.config import EvaluateConfig
+from swirl.stages.base import Job, cached_plan, upstream_refs
 from swirl.stages.corpus import Corpus
 from swirl.stages.decompose import Decompose
 from swirl.stages.evaluate import EvalPolicy, Evaluate, Report, ReportEntry
@@ -33,7 +37,7 @@ from swirl.stages.ingest import Ingest
 from swirl.stages.judge import Judge
 from swirl.stages.train import Train, adapter_path, read_train_log, value_path
 from swirl.stages.train import trained_on as train_datasets_of
-from swirl.store import Store
+from swirl.store import StageRef, Store
 from swirl.training.data import TrainInput
 from tasks.artifacts import (
     mlflow_ui_url,
@@ -46,18 +50,16 @@ from tasks.artifacts import (
     report_markdown,
 )
 from tasks.engines import close_engines
-from tasks.stages import StageResult, prepare_task, run_job
+from tasks.registry import CHAMPION, promote_by_accuracy, register_adapter, registered_model_name
+from tasks.stages import StageResult, prepare_task, run_job, submit_job
 from tasks.tracking import (
-    CHAMPION,
+    Tracking,
     default_artifact_root,
-    finish_round,
+    finish_tracked_run,
     log_report,
     log_stage,
     mlflow_run_name,
-    promote_if_better,
-    register_adapter,
-    start_round,
-    tag_model_version,
+    start_tracked_run,
 )
 
 # What each stage reads: a stage runs when it is listed or a listed stage depends on it.
@@ -115,8 +117,8 @@ def swirl_round(
     parent_run_id: str | None = None,
     round_number: int | None = None,
     base_label: str = "base",
-) -> dict[str, Any]:
-    """Run one round of the pipeline on a run config; returns the stage outputs (stage -> version, rows).
+) -> RoundResult:
+    """Run one round of the pipeline on a run config; returns its stage outputs (stage -> version, rows).
     `keep_engines`: leave the engines running for a next round in the same process (close with
     close_engines). `parent_run_id`, `round_number`, `base_label`: set by `swirl_iterate` (the MLflow run of
     the iteration; the round's number; the name of the policy the round started from)."""
@@ -131,20 +133,123 @@ def run_round(
     base_label: str = "base",
     source: str = "flows/round.py:swirl_round",
     kind: str = "round",
-) -> dict[str, Any]:
+) -> RoundResult:
     """The round's work, in the calling flow (its tasks are that flow run's task runs). `kind`: "round", or
     "evaluate" for an evaluation-only run (its MLflow run is named `<run name> evaluate #k`)."""
-    log = get_run_logger()
+    rnd = open_round(cfg, parent_run_id, round_number, source, kind)
+    try:
+        t0 = time.perf_counter()
+        if "prepare" in cfg.stages:
+            prepare_task(cfg.prepare)
+        questions = ingest_phase(rnd)
+        corpora = corpus_phase(rnd, questions)
+        trajectories = generate_phase(rnd, questions, corpora)
+        train_inputs = steps_phase(rnd, questions, trajectories)
+        train = train_phase(rnd, train_inputs)
+        results = evaluate_phase(rnd, questions, corpora, train_inputs, train, base_label)
+        promote_phase(rnd, train, results)
+        publish_stage_table(rnd.stage_dicts(), f"{rnd.run_name}: stage outputs", "round-stages")
+        result = rnd.result(time.perf_counter() - t0)
+        finish_tracked_run(rnd.tracking, "FINISHED", result.as_dict())
+        return result
+    except BaseException:
+        finish_tracked_run(rnd.tracking, "FAILED", {"stages": rnd.stage_dicts()})
+        raise
+    finally:
+        if not keep_engines:
+            close_engines()
+
+
+# ---------------------------------------------------------------------------------------------- setup
+@dataclass
+class RoundRun:
+    """A round in progress: its config, store and MLflow run, and the stage outputs recorded so far."""
+
+    cfg: RunConfig
+    store: Store
+    tracking: Tracking
+    run_name: str  # the MLflow run's name, also the Prefect flow run's
+    mlflow_url: str
+    flow_run_id: str
+    round_number: int | None
+    outputs: dict[str, StageOutput] = field(default_factory=dict)
+
+    def needs(self, stage: str) -> bool:
+        """Whether `stage` runs: listed in the config's stages, or a listed stage depends on it."""
+        return stage in required_stages(self.cfg.stages)
+
+    def run(self, name: str, job: Job) -> StageRef:
+        """Run `job` as its task and record its output as `name`."""
+        return self.record(name, job, run_job(self.store.url, job)).ref
+
+    def record(
+        self, name: str, job: Job, state: State[StageResult], history: list[dict[str, Any]] | None = None
+    ) -> StageResult:
+        """Log a finished stage to MLflow (its params: the config its version hashes; its inputs: the
+        upstream outputs it read; `history`: its per-step rows) and keep its output as `name`."""
+        res: StageResult = state.result()
+        plan = cached_plan(job)  # the plan the task's cache key already made
+        cached = state.name == "Cached" or not res.computed
+        tracked = getattr(job, "tracked", None)
+        rid = log_stage(
+            self.tracking,
+            res.ref,
+            {**plan.config, "inputs": plan.inputs},  # what the version hashes: two runs differ in these
+            res.seconds,
+            cached,
+            {"prefect.flow_run_id": self.flow_run_id},
+            name=name,
+            history=history,
+            inputs=upstream_refs(job),
+            summary=tracked(res.ref) if tracked else None,
+        )
+        seconds = round(res.seconds, 3)
+        self.outputs[name] = StageOutput(res.ref.version, res.ref.rows, cached, res.ref.path, seconds, rid)
+        return res
+
+    def extend(self, name: str, **extras: object) -> StageOutput:
+        """Add what only stage `name` has (a filter's kept steps, the adapter, the report) to its output."""
+        self.outputs[name] = replace(self.outputs[name], **extras)
+        return self.outputs[name]
+
+    def stage_dicts(self) -> dict[str, dict[str, Any]]:
+        """The stage outputs in their JSON shape (the stage table artifact, `round_summary.json`)."""
+        return {k: o.as_dict() for k, o in self.outputs.items()}
+
+    def result(self, seconds: float) -> RoundResult:
+        """The finished round, `seconds` after its first stage started."""
+        tr = self.tracking
+        return RoundResult(
+            run=self.cfg.run.name,
+            round=self.round_number,
+            mlflow_run_name=self.run_name,
+            store=self.store.url,
+            mlflow_run_id=tr.parent_run_id,
+            mlflow_experiment_id=tr.experiment_id,
+            mlflow_uri=self.cfg.run.mlflow_uri,
+            mlflow_url=self.mlflow_url,
+            seconds=round(seconds, 2),
+            stages=dict(self.outputs),
+        )
+
+
+def open_round(
+    cfg: RunConfig, parent_run_id: str | None, round_number: int | None, source: str, kind: str
+) -> RoundRun:
+    """Setup: the round's MLflow run (under `parent_run_id` in an iteration), the Prefect flow run renamed to
+    its name, the link to it as an artifact."""
     store = Store(cfg.run.store_root)
     flow_run_id = str(flow_run.get_id() or "")
+    policy = "-" if cfg.policy is None else cfg.policy.model
+    if cfg.policy is not None and cfg.policy.adapter:
+        policy += f" + adapter {cfg.policy.adapter}"
     what = f"round {round_number} of an iteration" if round_number else kind
-    tr = start_round(
+    tr = start_tracked_run(
         cfg.run.mlflow_uri,
         cfg.run.experiment,
         run_name=cfg.run.name,
         description=f"swirl {what} of `{cfg.run.name}` (stages: {', '.join(cfg.stages)}; store {store.url}; "
-        f"policy {cfg.policy.model if cfg.policy else '-'}"
-        f"{' + adapter ' + cfg.policy.adapter if cfg.policy and cfg.policy.adapter else ''})",
+        f"policy {policy})",
         params=cfg.model_dump(mode="json"),
         tags={
             "prefect.flow_run_id": flow_run_id,
@@ -160,221 +265,193 @@ def run_round(
     )
     run_name = mlflow_run_name(tr)
     rename_flow_run(run_name)
-    mlflow_url = mlflow_ui_url(cfg.run.mlflow_uri, tr.experiment_id, tr.parent_run_id, cfg.run.mlflow_ui)
-    log.info(
-        "MLflow run %r: %s (experiment %s, %s)", run_name, mlflow_url, cfg.run.experiment, cfg.run.mlflow_uri
+    url = mlflow_ui_url(cfg.run.mlflow_uri, tr.experiment_id, tr.parent_run_id, cfg.run.mlflow_ui)
+    get_run_logger().info(
+        "MLflow run %r: %s (experiment %s, %s)", run_name, url, cfg.run.experiment, cfg.run.mlflow_uri
     )
-    publish_link(mlflow_url, f"MLflow run {run_name}", "mlflow-run")
-    outputs: dict[str, Any] = {}
+    publish_link(url, f"MLflow run {run_name}", "mlflow-run")
+    return RoundRun(cfg, store, tr, run_name, url, flow_run_id, round_number)
 
-    required = required_stages(cfg.stages)
-    needed = required.__contains__
 
-    def record(name: str, job: Any, state: Any, history: list[dict[str, Any]] | None = None) -> StageResult:
-        """Log a finished stage to MLflow (its params: the config its version hashes; its inputs: the
-        upstream outputs it read) and to the summary."""
-        res: StageResult = state.result()
-        plan = cached_plan(job)  # the plan the task's cache key already made
-        params = {**plan.config, "inputs": plan.inputs}  # what the version hashes: two runs differ in these
-        cached = state.name == "Cached" or not res.computed
-        tracked = getattr(job, "tracked", None)
-        rid = log_stage(
-            tr,
-            res.ref,
-            params,
-            res.seconds,
-            cached,
-            {"prefect.flow_run_id": flow_run_id},
-            name=name,
-            history=history,
-            inputs=upstream_refs(job),
-            summary=tracked(res.ref) if tracked else None,
+# --------------------------------------------------------------------------------------------- phases
+def ingest_phase(rnd: RoundRun) -> dict[str, StageRef]:
+    """The `questions` table of every configured dataset (ingested concurrently), by dataset name."""
+    if not rnd.needs("ingest"):
+        return {}
+    if not rnd.cfg.ingest.datasets:
+        get_run_logger().warning("ingest: no datasets in the config (ingest.datasets is empty)")
+    jobs = {spec.name: Ingest(spec) for spec in rnd.cfg.ingest.datasets}
+    futures = {name: submit_job(rnd.store.url, job) for name, job in jobs.items()}
+    questions = {}
+    for name, job in jobs.items():
+        futures[name].wait()
+        questions[name] = rnd.record(f"ingest/{name}", job, futures[name].state).ref
+    return questions
+
+
+def corpus_phase(rnd: RoundRun, questions: dict[str, StageRef]) -> dict[str, StageRef]:
+    """A search corpus and its index for every search dataset that is generated from or evaluated on: all
+    articles of the dataset's split, as in the paper (not only the sampled questions')."""
+    if not rnd.needs("corpus"):
+        return {}
+    cfg = rnd.cfg
+    read = cfg.generate_datasets() * rnd.needs("generate") + cfg.evaluate_datasets() * rnd.needs("evaluate")
+    corpora = {}
+    for spec in _unique(read):
+        if tool_kind(spec) == "search":
+            job = Corpus(split_questions(rnd, spec, questions), cfg.search, spec.name)
+            corpora[spec.name] = rnd.run(f"corpus/{spec.name}", job)
+    return corpora
+
+
+def split_questions(rnd: RoundRun, spec: DatasetSpec, questions: dict[str, StageRef]) -> StageRef:
+    """The whole split of a dataset (no limit, no dropped levels): what its search corpus is built from."""
+    full = spec.whole_split()
+    if full == spec:
+        return questions[spec.name]
+    return rnd.run(f"ingest/{spec.name}/split", Ingest(full))
+
+
+def generate_phase(
+    rnd: RoundRun, questions: dict[str, StageRef], corpora: dict[str, StageRef]
+) -> dict[str, StageRef]:
+    """Trajectories of the policy on every training dataset, by dataset name; a sample as an artifact."""
+    if not rnd.needs("generate"):
+        return {}
+    cfg, trajectories = rnd.cfg, {}
+    for spec in cfg.generate_datasets():
+        job = Generate(
+            cfg.generate, cfg.policy, spec, questions[spec.name], corpora.get(spec.name), cfg.search
         )
-        outputs[name] = {
-            "version": res.ref.version,
-            "rows": res.ref.rows,
-            "cached": cached,
-            "path": res.ref.path,
-            "seconds": round(res.seconds, 3),
-            "mlflow_run_id": rid,
-        }
-        return res
+        trajectories[spec.name] = rnd.run(f"generate/{spec.name}", job)
+    title = f"{rnd.run_name}: sample trajectories"
+    publish_trajectory_sample(rnd.store, list(trajectories.values()), title, "trajectories")
+    return trajectories
 
-    def split_questions(spec: DatasetSpec) -> Any:
-        """The whole split of a dataset (no limit, no dropped levels): what its search corpus is built
-        from."""
-        full = spec.whole_split()
-        if full == spec:
-            return questions[spec.name]
-        job = Ingest(full)
-        return record(f"ingest/{spec.name}/split", job, run_job(store.url, job)).ref
 
-    try:
-        t0 = time.perf_counter()
-        if "prepare" in cfg.stages:
-            prepare_task(cfg.prepare)
-        questions = {}
-        if needed("ingest"):
-            if not cfg.ingest.datasets:
-                log.warning("ingest: no datasets in the config (ingest.datasets is empty)")
-            jobs = {spec.name: Ingest(spec) for spec in cfg.ingest.datasets}
-            futures = {name: run_job(store.url, job, submit=True) for name, job in jobs.items()}
-            for name, job in jobs.items():
-                futures[name].wait()
-                questions[name] = record(f"ingest/{name}", job, futures[name].state).ref
-        corpora, trajectories = {}, {}
-        search_sets = [
-            s
-            for s in _unique(
-                cfg.generate_datasets() * needed("generate") + cfg.evaluate_datasets() * needed("evaluate")
+def steps_phase(
+    rnd: RoundRun, questions: dict[str, StageRef], trajectories: dict[str, StageRef]
+) -> list[TrainInput]:
+    """judge -> decompose -> filter on each dataset's trajectories: the steps training keeps."""
+    cfg, train_inputs = rnd.cfg, []
+    for name, trajs in trajectories.items() if rnd.needs("judge") else ():
+        judgments = rnd.run(f"judge/{name}", Judge(trajs, questions[name], cfg.judge_config(), name))
+        if not rnd.needs("decompose"):
+            continue
+        job = Decompose(trajs, judgments, questions[name], cfg.decompose, name)
+        steps = rnd.run(f"decompose/{name}", job)
+        if rnd.needs("filter"):
+            kept = rnd.run(f"filter/{name}", Filter(steps, cfg.filter, name))
+            rnd.extend(f"filter/{name}", kept_steps=kept.summary.get("kept_steps"))
+            train_inputs.append(TrainInput(trajs, kept, questions[name]))
+    return train_inputs
+
+
+def train_phase(rnd: RoundRun, train_inputs: list[TrainInput]) -> StageOutput | None:
+    """Train the policy's adapter on the kept steps (its training curves on the train run) and register it
+    as a version of the experiment's model."""
+    if not (rnd.needs("train") and train_inputs):
+        return None
+    cfg, store = rnd.cfg, rnd.store
+    job = Train(cfg.train, cfg.policy, tuple(train_inputs), cfg.judge_config())
+    state = run_job(store.url, job)
+    ref = state.result().ref
+    rnd.record("train", job, state, history=read_train_log(store, ref))
+    value = value_path(ref) if store.fs.exists(value_path(ref)) else None  # objective oreo's value model
+    out = rnd.extend(
+        "train", adapter=adapter_path(ref), value=value, reward_mean=ref.summary.get("final_reward_mean")
+    )
+    model_version = register_adapter(
+        rnd.tracking,
+        out.mlflow_run_id,
+        adapter_path(ref),
+        cfg.policy.model,
+        registered_model_name(cfg),
+        {
+            "swirl.run": cfg.run.name,
+            "swirl.round": str(rnd.round_number or rnd.run_name),
+            "swirl.train_version": ref.version,
+            "swirl.data_versions": ",".join(i.steps.short() for i in train_inputs),
+            "swirl.base_adapter": cfg.policy.adapter or "",
+        },
+    )
+    get_run_logger().info(
+        "adapter registered: model %r version %s", registered_model_name(cfg), model_version
+    )
+    return rnd.extend("train", model_version=model_version)
+
+
+def evaluate_phase(
+    rnd: RoundRun,
+    questions: dict[str, StageRef],
+    corpora: dict[str, StageRef],
+    train_inputs: list[TrainInput],
+    train: StageOutput | None,
+    base_label: str,
+) -> dict[str, EvalScore]:
+    """Every evaluation dataset with every policy (`eval_policies`), then the report; the scores by
+    `<policy>@<dataset>`."""
+    if not rnd.needs("evaluate"):
+        return {}
+    cfg = rnd.cfg
+    eval_cfg = with_value_model(cfg.evaluate, train)
+    trained_on = "+".join(i.questions.summary.get("dataset", "?") for i in train_inputs)
+    policies = eval_policies(cfg, train.adapter if train else None, trained_on, base_label)
+    entries = []
+    for spec in cfg.evaluate_datasets():
+        for pol in policies:
+            job = Evaluate(
+                eval_cfg,
+                cfg.generate,
+                pol,
+                spec,
+                questions[spec.name],
+                corpora.get(spec.name),
+                cfg.search,
+                cfg.judge_config(),
             )
-            if task_of(s) == "search"
-        ]
-        if needed("corpus"):
-            for spec in search_sets:  # the paper searches all articles of the split, not only the sample's
-                job = Corpus(split_questions(spec), cfg.search, spec.name)
-                corpora[spec.name] = record(f"corpus/{spec.name}", job, run_job(store.url, job)).ref
-        if needed("generate"):
-            for spec in cfg.generate_datasets():
-                job = Generate(
-                    cfg.generate, cfg.policy, spec, questions[spec.name], corpora.get(spec.name), cfg.search
-                )
-                trajectories[spec.name] = record(f"generate/{spec.name}", job, run_job(store.url, job)).ref
-            publish_trajectory_sample(
-                store, list(trajectories.values()), f"{run_name}: sample trajectories", "trajectories"
-            )
-        train_inputs: list[TrainInput] = []
-        for name, trajs in trajectories.items() if needed("judge") else ():
-            job = Judge(trajs, questions[name], cfg.judge_config(), name)
-            judgments = record(f"judge/{name}", job, run_job(store.url, job)).ref
-            if not needed("decompose"):
-                continue
-            job = Decompose(trajs, judgments, questions[name], cfg.decompose, name)
-            steps = record(f"decompose/{name}", job, run_job(store.url, job)).ref
-            if needed("filter"):
-                job = Filter(steps, cfg.filter, name)
-                kept = record(f"filter/{name}", job, run_job(store.url, job)).ref
-                outputs[f"filter/{name}"]["kept_steps"] = kept.summary.get("kept_steps")
-                train_inputs.append(TrainInput(trajs, kept, questions[name]))
-        model_version = None
-        if needed("train") and train_inputs:
-            job = Train(cfg.train, cfg.policy, tuple(train_inputs), cfg.judge_config())
-            state = run_job(store.url, job)
-            ref = state.result().ref
-            record("train", job, state, history=read_train_log(store, ref))
-            outputs["train"]["adapter"] = adapter_path(ref)
-            if store.fs.exists(value_path(ref)):  # objective oreo: the value model of beam decoding
-                outputs["train"]["value"] = value_path(ref)
-            outputs["train"]["reward_mean"] = ref.summary.get("final_reward_mean")
-            model_version = register_adapter(
-                tr,
-                outputs["train"]["mlflow_run_id"],
-                adapter_path(ref),
-                cfg.policy.model,
-                registered_model_name(cfg),
-                {
-                    "swirl.run": cfg.run.name,
-                    "swirl.round": str(round_number or run_name),
-                    "swirl.train_version": ref.version,
-                    "swirl.data_versions": ",".join(i.steps.short() for i in train_inputs),
-                    "swirl.base_adapter": cfg.policy.adapter or "",
-                },
-            )
-            outputs["train"]["model_version"] = model_version
-            log.info("adapter registered: model %r version %s", registered_model_name(cfg), model_version)
-        if needed("evaluate"):
-            trained_on = "+".join(i.questions.summary.get("dataset", "?") for i in train_inputs)
-            adapter = outputs.get("train", {}).get("adapter")
-            entries = []
-            eval_cfg = cfg.evaluate
-            if eval_cfg.decoding == "beam" and eval_cfg.value_model == "trained":
-                trained_value = outputs.get("train", {}).get("value")
-                if trained_value is None:
-                    raise ConfigError(
-                        "evaluate.value_model: trained, but this round's train output has no value model "
-                        "(train.objective oreo writes one); set a value folder instead"
-                    )
-                eval_cfg = eval_cfg.model_copy(update={"value_model": trained_value})
-            for spec in cfg.evaluate_datasets():
-                for pol in eval_policies(cfg, adapter, trained_on, base_label):
-                    job = Evaluate(
-                        eval_cfg,
-                        cfg.generate,
-                        pol,
-                        spec,
-                        questions[spec.name],
-                        corpora.get(spec.name),
-                        cfg.search,
-                        cfg.judge_config(),
-                    )
-                    ref = record(f"eval/{spec.name}/{pol.label}", job, run_job(store.url, job)).ref
-                    entries.append(ReportEntry(pol.label, pol.trained_on, ref))
-            if entries:
-                job = Report(tuple(entries), eval_cfg, f"{cfg.run.name}: evaluation")
-                ref = record("eval", job, run_job(store.url, job)).ref
-                publish_markdown(report_markdown(store, ref), job.title, "evaluation-report")
-                log_report(tr, ref)
-                outputs["eval"]["report"] = f"{ref.path}/files/report.md"
-                outputs["eval"]["results"] = results = {
-                    e.policy + "@" + str(e.ref.summary.get("dataset")): {
-                        k: e.ref.summary.get(k)
-                        for k in (
-                            "accuracy_rule",
-                            "accuracy_rule_low",
-                            "accuracy_rule_high",
-                            "accuracy_judge",
-                            "questions",
-                        )
-                    }
-                    for e in entries
-                }
-                publish_eval_table(results, f"{run_name}: evaluation (rule-graded accuracy)", "evaluation")
-                trained = {
-                    k.split("@", 1)[1]: r["accuracy_rule"]
-                    for k, r in results.items()
-                    if k.startswith("trained@")
-                }
-                if model_version is not None and trained:
-                    accuracy = sum(trained.values()) / len(trained)
-                    tag_model_version(
-                        cfg.run.mlflow_uri,
-                        registered_model_name(cfg),
-                        model_version,
-                        {
-                            "swirl.accuracy": f"{accuracy:.6f}",
-                            **{f"swirl.accuracy.{d}": f"{a:.6f}" for d, a in trained.items()},
-                        },
-                    )
-                    if promote_if_better(
-                        cfg.run.mlflow_uri, registered_model_name(cfg), model_version, accuracy
-                    ):
-                        log.info("alias %r -> version %s (accuracy %.4f)", CHAMPION, model_version, accuracy)
-        publish_stage_table(outputs, f"{run_name}: stage outputs", "round-stages")
-        summary = {
-            "run": cfg.run.name,
-            "round": round_number,
-            "mlflow_run_name": run_name,
-            "store": store.url,
-            "mlflow_run_id": tr.parent_run_id,
-            "mlflow_experiment_id": tr.experiment_id,
-            "mlflow_uri": cfg.run.mlflow_uri,
-            "mlflow_url": mlflow_url,
-            "seconds": round(time.perf_counter() - t0, 2),
-            "stages": outputs,
-        }
-        finish_round(tr, "FINISHED", summary)
-        return summary
-    except BaseException:
-        finish_round(tr, "FAILED", {"stages": outputs})
-        raise
-    finally:
-        if not keep_engines:
-            close_engines()
+            ref = rnd.run(f"eval/{spec.name}/{pol.label}", job)
+            entries.append(ReportEntry(pol.label, pol.trained_on, ref))
+    return report_phase(rnd, entries, eval_cfg) if entries else {}
 
 
-def registered_model_name(cfg: RunConfig) -> str:
-    """One registered model per MLflow experiment: its adapters, a version per round that trains."""
-    return cfg.run.experiment
+def report_phase(rnd: RoundRun, entries: list[ReportEntry], eval_cfg: EvaluateConfig) -> dict[str, EvalScore]:
+    """The evaluation report (a stage output, a Prefect artifact, MLflow artifacts and table) and the
+    evaluation table; the scores by `<policy>@<dataset>`."""
+    job = Report(tuple(entries), eval_cfg, f"{rnd.cfg.run.name}: evaluation")
+    ref = rnd.run("eval", job)
+    publish_markdown(report_markdown(rnd.store, ref), job.title, "evaluation-report")
+    log_report(rnd.tracking, ref)
+    results = {f"{e.policy}@{e.ref.summary.get('dataset')}": EvalScore.of(e.ref.summary) for e in entries}
+    rnd.extend("eval", report=f"{ref.path}/files/report.md", results=results)
+    table = {k: asdict(r) for k, r in results.items()}
+    publish_eval_table(table, f"{rnd.run_name}: evaluation (rule-graded accuracy)", "evaluation")
+    return results
+
+
+def promote_phase(rnd: RoundRun, train: StageOutput | None, results: dict[str, EvalScore]) -> None:
+    """Tag this round's registered adapter with its accuracy; make it the champion when it is the best."""
+    trained = policy_accuracy(results, "trained")
+    if train is None or train.model_version is None or not trained:
+        return
+    name, version = registered_model_name(rnd.cfg), train.model_version
+    if promote_by_accuracy(rnd.cfg.run.mlflow_uri, name, version, trained):
+        accuracy = sum(trained.values()) / len(trained)
+        get_run_logger().info("alias %r -> version %s (accuracy %.4f)", CHAMPION, version, accuracy)
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def with_value_model(cfg: EvaluateConfig, train: StageOutput | None) -> EvaluateConfig:
+    """The evaluation config, with `value_model: trained` (beam decoding) resolved to the value model this
+    round's train stage wrote."""
+    if not (cfg.decoding == "beam" and cfg.value_model == "trained"):
+        return cfg
+    if train is None or train.value is None:
+        raise ConfigError(
+            "evaluate.value_model: trained, but this round's train output has no value model "
+            "(train.objective oreo writes one); set a value folder instead"
+        )
+    return cfg.model_copy(update={"value_model": train.value})
 
 
 def _unique(specs: list[DatasetSpec]) -> list[DatasetSpec]:
@@ -400,7 +477,7 @@ def swirl_round_from_file(
     config_path: str = "configs/quickstart.yaml",
     knobs: Knobs = Knobs(),  # noqa: B008  (a frozen default: Prefect shows it in the Run form)
     stages: optional(list[Stage]) = None,
-) -> dict[str, Any]:
+) -> RoundResult:
     """One round on a base config file (paths resolve from the worker's working directory, the project root)
     with the Run form's overrides; the resolved config is the run's `resolved-config` artifact. The round's
     tasks run in this flow run."""

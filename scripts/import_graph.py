@@ -27,10 +27,12 @@ PACKAGES = ("swirl", "tasks", "flows")
 
 # swirl's layers, lowest first. A unit is a package (every module under it) or a top-level module.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("swirl", "swirl.sections", "swirl.tables", "swirl.protocol"),  # vocabulary: tables, protocol, sections
-    ("swirl.store",),  # the versioned store
+    # vocabulary: tables, protocol, sections; the machine (ports, memory)
+    ("swirl", "swirl.sections", "swirl.tables", "swirl.protocol", "swirl.system"),
+    ("swirl.store", "swirl.table_io"),  # the versioned store and its table readers
     ("swirl.tools", "swirl.engines", "swirl.data", "swirl.models"),  # components
-    ("swirl.rollout", "swirl.generation", "swirl.steps", "swirl.viewer"),  # episodes and steps
+    # episodes and their sub-trajectories (the steps table)
+    ("swirl.rollout", "swirl.episodes", "swirl.subtrajectories", "swirl.viewer"),
     ("swirl.judging", "swirl.evaluation"),  # judging episodes and scoring policies
     ("swirl.training",),  # the trainer
     ("swirl.stages",),  # the versioned stages (one contract)

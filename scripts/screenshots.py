@@ -15,50 +15,17 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 
 import httpx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run as `python scripts/screenshots.py`: the project's packages
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-
-
-def wait(what: str, check, timeout: float) -> object:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            got = check()
-            if got:
-                return got
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise SystemExit(f"timed out waiting for {what}")
+from flows.local_server import local_prefect  # noqa: E402
+from swirl.system import free_port  # noqa: E402
 
 
 def shoot(url: str, path: str, width: int = 1600, height: int = 1100, budget_ms: int = 20000) -> None:
@@ -96,58 +63,22 @@ def main() -> None:
     work = os.path.join(out, ".work")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    pport, mport = free_port(), free_port()
-    api = f"http://127.0.0.1:{pport}/api"
-    env = {**os.environ, "PREFECT_HOME": os.path.join(work, "prefect"), "PREFECT_API_URL": api}
-    env["PYTHONPATH"] = ROOT
-    bin_dir = os.path.dirname(sys.executable)
-    procs = [
-        start(
-            [f"{bin_dir}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(pport)],
-            env,
-            f"{work}/server.log",
-        )
-    ]
-    try:
-        http = httpx.Client(base_url=api, timeout=30)
-        wait("the Prefect server", lambda: http.get("/health").status_code == 200, 180)
-        procs.append(
-            start(
-                [sys.executable, "-m", "flows.cli", "serve", "--config", args.config],
-                env,
-                f"{work}/serve.log",
-            )
-        )
-        name = os.path.splitext(os.path.basename(args.config))[0]
-
-        def deployment():
-            r = http.get(f"/deployments/name/swirl_iterate/{name}")
-            return r.json() if r.status_code == 200 else None
-
-        dep = wait("the deployments", deployment, 180)
-        ui = f"http://127.0.0.1:{pport}"
-        params = json.loads(args.params)
-        run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params}).json()
-
-        def finished():
-            fr = http.get(f"/flow_runs/{run['id']}").json()
-            return fr if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-        fr = wait("the iterate run", finished, 3600)
+    with local_prefect(work, cwd=ROOT) as server:
+        http, ui = server.http, server.ui
+        dep = server.serve(args.config)["swirl_iterate"]  # waits for every deployment `swirl serve` registers
+        fr = server.run(dep, json.loads(args.params), timeout=3600)
         print("iterate run:", fr["name"], fr["state"]["type"])
         # the Run form once the server is warm (a shot taken while the UI still loads comes out faded)
         shoot(f"{ui}/deployments/deployment/{dep['id']}/run", f"{out}/prefect-run-form.png", height=1600)
-        shoot(f"{ui}/runs/flow-run/{run['id']}", f"{out}/prefect-iterate-run.png")
+        shoot(f"{ui}/runs/flow-run/{fr['id']}", f"{out}/prefect-iterate-run.png")
 
         def artifact(flow_run_id: str, key: str) -> str:
             body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "key": {"any_": [key]}}}
             return http.post("/artifacts/filter", json=body).json()[0]["id"]
 
-        shoot(
-            f"{ui}/artifacts/artifact/{artifact(run['id'], 'rounds')}", f"{out}/prefect-rounds-artifact.png"
-        )
+        shoot(f"{ui}/artifacts/artifact/{artifact(fr['id'], 'rounds')}", f"{out}/prefect-rounds-artifact.png")
         subs = http.post(
-            "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}}
+            "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [fr["id"]]}}}
         ).json()
         if subs:
             last = max(subs, key=lambda s: s["name"])
@@ -158,7 +89,6 @@ def main() -> None:
                 )
         from mlflow import MlflowClient
 
-        sys.path.insert(0, ROOT)
         from swirl.config import load_config
 
         cfg = load_config(args.config)
@@ -168,24 +98,12 @@ def main() -> None:
             [exp.experiment_id], "tags.`swirl.kind` = 'iterate'", order_by=["attributes.start_time DESC"]
         )[0]
         rounds = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{it.info.run_id}'")
-        procs.append(
-            start(
-                [
-                    f"{bin_dir}/mlflow",
-                    "ui",
-                    "--backend-store-uri",
-                    cfg.run.mlflow_uri,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(mport),
-                ],
-                env,
-                f"{work}/mlflow.log",
-            )
-        )
+        mport = free_port()
+        bin_dir = os.path.dirname(sys.executable)
+        ui_cmd = [f"{bin_dir}/mlflow", "ui", "--backend-store-uri", cfg.run.mlflow_uri]
+        server.start("mlflow", [*ui_cmd, "--host", "127.0.0.1", "--port", str(mport)])
         mlflow = f"http://127.0.0.1:{mport}"
-        wait("the MLflow UI", lambda: httpx.get(f"{mlflow}/health", timeout=5).status_code == 200, 120)
+        server.wait("the MLflow UI", lambda: httpx.get(f"{mlflow}/health", timeout=5).status_code == 200, 120)
         ids = urllib.parse.quote(json.dumps([r.info.run_id for r in rounds]))
         exps = urllib.parse.quote(json.dumps([exp.experiment_id]))
         shoot(
@@ -202,9 +120,6 @@ def main() -> None:
             f"{mlflow}/#/models/{urllib.parse.quote(cfg.run.experiment)}",
             f"{out}/mlflow-registered-model.png",
         )
-    finally:
-        for p in reversed(procs):
-            stop(p)
 
 
 if __name__ == "__main__":

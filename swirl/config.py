@@ -19,12 +19,12 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from swirl.data.config import DatasetSpec, IngestConfig
 from swirl.engines.config import EngineConfig
+from swirl.episodes import GenerateConfig
 from swirl.evaluation.config import EvaluateConfig
-from swirl.generation import GenerateConfig
 from swirl.judging.config import JudgeConfig
 from swirl.sections import Section
 from swirl.stages.prepare import PrepareConfig
-from swirl.steps import DecomposeConfig, FilterConfig
+from swirl.subtrajectories import DecomposeConfig, FilterConfig
 from swirl.tools.config import SearchConfig
 from swirl.training.config import TrainConfig
 
@@ -114,12 +114,28 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _cross(self) -> RunConfig:
+        """The cross-field checks, in this order (the first problem found is the one reported)."""
+        self._check_dataset_names("generate", self.generate.datasets)
+        self._check_generate_and_judge()
+        self._check_train_policy()
+        self._check_offline_baseline()
+        self._check_oreo_filter()
+        self._check_trained_value_model()
+        self._check_dataset_names("evaluate", self.evaluate.datasets)
+        self._check_evaluate_policy()
+        return self
+
+    def _check_dataset_names(self, section: str, datasets: tuple[str, ...]) -> None:
+        """`<section>.datasets` names only datasets that ingest defines."""
         names = {d.name for d in self.ingest.datasets}
-        unknown = [d for d in self.generate.datasets if d not in names]
+        unknown = [d for d in datasets if d not in names]
         if unknown:
             raise ValueError(
-                f"generate.datasets names {unknown}, which ingest.datasets does not define ({sorted(names)})"
+                f"{section}.datasets names {unknown}, which ingest.datasets does not define ({sorted(names)})"
             )
+
+    def _check_generate_and_judge(self) -> None:
+        """Generating needs a policy; judging needs a judge engine or the policy."""
         if "generate" in self.stages and self.generate_datasets() and self.policy is None:
             raise ValueError(
                 "the generate stage needs a policy: add a `policy:` section (model and engine kind)"
@@ -131,54 +147,68 @@ class RunConfig(Section):
             and self.policy is None
         ):
             raise ValueError("the judge stage needs judge.engine or a policy to judge with")
-        if "train" in self.stages and self.generate_datasets():
-            if self.policy is None:
-                raise ValueError(
-                    "the train stage needs a policy: add a `policy:` section (the base model trained)"
-                )
-            if (
-                self.train.objective == "swirl"
-                and self.policy.kind == "vllm"
-                and (not self.policy.enable_lora or self.policy.max_lora_rank < self.train.lora.rank)
-            ):
-                raise ValueError(
-                    "train.objective swirl samples from the policy engine with the adapter being trained: "
-                    "set policy.enable_lora: true and policy.max_lora_rank >= train.lora.rank "
-                    f"({self.train.lora.rank})"
-                )
-            if self.train.objective == "swirl" and self.policy.merge_adapter:
-                raise ValueError(
-                    "train.objective swirl samples from the adapter being trained, which a merged "
-                    "engine cannot serve: set policy.merge_adapter: false"
-                )
+
+    def _check_train_policy(self) -> None:
+        """Training needs a policy; swirl (online) needs one that serves the adapter it trains."""
+        if "train" not in self.stages or not self.generate_datasets():
+            return
+        if self.policy is None:
+            raise ValueError(
+                "the train stage needs a policy: add a `policy:` section (the base model trained)"
+            )
+        if (
+            self.train.objective == "swirl"
+            and self.policy.kind == "vllm"
+            and (not self.policy.enable_lora or self.policy.max_lora_rank < self.train.lora.rank)
+        ):
+            raise ValueError(
+                "train.objective swirl samples from the policy engine with the adapter being trained: "
+                "set policy.enable_lora: true and policy.max_lora_rank >= train.lora.rank "
+                f"({self.train.lora.rank})"
+            )
+        if self.train.objective == "swirl" and self.policy.merge_adapter:
+            raise ValueError(
+                "train.objective swirl samples from the adapter being trained, which a merged "
+                "engine cannot serve: set policy.merge_adapter: false"
+            )
+
+    def _check_offline_baseline(self) -> None:
+        """swirl_offline with a baseline: the filter must leave actions of more than one reward."""
         off = self.train.offline
-        if self.train.objective == "swirl_offline" and off.baseline != "none":
-            # the reward's factors (process label, outcome) that the filter makes the same for every kept step
-            fixed = {
-                "none": set(),
-                "process": {"process"},
-                "outcome": {"outcome"},
-                "process_outcome": {"process", "outcome"},
-            }[self.filter.strategy]
-            factors = {
-                "process": {"process"},
-                "outcome": {"outcome"},
-                "process_outcome": {"process", "outcome"},
-            }
-            if factors[off.reward] <= fixed:
-                raise ValueError(
-                    f"train.offline.baseline {off.baseline} with train.offline.reward {off.reward} and "
-                    f"filter.strategy {self.filter.strategy}: every kept action has the same reward, so "
-                    "every advantage (reward - baseline) is 0 and nothing is learned; use "
-                    "train.offline.baseline none, or filter.strategy none (or one that keeps actions of "
-                    "other rewards) so BAD/incorrect steps are kept"
-                )
+        if self.train.objective != "swirl_offline" or off.baseline == "none":
+            return
+        # the reward's factors (process label, outcome) that the filter makes the same for every kept step
+        fixed = {
+            "none": set(),
+            "process": {"process"},
+            "outcome": {"outcome"},
+            "process_outcome": {"process", "outcome"},
+        }[self.filter.strategy]
+        factors = {
+            "process": {"process"},
+            "outcome": {"outcome"},
+            "process_outcome": {"process", "outcome"},
+        }
+        if factors[off.reward] <= fixed:
+            raise ValueError(
+                f"train.offline.baseline {off.baseline} with train.offline.reward {off.reward} and "
+                f"filter.strategy {self.filter.strategy}: every kept action has the same reward, so "
+                "every advantage (reward - baseline) is 0 and nothing is learned; use "
+                "train.offline.baseline none, or filter.strategy none (or one that keeps actions of "
+                "other rewards) so BAD/incorrect steps are kept"
+            )
+
+    def _check_oreo_filter(self) -> None:
+        """OREO's value model needs incorrect trajectories too."""
         if self.train.objective == "oreo" and self.filter.strategy in ("outcome", "process_outcome"):
             raise ValueError(
                 f"filter.strategy {self.filter.strategy} with train.objective oreo keeps only correct "
                 "trajectories, so every outcome is 1 and the value model learns nothing; use "
                 "filter.strategy none (or process)"
             )
+
+    def _check_trained_value_model(self) -> None:
+        """Beam search with this round's trained value model needs an oreo train stage in the round."""
         ev = self.evaluate
         if ev.decoding == "beam" and ev.value_model == "trained":
             if self.train.objective != "oreo" or "train" not in self.stages:
@@ -187,22 +217,18 @@ class RunConfig(Section):
                     "train.objective oreo and the train stage; set it to the value folder of an oreo train "
                     "output instead"
                 )
-        unknown = [d for d in self.evaluate.datasets if d not in names]
-        if unknown:
+
+    def _check_evaluate_policy(self) -> None:
+        """Evaluating needs a policy, and one that serves LoRA adapters when adapters are evaluated."""
+        if "evaluate" not in self.stages or not self.evaluate_datasets():
+            return
+        if self.policy is None:
             raise ValueError(
-                f"evaluate.datasets names {unknown}, which ingest.datasets does not define ({sorted(names)})"
+                "the evaluate stage needs a policy: add a `policy:` section (the model evaluated)"
             )
-        if "evaluate" in self.stages and self.evaluate_datasets():
-            if self.policy is None:
-                raise ValueError(
-                    "the evaluate stage needs a policy: add a `policy:` section (the model evaluated)"
-                )
-            adapters = self.evaluate.policies or (self.evaluate.trained and "train" in self.stages)
-            if adapters and self.policy.kind == "vllm" and not self.policy.enable_lora:
-                raise ValueError(
-                    "evaluate runs LoRA adapters on the policy engine: set policy.enable_lora: true"
-                )
-        return self
+        adapters = self.evaluate.policies or (self.evaluate.trained and "train" in self.stages)
+        if adapters and self.policy.kind == "vllm" and not self.policy.enable_lora:
+            raise ValueError("evaluate runs LoRA adapters on the policy engine: set policy.enable_lora: true")
 
     def evaluate_datasets(self) -> list[DatasetSpec]:
         """The datasets the evaluate stage runs on (explicit list, else every split that is not train)."""

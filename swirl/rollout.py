@@ -1,4 +1,5 @@
-"""The multi-step rollout loop (docs/design.md §4): step-synchronous, token-in/token-out.
+"""The multi-step rollout loop (docs/design.md §4): step-synchronous, token-in/token-out. It runs any
+trajectories it is given; `swirl.episodes` starts them for a dataset's questions under the protocol.
 
 Every step, all unfinished trajectories generate their next action in one engine call (stopping at the closing
 action tags), their tools run concurrently in a thread pool, and each observation is appended as the next user
@@ -22,10 +23,13 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swirl.engines.base import Engine, Sampling
+from swirl.engines.base import Completion, Engine, Sampling
 from swirl.protocol import STOP_STRINGS, Action, corrective_observation, parse_action, with_last_step_warning
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 Tool = Callable[[str], str]  # action content -> full observation text ("QUERY -> RESULT")
 
@@ -86,7 +90,7 @@ class ChatSegments:
 
     _A, _O = "\x00SWIRL_ACTION\x00", "\x00SWIRL_OBS\x00"
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
         self.tok = tokenizer
         text = tokenizer.apply_chat_template(
             [
@@ -226,8 +230,7 @@ def _generate_step(
         # Token-in/token-out where the engine allows it; a text-only engine (an HTTP chat API) gets the
         # messages, and its completions are re-tokenized locally (its `token_exact` is False and the stage
         # says so).
-        exact = getattr(engine, "token_exact", True)
-        prompts = [t.token_ids if exact else t.context + t.messages for t in group]
+        prompts = [t.token_ids if engine.token_exact else t.context + t.messages for t in group]
         results = engine.generate(prompts, sampling, adapter=adapter, seeds=seeds)
         for t, res in zip(group, results, strict=False):
             append_action(t, res.completions[0], budget, s)
@@ -242,7 +245,7 @@ def step_budgets(live: list[Trajectory], s: RolloutSettings) -> dict[int, list[T
     return budgets
 
 
-def append_action(t: Trajectory, c: Any, budget: int, s: RolloutSettings) -> None:
+def append_action(t: Trajectory, c: Completion, budget: int, s: RolloutSettings) -> None:
     """Append a generated action (an engine Completion) to the trajectory; an answer ends it."""
     start = len(t.token_ids)
     t.token_ids.extend(c.token_ids)

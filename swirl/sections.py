@@ -2,8 +2,8 @@
 unknown field is an error that names it, never silently ignored).
 
 Each subsystem defines its own sections on this base (`engines/config.py`, `data/config.py`,
-`models/config.py`, `tools/config.py`, `generation.py`, `steps.py`, `judging/config.py`, `training/config.py`,
-`evaluation/config.py`); `swirl.config` only composes them into the run config.
+`models/config.py`, `tools/config.py`, `episodes.py`, `subtrajectories.py`, `judging/config.py`,
+`training/config.py`, `evaluation/config.py`); `swirl.config` only composes them into the run config.
 """
 
 from __future__ import annotations

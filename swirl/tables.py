@@ -102,22 +102,11 @@ EVAL_RESULTS = pa.schema(
     ]
 )
 
-TRAIN_LOG = pa.schema(
+TRAIN_LOG = pa.schema(  # one row per (optimizer step, metric): the metrics each objective shows vary
     [
         ("step", pa.int32()),  # optimizer step, from 1
-        ("loss", pa.float64()),  # policy loss + kl_beta * kl
-        ("policy_loss", pa.float64()),
-        ("kl", pa.float64()),  # mean per-token KL estimate to the base model (0 when kl_beta is 0)
-        ("logp_mean", pa.float64()),  # mean log-prob of the trained tokens
-        ("reward_mean", pa.float64()),  # swirl: mean reward of the sampled actions; null otherwise
-        ("weight_mean", pa.float64()),  # sft/offline: mean action weight; null for swirl
-        ("logprob_drift", pa.float64()),  # swirl: mean |trainer log-prob - sampler log-prob|; null otherwise
-        ("grad_norm", pa.float64()),  # before clipping
-        ("lr", pa.float64()),
-        ("trained_tokens", pa.int64()),  # loss tokens of the step
-        ("tokens", pa.int64()),  # tokens forwarded (no padding)
-        ("tokens_per_s", pa.float64()),  # forwarded tokens per second of forward + backward
-        ("seconds", pa.float64()),  # wall time of the whole step (sampling and rewards included)
+        ("name", pa.string()),  # a metric its objective declares (swirl/training/metrics.py)
+        ("value", pa.float64()),
     ]
 )
 
@@ -132,7 +121,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 # Bump a table's version whenever its schema or the meaning of a column changes.
-SCHEMA_VERSIONS: dict[str, int] = {**{name: 1 for name in SCHEMAS}, "eval_results": 2}
+SCHEMA_VERSIONS: dict[str, int] = {**{name: 1 for name in SCHEMAS}, "eval_results": 2, "train_log": 2}
 
 
 class SchemaError(ValueError):

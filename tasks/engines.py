@@ -1,9 +1,6 @@
-"""One engine per engine config for the whole flow run (vLLM start-up costs tens of seconds).
-
-Adapters are per request, so they are not part of the key: the policy with and without its adapter shares one
-engine. An engine with `merge_adapter` serves its one adapter, so the adapter is part of its key; only one
-such engine is kept at a time (each holds a copy of the weights and its own KV cache). `close_engines()` runs
-at the end of a flow.
+"""One engine pool for the whole flow run (vLLM start-up costs tens of seconds): `swirl.engines.EnginePool`,
+whose key rule (`swirl.engines.pool_key`) shares one engine between a policy with and without its adapter and
+keeps at most one merged-adapter engine. `close_engines()` runs at the end of a flow.
 
 An OpenAI-compatible endpoint whose config names a Prefect Secret block (`api_key_secret`) gets its key from
 that block, read on the engine's first request: the flow layer resolves Prefect secrets, the library never
@@ -12,43 +9,24 @@ imports Prefect.
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable
-
-from swirl.engines import Engine, EngineConfig, EngineSpec, make_engine
-
-_ENGINES: dict[str, Engine] = {}
-_LOCK = threading.Lock()
+from swirl.engines import Engine, EnginePool, EngineSpec
 
 
-def prefect_secret(name: str) -> Callable[[], str]:
-    """A key provider that loads the Prefect Secret block `name` when called."""
+def read_prefect_secret(name: str) -> str:
+    """The value of the Prefect Secret block `name`."""
+    from prefect.blocks.system import Secret
 
-    def load() -> str:
-        from prefect.blocks.system import Secret
+    return str(Secret.load(name).get() or "")
 
-        return str(Secret.load(name).get() or "")
 
-    return load
+_POOL = EnginePool(read_secret=read_prefect_secret)
 
 
 def get_engine(cfg: EngineSpec) -> Engine:
-    merged = isinstance(cfg, EngineConfig) and bool(cfg.merge_adapter and cfg.adapter)
-    exclude = None if merged or not isinstance(cfg, EngineConfig) else {"adapter"}
-    key = json.dumps(cfg.model_dump(mode="json", exclude=exclude), sort_keys=True)
-    with _LOCK:
-        if key not in _ENGINES:
-            if merged:
-                for k in [k for k, e in _ENGINES.items() if getattr(e, "merged_adapter", False)]:
-                    _ENGINES.pop(k).close()
-            secret = getattr(cfg, "api_key_secret", None)
-            _ENGINES[key] = make_engine(cfg, prefect_secret(secret) if secret else None)
-        return _ENGINES[key]
+    """The flow run's engine for `cfg` (built on first use)."""
+    return _POOL.get(cfg)
 
 
 def close_engines() -> None:
-    with _LOCK:
-        for eng in _ENGINES.values():
-            eng.close()
-        _ENGINES.clear()
+    """Close every engine of the flow run."""
+    _POOL.close()

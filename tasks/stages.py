@@ -12,21 +12,23 @@ task log and, for long stages, a Prefect progress artifact.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import Task, get_run_logger, task
+from prefect.context import TaskRunContext
+from prefect.futures import PrefectFuture
+from prefect.states import State
 
 from swirl.stages.base import Context, Job, StageResult, cached_plan, run_stage
 from swirl.stages.prepare import PrepareConfig
 from swirl.store import Store
 from tasks.engines import get_engine
 
-__all__ = ["StageResult", "prepare_task", "run_job", "stage_task"]
-
-SHOWN_METRICS = ("loss", "reward_mean", "kl", "grad_norm", "lr", "tokens_per_s")
+__all__ = ["StageResult", "prepare_task", "run_job", "stage_task", "submit_job"]
 
 
-def _store_cache_key(ctx: Any, inputs: dict[str, Any]) -> str | None:
+def _store_cache_key(ctx: TaskRunContext, inputs: dict[str, Any]) -> str | None:
     """`swirl-<stage>-<version>-<store>` when this store holds the version complete. The store is part of the
     key: Prefect keeps cached results in one folder for every project on the machine
     (PREFECT_LOCAL_STORAGE_PATH), and another store's result points at that store's files."""
@@ -43,7 +45,7 @@ def _store_cache_key(ctx: Any, inputs: dict[str, Any]) -> str | None:
 PERMANENT = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError)  # retrying cannot help
 
 
-def _is_transient(state: Any) -> bool:
+def _is_transient(state: State) -> bool:
     """Retry I/O failures (a hub download, a flaky endpoint), never bad input (a ValueError: DataError) or a
     missing file."""
     return not isinstance(state.result(raise_on_failure=False), PERMANENT)
@@ -52,7 +54,7 @@ def _is_transient(state: Any) -> bool:
 class _Progress:
     """Shard and step reports of a running stage -> a terminal bar, log lines, a Prefect progress artifact."""
 
-    def __init__(self, label: str, log: Any):
+    def __init__(self, label: str, log: logging.Logger | logging.LoggerAdapter):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.label, self.log, self.artifact = label, log, None
@@ -69,7 +71,7 @@ class _Progress:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
         secs = max(p.get("seconds") or 0.0, 1e-9)
-        info = [f"{k}={p[k]:.4g}" for k in SHOWN_METRICS if p.get(k) is not None]
+        info = [f"{k}={p[k]:.4g}" for k in p.get("show", ()) if p.get(k) is not None]  # the stage's choice
         if "new" in p:  # generation: trajectories and tokens per second
             info = [f"{p['new'] / secs:.1f} traj/s", f"{p.get('tokens', 0) / secs:.0f} tok/s"]
         text = " ".join(info)
@@ -114,10 +116,14 @@ def stage_task(job: Job) -> Task:
     return _stage.with_options(**options)
 
 
-def run_job(store_url: str, job: Job, submit: bool = False) -> Any:
-    """Run a stage job as its task: its final state, or a future with `submit`."""
-    t = stage_task(job)
-    return t.submit(store_url, job) if submit else t(store_url, job, return_state=True)
+def run_job(store_url: str, job: Job) -> State[StageResult]:
+    """Run a stage job as its task, now: its final state ("Cached" when Prefect had its result)."""
+    return stage_task(job)(store_url, job, return_state=True)
+
+
+def submit_job(store_url: str, job: Job) -> PrefectFuture[StageResult]:
+    """Start a stage job as its task on the flow's task runner: its future (wait, then read `.state`)."""
+    return stage_task(job).submit(store_url, job)
 
 
 @task(name="prepare", task_run_name="prepare")

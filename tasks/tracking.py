@@ -1,4 +1,5 @@
-"""MLflow tracking for rounds: one parent run per round, one nested run per stage (docs/design.md §6).
+"""MLflow tracking: one parent run per round, iteration or evaluation, one nested run per stage output
+(docs/design.md §6). The model registry is `tasks/registry.py`.
 
 Uses `MlflowClient` with explicit run ids rather than MLflow's fluent "active run" state, so that stages
 running in Prefect's worker threads log to the right run. Metric names are namespaced (`ingest/questions`),
@@ -16,9 +17,13 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swirl.store import StageRef
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value is 6000 characters
 _METRIC_BAD = re.compile(r"[^\w\-. :/]")  # MLflow metric names allow alphanumerics and _ - . space : /
@@ -26,14 +31,14 @@ _METRIC_BAD = re.compile(r"[^\w\-. :/]")  # MLflow metric names allow alphanumer
 
 @dataclass(frozen=True)
 class Tracking:
-    """Where a round logs: enough to reach its parent run from any thread or process (picklable)."""
+    """Where a tracked run logs: enough to reach its parent run from any thread or process (picklable)."""
 
     uri: str
     experiment_id: str
     parent_run_id: str
 
 
-def _client(uri: str) -> Any:
+def mlflow_client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -69,7 +74,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the U
 LONG_PARAM = 250  # longer values (prompt templates) go to an artifact, and the param points at it
 
 
-def start_round(
+def start_tracked_run(
     uri: str,
     experiment: str,
     run_name: str,
@@ -87,7 +92,7 @@ def start_round(
     k-th of that config and kind in the experiment; a run under `parent_run_id` (a round of an iteration) is
     named `label`. Tagged `swirl.run` with the config's run name, `swirl.kind`, the git commit and the
     source."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     exp_id = experiment_id(client, experiment, artifact_root)
     run_tags = {**dict(tags), **source_tags(source), "swirl.run": run_name, "swirl.kind": kind}
     if parent_run_id:
@@ -110,10 +115,10 @@ def start_round(
 
 
 def mlflow_run_name(tr: Tracking) -> str:
-    return _client(tr.uri).get_run(tr.parent_run_id).info.run_name
+    return mlflow_client(tr.uri).get_run(tr.parent_run_id).info.run_name
 
 
-def experiment_id(client: Any, experiment: str, artifact_root: str | None) -> str:
+def experiment_id(client: MlflowClient, experiment: str, artifact_root: str | None) -> str:
     """The experiment's id, created if missing; its kind set so the UI opens on runs (not GenAI)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -141,7 +146,7 @@ def source_tags(source: str) -> dict[str, str]:
     return tags
 
 
-def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
     """Params in batches; a value longer than LONG_PARAM (a prompt template) is logged as the text artifact
     `params/<key>.txt` and the param says so."""
     from mlflow.entities import Param
@@ -175,7 +180,7 @@ def log_stage(
     per-step time as `<name>/step_seconds`)."""
     from mlflow.entities import Metric
 
-    client = _client(tr.uri)
+    client = mlflow_client(tr.uri)
     run_tags = {
         "mlflow.parentRunId": tr.parent_run_id,
         "swirl.stage": ref.stage,
@@ -199,13 +204,7 @@ def log_stage(
         f"{prefix}/seconds": seconds,
     }
     client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
-    renamed = {"seconds": "step_seconds"}  # the stage's total is <prefix>/seconds; a step's time is not that
-    series = [
-        Metric(f"{prefix}/{_METRIC_BAD.sub('_', renamed.get(k, str(k)))}", float(v), now, int(row["step"]))
-        for row in history or ()
-        for k, v in row.items()
-        if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    ]
+    series = _history_metrics(prefix, history or (), now)
     for i in range(0, len(series), 1000):  # MLflow accepts at most 1000 metrics per batch
         client.log_batch(rid, metrics=series[i : i + 1000])
     _log_dataset_inputs(client, rid, inputs)
@@ -221,17 +220,7 @@ def log_stage(
         },
         "stage_output.json",
     )
-    files = os.path.join(ref.path, "files")
-    if not cached and "://" not in ref.path and os.path.isdir(files):
-        for dirpath, _, names in os.walk(files):  # reports (Markdown, HTML, plots), not indexes or weights
-            for n in names:
-                if (
-                    n.endswith((".md", ".html", ".png", ".svg", ".json"))
-                    and os.path.relpath(dirpath, files).split(os.sep)[0] != "adapter"
-                ):
-                    client.log_artifact(rid, os.path.join(dirpath, n), "files")
-    if os.path.isdir(os.path.join(files, "adapter")):
-        client.set_tag(rid, "swirl.adapter", os.path.join(files, "adapter"))
+    _log_stage_files(client, rid, ref, cached)
     client.set_terminated(rid, "FINISHED", end_time=end)
     # The parent run carries every stage's version so one run lists the whole lineage of the round.
     client.set_tag(tr.parent_run_id, f"swirl.version.{name or ref.stage}", ref.version)
@@ -239,7 +228,37 @@ def log_stage(
     return rid
 
 
-def _log_dataset_inputs(client: Any, run_id: str, refs: Sequence[StageRef]) -> None:
+def _history_metrics(prefix: str, history: Sequence[Mapping[str, Any]], now: int) -> list[Metric]:
+    """Per-step rows (each with a `step`) as metric series `<prefix>/<metric>`; a step's time is
+    `<prefix>/step_seconds` (the stage's total is `<prefix>/seconds`)."""
+    from mlflow.entities import Metric
+
+    renamed = {"seconds": "step_seconds"}
+    return [
+        Metric(f"{prefix}/{_METRIC_BAD.sub('_', renamed.get(k, str(k)))}", float(v), now, int(row["step"]))
+        for row in history
+        for k, v in row.items()
+        if k != "step" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+
+
+def _log_stage_files(client: MlflowClient, run_id: str, ref: StageRef, cached: bool) -> None:
+    """A computed output's reports (Markdown, HTML, plots, JSON; not indexes or weights) as the run's
+    artifacts under `files/`; an adapter folder as the tag `swirl.adapter`."""
+    files = os.path.join(ref.path, "files")
+    if not cached and "://" not in ref.path and os.path.isdir(files):
+        for dirpath, _, names in os.walk(files):
+            for n in names:
+                if (
+                    n.endswith((".md", ".html", ".png", ".svg", ".json"))
+                    and os.path.relpath(dirpath, files).split(os.sep)[0] != "adapter"
+                ):
+                    client.log_artifact(run_id, os.path.join(dirpath, n), "files")
+    if os.path.isdir(os.path.join(files, "adapter")):
+        client.set_tag(run_id, "swirl.adapter", os.path.join(files, "adapter"))
+
+
+def _log_dataset_inputs(client: MlflowClient, run_id: str, refs: Sequence[StageRef]) -> None:
     """Upstream store outputs as the run's MLflow dataset inputs: name `<table>:<stage>/<version>`, digest the
     version, source the output's folder."""
     import warnings
@@ -262,8 +281,9 @@ def _log_dataset_inputs(client: Any, run_id: str, refs: Sequence[StageRef]) -> N
         client.log_inputs(run_id, out)
 
 
-def finish_round(tr: Tracking, status: str, summary: Mapping[str, Any] | None = None) -> None:
-    client = _client(tr.uri)
+def finish_tracked_run(tr: Tracking, status: str, summary: Mapping[str, Any] | None = None) -> None:
+    """End the parent run with `status` ("FINISHED", "FAILED"); `summary` logged as `round_summary.json`."""
+    client = mlflow_client(tr.uri)
     if summary is not None:
         client.log_dict(tr.parent_run_id, dict(summary), "round_summary.json")
     client.set_terminated(tr.parent_run_id, status)
@@ -279,7 +299,7 @@ def default_artifact_root(store_root: str) -> str | None:
 def log_report(tr: Tracking, ref: StageRef) -> None:
     """The evaluation report on the round's parent run: report.md and heatmap.png as artifacts, the cells as
     an MLflow table (`eval/report_table.json`, shown in the run's Evaluation/Artifacts views)."""
-    client = _client(tr.uri)
+    client = mlflow_client(tr.uri)
     files = os.path.join(ref.path, "files")
     if "://" in ref.path:
         return
@@ -317,88 +337,6 @@ def log_report(tr: Tracking, ref: StageRef) -> None:
     client.set_tag(tr.parent_run_id, "swirl.eval_report", os.path.join(files, "report.md"))
 
 
-# ------------------------------------------------------------------------------------- model registry
-CHAMPION = "champion"  # the alias of the best-evaluated adapter version of an experiment's registered model
-
-
-def register_adapter(
-    tr: Tracking,
-    run_id: str,
-    adapter: str,
-    base_model: str,
-    registered_name: str,
-    tags: Mapping[str, str],
-) -> str:
-    """The train output's adapter logged as an MLflow pyfunc model on the train stage's run (`model/`) and
-    registered as a version of `registered_name` (one registered model per experiment); returns the version.
-    An adapter already registered (a cached train stage: the same train version) is not logged again: its
-    version is returned."""
-    import tempfile
-
-    import mlflow.pyfunc
-
-    client = _client(tr.uri)
-    try:
-        client.get_registered_model(registered_name)
-    except Exception:  # noqa: BLE001  (mlflow raises RestException / MlflowException for a missing model)
-        client.create_registered_model(
-            registered_name, description="LoRA adapters of this experiment's rounds (base model + adapter)."
-        )
-    train_version = tags.get("swirl.train_version", "")
-    if train_version:
-        for mv in client.search_model_versions(f"name = '{registered_name}'"):
-            if mv.tags.get("swirl.train_version") == train_version:
-                return str(mv.version)
-    code = os.path.join(os.path.dirname(os.path.abspath(__file__)), "adapter_model.py")
-    with tempfile.TemporaryDirectory(prefix="swirl-model-") as tmp:
-        path = os.path.join(tmp, "model")
-        mlflow.pyfunc.save_model(
-            path,
-            python_model=code,
-            artifacts={"adapter": adapter},
-            model_config={"base_model": base_model, "max_new_tokens": 256},
-            pip_requirements=["torch", "transformers", "peft"],
-        )
-        client.log_artifacts(run_id, path, "model")
-    what = f"round {tags['swirl.round']} of {tags['swirl.run']}" if "swirl.round" in tags else "an adapter"
-    start = f", trained further from {tags['swirl.base_adapter']}" if tags.get("swirl.base_adapter") else ""
-    mv = client.create_model_version(
-        registered_name,
-        f"runs:/{run_id}/model",
-        run_id=run_id,
-        tags=dict(tags),
-        description=f"LoRA adapter of {what} (train output {train_version}){start}; "
-        "mlflow.pyfunc.load_model(...).predict([prompt]) generates with base + adapter.",
-        await_creation_for=0,
-    )
-    return str(mv.version)
-
-
-def tag_model_version(uri: str, registered_name: str, version: str, tags: Mapping[str, str]) -> None:
-    client = _client(uri)
-    for k, v in tags.items():
-        client.set_model_version_tag(registered_name, version, k, v)
-
-
-def promote_if_better(uri: str, registered_name: str, version: str, accuracy: float) -> bool:
-    """Move the `champion` alias to `version` when its accuracy (tag `swirl.accuracy`, the mean rule-graded
-    accuracy over the evaluation datasets) beats the current champion's, or when there is none; True when
-    moved."""
-    client = _client(uri)
-    try:
-        current = client.get_model_version_by_alias(registered_name, CHAMPION)
-    except Exception:  # noqa: BLE001  (no alias yet)
-        current = None
-    if current is not None:
-        if str(current.version) == str(version):
-            return False
-        best = current.tags.get("swirl.accuracy")
-        if best is not None and float(best) >= accuracy:
-            return False
-    client.set_registered_model_alias(registered_name, CHAMPION, str(version))
-    return True
-
-
 # ------------------------------------------------------------------------------------------ iterations
 def log_round_metrics(tr: Tracking, record: Mapping[str, Any]) -> None:
     """One finished round on the iteration's run, as metric series with step = round number (the MLflow chart
@@ -425,13 +363,13 @@ def log_round_metrics(tr: Tracking, record: Mapping[str, Any]) -> None:
         metrics += [
             Metric(_METRIC_BAD.sub("_", k), float(v), now, 0) for k, v in before.items() if v is not None
         ]
-    client = _client(tr.uri)
+    client = mlflow_client(tr.uri)
     client.log_batch(tr.parent_run_id, metrics=metrics)
 
 
 def log_rounds_table(tr: Tracking, records: Sequence[Mapping[str, Any]], markdown: str) -> None:
     """The across-rounds summary on the iteration's run: `rounds.md` and an MLflow table `rounds.json`."""
-    client = _client(tr.uri)
+    client = mlflow_client(tr.uri)
     client.log_text(tr.parent_run_id, markdown, "rounds.md")
     rows = [
         {

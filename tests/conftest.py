@@ -7,7 +7,9 @@ Tiers: `pytest -q` runs the fast tier only (pyproject's addopts deselect the mar
 runs every test. Marks added here at collection, so that test files need not repeat them:
 - `vllm`: every test that uses the `vllm_engine` fixture (skipped when the vllm module is missing);
 - `prefect`: everything under tests/flows and every test that uses the `prefect_harness` fixture;
-- `e2e`: everything under tests/e2e.
+- `e2e`: everything under tests/e2e;
+- `bench`: everything under tests/bench (the tests of bench/'s scripts). Not deselected: a bench test runs in
+  the fast tier unless it is also `slow`; `pytest -m bench` runs them all.
 A test that is slow for its own reasons carries `@pytest.mark.slow` (or `vllm`) in its file.
 """
 
@@ -16,17 +18,15 @@ from __future__ import annotations
 import os
 import tempfile
 
+# the command line's defaults (flows.cli imports only the standard library: nothing reads them yet)
+from flows.cli import ENV_DEFAULTS
+
 _SESSION_HOME = tempfile.mkdtemp(prefix="swirl-tests-")
 for _k, _v in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "VLLM_NO_USAGE_STATS": "1",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "TOKENIZERS_PARALLELISM": "false",
+    **ENV_DEFAULTS,
 }.items():
     os.environ.setdefault(_k, _v)
 # Prefect's task cache lives in PREFECT_HOME and outlives its database: a fresh one per session.
@@ -37,7 +37,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 _TESTS = Path(__file__).resolve().parent
-_FOLDER_MARKS = {"e2e": "e2e", "flows": "prefect"}  # tests/<folder> -> the tier of everything in it
+# tests/<folder> -> the tier of everything in it
+_FOLDER_MARKS = {"e2e": "e2e", "flows": "prefect", "bench": "bench"}
 _FIXTURE_MARKS = {"vllm_engine": "vllm", "prefect_harness": "prefect"}  # a fixture -> the tier of its users
 
 
@@ -81,27 +82,10 @@ def tiny_model_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_model_dir, tmp_path_factory) -> str:
     """A LoRA adapter with random, non-zero weights that changes the tiny model's greedy output."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from swirl.models.random_lora import lora_config, save_random_adapter
 
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    cfg = LoraConfig(
-        r=8,
-        lora_alpha=32,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        init_lora_weights=False,
-        lora_dropout=0.0,
-    )
-    model = get_peft_model(base, cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
     path = str(tmp_path_factory.mktemp("adapters") / "random-lora")
-    model.save_pretrained(path)
-    return path
+    return save_random_adapter(tiny_model_dir, path, lora=lora_config(8, 32), std=0.2, seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -78,44 +78,14 @@ def read_corpus_file(path: str) -> tuple[list[Row], dict[str, Any]]:
 
     Given doc_ids must be unique; without them rows are de-duplicated by (title, text) like pooled
     paragraphs."""
-    if not os.path.exists(path):
-        raise DataError(f"{path}: corpus file not found; fix the corpus path")
-    if path.endswith(".parquet"):
-        table = pq.read_table(path)
-        missing = {"title", "text"} - set(table.column_names)
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {sorted(missing)} (columns: {table.column_names}); a corpus "
-                "needs title and text, and may have doc_id"
-            )
-        records = ((f"{path} row {i}", r) for i, r in enumerate(table.to_pylist()))
-    elif path.endswith((".jsonl", ".json")):
-        records = _jsonl(path)
-    else:
-        raise DataError(
-            f"{path}: unknown corpus file type; use .jsonl (one JSON object per line) or .parquet"
-        )
     rows: list[Row] = []
     seen_ids: dict[str, str] = {}
     seen_text: set[tuple[str, str]] = set()
     duplicates = 0
-    for where, rec in records:
-        if not isinstance(rec, dict):
-            raise DataError(f"{where}: expected an object with title and text, got {type(rec).__name__}")
-        for name in ("title", "text"):
-            if name not in rec:
-                raise DataError(f"{where}: missing field {name!r} (fields present: {sorted(rec)})")
-            if not isinstance(rec[name], str):
-                raise DataError(f"{where}: field {name!r} must be a string, got {rec[name]!r:.60}")
-        title, text = rec["title"].strip(), rec["text"].strip()
-        if not text:
-            raise DataError(f"{where}: field 'text' is empty; remove the row or give it text")
-        given = rec.get("doc_id")
-        if given is not None:
-            if not isinstance(given, str | int) or not str(given).strip():
-                raise DataError(f"{where}: field 'doc_id' must be a non-empty string, got {given!r:.60}")
-            did = str(given).strip()
-        else:
+    for where, rec in _records(path):
+        title, text = _title_text(where, rec)
+        did = _given_doc_id(where, rec)
+        if did is None:
             if (title, text) in seen_text:
                 duplicates += 1
                 continue
@@ -130,6 +100,49 @@ def read_corpus_file(path: str) -> tuple[list[Row], dict[str, Any]]:
     if not rows:
         raise DataError(f"{path}: the corpus file has no rows")
     return rows, {"documents": len(rows), "duplicates": duplicates, "source": path}
+
+
+def _records(path: str) -> Iterable[tuple[str, Any]]:
+    """(where, record) of every row of a corpus file, by its type (Parquet or JSONL)."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: corpus file not found; fix the corpus path")
+    if path.endswith(".parquet"):
+        table = pq.read_table(path)
+        missing = {"title", "text"} - set(table.column_names)
+        if missing:
+            raise DataError(
+                f"{path}: missing column(s) {sorted(missing)} (columns: {table.column_names}); a corpus "
+                "needs title and text, and may have doc_id"
+            )
+        return ((f"{path} row {i}", r) for i, r in enumerate(table.to_pylist()))
+    if path.endswith((".jsonl", ".json")):
+        return _jsonl(path)
+    raise DataError(f"{path}: unknown corpus file type; use .jsonl (one JSON object per line) or .parquet")
+
+
+def _title_text(where: str, rec: Any) -> tuple[str, str]:
+    """The stripped title and text of a corpus record, checked (both strings, text not empty)."""
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected an object with title and text, got {type(rec).__name__}")
+    for name in ("title", "text"):
+        if name not in rec:
+            raise DataError(f"{where}: missing field {name!r} (fields present: {sorted(rec)})")
+        if not isinstance(rec[name], str):
+            raise DataError(f"{where}: field {name!r} must be a string, got {rec[name]!r:.60}")
+    title, text = rec["title"].strip(), rec["text"].strip()
+    if not text:
+        raise DataError(f"{where}: field 'text' is empty; remove the row or give it text")
+    return title, text
+
+
+def _given_doc_id(where: str, rec: Row) -> str | None:
+    """The record's own doc_id (stripped), or None when it has none."""
+    given = rec.get("doc_id")
+    if given is None:
+        return None
+    if not isinstance(given, str | int) or not str(given).strip():
+        raise DataError(f"{where}: field 'doc_id' must be a non-empty string, got {given!r:.60}")
+    return str(given).strip()
 
 
 def _jsonl(path: str) -> Iterable[tuple[str, Any]]:

@@ -376,46 +376,51 @@ class _Numbers:
         return v
 
     def ev(self, node: ast.expr, mod: int = 1) -> int:
+        """The value of `node`, drawing its variables so that it is a multiple of `mod`."""
         if isinstance(node, ast.Name):
             return self.leaf(node, mod)
         assert isinstance(node, ast.BinOp)
-        op, left, right = _OPS[type(node.op)], node.left, node.right
-        if op == "/":
-            if isinstance(right, ast.Name):
-                dividend = self.ev(left)
-                lo, hi = self.ranges[right.id]
-                divisors = [
-                    d
-                    for d in range(lo, min(hi, dividend) + 1)
-                    if dividend % d == 0 and dividend // d % mod == 0
-                ]
-                if not divisors:
-                    raise _Redraw
-                self.vals[right.id] = d = self.rng.choice(divisors)
-                return dividend // d
-            divisor = self.ev(right)
-            if divisor <= 0:
+        by_op = {"/": self._div, "-": self._sub, "+": self._add, "*": self._mul}
+        return by_op[_OPS[type(node.op)]](node.left, node.right, mod)
+
+    def _div(self, left: ast.expr, right: ast.expr, mod: int) -> int:
+        if isinstance(right, ast.Name):
+            dividend = self.ev(left)
+            lo, hi = self.ranges[right.id]
+            divisors = [
+                d for d in range(lo, min(hi, dividend) + 1) if dividend % d == 0 and dividend // d % mod == 0
+            ]
+            if not divisors:
                 raise _Redraw
-            dividend = self.ev(left, divisor * mod)
-            if dividend % divisor:
-                raise _Redraw
-            return dividend // divisor
-        if op == "-":
-            if isinstance(right, ast.Name):
-                a = self.ev(left)
-                return a - self.leaf(right, mod, a, hi=a - 1)
-            if isinstance(left, ast.Name):
-                b = self.ev(right)
-                return self.leaf(left, mod, b, lo=b + 1) - b
-            return self.ev(left) - self.ev(right)
-        if op == "+":
-            if isinstance(right, ast.Name):
-                a = self.ev(left)
-                return a + self.leaf(right, mod, -a)
-            if isinstance(left, ast.Name):
-                b = self.ev(right)
-                return self.leaf(left, mod, -b) + b
-            return self.ev(left) + self.ev(right)
+            self.vals[right.id] = d = self.rng.choice(divisors)
+            return dividend // d
+        divisor = self.ev(right)
+        if divisor <= 0:
+            raise _Redraw
+        dividend = self.ev(left, divisor * mod)
+        if dividend % divisor:
+            raise _Redraw
+        return dividend // divisor
+
+    def _sub(self, left: ast.expr, right: ast.expr, mod: int) -> int:
+        if isinstance(right, ast.Name):
+            a = self.ev(left)
+            return a - self.leaf(right, mod, a, hi=a - 1)
+        if isinstance(left, ast.Name):
+            b = self.ev(right)
+            return self.leaf(left, mod, b, lo=b + 1) - b
+        return self.ev(left) - self.ev(right)
+
+    def _add(self, left: ast.expr, right: ast.expr, mod: int) -> int:
+        if isinstance(right, ast.Name):
+            a = self.ev(left)
+            return a + self.leaf(right, mod, -a)
+        if isinstance(left, ast.Name):
+            b = self.ev(right)
+            return self.leaf(left, mod, -b) + b
+        return self.ev(left) + self.ev(right)
+
+    def _mul(self, left: ast.expr, right: ast.expr, mod: int) -> int:
         if isinstance(right, ast.Name):
             a = self.ev(left)
             return a * self.leaf(right, mod // math.gcd(a, mod))

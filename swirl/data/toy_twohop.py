@@ -414,30 +414,52 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
+_Person = tuple[str, str, int, str, str]  # full name, last name, birth year, job, birth city
+
+
+class _Builder:
+    """A world being built: its random draws, its made-up names and the articles added so far."""
+
+    def __init__(self, seed: int, world: str):
+        self.rng = random.Random(f"toy-twohop-world-{seed}-{world}")
+        self.name = _Names(seed, world)
+        self.pools: dict[str, list[str]] = {}
+        self.articles: dict[str, list[str]] = {}
+        self.facts: dict[str, dict[str, tuple[Any, int]]] = {}
+
+    def add(self, kind: str, title: str, sentences: list[tuple[str, dict[str, Any]]]) -> None:
+        self.pools.setdefault(kind, []).append(title)
+        self.articles[title] = [s for s, _ in sentences]
+        self.facts[title] = {rel: (v, i) for i, (_, rels) in enumerate(sentences) for rel, v in rels.items()}
+
+
 @functools.lru_cache(maxsize=8)
 def _world(seed: int, world: str) -> _World:
-    rng = random.Random(f"toy-twohop-world-{seed}-{world}")
-    name = _Names(seed, world)
-    pools: dict[str, list[str]] = {}
-    articles: dict[str, list[str]] = {}
-    facts: dict[str, dict[str, tuple[Any, int]]] = {}
+    """One world's articles, built in a fixed order of random draws (the order is part of the data)."""
+    w = _Builder(seed, world)
+    rivers = [w.name() for _ in range(_SIZES["river"])]
+    countries = [w.name() for _ in range(_SIZES["country"])]
+    cities = [w.name() for _ in range(_SIZES["city"])]
+    _add_places(w, rivers, countries, cities)
+    people = _draw_people(w, cities)
+    orgs = _add_orgs(w, people, cities)
+    _add_people(w, people, orgs)
+    _add_books(w, people)
+    _add_bridges(w, people, cities)
+    _add_ships(w, orgs, cities)
+    return _World(w.pools, w.articles, w.facts)
 
-    def add(kind: str, title: str, sentences: list[tuple[str, dict[str, Any]]]) -> None:
-        pools.setdefault(kind, []).append(title)
-        articles[title] = [s for s, _ in sentences]
-        facts[title] = {rel: (v, i) for i, (_, rels) in enumerate(sentences) for rel, v in rels.items()}
 
-    rivers = [name() for _ in range(_SIZES["river"])]
-    countries = [name() for _ in range(_SIZES["country"])]
-    cities = [name() for _ in range(_SIZES["city"])]
-    # every country has a city (its capital is one of them)
+def _add_places(w: _Builder, rivers: list[str], countries: list[str], cities: list[str]) -> None:
+    """Countries and cities; every country has a city (its capital is one of them)."""
+    rng, name = w.rng, w.name
     city_country = {
         c: countries[i] if i < len(countries) else rng.choice(countries) for i, c in enumerate(cities)
     }
     for k in countries:
         capital = rng.choice([c for c in cities if city_country[c] == k])
         pop = rng.randint(2, 300)
-        add(
+        w.add(
             "country",
             k,
             [
@@ -449,7 +471,7 @@ def _world(seed: int, world: str) -> _World:
         )
     for c in cities:
         pop, river = rng.randint(20, 2000) * 1000, rng.choice(rivers)
-        add(
+        w.add(
             "city",
             c,
             [
@@ -458,16 +480,24 @@ def _world(seed: int, world: str) -> _World:
                 (f" It lies on the river {river}.", {"river": river}),
             ],
         )
+
+
+def _draw_people(w: _Builder, cities: list[str]) -> list[_Person]:
     people = []
     for _ in range(_SIZES["person"]):
-        first, last = name(), name()
-        born, job, city = rng.randint(1700, 1960), rng.choice(_JOBS), rng.choice(cities)
+        first, last = w.name(), w.name()
+        born, job, city = w.rng.randint(1700, 1960), w.rng.choice(_JOBS), w.rng.choice(cities)
         people.append((f"{first} {last}", last, born, job, city))
-    orgs = [f"{name()} {rng.choice(_ORG_KINDS)}" for _ in range(_SIZES["org"])]
-    founders = rng.sample(people, len(orgs))  # every founder founds one organisation
+    return people
+
+
+def _add_orgs(w: _Builder, people: list[_Person], cities: list[str]) -> list[str]:
+    """Organisations, each founded by its own person; returns their titles."""
+    orgs = [f"{w.name()} {w.rng.choice(_ORG_KINDS)}" for _ in range(_SIZES["org"])]
+    founders = w.rng.sample(people, len(orgs))  # every founder founds one organisation
     for o, (f, _, born, _, _) in zip(orgs, founders, strict=True):
-        year, hq = born + rng.randint(25, 60), rng.choice(cities)
-        add(
+        year, hq = born + w.rng.randint(25, 60), w.rng.choice(cities)
+        w.add(
             "org",
             o,
             [
@@ -475,6 +505,11 @@ def _world(seed: int, world: str) -> _World:
                 (f" It has its headquarters in {hq}.", {"hq": hq}),
             ],
         )
+    return orgs
+
+
+def _add_people(w: _Builder, people: list[_Person], orgs: list[str]) -> None:
+    """People: birth, job, employer, and a teacher 15 to 45 years older where there is one."""
     by_year = sorted((b, p) for p, _, b, _, _ in people)
     years = [b for b, _ in by_year]
     for p, last, born, job, city in people:
@@ -485,16 +520,19 @@ def _world(seed: int, world: str) -> _World:
                 f"{p} (born {born}) is {_a(job)} who was born in {city}.",
                 {"born": born, "job": job, "birth_city": city},
             ),
-            (f" {last} worked for the {(employer := rng.choice(orgs))}.", {"employer": employer}),
+            (f" {last} worked for the {(employer := w.rng.choice(orgs))}.", {"employer": employer}),
         ]
         if older:
-            teacher = rng.choice(older)
+            teacher = w.rng.choice(older)
             sentences.append((f" {last} studied under {teacher}.", {"teacher": teacher}))
-        add("person", p, sentences)
+        w.add("person", p, sentences)
+
+
+def _add_books(w: _Builder, people: list[_Person]) -> None:
     for _ in range(_SIZES["book"]):
-        b, (author, _, born, _, _) = name(), rng.choice(people)
-        year = born + rng.randint(20, 70)
-        add(
+        b, (author, _, born, _, _) = w.name(), w.rng.choice(people)
+        year = born + w.rng.randint(20, 70)
+        w.add(
             "book",
             b,
             [
@@ -502,11 +540,14 @@ def _world(seed: int, world: str) -> _World:
                 (f" It was published in {year}.", {"published": year}),
             ],
         )
+
+
+def _add_bridges(w: _Builder, people: list[_Person], cities: list[str]) -> None:
     designers = [p for p in people if p[3] in _DESIGNER_JOBS]
     for _ in range(_SIZES["bridge"]):
-        x, (designer, _, born, _, _) = f"{name()} Bridge", rng.choice(designers)
-        year, city = born + rng.randint(25, 60), rng.choice(cities)
-        add(
+        x, (designer, _, born, _, _) = f"{w.name()} Bridge", w.rng.choice(designers)
+        year, city = born + w.rng.randint(25, 60), w.rng.choice(cities)
+        w.add(
             "bridge",
             x,
             [
@@ -515,10 +556,13 @@ def _world(seed: int, world: str) -> _World:
                 (f" It stands in {city}.", {"city": city}),
             ],
         )
+
+
+def _add_ships(w: _Builder, orgs: list[str], cities: list[str]) -> None:
     for _ in range(_SIZES["ship"]):
-        s, builder = name(), rng.choice(orgs)
-        year, length, port = rng.randint(1750, 2010), rng.randint(30, 320), rng.choice(cities)
-        add(
+        s, builder = w.name(), w.rng.choice(orgs)
+        year, length, port = w.rng.randint(1750, 2010), w.rng.randint(30, 320), w.rng.choice(cities)
+        w.add(
             "ship",
             s,
             [
@@ -528,7 +572,6 @@ def _world(seed: int, world: str) -> _World:
                 (f" Its home port is {port}.", {"port": port}),
             ],
         )
-    return _World(pools, articles, facts)
 
 
 # --------------------------------------------------------------------------------------- questions

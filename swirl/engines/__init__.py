@@ -1,12 +1,15 @@
 """Inference engines: one Protocol (`Engine`) and one factory, `make_engine`, for every kind and role.
 
 A role (the policy, the judge, the training sampler) names an `EngineSpec` in the config; whoever runs a stage
-turns it into an engine with `make_engine` (or the flow layer's cached `tasks.engines.get_engine`, which calls
-it). Heavy imports (vLLM, transformers, the OpenAI SDK) happen inside the factory, not at import time.
+turns it into an engine with `make_engine`, or shares engines through an `EnginePool` (one key rule,
+`pool_key`; the flow layer's `tasks.engines.get_engine` is one pool for the whole flow run). Heavy imports
+(vLLM, transformers, the OpenAI SDK) happen inside the factory, not at import time.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable
 
 from swirl.engines.base import Completion, Engine, Prompt, Result, Sampling, encode_prompt
@@ -24,6 +27,8 @@ __all__ = [
     "EnginePool",
     "encode_prompt",
     "make_engine",
+    "merges_adapter",
+    "pool_key",
 ]
 
 
@@ -76,20 +81,59 @@ def make_engine(cfg: EngineSpec, api_key: Callable[[], str] | None = None) -> En
     return HFEngine(cfg.model, dtype=cfg.dtype, batch_size=cfg.hf_batch_size, seed=cfg.seed)
 
 
-class EnginePool:
-    """Engines built on demand, one per config (a policy that judges itself shares its engine), all closed by
-    `close()`: what a stage or a training run uses when its caller gave it no engines."""
+def merges_adapter(cfg: EngineSpec) -> bool:
+    """Whether the config's engine serves its adapter merged into a copy of the weights."""
+    return isinstance(cfg, EngineConfig) and bool(cfg.merge_adapter and cfg.adapter)
 
-    def __init__(self) -> None:
+
+def pool_key(cfg: EngineSpec) -> str:
+    """What makes two configs one engine in a pool: the whole config less the adapter, because vllm and hf
+    engines take the adapter per request (every caller names it in `generate`), so the policy with and
+    without its adapter, or a policy that judges itself, share one engine. A merged adapter is part of the
+    weights (a different model), so it stays in the key."""
+    exclude = {"adapter"} if isinstance(cfg, EngineConfig) and not merges_adapter(cfg) else None
+    return json.dumps(cfg.model_dump(mode="json", exclude=exclude), sort_keys=True)
+
+
+class EnginePool:
+    """Engines built on demand and shared by `pool_key`, all closed by `close()`: what a stage or a training
+    run uses when its caller gave it no engines, and (in tasks/engines.py) the flow run's shared engines.
+
+    At most one merged-adapter engine is kept: each holds a copy of the weights and its own KV cache, so a new
+    one closes the last. `build`: the factory (tests pass scripted engines). `read_secret`: resolves the
+    secret an OpenAI-compatible config names (`api_key_secret`) to its key, on the engine's first request;
+    the flow layer passes one that reads Prefect Secret blocks. Thread-safe."""
+
+    def __init__(
+        self,
+        build: Callable[[EngineSpec, Callable[[], str] | None], Engine] = make_engine,
+        read_secret: Callable[[str], str] | None = None,
+    ) -> None:
+        self._build, self._read_secret = build, read_secret
         self._engines: dict[str, Engine] = {}
+        self._merged: str | None = None  # the key of the one merged-adapter engine kept
+        self._lock = threading.Lock()
 
     def get(self, cfg: EngineSpec) -> Engine:
-        key = cfg.model_dump_json()
-        if key not in self._engines:
-            self._engines[key] = make_engine(cfg)
-        return self._engines[key]
+        key = pool_key(cfg)
+        with self._lock:
+            if key not in self._engines:
+                if merges_adapter(cfg) and self._merged is not None:
+                    self._engines.pop(self._merged).close()
+                    self._merged = None
+                self._engines[key] = self._build(cfg, self._api_key(cfg))
+                if merges_adapter(cfg):
+                    self._merged = key
+            return self._engines[key]
+
+    def _api_key(self, cfg: EngineSpec) -> Callable[[], str] | None:
+        if self._read_secret is None or not isinstance(cfg, OpenAIEngineConfig) or not cfg.api_key_secret:
+            return None
+        read, name = self._read_secret, cfg.api_key_secret
+        return lambda: read(name)
 
     def close(self) -> None:
-        for eng in self._engines.values():
+        with self._lock:
+            engines, self._engines, self._merged = list(self._engines.values()), {}, None
+        for eng in engines:
             eng.close()
-        self._engines.clear()

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 Message = dict[str, str]
 Prompt = str | Sequence[int] | Sequence[Message]
@@ -62,11 +65,16 @@ class Result:
 class Engine(Protocol):
     name: str
     model: str
-    tokenizer: Any
+    # The model's tokenizer; None only for a text-only engine given no local tokenizer (openai).
+    tokenizer: PreTrainedTokenizerBase | None
     # Context limit in tokens (prompt + generated), or None when the engine does not know one. A prompt of
     # this many tokens or more cannot be run; callers check with `too_long` and skip it instead of failing a
     # batch.
     max_context: int | None
+    # Whether token ids go in and come out exactly as the model reads and writes them (vllm, hf, scripted).
+    # False for a text-only engine (an HTTP chat API): it is sent chat messages, and its ids are re-tokenized
+    # text, so training data must not come from it.
+    token_exact: bool
 
     def generate(
         self,
@@ -83,7 +91,7 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
     """Chat messages -> chat template (with the assistant generation prompt) -> ids; text -> ids; ids
     unchanged."""
     if isinstance(prompt, str):
@@ -99,11 +107,10 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
     raise TypeError("a prompt is a string, a list of token ids, or a list of {'role', 'content'} messages")
 
 
-def too_long(engine: Any, prompt_len: int) -> bool:
+def too_long(engine: Engine, prompt_len: int) -> bool:
     """Whether a prompt of `prompt_len` tokens leaves the engine no room to generate (vLLM rejects such a
     prompt, and with it the whole batch). Engines with no known limit accept everything."""
-    limit = getattr(engine, "max_context", None)
-    return limit is not None and prompt_len >= limit
+    return engine.max_context is not None and prompt_len >= engine.max_context
 
 
 def adapter_key(path: str) -> str:

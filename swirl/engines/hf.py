@@ -7,7 +7,7 @@ same token ids (tested). Sampling uses torch's generator, so sampled tokens diff
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swirl.engines.base import (
     Completion,
@@ -20,9 +20,15 @@ from swirl.engines.base import (
     resolve_dtype,
 )
 
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 class HFEngine:
     name = "hf"
+    token_exact = True
 
     def __init__(
         self, model: str, dtype: str = "auto", batch_size: int = 16, seed: int = 0, device: str | None = None
@@ -42,7 +48,7 @@ class HFEngine:
         self.base = (
             AutoModelForCausalLM.from_pretrained(model, dtype=self._torch_dtype).to(self.device).eval()
         )
-        self._peft: Any = None  # PeftModel wrapping self.base once an adapter is used
+        self._peft: PeftModel | None = None  # PeftModel wrapping self.base once an adapter is used
         self._adapters: dict[str, str] = {}  # adapter_key -> peft adapter name
         self.pad_id = (
             self.tokenizer.pad_token_id
@@ -50,11 +56,11 @@ class HFEngine:
             else self.tokenizer.eos_token_id
         )
         eos = self.tokenizer.eos_token_id
-        gen_eos = getattr(self.base.generation_config, "eos_token_id", None)
+        gen_eos = self.base.generation_config.eos_token_id
         self.eos_ids = {eos} | (set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}) - {None}
 
     # ------------------------------------------------------------------------------------- adapters
-    def _model_for(self, adapter: str | None) -> Any:
+    def _model_for(self, adapter: str | None) -> PreTrainedModel | PeftModel:
         if adapter is None:
             return self.base if self._peft is None else self._peft
         key = adapter_key(adapter)
@@ -104,7 +110,7 @@ class HFEngine:
         return results
 
     def _generate_batch(
-        self, model: Any, batch: list[list[int]], s: Sampling, seed: int | None
+        self, model: PreTrainedModel | PeftModel, batch: list[list[int]], s: Sampling, seed: int | None
     ) -> list[list[Completion]]:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
@@ -173,14 +179,19 @@ class _StopCriteria:
     """Per-row stop on an eos token or on a stop string appearing in the decoded completion (as vLLM does)."""
 
     def __init__(
-        self, tokenizer: Any, prompt_width: int, stops: tuple[str, ...], eos_ids: set[int], rows: int
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt_width: int,
+        stops: tuple[str, ...],
+        eos_ids: set[int],
+        rows: int,
     ):
         self.tok, self.width, self.stops, self.eos = tokenizer, prompt_width, stops, eos_ids
         self.done_at: list[int | None] = [None] * rows
         self.stop_str: list[str | None] = [None] * rows
         self._text_len = [0] * rows
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         import torch
 
         gen = input_ids[:, self.width :]

@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from typing import Any
 
 from swirl.engines.base import Engine, Prompt, Result, Sampling
 
@@ -53,12 +52,14 @@ def merged_folder(model: str, adapter: str) -> str:
 class MergedAdapterEngine:
     """An engine on merged weights that answers requests for its one adapter."""
 
-    merged_adapter = True
-
     def __init__(self, inner: Engine, adapter: str, folder: str | None = None):
         self.inner, self.adapter, self.folder = inner, adapter, folder
         self.name, self.model = inner.name, inner.model
-        self.tokenizer, self.max_context = inner.tokenizer, inner.max_context
+        self.tokenizer, self.max_context, self.token_exact = (
+            inner.tokenizer,
+            inner.max_context,
+            inner.token_exact,
+        )
 
     def generate(
         self,
@@ -79,6 +80,3 @@ class MergedAdapterEngine:
         self.inner.close()
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-    def __getattr__(self, name: str) -> Any:  # engine extras (token_exact, stats) pass through
-        return getattr(self.inner, name)

@@ -24,10 +24,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swirl.engines.base import Completion, Message, Prompt, Result, Sampling, encode_prompt, prompt_seeds
 from swirl.engines.config import OpenAIEngineConfig
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+    from openai.types.chat import ChatCompletion
+    from openai.types.chat.chat_completion import Choice
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,7 @@ class OpenAIEngine:
         base_url: str,
         api_key_env: str = "OPENAI_API_KEY",
         api_key: Callable[[], str] | None = None,
-        tokenizer: Any = None,
+        tokenizer: PreTrainedTokenizerBase | str | None = None,
         concurrency: int = 8,
         timeout_s: float = 60.0,
         max_retries: int = 4,
@@ -98,7 +104,7 @@ class OpenAIEngine:
         self.max_retries, self.backoff_s, self.backoff_max_s = max_retries, backoff_s, backoff_max_s
         self.max_tokens_param = max_tokens_param
         self._key: str | None = None
-        self._client: Any = None
+        self._client: OpenAI | None = None
         self._lock = threading.Lock()
         self.requests = 0  # HTTP requests sent (including retries)
         self.retries = 0  # retries after transient failures
@@ -134,7 +140,7 @@ class OpenAIEngine:
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key and self._key != "EMPTY" else text
 
-    def _get_client(self) -> Any:
+    def _get_client(self) -> OpenAI:
         with self._lock:
             if self._client is None:
                 from openai import OpenAI
@@ -157,7 +163,7 @@ class OpenAIEngine:
                 pass  # an HTTP date: keep our own backoff
         return delay
 
-    def _create(self, messages: list[Message], params: dict[str, Any], what: str) -> Any:
+    def _create(self, messages: list[Message], params: dict[str, Any], what: str) -> ChatCompletion:
         """One chat-completions call with bounded retries on transient failures only."""
         import openai
 
@@ -213,18 +219,18 @@ class OpenAIEngine:
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         if self.tokenizer is None:
             return []
-        if not isinstance(prompt, str) and not getattr(self.tokenizer, "chat_template", None):
+        if not isinstance(prompt, str) and not self.tokenizer.chat_template:
             return []
         return encode_prompt(self.tokenizer, prompt)
 
-    def _completion(self, choice: Any, sampling: Sampling) -> Completion:
+    def _completion(self, choice: Choice, sampling: Sampling) -> Completion:
         text = choice.message.content or ""
         stop = getattr(choice, "stop_reason", None)  # a vLLM server extension: the stop string that fired
         stop = stop if isinstance(stop, str) and stop in sampling.stop else None
         if stop and not text.endswith(stop):
             text += stop
         lps = None
-        if sampling.logprobs and getattr(choice, "logprobs", None) is not None and choice.logprobs.content:
+        if sampling.logprobs and choice.logprobs is not None and choice.logprobs.content:
             lps = [float(t.logprob) for t in choice.logprobs.content]
         ids = (
             list(self.tokenizer.encode(text, add_special_tokens=False)) if self.tokenizer is not None else []

@@ -8,17 +8,21 @@ with no stop string ends the turn with the eos token; `max_tokens` truncates it 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from swirl.engines.base import Completion, Prompt, Result, Sampling, encode_prompt, prompt_seeds
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class ScriptedEngine:
     name = "scripted"
+    token_exact = True  # its ids are the tokenizer's encoding of the scripted text, exactly what it returns
 
     def __init__(
         self,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         script: Callable[[str, int | None], str],
         model: str = "scripted",
         max_context: int | None = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swirl.engines.base import (
     Completion,
@@ -20,6 +20,9 @@ from swirl.engines.base import (
     prompt_seeds,
     resolve_dtype,
 )
+
+if TYPE_CHECKING:
+    from vllm.lora.request import LoRARequest
 
 
 def cpu_core_list(spec: str) -> str:
@@ -37,6 +40,7 @@ def cpu_core_list(spec: str) -> str:
 
 class VLLMEngine:
     name = "vllm"
+    token_exact = True
 
     def __init__(
         self,
@@ -118,7 +122,7 @@ class VLLMEngine:
             else {}
         )
 
-    def _lora(self, adapter: str | None) -> Any:
+    def _lora(self, adapter: str | None) -> LoRARequest | None:
         if adapter is None:
             return None
         if not self.enable_lora:

@@ -19,8 +19,8 @@ from swirl.engines.base import Engine, Message, Sampling, encode_prompt, too_lon
 from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig
 from swirl.judging.prompts import GOOD_BAD, YES_NO, fill, parse_verdict, render_conversation
-from swirl.steps import read_columns
 from swirl.store import StageRef, Store, as_refs
+from swirl.table_io import read_columns
 
 UNKNOWN = "UNKNOWN"
 TOO_LONG = "[not asked: the prompt does not fit the judge's context]"

@@ -479,18 +479,7 @@ def _search_answer(answer: str, question: str, searches: list[_Search]) -> tuple
         return "BAD", "the answer is empty"
     options = comparison_options(question)
     if options:
-        a, b = options
-        picked = [o for o, other in ((a, b), (b, a)) if _is_option(answer, o, other)]
-        if len(picked) != 1:
-            return "BAD", "a comparison question: the answer is not one of its options"
-        missing = [
-            o for o, other in ((a, b), (b, a)) if not any(_option_names(s.query, o, other) for s in searches)
-        ]
-        if missing:
-            return "BAD", f"answered before searching the option {missing[0]!r}"
-        return _compared(
-            question, picked[0], {o: _option_result(o, other, searches) for o, other in ((a, b), (b, a))}
-        )
+        return _comparison_answer(answer, question, options, searches)
     informative = sum(1 for s in searches if s.result)
     if is_yes_no(question):
         if norm not in ("yes", "no"):
@@ -498,6 +487,29 @@ def _search_answer(answer: str, question: str, searches: list[_Search]) -> tuple
         if informative < 2:
             return "BAD", "a yes/no question about two things, answered before two searches with results"
         return "GOOD", "yes or no, after searching the question's entities"
+    return _bridge_answer(answer, question, searches, informative)
+
+
+def _comparison_answer(
+    answer: str, question: str, options: tuple[str, str], searches: list[_Search]
+) -> tuple[str, str]:
+    """A comparison's answer: one of its options, after searching both, the one the results favour."""
+    a, b = options
+    picked = [o for o, other in ((a, b), (b, a)) if _is_option(answer, o, other)]
+    if len(picked) != 1:
+        return "BAD", "a comparison question: the answer is not one of its options"
+    missing = [
+        o for o, other in ((a, b), (b, a)) if not any(_option_names(s.query, o, other) for s in searches)
+    ]
+    if missing:
+        return "BAD", f"answered before searching the option {missing[0]!r}"
+    return _compared(
+        question, picked[0], {o: _option_result(o, other, searches) for o, other in ((a, b), (b, a))}
+    )
+
+
+def _bridge_answer(answer: str, question: str, searches: list[_Search], informative: int) -> tuple[str, str]:
+    """A multi-hop answer: in the last result, reached by a bridge hop, and not the bridge entity itself."""
     if not searches or not searches[-1].result:
         return "BAD", "the last search found nothing to support the answer"
     last = searches[-1]
@@ -507,6 +519,7 @@ def _search_answer(answer: str, question: str, searches: list[_Search]) -> tuple
         return "BAD", "the last search result does not contain the answer"
     if informative < 2:
         return "BAD", "answered after a single search: a multi-hop question needs a bridge hop"
+    norm = normalize_answer(answer)
     ans_words = set(_words(answer))
     if norm in (normalize_answer(last.query), normalize_answer(last.title)) or ans_words <= set(
         _words(last.query)

@@ -31,7 +31,10 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 STAMP = "swirl_model.json"
 
@@ -119,7 +122,7 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _load_gguf(folder: str, file: str) -> tuple[Any, Any]:
+def _load_gguf(folder: str, file: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) dequantized from the GGUF file, in float32."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -129,7 +132,7 @@ def _load_gguf(folder: str, file: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _plain_model(gguf_model: Any) -> Any:
+def _plain_model(gguf_model: PreTrainedModel) -> PreTrainedModel:
     """The same weights in a model built from a config without the GGUF quantization_config (which
     save_pretrained refuses)."""
     import torch
@@ -156,7 +159,7 @@ def _plain_model(gguf_model: Any) -> Any:
     return model.eval()
 
 
-def _set_turn_end_eos(model: Any, tokenizer: Any, turn_end: str) -> list[str]:
+def _set_turn_end_eos(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, turn_end: str) -> list[str]:
     """Make the chat-turn end the eos of the tokenizer, the config and the generation config. Returns what
     changed."""
     changed = []
@@ -172,12 +175,12 @@ def _set_turn_end_eos(model: Any, tokenizer: Any, turn_end: str) -> list[str]:
         if turn_id not in ids:
             changed.append(f"{label}.eos_token_id {eos} -> {turn_id}")
             owner.eos_token_id = turn_id
-    if getattr(model.generation_config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+    if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return changed
 
 
-def _check_tokenizer(folder: str, reference: Any, turn_end: str) -> None:
+def _check_tokenizer(folder: str, reference: PreTrainedTokenizerBase, turn_end: str) -> None:
     """The saved tokenizer loads (AutoTokenizer, plain fast tokenizer) with the reference's ids, ChatML,
     eos."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast

@@ -12,7 +12,11 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
 
 # Qwen2-style chat markup. `{% generation %}` is not used: the trainer masks by stored action spans, not
 # templates.
@@ -49,7 +53,7 @@ QWEN2_PRETOKENIZE_REGEX = (
 )
 
 
-def _train_tokenizer(vocab_size: int, seed: int) -> Any:
+def _train_tokenizer(vocab_size: int, seed: int) -> Tokenizer:
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     from swirl.data.synthetic import sample_text
@@ -151,7 +155,7 @@ def build_tiny_model(
     return path
 
 
-def _tokenizer(vocab_size: int, max_length: int, seed: int) -> Any:
+def _tokenizer(vocab_size: int, max_length: int, seed: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on the synthetic corpus, with a ChatML template."""
     from transformers import PreTrainedTokenizerFast
 

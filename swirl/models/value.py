@@ -19,7 +19,12 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig, PeftModel
+    from transformers import Cache, PreTrainedModel
 
 VALUE_ADAPTER = "value"
 POLICY_ADAPTER = "default"
@@ -27,7 +32,7 @@ REFERENCE_ADAPTER = "reference"  # frozen: the policy training started from, whe
 HEAD_FILE = "value_head.safetensors"
 
 
-def add_value_model(model: Any, lora_config: Any) -> None:
+def add_value_model(model: PeftModel, lora_config: LoraConfig) -> None:
     """Give a peft policy model the value adapter (a fresh LoRA on the same base) and a zero value head, both
     trainable; the policy adapter stays the active one."""
     import torch
@@ -44,7 +49,7 @@ def add_value_model(model: Any, lora_config: Any) -> None:
     _mark_trainable(model)
 
 
-def value_parameters(model: Any) -> list[tuple[str, Any]]:
+def value_parameters(model: PeftModel) -> list[tuple[str, torch.nn.Parameter]]:
     """(name, parameter) of the value adapter and the head, in a fixed order."""
     return [
         (n, p)
@@ -53,7 +58,7 @@ def value_parameters(model: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def _mark_trainable(model: Any) -> None:
+def _mark_trainable(model: PeftModel) -> None:
     # peft's set_adapter freezes every adapter but the active one; the policy and value adapters train here,
     # the reference adapter never does.
     for name, p in model.named_parameters():
@@ -63,7 +68,7 @@ def _mark_trainable(model: Any) -> None:
             p.requires_grad_(True)
 
 
-def add_reference(model: Any, adapter_dir: str) -> None:
+def add_reference(model: PeftModel, adapter_dir: str) -> None:
     """Make the adapter training started from (a warm-up's, a previous round's) the frozen reference policy:
     OREO's KL and log-ratios are then taken against the policy it started from, as in the paper (an SFT
     model), not against the raw base. A third LoRA on the same base; the policy adapter stays active."""
@@ -73,10 +78,10 @@ def add_reference(model: Any, adapter_dir: str) -> None:
 
 
 @contextmanager
-def reference_policy(model: Any) -> Iterator[None]:
+def reference_policy(model: PeftModel) -> Iterator[None]:
     """Run the model as the reference policy: the frozen starting adapter if there is one, else the base
     (adapters disabled)."""
-    if REFERENCE_ADAPTER in getattr(model, "peft_config", {}):
+    if REFERENCE_ADAPTER in model.peft_config:
         with using_adapter(model, REFERENCE_ADAPTER):
             yield
     else:
@@ -85,7 +90,7 @@ def reference_policy(model: Any) -> Iterator[None]:
 
 
 @contextmanager
-def using_adapter(model: Any, name: str) -> Iterator[None]:
+def using_adapter(model: PeftModel, name: str) -> Iterator[None]:
     """Run the model with adapter `name` active, then the policy adapter again (both stay trainable)."""
     model.set_adapter(name)
     _mark_trainable(model)
@@ -97,14 +102,14 @@ def using_adapter(model: Any, name: str) -> Iterator[None]:
 
 
 def prefix_values(
-    model: Any,
-    head: Any,
-    input_ids: Any,
-    attention_mask: Any,
-    row: Any,
-    end: Any,
-    past_key_values: Any = None,
-) -> Any:
+    model: PeftModel | PreTrainedModel,
+    head: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    row: torch.Tensor,
+    end: torch.Tensor,
+    past_key_values: Cache | None = None,
+) -> torch.Tensor:
     """V(input_ids[row, :end]) for each (row, end): [N] float32, from the hidden state at end - 1 (the last
     token of the prefix) of the *active* adapter, through `head`. `end` >= 1.
 
@@ -119,7 +124,7 @@ def prefix_values(
     return head(last.float()).squeeze(-1)  # [N]
 
 
-def save_value_model(model: Any, folder: str) -> None:
+def save_value_model(model: PeftModel, folder: str) -> None:
     """Write the value adapter (peft format) and the head to `folder`, atomically."""
     from safetensors.torch import save_file
 
@@ -209,7 +214,7 @@ class ValueScorer:
             out += self._forward(chunk, past, shared)
         return out
 
-    def _forward(self, chunk: list[list[int]], past: Any, past_len: int) -> list[float]:
+    def _forward(self, chunk: list[list[int]], past: Cache | None, past_len: int) -> list[float]:
         import torch
 
         longest = max(len(p) for p in chunk)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -157,14 +158,18 @@ def run_stage(store: Store, job: Job, ctx: Context | None = None, plan: Plan | N
     return StageResult(ref, True, time.perf_counter() - t0)
 
 
+_PLANS: dict[int, Plan] = {}  # id(job) -> its plan, while the job lives (jobs are frozen: no field for it)
+
+
 def cached_plan(job: Job) -> Plan:
     """`job.plan()`, computed once per job object: the Prefect task's cache key and its body share it (one
     version hash per task run). Only for one task run's job; a job reused after its inputs change needs
     `job.plan()` again."""
-    plan = job.__dict__.get("_plan")
+    key = id(job)
+    plan = _PLANS.get(key)
     if plan is None:
-        plan = job.plan()
-        object.__setattr__(job, "_plan", plan)
+        plan = _PLANS[key] = job.plan()
+        weakref.finalize(job, _PLANS.pop, key, None)  # an id is reused once its object is gone
     return plan
 
 

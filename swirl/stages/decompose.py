@@ -17,18 +17,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from swirl.stages.base import Context, Plan
-from swirl.steps import (
+from swirl.store import StageRef, Store, as_refs
+from swirl.subtrajectories import (
     DECOMPOSE_COLUMNS,
     DecomposeConfig,
     decompose_batch,
     index_judgments,
-    iter_batches,
     question_datasets,
-    read_columns,
-    shard_columns,
-    value_counts,
 )
-from swirl.store import StageRef, Store, as_refs
+from swirl.table_io import iter_batches, read_columns, shard_columns, value_counts
 
 TABLE = "steps"
 

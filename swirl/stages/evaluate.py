@@ -21,33 +21,36 @@ import json
 import os
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from swirl.data.config import DatasetSpec
 from swirl.data.loaders import sample_rows
 from swirl.engines.base import Engine
 from swirl.engines.config import EngineConfig, engine_identity, model_fingerprint
-from swirl.evaluation.beam import Scorer, beam_search
-from swirl.evaluation.config import EvaluateConfig
-from swirl.generation import (
+from swirl.episodes import (
     GenerateConfig,
     protocol_examples,
     protocol_template,
-    roll_out,
     rollout_settings,
+    run_episodes,
     start_episodes,
-    task_of,
+    tool_kind,
 )
+from swirl.evaluation.beam import Scorer, beam_search
+from swirl.evaluation.config import EvaluateConfig
 from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig
 from swirl.judging.process import Question, ask_all, outcome_ask
-from swirl.rollout import Trajectory
+from swirl.rollout import RolloutSettings, Trajectory
 from swirl.stages.base import Context, Plan
-from swirl.stages.generate import policy_plan, tools_for
+from swirl.stages.common import policy_plan, tools_for
 from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
+
+if TYPE_CHECKING:
+    from swirl.evaluation.report import Cell
 
 TABLE = "eval_results"
 REPORT_STAGE = "eval_report"
@@ -64,11 +67,10 @@ class EvalPolicy:
     trained_on: str = ""
 
 
-def _settings(cfg: EvaluateConfig, gen: GenerateConfig, task: str, policy: EngineConfig):
-    return rollout_settings(
-        gen,
-        task,
-        policy.max_model_len,
+def _settings(cfg: EvaluateConfig, gen: GenerateConfig, kind: str, policy: EngineConfig) -> RolloutSettings:
+    """The generate protocol's settings (step limits) with the evaluation's decoding."""
+    return replace(
+        rollout_settings(gen, kind, policy.max_model_len),
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         max_tokens_per_step=cfg.max_tokens_per_step or gen.max_tokens_per_step,
@@ -118,8 +120,8 @@ class Evaluate:
         return self.judge.outcome if self.judge else OutcomeJudgeConfig()
 
     def plan(self) -> Plan:
-        cfg, gen, task = self.cfg, self.gen, task_of(self.spec)
-        s = _settings(cfg, gen, task, self.policy.engine)
+        cfg, gen, kind = self.cfg, self.gen, tool_kind(self.spec)
+        s = _settings(cfg, gen, kind, self.policy.engine)
         config: dict[str, Any] = {
             "sample": {"questions": cfg.questions, "seed": cfg.seed},
             "decoding": {
@@ -128,9 +130,9 @@ class Evaluate:
                 "max_tokens_per_step": s.max_tokens_per_step,
             },
             "protocol": {
-                "task": task,
-                "template": protocol_template(gen, task),
-                "examples": protocol_examples(gen, task),
+                "task": kind,
+                "template": protocol_template(gen, kind),
+                "examples": protocol_examples(gen, kind),
                 "max_steps": s.max_steps,
             },
             "rules": {"qa_rule": self.outcome.qa_rule, "f1_threshold": self.outcome.f1_threshold},
@@ -153,7 +155,7 @@ class Evaluate:
     def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
         cfg, gen, policy, spec = self.cfg, self.gen, self.policy.engine, self.spec
         writer = plan.writer(store)
-        task = task_of(spec)
+        kind = tool_kind(spec)
         sample = sampled_questions(store, self.questions, cfg)
         done = writer.done_keys()
         todo = [q for q in sample if q["question_id"] not in done]
@@ -164,22 +166,22 @@ class Evaluate:
             eng = ctx.engine("policy", policy)
             jeng = ctx.engine("judge", self.judge.engine) if cfg.llm_judge else None
             tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)
-            settings = _settings(cfg, gen, task, policy)
+            settings = _settings(cfg, gen, kind, policy)
             scorer = self.scorer(policy) if cfg.decoding == "beam" else None
             t0 = time.perf_counter()
             for start in range(0, len(todo), cfg.shard_questions):
                 shard = todo[start : start + cfg.shard_questions]
                 if scorer is None:
-                    trajs = roll_out(eng, shard, gen, task, 1, tools, settings, policy.adapter)
+                    trajs = run_episodes(eng, shard, gen, kind, 1, tools, settings, policy.adapter)
                 else:
-                    starts = start_episodes(eng, shard, gen, task, 1, settings)
+                    starts = start_episodes(eng.tokenizer, shard, gen, kind, 1, settings)
                     trajs = beam_search(eng, starts, tools, settings, scorer, cfg.beam_width, policy.adapter)
                 rows = [
-                    score_episode(t, q, task == "math", self.outcome, policy, cfg.decoding_label)
+                    score_episode(t, q, kind == "math", self.outcome, policy, cfg.decoding_label)
                     for t, q in zip(trajs, shard, strict=True)
                 ]
                 if jeng is not None:
-                    judge_rows(rows, shard, task == "math", self.judge, jeng)
+                    judge_rows(rows, shard, kind == "math", self.judge, jeng)
                 writer.write_shard(to_table(TABLE, rows), [q["question_id"] for q in shard])
                 stats["done"] += len(shard)
                 stats["seconds"] = time.perf_counter() - t0
@@ -380,7 +382,7 @@ def report_cells(
     cfg: EvaluateConfig,
     baseline: str = "base",
     question_ids: Mapping[str, Collection[str]] | None = None,
-) -> list[Any]:
+) -> list[Cell]:
     """One report cell per entry; policies other than `baseline` are compared with it on the same
     questions. `question_ids` (dataset -> ids): every entry's rows of that dataset restricted to those
     questions (to compare policies on a subset one of them was evaluated on)."""

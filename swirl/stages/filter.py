@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 import pyarrow.compute as pc
 
 from swirl.stages.base import Context, Plan
-from swirl.steps import FilterConfig, iter_batches, read_columns, select, set_keep, trajectory_flags
 from swirl.store import StageRef, Store
+from swirl.subtrajectories import FilterConfig, select, set_keep, trajectory_flags
+from swirl.table_io import iter_batches, read_columns
 from swirl.tables import schema
 
 TABLE = "steps"

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 
 from swirl.data.config import DatasetSpec
 from swirl.engines.base import Engine
-from swirl.engines.config import EngineConfig, model_fingerprint, serving_identity
-from swirl.generation import GenerateConfig, roll_out, rollout_settings, task_of
-from swirl.rollout import Tool
+from swirl.engines.config import EngineConfig
+from swirl.episodes import GenerateConfig, rollout_settings, run_episodes, tool_kind
 from swirl.stages.base import Context, Plan
+from swirl.stages.common import policy_plan, tools_for
 from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
@@ -34,51 +34,6 @@ SUMMARY_COLUMNS = [
     "stop_reason",
     "num_actions",
 ]
-
-
-def tools_for(
-    spec: DatasetSpec, store: Store, corpus: StageRef | None, search: SearchConfig
-) -> dict[str, Tool]:
-    """The tool a dataset's task offers: the calculator for math, search over its corpus index otherwise."""
-    if task_of(spec) == "math":
-        from swirl.tools.calculator import calculate
-
-        return {"math": calculate}
-    if corpus is None:
-        raise ValueError(
-            f"dataset {spec.name!r} is a search task: it needs the corpus stage's index (add 'corpus' "
-            "to stages)"
-        )
-    from swirl.stages.corpus import open_retriever
-    from swirl.tools.search import search_observation
-
-    retriever = open_retriever(store, corpus, search)
-    return {"search": lambda query: search_observation(retriever, query, search)}
-
-
-def policy_plan(
-    stage: str,
-    table: str,
-    config: dict[str, Any],
-    policy: EngineConfig,
-    spec: DatasetSpec,
-    questions: StageRef,
-    corpus: StageRef | None,
-    search: SearchConfig,
-) -> Plan:
-    """The plan of a stage that runs a policy through the protocol on a dataset's questions (generate,
-    evaluate): the policy's weights and serving, the context limit, and for search tasks the index and how
-    results are shown, which shape the observations."""
-    inputs = {"questions": questions.version, "policy": model_fingerprint(policy.model, policy.adapter)}
-    config = {**config, "max_context": policy.max_model_len, "engine": serving_identity(policy)}
-    if task_of(spec) == "search":
-        if corpus is None:
-            raise ValueError(
-                f"{stage}: dataset {spec.name!r} is a search task; it needs its corpus stage output"
-            )
-        inputs["corpus"] = corpus.version
-        config["search"] = search.model_dump(mode="json")
-    return Plan(stage, table, config, inputs)
 
 
 @dataclass(frozen=True)
@@ -102,7 +57,7 @@ class Generate:
     def plan(self) -> Plan:
         # Which datasets run and how large the sample artifact is do not change a dataset's trajectories.
         generate = self.cfg.model_dump(mode="json", exclude={"datasets", "sample_markdown", "tool_workers"})
-        config = {"generate": generate, "task": task_of(self.spec)}
+        config = {"generate": generate, "task": tool_kind(self.spec)}
         return policy_plan(
             self.stage, TABLE, config, self.policy, self.spec, self.questions, self.corpus, self.search
         )
@@ -110,7 +65,7 @@ class Generate:
     def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
         cfg, policy, spec = self.cfg, self.policy, self.spec
         writer = plan.writer(store)
-        task = task_of(spec)
+        kind = tool_kind(spec)
         rows = store.read_ref(self.questions).select(["question_id", "question", "answers", "metadata"])
         rows = rows.to_pylist()
         model, adapter = policy.model, policy.adapter
@@ -119,7 +74,7 @@ class Generate:
         if cfg.source == "gold":
             from swirl.data.demonstrations import GoldScript
 
-            script = GoldScript(rows, task)
+            script = GoldScript(rows, kind)
             extra["without_gold_solution"] = sum(r["question"] not in script.actions for r in rows)
             rows = [r for r in rows if r["question"] in script.actions]
             if not rows:
@@ -144,11 +99,13 @@ class Generate:
         if todo:
             eng = engine()
             tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)
-            settings = rollout_settings(cfg, task, policy.max_model_len)
+            settings = rollout_settings(cfg, kind, policy.max_model_len)
             t0 = time.perf_counter()
             for start in range(0, len(todo), cfg.shard_questions):
                 shard = todo[start : start + cfg.shard_questions]
-                trajs = roll_out(eng, shard, cfg, task, cfg.samples_per_question, tools, settings, adapter)
+                trajs = run_episodes(
+                    eng, shard, cfg, kind, cfg.samples_per_question, tools, settings, adapter
+                )
                 writer.write_shard(
                     to_table(TABLE, [t.row(model, adapter) for t in trajs]), [q["question_id"] for q in shard]
                 )

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 from swirl.judging.config import JudgeConfig
 from swirl.judging.process import REASK_SEPARATOR, TOO_LONG, UNKNOWN, judge_shard, load_questions
 from swirl.stages.base import Context, Plan
-from swirl.steps import iter_batches, shard_columns
 from swirl.store import ShardedWriter, StageRef, Store, as_refs
+from swirl.table_io import iter_batches, shard_columns
 from swirl.tables import to_table
 
 log = logging.getLogger(__name__)

@@ -29,28 +29,13 @@ from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
+from swirl.training.loop import shown_metrics
+from swirl.training.metrics import last_values, log_rows, per_step
 from swirl.training.objectives import VALUE_DIR, objective_for
 from swirl.training.run import TrainSpec, check_reward_model, launch, run_training
 
 STAGE = "train"
 TABLE = "train_log"
-FINAL_METRICS = ("loss", "kl", "reward_mean", "logp_mean")  # the last step's, in the summary
-LOG_COLUMNS = (
-    "step",
-    "loss",
-    "policy_loss",
-    "kl",
-    "logp_mean",
-    "reward_mean",
-    "weight_mean",
-    "logprob_drift",
-    "grad_norm",
-    "lr",
-    "trained_tokens",
-    "tokens",
-    "tokens_per_s",
-    "seconds",
-)
 
 
 def effective_config(cfg: TrainConfig, policy: EngineConfig) -> TrainConfig:
@@ -72,7 +57,8 @@ class Train:
     """LoRA training on the filtered steps (sft / swirl_offline / swirl / oreo): commits the adapter (and
     oreo's value model) and the per-step log; resumes from its latest checkpoint after a crash. The `swirl`
     objective samples from the policy (role `sampler`) and scores with the judge (role `reward`; none for
-    the rule judge). `ctx.progress` receives each step's metrics."""
+    the rule judge). `ctx.progress` receives each step's metrics, and in `show` the names of its headline ones
+    (swirl/training/metrics.py)."""
 
     cfg: TrainConfig
     policy: EngineConfig
@@ -104,29 +90,27 @@ class Train:
         os.makedirs(work, exist_ok=True)
         t0 = time.perf_counter()
         spec = TrainSpec.of(store, cfg, self.policy, self.inputs, self.judge, work)
+        shown = shown_metrics(objective_for(cfg))
 
-        def on_step(
-            m: dict[str, Any],
-        ) -> None:  # a step's metrics, with the progress fields every stage reports
-            ctx.report(**m, done=m["step"], total=cfg.max_steps)
+        def on_step(m: dict[str, Any]) -> None:  # a step's metrics, the progress fields, what to show
+            ctx.report(**m, done=m["step"], total=cfg.max_steps, show=shown.headline)
 
         if cfg.launcher == "inprocess":
             log, data_summary = run_training(spec, ctx.engine, on_step)
         else:
             log, data_summary = launch(spec, on_step)
-        last = log[-1] if log else {}
         summary = {
             **data_summary,
             "steps": len(log),
             "objective": cfg.objective,
             "seconds": round(time.perf_counter() - t0, 2),
-            **{f"final_{k}": last[k] for k in FINAL_METRICS if last.get(k) is not None},
+            **{f"final_{k}": v for k, v in last_values(log, shown.headline).items()},
         }
         if objective_for(cfg).samples:  # states skipped because they leave the sampler no room to generate
             summary["states_too_long"] = int(sum(r.get("states_too_long", 0) for r in log))
         writer = plan.writer(store)
         if not writer.done_keys():
-            writer.write_shard(to_table(TABLE, [{c: r.get(c) for c in LOG_COLUMNS} for r in log]), ["log"])
+            writer.write_shard(to_table(TABLE, log_rows(log, shown)), ["log"])
 
         def files(folder: str) -> None:
             shutil.copytree(os.path.join(work, "adapter"), os.path.join(folder, "adapter"))
@@ -134,7 +118,7 @@ class Train:
                 shutil.copytree(os.path.join(work, VALUE_DIR), os.path.join(folder, VALUE_DIR))
             with open(os.path.join(folder, "train_log.json"), "w") as f:
                 json.dump(log, f, indent=1)
-            plot_curves(log, os.path.join(folder, "train_curves.png"))
+            plot_curves(log, shown.headline, os.path.join(folder, "train_curves.png"))
 
         ref = writer.finalize(summary, files)
         shutil.rmtree(work, ignore_errors=True)
@@ -173,30 +157,31 @@ def trained_on(adapter: str) -> str:
 
 
 def read_train_log(store: Store, ref: StageRef) -> list[dict[str, Any]]:
-    """The per-step log of a train output, as rows."""
-    from swirl.steps import read_columns
+    """The per-step log of a train output: one dict per step, {"step": 1, "loss": ..., ...} (the metrics the
+    step reported, as floats)."""
+    from swirl.table_io import read_columns
 
-    return read_columns(store, [ref], list(LOG_COLUMNS)).to_pylist()
+    return per_step(read_columns(store, [ref], ["step", "name", "value"]).to_pylist())
 
 
-def plot_curves(log: Sequence[dict[str, Any]], path: str) -> None:
-    """Loss, reward/weight, KL and grad norm per step, as a PNG."""
+def plot_curves(log: Sequence[dict[str, Any]], names: Sequence[str], path: str) -> None:
+    """The metrics `names` per step (those the log has), four to a row, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [
-        k
-        for k in ("loss", "reward_mean", "kl", "grad_norm", "logp_mean", "tokens_per_s")
-        if any(r.get(k) is not None for r in log)
-    ]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
-    for ax, k in zip(axes[0], keys, strict=True):
+    keys = [k for k in names if any(r.get(k) is not None for r in log)]
+    cols = max(1, min(4, len(keys)))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, k in zip(axes.flat, keys, strict=False):
         pts = [(r["step"], r[k]) for r in log if r.get(k) is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None)
         ax.set_title(k)
         ax.set_xlabel("step")
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -163,15 +166,15 @@ def assign_coefficients(seqs: Sequence[Seq], aggregation: str) -> None:
 class MicroBatch:
     """Padded rows (right padding) and the flat loss positions into them."""
 
-    input_ids: Any  # torch.LongTensor [B, T]
-    attention_mask: Any  # torch.LongTensor [B, T]
-    row: Any  # torch.LongTensor [N] row of each loss token
-    pos: Any  # torch.LongTensor [N] position of each loss token (predicted from position pos - 1)
-    coef: Any  # torch.FloatTensor [N]
-    kl_coef: Any  # torch.FloatTensor [N]
-    weight: Any  # torch.FloatTensor [N]
-    sample_logprobs: Any = None  # torch.FloatTensor [N]
-    action: Any = None  # torch.LongTensor [N] action id of each loss token (its span, as in Seq.action)
+    input_ids: torch.Tensor  # long [B, T]
+    attention_mask: torch.Tensor  # long [B, T]
+    row: torch.Tensor  # long [N] row of each loss token
+    pos: torch.Tensor  # long [N] position of each loss token (predicted from position pos - 1)
+    coef: torch.Tensor  # float32 [N]
+    kl_coef: torch.Tensor  # float32 [N]
+    weight: torch.Tensor  # float32 [N]
+    sample_logprobs: torch.Tensor | None = None  # float32 [N]
+    action: torch.Tensor | None = None  # long [N] action id of each loss token (its span, as in Seq.action)
     real_tokens: int = 0  # non-padding tokens
     padded_tokens: int = 0  # B x T
     meta: dict = field(default_factory=dict)
@@ -195,7 +198,7 @@ def plan_micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[i
     return batches
 
 
-def collate(seqs: Sequence[Seq], pad_id: int, device: Any = "cpu") -> MicroBatch:
+def collate(seqs: Sequence[Seq], pad_id: int, device: torch.device | str = "cpu") -> MicroBatch:
     """Right-pad `seqs` into one micro-batch (their coefficients must be set)."""
     import torch
 
@@ -208,7 +211,7 @@ def collate(seqs: Sequence[Seq], pad_id: int, device: Any = "cpu") -> MicroBatch
         ids[r, : len(s)] = torch.from_numpy(s.ids)
         mask[r, : len(s)] = 1
 
-    def cat(xs: list, dt: Any) -> Any:
+    def cat(xs: list[np.ndarray], dt: torch.dtype) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(xs)).to(dt)
 
     row = cat([np.full(len(s.pos), r) for r, s in enumerate(seqs)], torch.long)
@@ -229,7 +232,7 @@ def collate(seqs: Sequence[Seq], pad_id: int, device: Any = "cpu") -> MicroBatch
 
 
 def micro_batches(
-    seqs: Sequence[Seq], token_budget: int, pad_id: int, device: Any = "cpu"
+    seqs: Sequence[Seq], token_budget: int, pad_id: int, device: torch.device | str = "cpu"
 ) -> list[MicroBatch]:
     return [
         collate([seqs[i] for i in b], pad_id, device)

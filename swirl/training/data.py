@@ -3,7 +3,7 @@
 Training never re-renders text: a state is `token_ids[:state_offset]` of its trajectory and an action is
 `token_ids[start:end]` of its span, exactly what the model saw and produced during generation.
 
-`read_kept_steps` reads what the filter kept; the objective (swirl/training/objectives.py) turns it into
+`read_kept_steps` reads what the filter kept; the objective (swirl/training/objectives/) turns it into
 - `Example`s (sft, swirl_offline): one per trajectory with at least one kept step, each kept action weighted;
 - `State`s (swirl): one per kept step (its token prefix, plus the question and conversation the reward model
   judges);
@@ -50,9 +50,14 @@ class State:
 
 @dataclass
 class TrainData:
-    examples: list[Example] = field(default_factory=list)  # sft / swirl_offline
+    examples: list[Example] = field(default_factory=list)  # sft / swirl_offline / oreo
     states: list[State] = field(default_factory=list)  # swirl
     summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        """The training items: the states to sample from (swirl), else the examples."""
+        return len(self.states) if self.states else len(self.examples)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class KeptSteps:
 def read_kept_steps(store: Store, inputs: Sequence[TrainInput]) -> KeptSteps:
     """Read the kept steps of the filter outputs, the trajectories they belong to and their questions."""
     from swirl.judging.process import load_questions
-    from swirl.steps import read_columns
+    from swirl.table_io import read_columns
 
     if not inputs:
         raise ValueError("train: no training inputs (run generate, judge, decompose and filter first)")
@@ -146,25 +151,7 @@ def examples_of(kept: KeptSteps, weights: np.ndarray, cfg: TrainConfig) -> tuple
     by_traj: dict[str, list[tuple[int, float]]] = {}
     for r, w in zip(kept.rows, weights, strict=True):
         by_traj.setdefault(r["trajectory_id"], []).append((r["step"], float(w)))
-    examples, too_long = [], 0
-    for g, (tid, steps) in enumerate(sorted(by_traj.items())):
-        t = kept.trajectories[tid]
-        spans = [(s["start"], s["end"]) for s in t["action_spans"]]
-        end = spans[max(k for k, _ in steps)][1]
-        if cfg.max_length and end > cfg.max_length:
-            too_long += 1
-            continue
-        examples.append(
-            Example(
-                tid,
-                np.asarray(t["token_ids"], dtype=np.int32),
-                spans,
-                [k for k, _ in steps],
-                [w for _, w in steps],
-                group=g,
-            )
-        )
-    return examples, too_long
+    return _examples(kept, by_traj, cfg)
 
 
 def trajectory_examples(kept: KeptSteps, cfg: TrainConfig) -> tuple[list[Example], int]:
@@ -175,13 +162,27 @@ def trajectory_examples(kept: KeptSteps, cfg: TrainConfig) -> tuple[list[Example
     outcome: dict[str, float] = {}
     for r in kept.rows:
         outcome[r["trajectory_id"]] = 1.0 if r["outcome_correct"] else 0.0
+    by_traj = {
+        tid: [(k, o) for k in range(len(kept.trajectories[tid]["action_spans"]))]
+        for tid, o in outcome.items()
+    }
+    return _examples(kept, by_traj, cfg)
+
+
+def _examples(
+    kept: KeptSteps, by_traj: dict[str, list[tuple[int, float]]], cfg: TrainConfig
+) -> tuple[list[Example], int]:
+    """One Example per trajectory of `by_traj` (trajectory id -> its (action index, weight) pairs), in the
+    order of their ids, each its own group (its rank among all the ids); a trajectory with no action is
+    skipped, one whose last trained action ends past `cfg.max_length` dropped; (examples, dropped too
+    long)."""
     examples, too_long = [], 0
-    for g, tid in enumerate(sorted(outcome)):
+    for g, (tid, steps) in enumerate(sorted(by_traj.items())):
+        if not steps:
+            continue
         t = kept.trajectories[tid]
         spans = [(s["start"], s["end"]) for s in t["action_spans"]]
-        if not spans:
-            continue
-        if cfg.max_length and spans[-1][1] > cfg.max_length:
+        if cfg.max_length and spans[max(k for k, _ in steps)][1] > cfg.max_length:
             too_long += 1
             continue
         examples.append(
@@ -189,8 +190,8 @@ def trajectory_examples(kept: KeptSteps, cfg: TrainConfig) -> tuple[list[Example
                 tid,
                 np.asarray(t["token_ids"], dtype=np.int32),
                 spans,
-                list(range(len(spans))),
-                [outcome[tid]] * len(spans),
+                [k for k, _ in steps],
+                [w for _, w in steps],
                 group=g,
             )
         )

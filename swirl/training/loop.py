@@ -1,41 +1,53 @@
-"""The trainer (docs/method.md §1.4, §2): LoRA on a causal LM, one loop for sft, swirl_offline, swirl, oreo.
+"""The training loop: one LoRA adapter trained on the filtered steps, read top to bottom in `train` (setup,
+the steps, cleanup).
 
-Read `train` top to bottom: build the policy and optimiser, resume from the latest checkpoint, then for every
-optimizer step build the step's sequences (logged actions, or actions sampled from the current policy and
-scored by the reward model), normalise their loss coefficients over the whole step, run the micro-batches,
-clip, step, log, checkpoint. What differs by objective (extra trainable modules such as oreo's value model,
-the coefficients, the micro-batch loss, its metrics) comes from the objective's hooks (objectives.py).
-Everything that decides a step (data order, sampling seeds) is a function of (seed, step), and a checkpoint
-holds the adapter, optimiser, scheduler, RNG states and the metrics so far, so a run killed at any point and
-resumed ends with the same adapter as an uninterrupted one.
+Each optimizer step takes its training items (a seeded permutation per epoch), lets the objective make its
+sequences (the logged actions with their weights, whole trajectories, or actions sampled from the current
+policy and scored by the reward model) with loss coefficients normalised over the whole step, runs the
+micro-batches, clips, steps, logs, checkpoints. What differs by objective comes from its module in
+objectives/. Everything that decides a step (data order, sampling seeds) is a function of (seed, step), and a
+checkpoint holds the adapter, optimiser, scheduler, RNG states and the metrics so far (checkpoints.py), so a
+run killed at any point and resumed ends with the same adapter as an uninterrupted one.
 
-Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) every rank builds the same step plan, samples its share
-of the states (swirl), gathers the step's sequences, runs its share of the micro-batches, and the LoRA
-gradients are summed across ranks (the coefficients are normalised over the whole step, so the sum is the
-step's gradient).
+Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) every rank runs this same loop (dist.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from swirl.engines.base import Engine
 from swirl.training.batches import Seq, micro_batches
+from swirl.training.checkpoints import ADAPTER, publish_adapter, resume, save_adapter, save_checkpoint
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainData
+from swirl.training.dist import Dist
+from swirl.training.metrics import Metrics
 from swirl.training.objectives import Objective, Step, objective_for
+from swirl.training.objectives.base import ParamGroup
+from swirl.training.rewards import RewardModel
 
-ADAPTER = "adapter"
-CHECKPOINTS = "checkpoints"
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["Dist", "TrainResult", "build_policy", "lr_factor", "shown_metrics", "step_items", "train"]
+
+# What the loop itself reports every step (an objective's own metrics: its `shows`): the policy's gradient
+# norm before clipping, the learning rate, forwarded tokens per second of forward + backward; the loss tokens,
+# the forwarded tokens (no padding), the padded share, the micro-batches, the whole step's seconds.
+LOOP_METRICS = Metrics(
+    ("grad_norm", "lr", "tokens_per_s"), ("trained_tokens", "tokens", "padding", "micro_batches", "seconds")
+)
 
 
 @dataclass
@@ -49,8 +61,8 @@ def train(
     model_path: str,
     data: TrainData,
     out_dir: str,
-    sampler: Any = None,
-    reward: Any = None,
+    sampler: Engine | None = None,
+    reward: RewardModel | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter into `out_dir/adapter` (and, for oreo, the value model into `out_dir/value`);
@@ -59,26 +71,14 @@ def train(
     `sampler` (an Engine) and `reward` (a RewardModel) are needed by the swirl objective."""
     import torch
 
+    # setup: the objective, the step plan, the model and its optimiser, resumed from the latest checkpoint
     dist = Dist.from_env()
     objective = objective_for(cfg)
-    n_items = objective.items(data)
-    if n_items == 0:
-        raise ValueError(
-            f"train: no training data for objective {cfg.objective!r} ({data.summary}); "
-            "check the filter strategy kept some steps"
-        )
-    if objective.samples and (sampler is None or reward is None):
-        raise ValueError(
-            f"the {cfg.objective} objective samples actions from the current policy: pass a sampler engine "
-            "and a reward model"
-        )
-    per_step = objective.per_step(cfg)
-    steps_per_epoch = math.ceil(n_items / per_step)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-
+    check_inputs(cfg, objective, data, sampler, reward)
+    n_items, per_step = data.n_items, objective.per_step(cfg)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(n_items / per_step)))
     model, tokenizer, device = build_policy(cfg, model_path, dist)
     groups = objective.build(model, cfg)  # [(name, parameters, peak lr)], the policy's first
-    params = [p for _, ps, _ in groups for p in ps]
     opt = torch.optim.AdamW(
         [{"params": ps, "lr": lr} for _, ps, lr in groups],
         lr=cfg.learning_rate,
@@ -90,22 +90,15 @@ def train(
     start, log = resume(out_dir, model, opt, sched)  # restores the RNG states too
     if start == 0:
         seed_everything(cfg.seed)
-    result = TrainResult(os.path.join(out_dir, ADAPTER), log)
 
     for step in range(start, total):
         t_step = time.perf_counter()
+        adapter = publish_adapter(model, out_dir, step, dist) if objective.samples else None
         items = step_items(n_items, per_step, step, cfg.seed)  # indices of this step's examples / states
-        inputs = Step(cfg, data, items, step, model, out_dir, sampler, reward, dist, save_adapter)
-        seqs, m = objective.sequences(inputs)
-        seqs = objective.coefficients(seqs, cfg)
+        seqs, seq_metrics = objective.sequences(Step(cfg, data, items, step, dist, sampler, reward, adapter))
         t_train = time.perf_counter()
-        sums, n_micro = backward(model, seqs, cfg, pad_id, device, dist, params, objective)
-        norms = {  # each group clipped on its own: the policy's as grad_norm, others as <name>_grad_norm
-            ("grad_norm" if k == 0 else f"{name}_grad_norm"): float(
-                torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm or float("inf"))
-            )
-            for k, (name, ps, _) in enumerate(groups)
-        }
+        sums, n_micro = backward(model, seqs, cfg, pad_id, device, dist, groups, objective)
+        norms = clip(groups, cfg.max_grad_norm)
         lr = sched.get_last_lr()[0]
         opt.step()
         sched.step()
@@ -113,7 +106,7 @@ def train(
         t_end = time.perf_counter()
         metrics = {
             "step": step + 1,
-            **objective.loss_metrics(sums, cfg),
+            **objective.loss_metrics(sums, seqs, step + 1, cfg),
             **norms,
             "lr": lr,
             "trained_tokens": int(sums["tokens"]),
@@ -122,43 +115,92 @@ def train(
             "micro_batches": n_micro,
             "tokens_per_s": sums["real"] / max(t_end - t_train, 1e-9),
             "seconds": t_end - t_step,
-            **m,
+            **seq_metrics,
         }
-        objective.check(cfg, step + 1, seqs, metrics, sums)
         log.append(metrics)
         if on_step and dist.rank == 0:
             on_step(metrics)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
             save_checkpoint(out_dir, step + 1, model, opt, sched, log, cfg.keep_checkpoints, dist)
+
+    # cleanup: the final adapter, and the objective's own modules beside it
     if dist.rank == 0:
-        save_adapter(model, result.adapter_dir)
+        save_adapter(model, os.path.join(out_dir, ADAPTER))
         objective.save(model, out_dir)
     dist.barrier()
-    return result
+    return TrainResult(os.path.join(out_dir, ADAPTER), log)
+
+
+def shown_metrics(objective: Objective) -> Metrics:
+    """Every metric a step of `objective` reports: its own, then the loop's."""
+    return objective.shows + LOOP_METRICS
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def check_inputs(
+    cfg: TrainConfig,
+    objective: Objective,
+    data: TrainData,
+    sampler: Engine | None,
+    reward: RewardModel | None,
+) -> None:
+    if data.n_items == 0:
+        raise ValueError(
+            f"train: no training data for objective {cfg.objective!r} ({data.summary}); "
+            "check the filter strategy kept some steps"
+        )
+    if objective.samples and (sampler is None or reward is None):
+        raise ValueError(
+            f"the {cfg.objective} objective samples actions from the current policy: pass a sampler engine "
+            "and a reward model"
+        )
+
+
 def backward(
-    model, seqs, cfg: TrainConfig, pad_id: int, device, dist: Dist, params, objective: Objective
+    model: PeftModel,
+    seqs: list[Seq],
+    cfg: TrainConfig,
+    pad_id: int,
+    device: torch.device,
+    dist: Dist,
+    groups: list[ParamGroup],
+    objective: Objective,
 ) -> tuple[dict[str, float], int]:
     """Forward and backward over this rank's micro-batches of the step, gradients summed over ranks; returns
-    the step's sums (the objective's `sums`, e.g. policy loss, KL, log-prob sum, sampler drift, loss tokens;
-    then real and padded tokens, and this rank's largest drift) and the number of micro-batches."""
+    the step's sums (every number of the objective's loss `parts`, summed; then real and padded tokens; the
+    `*_max` fields: this rank's largest) and the number of micro-batches."""
     model.train()
-    names = (*objective.sums, "real", "padded")
+    numbers = [f.name for f in fields(objective.parts) if f.name != "loss"]
+    summed = [k for k in numbers if not k.endswith("_max")]
+    maxima = dict.fromkeys((k for k in numbers if k.endswith("_max")), 0.0)
+    names = (*summed, "real", "padded")
     sums = np.zeros(len(names))
-    drift_max = 0.0
     mbs = micro_batches(seqs, cfg.micro_batch_tokens, pad_id, device)
     for mb in mbs[dist.rank :: dist.world]:
-        loss, part = objective.loss(model, mb, cfg)
-        loss.backward()
-        sums += [*(part[k] for k in objective.sums), mb.real_tokens, mb.padded_tokens]
-        drift_max = max(drift_max, part.get("drift_max", 0.0))
-    sums = dist.sum_grads_and(params, sums)
-    return {**dict(zip(names, sums.tolist(), strict=True)), "drift_max": drift_max}, len(mbs)
+        part = objective.loss(model, mb, cfg)
+        part.loss.backward()
+        sums += [*(getattr(part, k) for k in summed), mb.real_tokens, mb.padded_tokens]
+        maxima = {k: max(v, getattr(part, k)) for k, v in maxima.items()}
+    sums = dist.sum_grads_and([p for _, ps, _ in groups for p in ps], sums)
+    return {**dict(zip(names, sums.tolist(), strict=True)), **maxima}, len(mbs)
 
 
-def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, Any, Any]:
+def clip(groups: list[ParamGroup], max_norm: float | None) -> dict[str, float]:
+    """Clip each group's gradient on its own; their norms before clipping: the policy's as grad_norm, the
+    others' as <name>_grad_norm."""
+    import torch
+
+    return {
+        ("grad_norm" if k == 0 else f"{name}_grad_norm"): float(
+            torch.nn.utils.clip_grad_norm_(ps, max_norm or float("inf"))
+        )
+        for k, (name, ps, _) in enumerate(groups)
+    }
+
+
+def build_policy(
+    cfg: TrainConfig, model_path: str, dist: Dist
+) -> tuple[PeftModel, PreTrainedTokenizerBase, torch.device]:
     """The base model with a LoRA adapter (fresh, seeded, or cfg.lora.init_adapter), its tokenizer, its
     device."""
     import torch
@@ -182,8 +224,7 @@ def build_policy(cfg: TrainConfig, model_path: str, dist: Dist) -> tuple[Any, An
     if cfg.lora.init_adapter:
         model = PeftModel.from_pretrained(base, cfg.lora.init_adapter, is_trainable=True)
     else:
-        lora = cfg.lora.peft_config()
-        model = get_peft_model(base, lora)
+        model = get_peft_model(base, cfg.lora.peft_config())
     for p in model.parameters():  # LoRA weights train in float32 even on a bfloat16 base
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -217,155 +258,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def save_adapter(model: Any, path: str) -> None:
-    """peft adapter folder (what vLLM and evaluation load), written atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, selected_adapters=["default"])  # the policy only (not oreo's value adapter)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(
-    out_dir: str, step: int, model: Any, opt: Any, sched: Any, log: list, keep: int, dist: Dist
-) -> None:
-    """checkpoints/step-N: adapter, trainable weights (exact), optimiser, scheduler, RNG states, metrics so
-    far. Written to a temporary folder and renamed, so a checkpoint folder is always complete."""
-    import torch
-
-    if dist.rank == 0:
-        root = os.path.join(out_dir, CHECKPOINTS)
-        final = os.path.join(root, f"step-{step:07d}")
-        tmp = final + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        save_adapter(model, os.path.join(tmp, ADAPTER))
-        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        torch.save(
-            {
-                "trainable": trainable,
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": rng_state(),
-            },
-            os.path.join(tmp, "state.pt"),
-        )
-        with open(os.path.join(tmp, "log.json"), "w") as f:
-            json.dump({"step": step, "log": log}, f)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp"))[
-            :-keep
-        ]:
-            shutil.rmtree(os.path.join(root, old), ignore_errors=True)
-    dist.barrier()
-
-
-def resume(out_dir: str, model: Any, opt: Any, sched: Any) -> tuple[int, list[dict[str, Any]]]:
-    """Load the latest complete checkpoint under out_dir (step 0 and an empty log when there is none)."""
-    import torch
-
-    root = os.path.join(out_dir, CHECKPOINTS)
-    done = (
-        sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp"))
-        if os.path.isdir(root)
-        else []
-    )
-    if not done:
-        return 0, []
-    path = os.path.join(root, done[-1])
-    state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
-    params = dict(model.named_parameters())
-    missing = set(state["trainable"]) ^ {n for n, p in params.items() if p.requires_grad}
-    if missing:
-        raise ValueError(
-            f"{path}: the checkpoint's trainable weights do not match this model's LoRA "
-            f"({sorted(missing)[:3]}...); the LoRA config changed, so use a new output folder"
-        )
-    with torch.no_grad():
-        for n, t in state["trainable"].items():
-            params[n].copy_(t)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    with open(os.path.join(path, "log.json")) as f:
-        saved = json.load(f)
-    return saved["step"], saved["log"]
-
-
-def rng_state() -> dict[str, Any]:
-    import torch
-
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def set_rng_state(s: dict[str, Any]) -> None:
-    import torch
-
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-@dataclass
-class Dist:
-    """torch.distributed when launched by torchrun/accelerate (WORLD_SIZE > 1), else a single process."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch
-        import torch.distributed as td
-
-        if not td.is_initialized():
-            td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local)
-        return cls(td.get_rank(), world, local)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as td
-
-            td.barrier()
-
-    def sum_grads_and(self, params: list, sums: np.ndarray) -> np.ndarray:
-        """Sum the LoRA gradients and the step's metric sums over ranks."""
-        if self.world == 1:
-            return sums
-        import torch
-        import torch.distributed as td
-
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            td.all_reduce(p.grad)
-        t = torch.tensor(sums, dtype=torch.float64, device=params[0].device)
-        td.all_reduce(t)
-        return t.cpu().numpy()
-
-    def gather_seqs(self, seqs: list[Seq], stats: list[float]) -> tuple[list[Seq], list[float]]:
-        """Every rank gets every rank's sampled sequences (in rank order) and the summed stats."""
-        if self.world == 1:
-            return seqs, stats
-        import torch.distributed as td
-
-        parts: list[Any] = [None] * self.world
-        td.all_gather_object(parts, (seqs, stats))
-        return [s for p in parts for s in p[0]], np.sum([p[1] for p in parts], axis=0).tolist()

@@ -26,24 +26,29 @@ distribution.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING
 
 from swirl.training.batches import MicroBatch
 
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
-def lm_parts(model: Any) -> tuple[Any, Any]:
+
+def lm_parts(model: PeftModel | PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(decoder returning hidden states, lm head) of a transformers causal LM, possibly wrapped by peft."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()
 
 
-def token_logprobs(model: Any, mb: MicroBatch) -> torch.Tensor:
+def token_logprobs(model: PeftModel | PreTrainedModel, mb: MicroBatch) -> torch.Tensor:
     """log pi(ids[pos] | ids[:pos]) at the micro-batch's loss positions: [N], float32.
 
     The LM head runs only on the hidden states that predict a loss token (most tokens are prompt and
     observation), so memory is O(N x vocab), not O(B x T x vocab)."""
+    import torch
+
     decoder, head = lm_parts(model)
     hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state  # [B, T, H]
     h = hidden[mb.row, mb.pos - 1]  # [N, H]: the state before each loss token
@@ -56,6 +61,8 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.
     """Per-token KL penalty on tokens sampled from (or logged under) pi, d = logp - ref_logp (see the module
     doc): k2 = d^2 / 2, whose expected gradient is grad KL(pi || pi_base); k1 = d (value estimate only, zero
     expected gradient); k3 = exp(-d) + d - 1 (expected gradient = grad KL(pi_base || pi))."""
+    import torch
+
     d = logp - ref_logp
     if kind == "k1":
         return d
@@ -68,6 +75,8 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.
 
 @dataclass
 class LossParts:
+    """A micro-batch's share of the step loss (objectives/base.py: `Parts`)."""
+
     loss: torch.Tensor  # scalar with grad: this micro-batch's share of the step loss
     policy: float  # -sum(coef * logp)
     kl: float  # sum(kl_coef * KL) (the step's mean KL once summed over micro-batches)
@@ -77,9 +86,11 @@ class LossParts:
     tokens: int
 
 
-def micro_batch_loss(model: Any, mb: MicroBatch, beta: float = 0.0, kl_kind: str = "k2") -> LossParts:
+def micro_batch_loss(model: PeftModel, mb: MicroBatch, beta: float = 0.0, kl_kind: str = "k2") -> LossParts:
     """This micro-batch's part of the step loss (coefficients are normalised over the whole step, so the
     step's gradient is the sum of its micro-batches' gradients: gradient accumulation is exact)."""
+    import torch
+
     logp = token_logprobs(model, mb)  # [N]
     policy = -(mb.coef * logp).sum()
     kl = torch.zeros((), device=logp.device)

@@ -9,55 +9,13 @@ evaluation table and trajectory sample)."""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
-from tests.flows.iterate_config import write_iterate_config
+from flows.local_server import local_prefect
+from tests.support.iterate_config import write_iterate_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
-    out = open(log, "w")
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def _stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-
-
-def _wait(what: str, check, timeout: float, logs: list[str]) -> object:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            got = check()
-            if got:
-                return got
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    tails = "\n".join(f"--- {p}\n{open(p).read()[-3000:]}" for p in logs)
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
 
 @pytest.mark.slow
@@ -68,44 +26,11 @@ def test_iterate_deployment_through_the_prefect_api(tmp_path, tiny_model_dir):
     from swirl.store import Store
 
     config = write_iterate_config(tmp_path, tiny_model_dir, name="e2e")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PYTHONPATH": ROOT,
-    }
-    env.pop("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", None)
-    prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
-    logs = [str(tmp_path / "server.log"), str(tmp_path / "serve.log")]
-    server = _start([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, logs[0])
-    serve = None
-    try:
-        http = httpx.Client(base_url=api, timeout=30)
-        _wait("the Prefect server", lambda: http.get("/health").status_code == 200, 180, logs)
-        serve = _start([sys.executable, "-m", "flows.cli", "serve", "--config", config], env, logs[1])
-
-        def deployment():
-            r = http.get("/deployments/name/swirl_iterate/e2e")
-            return r.json() if r.status_code == 200 else None
-
-        dep = _wait("swirl serve to register its deployments", deployment, 180, logs)
-        for flow_name in ("swirl_round", "swirl_evaluate"):  # registered one after another
-            _wait(
-                f"the {flow_name} deployment",
-                lambda f=flow_name: http.get(f"/deployments/name/{f}/e2e").status_code == 200,
-                60,
-                logs,
-            )
+    with local_prefect(str(tmp_path / "prefect"), cwd=ROOT) as server:
+        http = server.http
+        dep = server.serve(config)["swirl_iterate"]  # and the swirl_round, swirl_evaluate deployments
         params = {"rounds": 2, "knobs": {"eval_questions": 3, "learning_rate": 0.002}}
-        run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params}).json()
-
-        def finished():
-            fr = http.get(f"/flow_runs/{run['id']}").json()
-            return fr if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-        fr = _wait("the iterate flow run", finished, 900, logs)
+        fr = server.run(dep, params, timeout=900)
         assert fr["state"]["type"] == "COMPLETED", fr["state"]
         assert fr["name"] == "e2e iterate #1"  # renamed to the MLflow run's name
 
@@ -113,11 +38,11 @@ def test_iterate_deployment_through_the_prefect_api(tmp_path, tiny_model_dir):
             body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
             return {a["key"]: a for a in http.post("/artifacts/filter", json=body).json() if a["key"]}
 
-        top = artifacts(run["id"])
+        top = artifacts(fr["id"])
         assert {"rounds", "mlflow-run", "resolved-config"} <= set(top)
         assert "| 2 |" in top["rounds"]["data"] and "learning_rate: 0.002" in top["resolved-config"]["data"]
         subs = http.post(
-            "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}}
+            "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [fr["id"]]}}}
         ).json()
         assert sorted(s["name"] for s in subs) == ["e2e round 1", "e2e round 2"]
         for s in subs:
@@ -149,8 +74,3 @@ def test_iterate_deployment_through_the_prefect_api(tmp_path, tiny_model_dir):
         assert client.get_model_version_by_alias("e2e-exp", "champion").version in {
             v.version for v in versions
         }
-    finally:
-        if serve is not None:
-            _stop(serve)
-        _stop(server)
-        shutil.rmtree(tmp_path / "prefect-home", ignore_errors=True)

@@ -70,7 +70,7 @@ def test_script_finds_the_latest_question_and_the_next_untaken_action():
 def test_config_refuses_several_samples_of_one_solution():
     from pydantic import ValidationError
 
-    from swirl.generation import GenerateConfig
+    from swirl.episodes import GenerateConfig
 
     with pytest.raises(ValidationError, match="samples_per_question: 1"):
         GenerateConfig(source="gold", samples_per_question=2)
@@ -79,7 +79,7 @@ def test_config_refuses_several_samples_of_one_solution():
 def test_generate_from_gold_replays_solutions_through_the_tools(tmp_path, tiny_model_dir):
     from swirl.data.config import DatasetSpec
     from swirl.engines.config import EngineConfig
-    from swirl.generation import GenerateConfig
+    from swirl.episodes import GenerateConfig
     from swirl.stages.base import Context, run_stage
     from swirl.stages.generate import Generate
     from swirl.stages.ingest import Ingest

@@ -162,3 +162,70 @@ def test_cpu_core_list_names_every_allowed_core():
     assert cpu_core_list("0-3") == "0-3"
     expected = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
     assert cpu_core_list("all") == ",".join(map(str, expected))
+
+
+# ------------------------------------------------------------------------------------- the engine pool
+class _Built:
+    """A pool factory that builds scripted engines and records what it built and closed."""
+
+    def __init__(self):
+        from swirl.engines.scripted import ScriptedEngine
+
+        self.built, self.closed, self.keys = [], [], []
+        outer = self
+
+        class Recorded(ScriptedEngine):
+            def close(self) -> None:
+                outer.closed.append(self)
+
+        self.engine = Recorded
+
+    def __call__(self, cfg, api_key):
+        self.keys.append(api_key)
+        eng = self.engine(None, lambda prompt, seed: "", model=cfg.model)
+        self.built.append(eng)
+        return eng
+
+
+def test_pool_shares_one_engine_across_per_request_adapters():
+    from swirl.engines import EngineConfig, EnginePool
+
+    build = _Built()
+    pool = EnginePool(build)
+    base = EngineConfig(kind="hf", model="m")
+    engines = {id(pool.get(base.model_copy(update={"adapter": a}))) for a in (None, "/a", "/b")}
+    assert len(engines) == 1 and len(build.built) == 1  # the adapter is named per request, not per engine
+    other = pool.get(base.model_copy(update={"dtype": "float32"}))
+    assert other is not build.built[0] and len(build.built) == 2  # any other field is another engine
+    pool.close()
+    assert build.closed == build.built
+
+
+def test_pool_keys_merged_adapters_with_the_adapter_and_keeps_one():
+    from swirl.engines import EngineConfig, EnginePool
+
+    build = _Built()
+    pool = EnginePool(build)
+    plain = pool.get(EngineConfig(kind="hf", model="m", adapter="/a"))
+    merged = EngineConfig(kind="hf", model="m", adapter="/a", merge_adapter=True)
+    first = pool.get(merged)
+    assert first is not plain  # merged weights are another model
+    assert pool.get(merged) is first and build.closed == []
+    second = pool.get(merged.model_copy(update={"adapter": "/b"}))
+    assert second is not first and build.closed == [first]  # one merged engine at a time
+    assert pool.get(EngineConfig(kind="hf", model="m")) is plain  # the plain engine stays
+    pool.close()
+    assert sorted(map(id, build.closed)) == sorted(map(id, build.built))
+
+
+def test_pool_resolves_a_named_secret_only_when_the_engine_asks():
+    from swirl.engines import EnginePool, OpenAIEngineConfig
+
+    read: list[str] = []
+    build = _Built()
+    pool = EnginePool(build, read_secret=lambda name: read.append(name) or "key")
+    pool.get(OpenAIEngineConfig(base_url="http://x/v1", model="m", api_key_secret="judge-key"))
+    pool.get(OpenAIEngineConfig(base_url="http://x/v1", model="m", api_key_env=""))
+    provider, none = build.keys
+    assert read == [] and none is None
+    assert provider() == "key" and read == ["judge-key"]

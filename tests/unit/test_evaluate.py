@@ -22,8 +22,8 @@ import pytest
 from swirl.data.config import DatasetSpec
 from swirl.engines.config import EngineConfig
 from swirl.engines.scripted import ScriptedEngine
+from swirl.episodes import GenerateConfig
 from swirl.evaluation.config import EvaluateConfig
-from swirl.generation import GenerateConfig
 from swirl.judging.config import JudgeConfig
 from swirl.stages.base import Context, run_stage
 from swirl.stages.evaluate import EvalPolicy, Evaluate, Report, ReportEntry
@@ -321,16 +321,16 @@ CHILD = textwrap.dedent(
     from tests.unit.test_evaluate import run_policy
 
     root, model, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    real = ev.roll_out
+    real = ev.run_episodes
     calls = [0]
 
-    def roll_out(*a, **k):
+    def run_episodes(*a, **k):
         if calls[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         calls[0] += 1
         return real(*a, **k)
 
-    ev.roll_out = roll_out
+    ev.run_episodes = run_episodes
     run_policy(root, model)
     """
 )

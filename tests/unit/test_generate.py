@@ -11,7 +11,7 @@ import pytest
 
 from swirl.data.config import DatasetSpec
 from swirl.engines.config import EngineConfig
-from swirl.generation import GenerateConfig
+from swirl.episodes import GenerateConfig
 from swirl.stages.base import Context, run_stage
 from swirl.stages.generate import Generate
 from swirl.stages.ingest import Ingest
@@ -75,16 +75,16 @@ CHILD = textwrap.dedent(
     from tests.unit.test_generate import run_all
 
     root, model, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    real = g.roll_out  # one call per shard
+    real = g.run_episodes  # one call per shard
     calls = [0]
 
-    def roll_out(*a, **k):
+    def run_episodes(*a, **k):
         if calls[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         calls[0] += 1
         return real(*a, **k)
 
-    g.roll_out = roll_out
+    g.run_episodes = run_episodes
     run_all(root, model)
     """
 )

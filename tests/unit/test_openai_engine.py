@@ -352,7 +352,8 @@ def test_importing_swirl_judging_does_not_import_prefect_openai_or_swirl_config(
     """Light imports; and no swirl.config, which imports these configs into RunConfig (a cycle otherwise)."""
     code = (
         "import sys, swirl.engines.openai, swirl.judging, swirl.judging.process, swirl.judging.outcome, "
-        "swirl.steps, swirl.stages.judge, swirl.stages.decompose, swirl.stages.filter; "
+        "swirl.subtrajectories, swirl.table_io, swirl.stages.judge, swirl.stages.decompose, "
+        "swirl.stages.filter; "
         "print(sorted(m for m in ('prefect', 'openai', 'torch', 'transformers', 'swirl.config') "
         "if m in sys.modules))"
     )

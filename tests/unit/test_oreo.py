@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from swirl.training.config import LoraSection, OreoSection, TrainConfig
-from swirl.training.oreo import full_kl, policy_loss, to_steps, value_loss
+from swirl.training.objectives.oreo import full_kl, policy_loss, to_steps, value_loss
+from tests.support.training import assert_trained, start_weights
 
 TOL = 1e-5
 
@@ -86,21 +87,12 @@ def test_full_kl_over_the_vocabulary():
 @pytest.fixture(scope="module")
 def policy_and_value(tiny_model_dir):
     """The tiny model with a random policy adapter, a random value adapter and a random value head."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig
 
-    from swirl.models.value import add_value_model
+    from swirl.models.random_lora import random_lora
 
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"])
-    model = get_peft_model(base, lora)
-    add_value_model(model, lora)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name or name.startswith("value_head"):
-                p.normal_(0, 0.2)
-    return model.eval()
+    return random_lora(tiny_model_dir, lora, std=0.2, seed=0, value=True).eval()
 
 
 def _reference_parts(model, trajectories, rewards, beta, level):
@@ -148,8 +140,7 @@ def _reference_parts(model, trajectories, rewards, beta, level):
 @pytest.mark.parametrize("level", ["token", "step"])
 def test_micro_batch_equals_the_per_prefix_reference_and_catches_a_shifted_value(policy_and_value, level):
     from swirl.training.batches import Example, collate, prefix_shared
-    from swirl.training.objectives import Oreo
-    from swirl.training.oreo import oreo_micro_batch
+    from swirl.training.objectives.oreo import oreo_coefficients, oreo_micro_batch
 
     model = policy_and_value
     rng = np.random.default_rng(3)
@@ -165,7 +156,7 @@ def test_micro_batch_equals_the_per_prefix_reference_and_catches_a_shifted_value
         trajectories.append((ids, spans))
         kept = list(range(len(spans)))
         examples.append(Example(f"t{i}", np.asarray(ids), spans, kept, [rewards[i]] * len(kept), i))
-    seqs = Oreo().coefficients(prefix_shared(examples), TrainConfig(objective="oreo"))
+    seqs = oreo_coefficients(prefix_shared(examples))
     mb = collate(seqs, pad_id=0)
     with torch.no_grad():
         got = oreo_micro_batch(model, mb, beta=0.5, alpha=0.1, level=level)
@@ -254,6 +245,7 @@ def test_oreo_learns_the_rewarded_action_on_a_toy_dataset(tiny_model_dir, tmp_pa
     # the final adapter is the policy alone; the value model is beside it
     assert not os.path.exists(os.path.join(res.adapter_dir, "value"))
     assert os.path.exists(os.path.join(tmp_path / "out" / "value", "adapter_config.json"))
+    assert_trained(str(tmp_path / "out"), start_weights(cfg, tiny_model_dir), steps=30)
 
 
 def test_oreo_resumes_exactly_after_a_crash(tiny_model_dir, tmp_path):
@@ -278,20 +270,23 @@ def test_oreo_resumes_exactly_after_a_crash(tiny_model_dir, tmp_path):
     ):
         a, b = load_file(str(tmp_path / "straight" / rel)), load_file(str(tmp_path / "resumed" / rel))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
-    head = load_file(str(tmp_path / "straight" / "value" / "value_head.safetensors"))["weight"]
-    assert head.abs().sum() > 0  # it trained (the head starts at zero)
+    assert_trained(str(tmp_path / "straight"), start_weights(cfg, tiny_model_dir), steps=6)
 
 
 def test_train_stage_commits_the_value_model_and_keeps_other_versions(tiny_model_dir, tmp_path):
     from swirl.engines.config import EngineConfig
     from swirl.stages.base import run_stage
-    from swirl.stages.train import Train, adapter_path, value_path
-    from tests.unit.trainkit import build_train_store
+    from swirl.stages.train import Train, adapter_path, read_train_log, value_path
+    from tests.support.training import build_train_store
 
     store, inp = build_train_store(str(tmp_path), tiny_model_dir, n_questions=6, wrong_every=3)
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
     ref = run_stage(store, Train(_oreo_cfg(max_steps=2), policy, (inp,))).ref
     assert ref.summary["objective"] == "oreo" and 0 < ref.summary["reward_mean"] < 1
+    assert_trained(os.path.dirname(adapter_path(ref)), start_weights(_oreo_cfg(), tiny_model_dir), steps=2)
+    log = read_train_log(store, ref)  # oreo's own metrics reach the table, and its headline the summary
+    assert [r["step"] for r in log] == [1, 2] and all(r["value_loss"] > 0 for r in log)
+    assert ref.summary["final_value_loss"] == log[-1]["value_loss"]
     assert os.path.exists(os.path.join(value_path(ref), "value_head.safetensors"))
     assert os.path.exists(os.path.join(adapter_path(ref), "adapter_config.json"))
     assert not os.path.exists(os.path.join(adapter_path(ref), "value"))
@@ -327,7 +322,7 @@ def test_training_from_an_adapter_takes_the_kl_against_that_adapter(
     from swirl.engines.config import EngineConfig
     from swirl.stages.base import run_stage
     from swirl.stages.train import Train, adapter_path, read_train_log
-    from tests.unit.trainkit import build_train_store
+    from tests.support.training import build_train_store
 
     store, inp = build_train_store(str(tmp_path), tiny_model_dir, n_questions=6, wrong_every=3)
     policy = EngineConfig(kind="hf", model=tiny_model_dir, adapter=tiny_adapter_dir)

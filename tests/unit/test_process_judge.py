@@ -20,7 +20,7 @@ from swirl.stages.judge import Judge
 from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from tests.unit.test_openai_engine import ChatServer
-from tests.unit.test_steps_filters import question, traj
+from tests.unit.test_subtrajectories import question, traj
 
 # The identity of the scripted judge engines below: a judge that asks a model names its engine in the config.
 SCRIPTED = EngineConfig(kind="hf", model="scripted-judge")

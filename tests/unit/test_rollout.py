@@ -297,3 +297,27 @@ def test_worked_example_turns_are_seen_but_not_stored(tok):
     full = tok.apply_chat_template(example + t.messages[:1], add_generation_prompt=True, tokenize=False)
     # token-exact prefix
     assert t.token_ids[: t.action_spans[0][0]] == tok.encode(full, add_special_tokens=False)
+
+
+def test_a_text_only_engine_is_sent_the_conversation_not_token_ids(tok):
+    """`token_exact` False (an HTTP chat API): each step's prompt is the chat so far, worked example first."""
+
+    class TextOnly(ScriptedEngine):
+        token_exact = False
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.prompts = []
+
+        def generate(self, prompts, sampling, adapter=None, seeds=None):
+            self.prompts += [list(p) for p in prompts]
+            return super().generate(prompts, sampling, adapter, seeds)
+
+    steps = iter(["<math_exp>48 / 2</math_exp>", "<answer>24</answer>"])
+    eng = TextOnly(tok, lambda prompt, seed: next(steps))
+    example = [{"role": "user", "content": "Ex?"}, {"role": "assistant", "content": "<answer>1</answer>"}]
+    q = {"question_id": "q1", "question": "What is 48 / 2?", "task": "math"}
+    (t,) = start_trajectories([q], 1, _prompt, ChatSegments(tok), context=example)
+    rollout(eng, [t], {"math": _calc}, RolloutSettings())
+    assert t.final_answer == "24"
+    assert eng.prompts == [example + t.messages[:1], example + t.messages[:3]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from swirl.store import StageRef
-from tasks.tracking import LONG_PARAM, finish_round, log_stage, start_round
+from tasks.tracking import LONG_PARAM, finish_tracked_run, log_stage, start_tracked_run
 
 
 def test_rounds_are_numbered_per_config_and_long_params_become_artifacts(tmp_path):
@@ -16,10 +16,12 @@ def test_rounds_are_numbered_per_config_and_long_params_become_artifacts(tmp_pat
     prompt = "Solve {question} step by step. " * 20
     assert len(prompt) > LONG_PARAM
     trs = [
-        start_round(uri, "exp", "quickstart", {"generate": {"math_prompt": prompt, "seed": 3}}, {}, None)
+        start_tracked_run(
+            uri, "exp", "quickstart", {"generate": {"math_prompt": prompt, "seed": 3}}, {}, None
+        )
         for _ in range(2)
     ]
-    other = start_round(uri, "exp", "learn-cpu", {}, {}, None)
+    other = start_tracked_run(uri, "exp", "learn-cpu", {}, {}, None)
     client = MlflowClient(uri)
     runs = [client.get_run(t.parent_run_id) for t in [*trs, other]]
     assert [r.info.run_name for r in runs] == ["quickstart #1", "quickstart #2", "learn-cpu #1"]
@@ -42,15 +44,24 @@ def test_a_stage_run_spans_its_work_and_a_cached_one_is_marked(tmp_path):
     from mlflow import MlflowClient
 
     uri = "sqlite:///" + str(tmp_path / "mlflow.db")
-    tr = start_round(uri, "exp", "r", {}, {}, None)
+    tr = start_tracked_run(uri, "exp", "r", {}, {}, None)
     committed = time.time() - 500.0  # the output was committed 500 s ago, after 103 s of work
     ref = StageRef("generate", "v1", "/nowhere", None, 4, {"trajectories": 4}, committed)
     rid = log_stage(tr, ref, {"inputs": {"questions": "ingest/abc"}}, 103.0, False, name="generate/gsm8k")
     cached_rid = log_stage(tr, ref, {}, 0.01, True, name="generate/gsm8k")
-    finish_round(tr, "FINISHED")
+    finish_tracked_run(tr, "FINISHED")
     client = MlflowClient(uri)
     run, cached = client.get_run(rid), client.get_run(cached_rid)
     assert run.info.end_time == int(committed * 1000)
     assert run.info.end_time - run.info.start_time == 103_000
     assert run.data.params["inputs.questions"] == "ingest/abc"
     assert cached.data.tags["swirl.cached"] == "true" and cached.info.end_time == cached.info.start_time
+
+
+def test_metric_names_are_sanitized():
+    from tasks.tracking import numeric_metrics
+
+    m = numeric_metrics(
+        {"dropped": {"level=easy": 3}, "ok": 1.5, "flag": True, "text": "x", "nan": float("nan")}, "ingest/h"
+    )
+    assert m == {"ingest/h/dropped/level_easy": 3.0, "ingest/h/ok": 1.5, "ingest/h/flag": 1.0}

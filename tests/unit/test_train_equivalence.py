@@ -51,23 +51,10 @@ def random_trajectories(vocab: int, seed: int) -> list[Example]:
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from swirl.models.random_lora import random_lora
 
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    cfg = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        init_lora_weights=False,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    )
-    model = get_peft_model(base, cfg).eval()
-    with torch.no_grad():  # lora_B non-zero (and large enough) so A gets a gradient and the KL term is not ~0
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.1)
+    # lora_B non-zero (and large enough) so A gets a gradient and the KL term is not ~0
+    model = random_lora(tiny_model_dir, std=0.1, seed=0).eval()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     return model

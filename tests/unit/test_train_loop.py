@@ -18,11 +18,11 @@ from swirl.engines.base import Completion, Result
 from swirl.stages.base import Context, run_stage
 from swirl.stages.train import Train, adapter_path, read_train_log, work_dir
 from swirl.training.config import LoraSection, SwirlSection, TrainConfig
-from swirl.training.loop import lr_factor, step_items, train
-from swirl.training.objectives import load_train_data
+from swirl.training.loop import lr_factor, shown_metrics, step_items, train
+from swirl.training.objectives import load_train_data, objective_for
 from swirl.training.rewards import RuleReward
 from swirl.training.run import TrainSpec, launch
-from tests.unit.trainkit import build_train_store
+from tests.support.training import assert_trained, build_train_store, start_weights
 
 
 def heldout_nll(model_dir: str, adapter: str | None, examples) -> float:
@@ -80,7 +80,7 @@ def test_load_train_data_keeps_only_filtered_actions(stores):
 
 def test_offline_weights_reward_minus_mean(stores):
     from swirl.stages.filter import Filter
-    from swirl.steps import FilterConfig
+    from swirl.subtrajectories import FilterConfig
     from swirl.training.data import TrainInput
 
     (store, inp), _ = stores
@@ -116,8 +116,52 @@ def test_sft_lowers_heldout_loss(stores, tiny_model_dir, tmp_path):
     after = heldout_nll(tiny_model_dir, res.adapter_dir, held)
     print(f"held-out NLL per kept action token: before {before:.3f}, after {after:.3f}")
     assert [m["step"] for m in res.log] == list(range(1, 25))
+    assert_trained(str(tmp_path / "out"), start_weights(cfg, tiny_model_dir), steps=24)
     assert after < before - 1.0, (before, after)  # nats per action token
     assert res.log[-1]["loss"] < res.log[0]["loss"]
+
+
+def k2_reference(model_dir: str, adapter: str, examples) -> float:
+    """The mean over the kept action tokens of k2 = (log pi - log pi_base)^2 / 2, from a plain forward of each
+    whole trajectory through the base model and through the base + adapter (no micro-batches, no padding,
+    logits of every position)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    def logps(model, e):
+        ids = torch.tensor(np.asarray(e.token_ids, dtype=np.int64))[None]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)  # [T, V]
+        return [float(logp[p - 1, ids[0, p]]) for k in e.kept for p in range(*e.spans[k])]
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ref = [x for e in examples for x in logps(base, e)]
+    policy = PeftModel.from_pretrained(base, adapter).eval()
+    pol = [x for e in examples for x in logps(policy, e)]
+    return sum((a - b) ** 2 / 2 for a, b in zip(pol, ref, strict=True)) / len(ref)
+
+
+def test_logged_kl_is_the_mean_k2_estimate_against_the_base(stores, tiny_model_dir, tmp_path):
+    (store, inp), _ = stores
+    cfg = TrainConfig(
+        objective="swirl_offline",
+        offline={"baseline": "none"},
+        batch_size=4,
+        max_steps=2,
+        learning_rate=1e-2,
+        kl_beta=0.1,
+        lora=LoraSection(rank=4, alpha=8),
+        checkpoint_every=1,
+        keep_checkpoints=2,
+    )
+    data = load_train_data(store, [inp], cfg)
+    res = train(cfg, tiny_model_dir, data, str(tmp_path / "out"))
+    assert res.log[0]["kl"] == 0.0  # the first step's policy is the base model (LoRA B = 0)
+    # the second step's KL: the policy after step 1 (its checkpoint) against the base, on step 2's actions
+    after_one = str(tmp_path / "out" / "checkpoints" / "step-0000001" / "adapter")
+    examples = [data.examples[i] for i in step_items(len(data.examples), 4, 1, cfg.seed)]
+    want = k2_reference(tiny_model_dir, after_one, examples)
+    assert want > 1e-6 and abs(res.log[1]["kl"] - want) < 1e-4 * want, (res.log[1]["kl"], want)
 
 
 def test_lr_schedule_hand_computed():
@@ -213,7 +257,7 @@ def test_sigkill_mid_training_then_resume_gives_identical_adapter(tmp_path, tiny
     assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b] and len(log_a) == 10
     assert ref_b.summary["steps"] == 10 and not os.path.exists(ref_b.path + ".work")
     assert os.path.exists(os.path.join(ref_b.path, "files", "train_curves.png"))
-    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # it trained
+    assert_trained(os.path.join(ref_b.path, "files"), start_weights(cfg, tiny_model_dir), steps=10)
 
 
 def test_train_stage_reuses_its_output(stores, tiny_model_dir):
@@ -223,7 +267,7 @@ def test_train_stage_reuses_its_output(stores, tiny_model_dir):
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
     cfg = TrainConfig(objective="sft", batch_size=16, max_steps=2, lora=LoraSection(rank=4))
     ref = run_stage(store, Train(cfg, policy, (inp,))).ref
-    assert ref.rows == 2 and ref.table == "train_log"
+    assert ref.table == "train_log" and [r["step"] for r in read_train_log(store, ref)] == [1, 2]
     again = run_stage(
         store, Train(cfg, policy, (inp,)), Context(progress=lambda m: pytest.fail("trained again"))
     )
@@ -243,6 +287,7 @@ class EchoEngine:
     def __init__(self, tokenizer, max_context=None):
         self.tokenizer = tokenizer
         self.adapters = []
+        self.texts = []  # per call, every completion's text
         self.max_context = max_context
         self.longest = 0
 
@@ -261,6 +306,7 @@ class EchoEngine:
                 text = "<answer>7</answer>" if rng.random() < 0.5 else "<answer>wrong</answer>"
                 comps.append(Completion(self.tokenizer.encode(text, add_special_tokens=False), text, "stop"))
             out.append(Result(list(p), comps))
+        self.texts.append([c.text for r in out for c in r.completions])
         return out
 
     def close(self):
@@ -283,8 +329,15 @@ def test_swirl_step_samples_with_the_current_adapter(stores, tiny_model_dir, tmp
     reward = RuleReward(lambda state, action: 1.0 if "7" in action.text else 0.0)
     res = train(cfg, tiny_model_dir, load_train_data(store, [inp], cfg), str(tmp_path / "sw"), eng, reward)
     assert len(eng.adapters) == 3 and len(set(eng.adapters)) == 3  # a fresh adapter folder every step
-    assert all(0.0 <= m["reward_mean"] <= 1.0 for m in res.log) and all(m["kl"] >= 0 for m in res.log)
+    # each step's reward is the share of the engine's 16 answers (4 states x 4 samples) that say 7
+    said_7 = [sum("7" in t for t in texts) / len(texts) for texts in eng.texts]
+    assert [len(t) for t in eng.texts] == [16] * 3 and len(set(said_7)) > 1
+    assert [m["reward_mean"] for m in res.log] == said_7 == [m["reward_positive"] for m in res.log]
+    # before the first update the policy is its reference (LoRA B = 0): the KL is exactly 0, then it moves
+    assert res.log[0]["kl"] == 0.0 and res.log[-1]["kl"] > 0
     assert "logprob_drift" not in res.log[0]  # the echo engine reports no log-probs
+    assert set(res.log[0]) - {"step"} <= set(shown_metrics(objective_for(cfg)).names)  # all declared
+    assert_trained(str(tmp_path / "sw"), start_weights(cfg, tiny_model_dir), steps=3)
 
 
 def test_swirl_skips_states_with_no_room_in_the_sampler_context(stores, tiny_model_dir, tmp_path):

@@ -19,7 +19,7 @@ from swirl.training.config import LoraSection, SwirlSection, TrainConfig
 from swirl.training.loop import train
 from swirl.training.objectives import load_train_data
 from swirl.training.rewards import RuleReward
-from tests.unit.trainkit import build_train_store
+from tests.support.training import build_train_store
 
 pytestmark = pytest.mark.vllm
 

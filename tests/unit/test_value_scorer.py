@@ -13,13 +13,11 @@ import torch
 @pytest.fixture(scope="module")
 def value_dir(tiny_model_dir, tmp_path_factory) -> str:
     """A value model folder with random, non-zero adapter and head weights."""
-    from peft import LoraConfig
+    from swirl.models.random_lora import lora_config, save_random_value_model
 
-    from bench.value_scorer import random_value_model
-
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], lora_dropout=0.0)
+    lora = lora_config(4, 8, ["q_proj", "v_proj", "up_proj"])
     folder = str(tmp_path_factory.mktemp("value") / "value")
-    return random_value_model(tiny_model_dir, folder, seed=3, lora=lora, lora_std=0.5, head_std=1.0)
+    return save_random_value_model(tiny_model_dir, folder, lora=lora, std=0.5, head_std=1.0, seed=3)
 
 
 def _reference_values(model_dir: str, value_dir: str, prefixes: list[list[int]]) -> list[float]:

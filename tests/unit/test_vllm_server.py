@@ -5,7 +5,6 @@ order; it starts the server, runs everything it needs, and stops it (one server 
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,14 @@ import urllib.request
 import pytest
 
 from swirl.engines.base import Sampling
+from swirl.system import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("vllm-serve") / "server.log", "w")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "SWIRL_TEST_KEY": "sk-test-not-secret"}
     proc = subprocess.Popen(

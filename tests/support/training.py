@@ -1,9 +1,10 @@
 """Training fixtures: a store holding questions, trajectories (token ids laid out exactly as the rollout lays
 them out, with the tiny model's tokenizer and chat template), judgments, and the decompose and filter
-outputs."""
+outputs; and the check that a run changed the weights it trains."""
 
 from __future__ import annotations
 
+import os
 import random
 
 from swirl.protocol import MATH_PROMPT, render_prompt
@@ -11,8 +12,8 @@ from swirl.rollout import ChatSegments
 from swirl.stages.base import run_stage
 from swirl.stages.decompose import Decompose
 from swirl.stages.filter import Filter
-from swirl.steps import DecomposeConfig, FilterConfig
 from swirl.store import Store
+from swirl.subtrajectories import DecomposeConfig, FilterConfig
 from swirl.tables import to_table
 from swirl.training.data import TrainInput
 
@@ -111,3 +112,49 @@ def build_train_store(
     steps = run_stage(store, Decompose(tref, jref, qref, DecomposeConfig())).ref
     kept = run_stage(store, Filter(steps, FilterConfig(strategy="process"))).ref
     return store, TrainInput(tref, kept, qref)
+
+
+def start_weights(cfg, model_dir: str) -> dict[str, dict]:
+    """The trainable weights a run of `cfg` starts from, built as the trainer builds them (seeded), by the
+    file of the train output that saves them: {"adapter/adapter_model.safetensors": {key: tensor}, and for
+    oreo "value/adapter_model.safetensors", "value/value_head.safetensors"}."""
+    from swirl.models.value import VALUE_ADAPTER
+    from swirl.training.loop import Dist, build_policy
+    from swirl.training.objectives import objective_for
+
+    model, _, _ = build_policy(cfg, model_dir, Dist())
+    objective_for(cfg).build(model, cfg)
+    files: dict[str, dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("value_head."):
+            file, key = "value/value_head.safetensors", name.removeprefix("value_head.")
+        elif f".{VALUE_ADAPTER}." in name:
+            file, key = "value/adapter_model.safetensors", name.replace(f".{VALUE_ADAPTER}.", ".")
+        else:
+            file, key = "adapter/adapter_model.safetensors", name.replace(".default.", ".")
+        files.setdefault(file, {})[key] = p.detach().cpu().clone()
+    return files
+
+
+def assert_trained(out_dir: str, start: dict[str, dict], steps: int) -> None:
+    """Every weight a run of `steps` steps trains differs, in the files under `out_dir`, from where it started
+    (TRL's check), except those that cannot have moved yet: a LoRA B matrix starts at 0, so its A gets a
+    gradient from the second step on; oreo's value head starts at 0, so the value adapter's B gets one from
+    the second step on, its A from the third."""
+    import torch
+    from safetensors.torch import load_file
+
+    def first_step(file: str, key: str) -> int:  # the first step that gives the weight a gradient
+        return 1 + ("lora_A" in key) + file.startswith("value/adapter")
+
+    checked = 0
+    for file, weights in start.items():
+        saved = load_file(os.path.join(out_dir, file))
+        assert set(saved) == set(weights), (file, sorted(set(saved) ^ set(weights))[:4])
+        moving = [k for k in weights if steps >= first_step(file, k)]
+        same = [k for k in moving if torch.equal(saved[k], weights[k])]
+        assert not same, f"{file}: {len(same)} of {len(moving)} weights did not move: {same[:3]}"
+        checked += len(moving)
+    assert checked, "no trained weight to check"

@@ -1,12 +1,16 @@
-"""Generation: how an episode is run (the protocol prompts, worked examples, sampling, step limits), shared by
-the generate stage, which samples training trajectories, and the evaluate stage, which runs the same protocol
-(the paper evaluates with the tools and limits it trains with) with its own decoding.
+"""Episodes of a dataset's questions under the SWiRL protocol; `swirl.rollout` is the loop that runs them.
+
+What an episode is for a dataset: the protocol config (`GenerateConfig`: prompts, worked examples, sampling,
+step limits), which tool its questions offer (`tool_kind`: the calculator or search), the episodes' starts
+(`start_episodes`) and their runs (`run_episodes`). Shared by the generate stage, which samples training
+trajectories, and the evaluate stage, which runs the same protocol (the paper evaluates with the tools and
+limits it trains with) with its own decoding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +19,9 @@ from swirl.data.config import DatasetSpec
 from swirl.engines.base import Engine
 from swirl.rollout import ChatSegments, RolloutSettings, Tool, Trajectory, rollout, start_trajectories
 from swirl.sections import Section
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 MATH_FORMATS = {"gsm8k"}
 
@@ -122,67 +129,70 @@ class GenerateConfig(Section):
         return self
 
 
-def task_of(spec: DatasetSpec) -> str:
-    """GSM8K-style datasets are calculator tasks; the multi-hop QA datasets are search tasks."""
+def tool_kind(spec: DatasetSpec) -> str:
+    """The tool a dataset's episodes offer, "math" or "search" (also the action that calls it): GSM8K-style
+    datasets are calculator tasks, the multi-hop QA datasets search tasks."""
     return "math" if spec.format in MATH_FORMATS else "search"
 
 
-def protocol_template(cfg: GenerateConfig, task: str) -> str:
-    return cfg.math_prompt if task == "math" else cfg.search_prompt
+def protocol_template(cfg: GenerateConfig, kind: str) -> str:
+    """The prompt template of episodes offering the tool `kind`."""
+    return cfg.math_prompt if kind == "math" else cfg.search_prompt
 
 
-def protocol_examples(cfg: GenerateConfig, task: str) -> list[dict[str, str]]:
-    """The worked example shown as chat turns before every prompt of the task ([] when none is configured)."""
-    return [m.model_dump() for m in (cfg.math_example if task == "math" else cfg.search_example)]
+def protocol_examples(cfg: GenerateConfig, kind: str) -> list[dict[str, str]]:
+    """The worked example shown as chat turns before every prompt of the tool `kind` ([] when none is
+    configured)."""
+    return [m.model_dump() for m in (cfg.math_example if kind == "math" else cfg.search_example)]
 
 
-def rollout_settings(cfg: GenerateConfig, task: str, max_context: int, **overrides: Any) -> RolloutSettings:
-    """The rollout settings of a task under the generate protocol (step limit by task); evaluation overrides
-    the decoding fields."""
-    base = {
-        "max_steps": cfg.max_steps_math if task == "math" else cfg.max_steps_search,
-        "max_tokens_per_step": cfg.max_tokens_per_step,
-        "max_context": max_context,
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "seed": cfg.seed,
-        "tool_workers": cfg.tool_workers,
-    }
-    return RolloutSettings(**{**base, **overrides})
+def rollout_settings(cfg: GenerateConfig, kind: str, max_context: int) -> RolloutSettings:
+    """The rollout settings of episodes offering the tool `kind` under the generate protocol (the step limit
+    by tool); evaluation replaces the decoding fields."""
+    return RolloutSettings(
+        max_steps=cfg.max_steps_math if kind == "math" else cfg.max_steps_search,
+        max_tokens_per_step=cfg.max_tokens_per_step,
+        max_context=max_context,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        tool_workers=cfg.tool_workers,
+    )
 
 
-def roll_out(
+def run_episodes(
     engine: Engine,
     questions: list[dict[str, Any]],
     cfg: GenerateConfig,
-    task: str,
+    kind: str,
     samples: int,
     tools: Mapping[str, Tool],
     settings: RolloutSettings,
     adapter: str | None,
 ) -> list[Trajectory]:
-    """`samples` episodes per question (dicts with question_id and question) under the task's protocol (its
-    prompt, and its worked example as chat turns before it), run to their ends."""
-    trajs = start_episodes(engine, questions, cfg, task, samples, settings)
+    """`samples` episodes per question (dicts with question_id and question) under the protocol of the tool
+    `kind` (its prompt, and its worked example as chat turns before it), run to their ends."""
+    trajs = start_episodes(engine.tokenizer, questions, cfg, kind, samples, settings)
     return rollout(engine, trajs, tools, settings, adapter=adapter)
 
 
 def start_episodes(
-    engine: Engine,
+    tokenizer: PreTrainedTokenizerBase,
     questions: list[dict[str, Any]],
     cfg: GenerateConfig,
-    task: str,
+    kind: str,
     samples: int,
     settings: RolloutSettings,
 ) -> list[Trajectory]:
-    """The episodes' starts (the prompt's token ids) under the task's protocol, before any action."""
-    template = protocol_template(cfg, task)
+    """The episodes' starts (the prompt's token ids) under the protocol of the tool `kind`, before any
+    action."""
+    template = protocol_template(cfg, kind)
     return start_trajectories(
-        [dict(q, task=task) for q in questions],
+        [dict(q, task=kind) for q in questions],
         samples,
         lambda q: [
             {"role": "user", "content": protocol.render_prompt(template, q["question"], settings.max_steps)}
         ],
-        ChatSegments(engine.tokenizer),
-        context=protocol_examples(cfg, task),
+        ChatSegments(tokenizer),
+        context=protocol_examples(cfg, kind),
     )

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from swirl.store import StageRef
-from tasks.tracking import finish_round, log_stage, start_round
+from tasks.tracking import finish_tracked_run, log_stage, start_tracked_run
 
 
 def _round(uri: str, name: str, lr: float, base: dict, trained: dict, report: dict) -> str:
-    tr = start_round(
+    tr = start_tracked_run(
         uri,
         "cmp",
         run_name=name,
@@ -24,13 +24,14 @@ def _round(uri: str, name: str, lr: float, base: dict, trained: dict, report: di
     log_stage(
         tr, StageRef("eval_report", f"r-{name}", "/nowhere", None, 0, report), {}, 0.1, False, name="eval"
     )
-    finish_round(tr, "FINISHED")
+    finish_tracked_run(tr, "FINISHED")
     return tr.parent_run_id
 
 
-@pytest.fixture()
-def two_rounds(tmp_path):
-    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory):
+    """Two rounds in one MLflow database, shared by the tests (they only read it)."""
+    uri = "sqlite:///" + str(tmp_path_factory.mktemp("compare") / "mlflow.db")
     base = {"questions": 40, "accuracy_rule": 0.25, "accuracy_rule_low": 0.142, "accuracy_rule_high": 0.401}
     a = _round(
         uri,

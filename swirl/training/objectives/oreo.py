@@ -1,5 +1,6 @@
-"""OREO's losses (docs/method.md §2): a value model and a policy trained on whole judged trajectories through
-the soft Bellman equation in telescoped form,
+"""`oreo` (docs/method.md §2): whole trajectories (every action, observations masked out), each with its
+outcome R in {0, 1}; a value model (adapter `value` + a zero-initialised head on the same base) and the policy
+trained together through the soft Bellman equation in telescoped form,
 
     V(s_t) = R - beta * sum_{i >= t} logratio_i,      logratio_i = log pi(a_i | s_i) - log pi_ref(a_i | s_i)
 
@@ -20,19 +21,135 @@ reference) on a micro-batch and feeds them.
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from swirl.models.value import VALUE_ADAPTER, prefix_values, reference_policy, using_adapter
-from swirl.training.batches import MicroBatch
+from swirl.store import Store
+from swirl.training.batches import MicroBatch, Seq, prefix_shared
+from swirl.training.config import TrainConfig
+from swirl.training.data import TrainData, TrainInput, read_kept_steps, trajectory_examples
 from swirl.training.losses import lm_parts
+from swirl.training.metrics import Metrics
+from swirl.training.objectives.base import ParamGroup, Step
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+
+VALUE_DIR = "value"  # the value model beside the policy adapter in a train output
 
 
+@dataclass
+class OreoParts:
+    """A micro-batch's share of the losses (objectives/base.py: `Parts`)."""
+
+    loss: torch.Tensor  # value loss + policy loss + alpha * KL: one backward trains both (disjoint weights)
+    value_loss: float
+    policy_loss: float  # without the KL term
+    kl: float  # the step's mean KL(pi || pi_ref) once summed over micro-batches
+    value_mean: float  # mean V over the states (same weighting as the losses)
+    logratio_mean: float  # mean log pi / pi_ref over the action tokens
+    tokens: int
+
+
+class Oreo:
+    """A value model and the policy trained together on whole judged trajectories (the module doc)."""
+
+    name = "oreo"
+    samples = False
+    parts = OreoParts
+    shows = Metrics(  # what `sequences`, `loss_metrics` and the value group's clipping report
+        ("loss", "value_loss", "reward_mean", "kl"),
+        ("policy_loss", "value_mean", "logratio_mean", "value_grad_norm"),
+    )
+
+    def load(self, store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig) -> TrainData:
+        kept = read_kept_steps(store, inputs)
+        examples, too_long = trajectory_examples(kept, cfg)
+        rewards = np.array([e.weights[0] for e in examples])
+        summary = {
+            **kept.summary(),
+            "examples": len(examples),
+            "dropped_too_long": too_long,
+            "reward_mean": float(rewards.mean()) if len(rewards) else 0.0,
+        }
+        if len(rewards) and rewards.min() == rewards.max():
+            # Not an error: a round whose trajectories all failed (or all succeeded) is a legitimate result
+            # of generation, and the KL-regularised losses still train; the value model cannot rank states.
+            summary["warning"] = (
+                f"all {len(rewards)} trajectories have outcome {rewards[0]:g}: the value model cannot tell "
+                "good states from bad ones (train on correct and incorrect trajectories: filter.strategy "
+                "none or process)"
+            )
+            logging.getLogger("swirl.training").warning("train (oreo): %s", summary["warning"])
+        return TrainData(examples=examples, summary=summary)
+
+    def per_step(self, cfg: TrainConfig) -> int:
+        return cfg.batch_size
+
+    def sequences(self, s: Step) -> tuple[list[Seq], dict[str, float]]:
+        seqs = prefix_shared([s.data.examples[i] for i in s.items])  # one row per trajectory, weight = R
+        rewards = [float(q.weight[0]) for q in seqs]
+        return oreo_coefficients(seqs), {"reward_mean": float(np.mean(rewards)) if rewards else 0.0}
+
+    def build(self, model: PeftModel, cfg: TrainConfig) -> list[ParamGroup]:
+        """The value adapter and head beside the policy's; with an initial adapter, a frozen copy of it as the
+        reference (the paper's reference is the SFT model training starts from)."""
+        from swirl.models.value import add_reference, add_value_model, value_parameters
+
+        policy = [p for p in model.parameters() if p.requires_grad]
+        add_value_model(model, cfg.lora.peft_config())
+        if cfg.lora.init_adapter:
+            add_reference(model, cfg.lora.init_adapter)
+        value = [p for _, p in value_parameters(model)]
+        return [
+            ("policy", policy, cfg.learning_rate),
+            ("value", value, cfg.oreo.value_learning_rate or cfg.learning_rate),
+        ]
+
+    def loss(self, model: PeftModel, mb: MicroBatch, cfg: TrainConfig) -> OreoParts:
+        o = cfg.oreo
+        return oreo_micro_batch(model, mb, o.beta, o.kl_alpha, o.level)
+
+    def loss_metrics(
+        self, sums: dict[str, float], seqs: list[Seq], step: int, cfg: TrainConfig
+    ) -> dict[str, float]:
+        return {
+            "loss": sums["policy_loss"] + cfg.oreo.kl_alpha * sums["kl"],  # the policy's loss
+            "policy_loss": sums["policy_loss"],
+            "value_loss": sums["value_loss"],
+            "kl": sums["kl"],
+            "value_mean": sums["value_mean"],
+            "logratio_mean": sums["logratio_mean"],
+        }
+
+    def save(self, model: PeftModel, out_dir: str) -> None:
+        from swirl.models.value import save_value_model
+
+        save_value_model(model, os.path.join(out_dir, VALUE_DIR))
+
+
+def oreo_coefficients(seqs: list[Seq]) -> list[Seq]:
+    """Each trajectory weighs 1 / (trajectories in the step) (the losses average its states); R = 0
+    trajectories teach the value model too: none is dropped."""
+    for q in seqs:
+        q.coef = np.full(len(q.pos), 1.0 / len(seqs))
+        q.kl_coef = q.coef
+    return seqs
+
+
+# ---------------------------------------------------------------------------------------------- losses
 def suffix_sums(x: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
     """sum_{i >= t} x_i within each sequence: x [S], seq [S] (a sequence's states contiguous, in order)
     -> [S]."""
+    import torch
+
     out = torch.empty_like(x)
     for s in torch.unique(seq):
         m = seq == s
@@ -43,6 +160,8 @@ def suffix_sums(x: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
 def state_coefficients(seq: torch.Tensor, seq_weight: torch.Tensor) -> torch.Tensor:
     """Per-state weights that make sum_t coef_t * x_t the step's mean over trajectories of each trajectory's
     mean over its states: seq_weight_t / (states of t's sequence). [S] -> [S]."""
+    import torch
+
     _, inv, counts = torch.unique(seq, return_inverse=True, return_counts=True)
     return seq_weight / counts[inv]
 
@@ -92,6 +211,8 @@ def to_steps(
     """Token states -> step states (an action span is one action): the value at the span's first token (the
     prefix before the span), the sum of the span's log-ratios, its reward and sequence. action [N] (the
     tokens of a span contiguous) -> [K] each."""
+    import torch
+
     _, inv, counts = torch.unique_consecutive(action, return_inverse=True, return_counts=True)
     first = torch.cumsum(counts, 0) - counts  # [K] index of each span's first token
     step_logratio = torch.zeros(len(counts), dtype=logratio.dtype, device=logratio.device).index_add(
@@ -100,18 +221,7 @@ def to_steps(
     return values[first], step_logratio, reward[first], seq[first]
 
 
-@dataclass
-class OreoParts:
-    loss: torch.Tensor  # value loss + policy loss + alpha * KL: one backward trains both (disjoint weights)
-    value_loss: float
-    policy_loss: float  # without the KL term
-    kl: float  # the step's mean KL(pi || pi_ref) once summed over micro-batches
-    value_mean: float  # mean V over the states (same weighting as the losses)
-    logratio_mean: float  # mean log pi / pi_ref over the action tokens
-    tokens: int
-
-
-def oreo_micro_batch(model: Any, mb: MicroBatch, beta: float, alpha: float, level: str) -> OreoParts:
+def oreo_micro_batch(model: PeftModel, mb: MicroBatch, beta: float, alpha: float, level: str) -> OreoParts:
     """This micro-batch's share of both losses. `mb`: one row per trajectory, loss positions on its action
     tokens; `mb.weight` = R of the row's trajectory, `mb.coef` = 1 / (trajectories in the step).
 
@@ -119,6 +229,8 @@ def oreo_micro_batch(model: Any, mb: MicroBatch, beta: float, alpha: float, leve
     the policy loss uses the values of this same forward pass, so one backward and one optimizer step over
     both parameter groups is the paper's order: the critic's step, then the actor's with the critic's values
     from before that step."""
+    import torch
+
     decoder, lm_head = lm_parts(model)
     # The shift, in one place: the action token at position p (mb.pos) is a_t, and its state s_t is the
     # prefix ids[:p], whose last token sits at p - 1. So both pi(.|s_t) and V(s_t) are read from the hidden
@@ -175,6 +287,8 @@ def oreo_losses(
 
 def _row_weight(mb: MicroBatch, rows: torch.Tensor) -> torch.Tensor:
     """1 / (trajectories in the step) for each state of `rows` (every token of a row carries it)."""
+    import torch
+
     per_row = torch.zeros(int(mb.row.max()) + 1, dtype=mb.coef.dtype, device=mb.coef.device)
     per_row[mb.row] = mb.coef
     return per_row[rows]

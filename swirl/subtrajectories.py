@@ -1,10 +1,11 @@
-"""Step-wise decomposition (docs/method.md §1.2) and the four filtering strategies (§1.3), on Arrow batches.
+"""Sub-trajectories: the step-wise decomposition (docs/method.md §1.2) and the four filtering strategies
+(§1.3), on Arrow batches.
 
-A trajectory with K actions becomes K `steps` rows. Row i refers to its state by `state_offset` =
-action_spans[i].start (the state is token_ids[:state_offset] of the trajectory): a reference, never a copy, so
-the table grows as O(K), not O(K^2). Both stages stream their input by Parquet row group and write one shard
-per batch; only a few small columns per step (ids, labels) are held whole, never texts or token ids
-(bench/steps.py: 1M rows).
+A trajectory with K actions becomes K sub-trajectories, the rows of the `steps` table. Row i refers to its
+state by `state_offset` = action_spans[i].start (the state is token_ids[:state_offset] of the trajectory): a
+reference, never a copy, so the table grows as O(K), not O(K^2). Both stages stream their input by Parquet
+row group (`swirl.table_io`) and write one shard per batch; only a few small columns per step (ids, labels)
+are held whole, never texts or token ids (bench/steps.py: 1M rows).
 
 Filtering is per trajectory: `process` keeps a trajectory whose every step is GOOD (UNKNOWN and BAD are not
 GOOD); `outcome` keeps one whose final answer is correct (a missing outcome is not correct); `process_outcome`
@@ -16,20 +17,18 @@ strategy, so the samples overlap as much as their pools allow).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from swirl.protocol import parse_action
 from swirl.sections import Section
-from swirl.store import StageRef, Store
-from swirl.tables import SchemaError, schema
+from swirl.tables import schema
 
 STRATEGIES = ("none", "process", "outcome", "process_outcome")
 
@@ -64,35 +63,6 @@ class FilterConfig(Section):
     )
     seed: int = Field(0, description="Seed of the fixed_count sample.")
     batch_rows: int = Field(65536, ge=1, description="Step rows rewritten per batch (one output shard each).")
-
-
-# ------------------------------------------------------------------------------------------ reading
-def iter_batches(
-    store: Store, ref: StageRef, columns: Sequence[str], batch_rows: int
-) -> Iterator[pa.RecordBatch]:
-    """Stream some columns of a complete stage table, part by part and row group by row group."""
-    m = store.ref(ref.stage, ref.version)  # raises IncompleteOutput when not complete
-    manifest = store.manifest(ref.stage, ref.version) or {}
-    base = store.path(m.stage, m.version)
-    for part in manifest.get("parts", []):
-        with store.fs.open(f"{base}/{part['name']}", "rb") as f:
-            pf = pq.ParquetFile(f)
-            missing = [c for c in columns if c not in pf.schema_arrow.names]
-            if missing:
-                raise SchemaError(
-                    f"{base}/{part['name']}: columns {missing} missing (table {manifest.get('table')!r}); "
-                    "the output predates the current schema: delete it and re-run that stage"
-                )
-            yield from pf.iter_batches(batch_size=batch_rows, columns=list(columns))
-
-
-def read_columns(store: Store, refs: Sequence[StageRef], columns: Sequence[str]) -> pa.Table:
-    """Some columns of one or more complete stage tables, concatenated (empty tables keep their column
-    types)."""
-    batches = [b for r in refs for b in iter_batches(store, r, columns, 1 << 16)]
-    if batches:
-        return pa.Table.from_batches(batches)
-    return schema(refs[0].table).empty_table().select(list(columns))
 
 
 # ------------------------------------------------------------------------------------------ actions
@@ -378,24 +348,3 @@ def question_datasets(questions: Sequence[Mapping[str, Any]] | pa.Table) -> tupl
         keep = pa.table({"q": ids, "d": ds}).group_by("q").aggregate([("d", "min")])
         ids, ds = keep.column("q").combine_chunks(), keep.column("d_min").combine_chunks()
     return ids, ds
-
-
-def shard_columns(writer: Any, columns: Sequence[str]) -> pa.Table | None:
-    """Some columns of every shard a ShardedWriter holds so far (this run's and recovered ones), for
-    summaries."""
-    fs = writer.fs
-    files = sorted(
-        p
-        for p in fs.ls(writer.dir, detail=False)
-        if p.rsplit("/", 1)[-1].startswith("shard-") and p.endswith(".parquet")
-    )
-    parts = []
-    for p in files:
-        with fs.open(p, "rb") as f:
-            parts.append(pq.read_table(f, columns=list(columns)))
-    return pa.concat_tables(parts) if parts else None
-
-
-def value_counts(arr: pa.Array | pa.ChunkedArray) -> dict[str, int]:
-    vc = pc.value_counts(arr)
-    return {str(v["values"]): int(v["counts"]) for v in vc.to_pylist()}

@@ -11,7 +11,8 @@ import pytest
 from swirl.stages.base import Context, run_stage
 from swirl.stages.decompose import Decompose
 from swirl.stages.filter import Filter
-from swirl.steps import (
+from swirl.store import Store
+from swirl.subtrajectories import (
     STRATEGIES,
     DecomposeConfig,
     FilterConfig,
@@ -21,7 +22,6 @@ from swirl.steps import (
     select,
     trajectory_flags,
 )
-from swirl.store import Store
 from swirl.tables import to_table
 
 PROMPT_TOKENS, ACTION_TOKENS, OBS_TOKENS = 10, 5, 7
