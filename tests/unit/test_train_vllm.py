@@ -83,12 +83,11 @@ class StaleSampler:
     """A sampler that keeps serving the first adapter it was given (the bug the drift check exists for)."""
 
     def __init__(self, engine, folder):
-        self.engine, self.folder, self.name, self.model, self.tokenizer = (
-            engine,
-            folder,
-            "stale",
-            "stale",
+        self.engine, self.folder, self.name, self.model = engine, folder, "stale", "stale"
+        self.tokenizer, self.max_context, self.token_exact = (
             engine.tokenizer,
+            engine.max_context,
+            engine.token_exact,
         )
 
     def generate(self, prompts, sampling, adapter=None, seeds=None):
