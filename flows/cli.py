@@ -60,13 +60,14 @@ def _load(path: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from swirl.config import ConfigError, with_stages
+    from swirl.config import ConfigError, check_config_files, with_stages
 
     cfg = _load(args.config)
     try:
         cfg = with_stages(
             cfg, args.stages.split(",") if args.stages is not None else None, source=args.config
         )
+        check_config_files(cfg, source=args.config)  # again for --stages: before the Prefect server starts
     except ConfigError as e:
         _error("config error", e)
         return 2

@@ -4,7 +4,9 @@ Round r generates with round r-1's policy (the base model + its adapter), judges
 that adapter further (`train.lora.init_adapter` follows the policy's adapter) and evaluates the new adapter
 against the policy it started from (labelled `round r-1`; `base` in round 1). It stops after `rounds` rounds,
 or earlier when a round's gain (mean rule-graded accuracy over the evaluation datasets, new adapter minus the
-policy it started from) is below `min_gain`.
+policy it started from) is below `min_gain`. With `warmup.enabled`, the warm-up (SFT on gold demonstrations,
+`swirl.config.warmup_config`) is round 0: evaluated against the configured policy (`base`), its adapter is
+round 1's policy (labelled `warm-up` there); `rounds` and `min_gain` count the rounds after it.
 
 Every finished round is committed to the store as an `iteration` output: its version hashes the chain's
 config (the run config without its stage list), the round number and the previous round's version, and its
@@ -14,8 +16,9 @@ means "this many rounds after the last finished one", so every scheduled run tra
 re-running a cached one.
 
 MLflow: one parent run per iteration (`<run name> iterate #k`), each round a run under it (`<run name> round
-r`) with its stages under that; the iteration run holds the across-rounds metrics (step = round) and the
-summary table. Prefect: each round is a `swirl_round` subflow run; the iteration run has the summary table.
+r`; `<run name> warm-up` for round 0) with its stages under that; the iteration run holds the across-rounds
+metrics (step = round) and the summary table. Prefect: each round is a `swirl_round` subflow run; the
+iteration run has the summary table (the `rounds` artifact).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from prefect.runtime import flow_run
 from flows.parameters import Knobs, config_name, optional, resolve_config
 from flows.results import IterationResult, RoundRecord
 from flows.round import rename_flow_run, swirl_round
-from swirl.config import ConfigError, RunConfig
+from swirl.config import ConfigError, RunConfig, starting_from, warmup_config
 from swirl.stages.base import Context, Plan, run_stage
 from swirl.store import StageRef, Store
 from tasks.artifacts import mlflow_ui_url, publish_config, publish_link, publish_markdown
@@ -91,28 +94,52 @@ class CommitRound:
         return f"round {self.record.round}: adapter {self.record.adapter}"
 
 
-def finished_rounds(store: Store, chain: dict[str, Any]) -> list[tuple[str, RoundRecord]]:
-    """The chain's finished rounds in order, as (version, record)."""
+def finished_rounds(store: Store, chain: dict[str, Any], first: int = 1) -> list[tuple[str, RoundRecord]]:
+    """The chain's finished rounds in order, as (version, record); `first`: 0 when the chain starts with
+    the warm-up."""
     out: list[tuple[str, RoundRecord]] = []
     while True:
-        version = round_plan(chain, len(out) + 1, out[-1][0] if out else "").version
+        version = round_plan(chain, first + len(out), out[-1][0] if out else "").version
         if not store.is_complete(ITERATION, version):
             return out
         out.append((version, RoundRecord.from_dict(store.ref(ITERATION, version).summary)))
 
 
-def round_config(cfg: RunConfig, adapter: str | None) -> RunConfig:
-    """The round's config: the policy with the previous round's adapter (none in round 1: the config's)."""
-    if adapter is None:
-        return cfg
-    return cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"adapter": adapter})})
+def round_config(cfg: RunConfig, number: int, adapter: str | None) -> RunConfig:
+    """Round `number`'s config: the warm-up's (round 0), else the policy with the previous round's adapter
+    (in round 1 without a warm-up: the config's) and no warm-up of its own."""
+    return warmup_config(cfg) if number == 0 else starting_from(cfg, adapter)
+
+
+def start_label(number: int, warmup: bool) -> str:
+    """The label of the policy round `number` starts from, in its evaluation: `base` (the warm-up's and,
+    without one, round 1's), `warm-up` (round 1 after it), `round r-1`."""
+    if number == 0 or (number == 1 and not warmup):
+        return "base"
+    return "warm-up" if number == 1 else f"round {number - 1}"
+
+
+def round_name(r: RoundRecord) -> str:
+    """A round's cell in the rounds table: its number, `0 (warm-up)` for the warm-up."""
+    return "0 (warm-up)" if r.round == 0 else str(r.round)
+
+
+def adapter_name(path: str) -> str:
+    """An adapter as the rounds table shows it: a swirl train output's version (`<root>/train/<version>/
+    files/adapter`), any other folder as it is, none as `-`."""
+    parts = os.path.normpath(path).split(os.sep) if path else []
+    if len(parts) >= 4 and parts[-4] == "train" and parts[-2:] == ["files", "adapter"]:
+        return parts[-3]
+    return path or "-"
 
 
 def rounds_markdown(title: str, records: Sequence[RoundRecord], stopped: str | None) -> str:
-    """The across-rounds table: accuracy per evaluation dataset (round 0: the starting policy), the gain,
-    kept steps and the final training reward."""
+    """The across-rounds table: accuracy per evaluation dataset (the first row: the policy the chain started
+    from), the gain, kept steps, the final training reward, the policy each round started from and the
+    adapter it trained (train versions)."""
     datasets = sorted({d for r in records for d in r.accuracy})
-    head = ["round", *datasets, "mean", "gain", "kept steps", "reward", "model version", "MLflow run"]
+    head = ["round", *datasets, "mean", "gain", "kept steps", "reward", "from", "adapter", "model version"]
+    head.append("MLflow run")
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def fmt(x: float | int | str | None, digits: int = 3) -> str:
@@ -120,13 +147,20 @@ def rounds_markdown(title: str, records: Sequence[RoundRecord], stopped: str | N
 
     if records:
         r0 = records[0]
-        row0 = ["0 (start)", *(fmt(r0.accuracy_before.get(d)) for d in datasets)]
-        lines.append("| " + " | ".join(row0 + [fmt(r0.mean_accuracy_before), "", "", "", "", ""]) + " |")
+        start = "0 (start)" if r0.round == 1 else "start"
+        row0 = [start, *(fmt(r0.accuracy_before.get(d)) for d in datasets), fmt(r0.mean_accuracy_before)]
+        row0 += ["", "", "", "", adapter_name(r0.adapter_in), "", ""]
+        lines.append("| " + " | ".join(row0) + " |")
     for r in records:
-        cells = [str(r.round), *(fmt(r.accuracy.get(d)) for d in datasets)]
+        cells = [round_name(r), *(fmt(r.accuracy.get(d)) for d in datasets)]
         gain = "" if r.gain is None else f"{r.gain:+.3f}"
         cells += [fmt(r.mean_accuracy), gain, str(r.kept_steps), fmt(r.reward_mean)]
-        cells += [fmt(r.model_version), r.mlflow_run_name]
+        cells += [
+            adapter_name(r.adapter_in),
+            adapter_name(r.adapter),
+            fmt(r.model_version),
+            r.mlflow_run_name,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if stopped:
         lines += ["", f"Stopped: {stopped}."]
@@ -146,8 +180,10 @@ def check_iteration(cfg: RunConfig, rounds: int = 1, more_rounds: int | None = N
 
 
 def stop_reason(records: Sequence[RoundRecord], min_gain: float | None) -> str | None:
-    """Why the chain stops: the first of `records` that gained less than `min_gain` (None: it goes on)."""
-    low = [r for r in records if min_gain is not None and r.gain is not None and r.gain < min_gain]
+    """Why the chain stops: the first round of `records` (not the warm-up) that gained less than `min_gain`
+    (None: it goes on)."""
+    gains = [(r, r.gain) for r in records if r.round > 0 and r.gain is not None]  # round 0: the warm-up
+    low = [r for r, gain in gains if min_gain is not None and gain < min_gain]
     return f"round {low[0].round} gained {low[0].gain:+.4f} < min_gain {min_gain}" if low else None
 
 
@@ -192,23 +228,25 @@ def iterate(
     check_iteration(cfg, rounds, more_rounds)
     store = Store(cfg.run.store_root)
     chain = chain_config(cfg)
-    done = finished_rounds(store, chain)
+    first = 0 if cfg.warmup.enabled else 1  # round 0: the warm-up
+    done = finished_rounds(store, chain, first)
     records = [rec for _, rec in done]
-    target = len(records) + more_rounds if more_rounds is not None else rounds
+    last = records[-1].round if records else 0  # the last finished round after the warm-up
+    target = last + more_rounds if more_rounds is not None else rounds
     stopped = stop_reason(records, min_gain) if more_rounds is None else None
     tr, name, url = open_iteration(
         cfg, store, {"rounds": rounds, "more_rounds": more_rounds, "min_gain": min_gain}, target
     )
     log.info("%s: %d round(s) finished earlier, target %d; MLflow %s", name, len(records), target, url)
     for rec in records:
-        log_round_metrics(tr, rec.as_dict())
+        log_round_metrics(tr, rec.as_dict(), start=rec.round == first)
     previous = done[-1][0] if done else ""
     try:
-        while len(records) < target and stopped is None:
+        while (number := first + len(records)) <= target and stopped is None:
             adapter = records[-1].adapter if records else cfg.policy.adapter
-            previous, rec = next_round(cfg, store, chain, tr, len(records) + 1, adapter, previous)
+            previous, rec = next_round(cfg, store, chain, tr, number, adapter, previous)
             records.append(rec)
-            log_round_metrics(tr, rec.as_dict())
+            log_round_metrics(tr, rec.as_dict(), start=rec.round == first)
             gain = "-" if rec.gain is None else f"{rec.gain:+.4f}"
             log.info(
                 "round %d: mean accuracy %s (gain %s), adapter %s",
@@ -264,15 +302,16 @@ def next_round(
     adapter: str | None,
     previous: str,
 ) -> tuple[str, RoundRecord]:
-    """Round `number` as a `swirl_round` subflow from `adapter`, its record committed after the `previous`
-    round's; returns the record's version and the record."""
-    base_label = "base" if number == 1 else f"round {number - 1}"
+    """Round `number` as a `swirl_round` subflow from `adapter` (round 0: the warm-up), its record
+    committed after the `previous` round's; returns the record's version and the record."""
+    base_label = start_label(number, cfg.warmup.enabled)
     result = swirl_round(
-        round_config(cfg, adapter),
+        round_config(cfg, number, adapter),
         keep_engines=True,
         parent_run_id=tr.parent_run_id,
         round_number=number,
         base_label=base_label,
+        kind="warm-up" if number == 0 else "round",
     )
     rec = RoundRecord.of_round(result, adapter, base_label)
     ref = run_stage(store, CommitRound(chain, previous, rec)).ref

@@ -29,7 +29,7 @@ def optional(of: Any) -> Any:
         choices = list(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
         schema = {"type": "array", "items": {"type": "string", **({"enum": choices} if choices else {})}}
     else:
-        schema = {"type": {int: "integer", float: "number", str: "string"}[of]}
+        schema = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[of]}
     return Annotated[of | None, WithJsonSchema(schema)]
 
 
@@ -69,6 +69,14 @@ class Knobs(BaseModel):
         ge=1,
         description="evaluate.questions: questions sampled per evaluation dataset (the paper: 300).",
     )
+    warmup: optional(bool) = Field(
+        None,
+        description="warmup.enabled: before the round trains (in an iteration: as round 0), SFT on the "
+        "training datasets' gold demonstrations; the round starts from its adapter.",
+    )
+    warmup_steps: optional(int) = Field(
+        None, ge=1, description="warmup.steps: optimizer steps of the warm-up's SFT."
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The set fields as config paths -> values."""
@@ -84,6 +92,8 @@ class Knobs(BaseModel):
             "learning_rate": ("train", "learning_rate"),
             "train_steps": ("train", "max_steps"),
             "eval_questions": ("evaluate", "questions"),
+            "warmup": ("warmup", "enabled"),
+            "warmup_steps": ("warmup", "steps"),
         }
         return {".".join(where[k]): v for k, v in self.model_dump(exclude_none=True).items()}
 

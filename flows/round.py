@@ -6,6 +6,11 @@ dataset's split + its index) -> generate (multi-step trajectories with tools, pe
 train (a LoRA adapter, registered in MLflow) -> evaluate (base and trained policy on every evaluation dataset)
 -> the evaluation report (and the champion alias on the best adapter).
 
+With `warmup.enabled`, a round that trains first runs the warm-up (`warmup_config`: SFT on gold
+demonstrations) as a `swirl_round` subflow of kind "warm-up" with its own MLflow run (`<name> warm-up #k`;
+`<name> warm-up` under an iteration), then starts from its adapter (`starting_from`) and evaluates the
+configured policy (`base`), the warm-up (`warm-up`) and its own adapter (`trained`) in one report.
+
 `run_round` reads as a recipe: setup (the tracked run), one phase per group of stages, cleanup. A stage runs
 when it is listed in `stages` or a listed stage depends on it (`DEPENDS`); a finished output is a store hit.
 Evaluating only (`stages: [evaluate]`, what `swirl eval` does) needs ingest and corpus, not training.
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -23,7 +28,7 @@ from prefect.states import State
 
 from flows.parameters import Knobs, config_name, optional, resolve_config
 from flows.results import EvalScore, RoundResult, StageOutput, policy_accuracy
-from swirl.config import ConfigError, RunConfig, Stage
+from swirl.config import ConfigError, RunConfig, Stage, starting_from, warmup_config
 from swirl.data.config import DatasetSpec
 from swirl.episodes import tool_kind
 from swirl.evaluation.config import EvaluateConfig
@@ -89,15 +94,23 @@ def required_stages(listed: tuple[str, ...] | list[str]) -> set[str]:
 
 
 def _round_run_name() -> str:
-    """The Prefect flow run's name until the MLflow run is known: `<run name> round [r]` (then renamed to the
-    MLflow run's name, e.g. `quickstart #3`)."""
+    """The Prefect flow run's name until the MLflow run is known: `<run name> round [r]` or `<run name>
+    warm-up` (then renamed to the MLflow run's name, e.g. `quickstart #3`)."""
     params = flow_run.get_parameters() or {}
     cfg = params.get("cfg")
     name = cfg.run.name if isinstance(cfg, RunConfig) else ((cfg or {}).get("run") or {}).get("name", "swirl")
     if params.get("config_path"):
         name = config_name(params["config_path"])
-    r = params.get("round_number")
-    return f"{name} round {r}" if r else f"{name} round"
+    return round_label(name, params.get("kind", "round"), params.get("round_number")) or f"{name} round"
+
+
+def round_label(name: str, kind: str, round_number: int | None) -> str | None:
+    """What a round is called in an iteration (its MLflow run under the iteration's, its Prefect flow run):
+    `<name> warm-up` for the warm-up, `<name> round r` for round r; None outside an iteration (MLflow
+    numbers the run: `<name> #k`, `<name> warm-up #k`)."""
+    if kind == "warm-up":
+        return f"{name} warm-up"
+    return None if round_number is None else f"{name} round {round_number}"
 
 
 def rename_flow_run(name: str) -> None:
@@ -117,12 +130,14 @@ def swirl_round(
     parent_run_id: str | None = None,
     round_number: int | None = None,
     base_label: str = "base",
+    kind: Literal["round", "warm-up"] = "round",
 ) -> RoundResult:
     """Run one round of the pipeline on a run config; returns its stage outputs (stage -> version, rows).
     `keep_engines`: leave the engines running for a next round in the same process (close with
     close_engines). `parent_run_id`, `round_number`, `base_label`: set by `swirl_iterate` (the MLflow run of
-    the iteration; the round's number; the name of the policy the round started from)."""
-    return run_round(cfg, keep_engines, parent_run_id, round_number, base_label)
+    the iteration; the round's number; the name of the policy the round started from). `kind` "warm-up":
+    the warm-up's round (its config is `warmup_config`'s), named so in both UIs."""
+    return run_round(cfg, keep_engines, parent_run_id, round_number, base_label, kind=kind)
 
 
 def run_round(
@@ -134,9 +149,16 @@ def run_round(
     source: str = "flows/round.py:swirl_round",
     kind: str = "round",
 ) -> RoundResult:
-    """The round's work, in the calling flow (its tasks are that flow run's task runs). `kind`: "round", or
-    "evaluate" for an evaluation-only run (its MLflow run is named `<run name> evaluate #k`)."""
-    rnd = open_round(cfg, parent_run_id, round_number, source, kind)
+    """The round's work, in the calling flow (its tasks are that flow run's task runs). `kind`: "round",
+    "warm-up", or "evaluate" for an evaluation-only run (its MLflow run is named `<run name> evaluate #k`).
+    With `warmup.enabled`, the warm-up runs first (`warmup_phase`) and the round starts from its adapter."""
+    try:
+        cfg, base_label, before = warmup_phase(cfg, parent_run_id, base_label)
+    except BaseException:
+        if not keep_engines:
+            close_engines()
+        raise
+    rnd = open_round(cfg, parent_run_id, round_number, source, kind, before)
     try:
         t0 = time.perf_counter()
         if "prepare" in cfg.stages:
@@ -172,6 +194,8 @@ class RoundRun:
     mlflow_url: str
     flow_run_id: str
     round_number: int | None
+    kind: str = "round"  # "round", "warm-up" or "evaluate"
+    before: tuple[EvalPolicy, ...] = ()  # evaluated first: the policy a warm-up started from
     outputs: dict[str, StageOutput] = field(default_factory=dict)
 
     def needs(self, stage: str) -> bool:
@@ -234,16 +258,23 @@ class RoundRun:
 
 
 def open_round(
-    cfg: RunConfig, parent_run_id: str | None, round_number: int | None, source: str, kind: str
+    cfg: RunConfig,
+    parent_run_id: str | None,
+    round_number: int | None,
+    source: str,
+    kind: str,
+    before: tuple[EvalPolicy, ...] = (),
 ) -> RoundRun:
     """Setup: the round's MLflow run (under `parent_run_id` in an iteration), the Prefect flow run renamed to
-    its name, the link to it as an artifact."""
+    its name, the link to it as an artifact. `before`: policies evaluated before the round's own."""
     store = Store(cfg.run.store_root)
     flow_run_id = str(flow_run.get_id() or "")
     policy = "-" if cfg.policy is None else cfg.policy.model
     if cfg.policy is not None and cfg.policy.adapter:
         policy += f" + adapter {cfg.policy.adapter}"
-    what = f"round {round_number} of an iteration" if round_number else kind
+    what = kind if round_number is None else f"round {round_number} of an iteration"
+    if kind == "warm-up" and round_number is not None:
+        what = f"warm-up, {what}"
     tr = start_tracked_run(
         cfg.run.mlflow_uri,
         cfg.run.experiment,
@@ -255,11 +286,11 @@ def open_round(
             "prefect.flow_run_id": flow_run_id,
             "swirl.store": store.url,
             "swirl.stages": ",".join(cfg.stages),
-            **({"swirl.round": str(round_number)} if round_number else {}),
+            **({"swirl.round": str(round_number)} if round_number is not None else {}),
         },
         artifact_root=default_artifact_root(cfg.run.store_root),
         parent_run_id=parent_run_id,
-        label=f"{cfg.run.name} round {round_number}" if round_number else None,
+        label=round_label(cfg.run.name, kind, round_number),
         source=source,
         kind=kind,
     )
@@ -270,7 +301,26 @@ def open_round(
         "MLflow run %r: %s (experiment %s, %s)", run_name, url, cfg.run.experiment, cfg.run.mlflow_uri
     )
     publish_link(url, f"MLflow run {run_name}", "mlflow-run")
-    return RoundRun(cfg, store, tr, run_name, url, flow_run_id, round_number)
+    return RoundRun(cfg, store, tr, run_name, url, flow_run_id, round_number, kind, before)
+
+
+def warmup_phase(
+    cfg: RunConfig, parent_run_id: str | None, base_label: str
+) -> tuple[RunConfig, str, tuple[EvalPolicy, ...]]:
+    """With `warmup.enabled` and the train stage listed: the warm-up's round (a `swirl_round` subflow of
+    kind "warm-up"), then this round's config starting from its adapter, that policy's label ("warm-up")
+    and the configured policy, evaluated beside it as `base_label`. Otherwise the config as it is."""
+    if not (cfg.warmup.enabled and "train" in cfg.stages):
+        return cfg, base_label, ()
+    warm = swirl_round(warmup_config(cfg), keep_engines=True, parent_run_id=parent_run_id, kind="warm-up")
+    train = warm.stages.get("train")
+    if train is None or not train.adapter:
+        raise ConfigError(
+            f"warmup: the warm-up of {cfg.run.name!r} trained no adapter (no gold demonstration was kept); "
+            "check warmup.datasets (datasets with gold solutions) or set warmup.enabled: false"
+        )
+    base = (EvalPolicy(base_label, cfg.policy),) if cfg.evaluate.base else ()
+    return starting_from(cfg, train.adapter), "warm-up", base
 
 
 # --------------------------------------------------------------------------------------------- phases
@@ -369,7 +419,7 @@ def train_phase(rnd: RoundRun, train_inputs: list[TrainInput]) -> StageOutput | 
         registered_model_name(cfg),
         {
             "swirl.run": cfg.run.name,
-            "swirl.round": str(rnd.round_number or rnd.run_name),
+            "swirl.round": str(rnd.run_name if rnd.round_number is None else rnd.round_number),
             "swirl.train_version": ref.version,
             "swirl.data_versions": ",".join(i.steps.short() for i in train_inputs),
             "swirl.base_adapter": cfg.policy.adapter or "",
@@ -396,7 +446,7 @@ def evaluate_phase(
     cfg = rnd.cfg
     eval_cfg = with_value_model(cfg.evaluate, train)
     trained_on = "+".join(i.questions.summary.get("dataset", "?") for i in train_inputs)
-    policies = eval_policies(cfg, train.adapter if train else None, trained_on, base_label)
+    policies = [*rnd.before, *eval_policies(cfg, train.adapter if train else None, trained_on, base_label)]
     entries = []
     for spec in cfg.evaluate_datasets():
         for pol in policies:
@@ -418,7 +468,8 @@ def evaluate_phase(
 def report_phase(rnd: RoundRun, entries: list[ReportEntry], eval_cfg: EvaluateConfig) -> dict[str, EvalScore]:
     """The evaluation report (a stage output, a Prefect artifact, MLflow artifacts and table) and the
     evaluation table; the scores by `<policy>@<dataset>`."""
-    job = Report(tuple(entries), eval_cfg, f"{rnd.cfg.run.name}: evaluation")
+    what = " warm-up" if rnd.kind == "warm-up" else ""
+    job = Report(tuple(entries), eval_cfg, f"{rnd.cfg.run.name}{what}: evaluation")
     ref = rnd.run("eval", job)
     publish_markdown(report_markdown(rnd.store, ref), job.title, "evaluation-report")
     log_report(rnd.tracking, ref)

@@ -1,6 +1,7 @@
 """The run configuration: the sections each subsystem defines (engines, data, models, tools, generation,
 judging, training, evaluation), composed into one `RunConfig` and loaded from YAML. This module composes and
-cross-checks; it defines only the run's own sections (`run:`, `stages:`).
+cross-checks; it defines only the run's own sections (`run:`, `warmup:`, `stages:`) and the configs a run
+derives from its own (the warm-up's round, the round that starts from an adapter).
 
 Every field has a description (Prefect renders it in the UI form). `load_config` turns every problem in a YAML
 file into one `ConfigError` that names the file, the field (with its line where known) and the fix.
@@ -23,7 +24,7 @@ from swirl.episodes import GenerateConfig
 from swirl.evaluation.config import EvaluateConfig
 from swirl.judging.config import JudgeConfig
 from swirl.sections import Section
-from swirl.stages.prepare import PrepareConfig
+from swirl.stages.prepare import MODEL_FOLDERS, PrepareConfig, written_paths
 from swirl.subtrajectories import DecomposeConfig, FilterConfig
 from swirl.tools.config import SearchConfig
 from swirl.training.config import TrainConfig
@@ -72,6 +73,30 @@ class RunSection(Section):
         return "sqlite:///" + os.path.abspath(os.path.join(self.store_root, "mlflow.db"))
 
 
+# ------------------------------------------------------------------------------------------ warm-up
+class WarmupSection(Section):
+    """An SFT warm-up on the training datasets' gold demonstrations before the round trains (what
+    bench/learning.py's `warmup` variant did): it teaches a small model the protocol, and the round then
+    generates with the warm-up's adapter and trains it further."""
+
+    enabled: bool = Field(
+        False,
+        description="Warm up before a round that trains (in `swirl iterate`: as round 0): generate the gold "
+        "demonstrations (generate.source gold, one per question), judge, decompose, keep the correct ones "
+        "(filter outcome), train SFT (kl_beta 0) and evaluate it against the configured policy; the round "
+        "starts from its adapter (policy.adapter).",
+    )
+    steps: int = Field(30, ge=1, description="Optimizer steps of the warm-up's SFT (its train.max_steps).")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate of the warm-up's SFT; empty: train.learning_rate."
+    )
+    datasets: tuple[str, ...] = Field(
+        (),
+        description="Ingested datasets whose gold demonstrations the warm-up trains on; empty: the round's "
+        "training datasets (generate.datasets).",
+    )
+
+
 # -------------------------------------------------------------------------------------------- run
 Stage = Literal[
     "prepare", "ingest", "corpus", "generate", "judge", "decompose", "filter", "train", "evaluate"
@@ -104,6 +129,10 @@ class RunConfig(Section):
     train: TrainConfig = Field(
         default_factory=TrainConfig, description="LoRA training: objective, optimiser, checkpoints."
     )
+    warmup: WarmupSection = Field(
+        default_factory=WarmupSection,
+        description="An SFT warm-up on gold demonstrations before the round (off by default).",
+    )
     evaluate: EvaluateConfig = Field(
         default_factory=EvaluateConfig,
         description="Evaluation: datasets, question sample, policies, decoding.",
@@ -116,6 +145,7 @@ class RunConfig(Section):
     def _cross(self) -> RunConfig:
         """The cross-field checks, in this order (the first problem found is the one reported)."""
         self._check_dataset_names("generate", self.generate.datasets)
+        self._check_dataset_names("warmup", self.warmup.datasets)
         self._check_generate_and_judge()
         self._check_train_policy()
         self._check_offline_baseline()
@@ -251,17 +281,9 @@ class RunConfig(Section):
         return [d for d in self.ingest.datasets if d.split == "train"]
 
     def produced_paths(self) -> set[str]:
-        """Paths the prepare stage creates, so a reference to them is not a missing file."""
-        out: set[str] = set()
-        if self.prepare.tiny_model:
-            out.add(os.path.normpath(self.prepare.tiny_model.path))
-        if self.prepare.synthetic:
-            out.add(os.path.normpath(self.prepare.synthetic.dir))
-        if self.prepare.model:
-            out.add(os.path.normpath(self.prepare.model.path))
-        if self.prepare.toy_worlds:
-            out.add(os.path.normpath(self.prepare.toy_worlds.dir))
-        return out
+        """The paths the prepare stage writes (`written_paths`: each data file, each model folder),
+        normalized, so a reference to exactly one of them is not a missing file."""
+        return {os.path.normpath(p) for p in written_paths(self.prepare).values()}
 
 
 def with_stages(
@@ -280,6 +302,39 @@ def with_stages(
     data = cfg.model_dump(mode="json")
     data["stages"] = names
     return config_from_dict(data, source=source)
+
+
+def warmup_config(cfg: RunConfig) -> RunConfig:
+    """The warm-up's round: the run config with the gold demonstrations of warmup.datasets (generate.source
+    gold, one per question), the correct ones kept (filter outcome), trained by SFT (kl_beta 0) for
+    warmup.steps at warmup.learning_rate; it evaluates the configured policy (base) and its adapter
+    (trained), and has no warm-up of its own. Its store versions are those of bench/learning.py's `warmup`
+    variant with the same settings."""
+    w, data = cfg.warmup, cfg.model_dump(mode="json")
+    data["generate"].update(source="gold", samples_per_question=1)
+    if w.datasets:
+        data["generate"]["datasets"] = list(w.datasets)
+    data["filter"]["strategy"] = "outcome"
+    data["train"].update(objective="sft", kl_beta=0.0, max_steps=w.steps)
+    if w.learning_rate is not None:
+        data["train"]["learning_rate"] = w.learning_rate
+    data["evaluate"].update(base=True, trained=True, policies=[])
+    if data["evaluate"]["value_model"] == "trained":  # the round's oreo value model: not the warm-up's
+        data["evaluate"].update(decoding="greedy", value_model=None)
+    data["warmup"]["enabled"] = False
+    return config_from_dict(data, source=f"the warm-up of {cfg.run.name!r}")
+
+
+def starting_from(cfg: RunConfig, adapter: str | None) -> RunConfig:
+    """The config of a round that starts from `adapter` (the warm-up's, or the previous round's; None: the
+    configured policy): the policy with that adapter (train.lora.init_adapter follows it) and no warm-up of
+    its own."""
+    if adapter is None and not cfg.warmup.enabled:
+        return cfg
+    update: dict[str, Any] = {"warmup": cfg.warmup.model_copy(update={"enabled": False})}
+    if adapter is not None:
+        update["policy"] = cfg.policy.model_copy(update={"adapter": adapter})
+    return cfg.model_copy(update=update)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -323,20 +378,16 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", node: Any =
 
 
 def check_config_files(cfg: RunConfig, source: str = "<config>") -> None:
-    """Every local file the config names must exist, unless the prepare stage creates it."""
+    """Every local file the config names must exist, unless the prepare stage runs and writes exactly that
+    path (`written_paths`); a path nothing writes is named with the closest one prepare writes."""
     produced = cfg.produced_paths() if "prepare" in cfg.stages else set()
 
     def made_by_prepare(p: str) -> bool:
-        p = os.path.normpath(p)
-        return any(p == q or p.startswith(q + os.sep) for q in produced)
+        return os.path.normpath(p) in produced
 
     for i, d in enumerate(cfg.ingest.datasets):
         if d.path and not made_by_prepare(d.path) and "://" not in d.path and not os.path.exists(d.path):
-            raise ConfigError(
-                f"{source}: ingest.datasets[{i}].path: file not found: {d.path!r} (relative paths are "
-                f"resolved from {os.getcwd()}). Fix the path, run from the project folder, or use `hub:` "
-                "instead."
-            )
+            raise ConfigError(_missing_data_file(cfg, source, f"ingest.datasets[{i}].path", d.path))
     if (
         cfg.policy
         and cfg.policy.adapter
@@ -350,6 +401,29 @@ def check_config_files(cfg: RunConfig, source: str = "<config>") -> None:
                 f"{source}: evaluate.policies[{i}].adapter: adapter folder not found: {p.adapter!r}. "
                 "Give the folder of a peft adapter (e.g. <root>/train/<version>/files/adapter)."
             )
+
+
+def _missing_data_file(cfg: RunConfig, source: str, field: str, path: str) -> str:
+    """One line for a data file that is neither on disk nor written by a prepare stage that runs: the field,
+    the path and the fix (the closest path prepare writes, or adding prepare when it would write it)."""
+    written = sorted(p for k, p in written_paths(cfg.prepare).items() if k not in MODEL_FOLDERS)
+    if os.path.normpath(path) in {os.path.normpath(p) for p in written}:  # prepare writes it but does not run
+        return (
+            f"{source}: {field}: file not found: {path!r}; the prepare stage writes it: add prepare to the "
+            "stages (or run it once)."
+        )
+    where = f"relative paths are resolved from {os.getcwd()}"
+    if not written:
+        return (
+            f"{source}: {field}: file not found: {path!r} ({where}). Fix the path, run from the project "
+            "folder, or use `hub:` instead."
+        )
+    close = difflib.get_close_matches(os.path.normpath(path), [os.path.normpath(p) for p in written], n=1)
+    fix = f"did you mean {close[0]!r} (prepare writes it)? " if close else ""
+    return (
+        f"{source}: {field}: file not found, and the prepare stage does not write it: {path!r} ({where}); "
+        f"{fix}Fix the path or use `hub:` instead."
+    )
 
 
 def _format_validation(err: ValidationError, source: str, node: Any) -> str:

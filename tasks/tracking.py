@@ -338,10 +338,12 @@ def log_report(tr: Tracking, ref: StageRef) -> None:
 
 
 # ------------------------------------------------------------------------------------------ iterations
-def log_round_metrics(tr: Tracking, record: Mapping[str, Any]) -> None:
+def log_round_metrics(tr: Tracking, record: Mapping[str, Any], start: bool = True) -> None:
     """One finished round on the iteration's run, as metric series with step = round number (the MLflow chart
     of accuracy per round): `round/accuracy/<dataset>`, `round/mean_accuracy`, `round/gain`,
-    `round/kept_steps`, `round/reward_mean`; round 0 is the policy the chain started from."""
+    `round/kept_steps`, `round/reward_mean`. Step 0 is the warm-up (round 0) when the chain has one, else the
+    policy the chain started from, logged with round 1 when it is the chain's first round (`start`); a
+    warm-up's starting policy is in the rounds table only."""
     from mlflow.entities import Metric
 
     now, step = int(time.time() * 1000), int(record["round"])
@@ -357,7 +359,7 @@ def log_round_metrics(tr: Tracking, record: Mapping[str, Any]) -> None:
         for k, v in values.items()
         if isinstance(v, int | float) and math.isfinite(v)
     ]
-    if step == 1:  # the starting policy, measured in round 1 against the same questions
+    if step == 1 and start:  # the starting policy, measured in round 1 against the same questions
         before = {f"round/accuracy/{d}": a for d, a in record["accuracy_before"].items()}
         before["round/mean_accuracy"] = record["mean_accuracy_before"]
         metrics += [
@@ -380,6 +382,7 @@ def log_rounds_table(tr: Tracking, records: Sequence[Mapping[str, Any]], markdow
             "reward_mean": r["reward_mean"],
             "model_version": r["model_version"],
             "adapter": r["adapter"],
+            "adapter_in": r["adapter_in"],
             **{f"accuracy/{d}": a for d, a in r["accuracy"].items()},
         }
         for r in records

@@ -456,6 +456,19 @@ def iter_json_records(path: str) -> Iterator[tuple[str, Any]]:
     yield from _data_records(path, doc)
 
 
+def _text(path: str, records: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """The records of a local file; a file that is not UTF-8 text (a binary or compressed file, another
+    encoding) is a DataError naming it, not a UnicodeDecodeError."""
+    try:
+        yield from records
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} cannot be decoded); a dataset file is "
+            "UTF-8 JSON or JSON Lines: check that the path names the data file (not a compressed or binary "
+            "one) or convert it to UTF-8"
+        ) from None
+
+
 def iter_hub(hub: str, config: str | None, split: str) -> Iterator[tuple[str, Any]]:
     import datasets
 
@@ -491,7 +504,7 @@ def load_questions(spec: DatasetSpec) -> tuple[list[Row], LoadReport]:
             raise DataError(
                 f"{spec.path}: file not found (dataset {spec.name!r}); fix ingest.datasets[].path"
             )
-        records, source = FILE_READERS[spec.format](spec.path), spec.path
+        records, source = _text(spec.path, FILE_READERS[spec.format](spec.path)), spec.path
     else:
         if spec.format in NO_HUB:
             raise DataError(

@@ -218,6 +218,16 @@ def _atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def synthetic_paths(out_dir: str) -> dict[str, str]:
+    """Name -> the file `write_synthetic(out_dir, ...)` writes it to (every size writes every file)."""
+    return {
+        "gsm8k_train": os.path.join(out_dir, "gsm8k", "train.jsonl"),
+        "gsm8k_test": os.path.join(out_dir, "gsm8k", "test.jsonl"),
+        "hotpotqa_train": os.path.join(out_dir, "hotpotqa", "train.json"),
+        "hotpotqa_test": os.path.join(out_dir, "hotpotqa", "dev.json"),
+    }
+
+
 def write_synthetic(
     out_dir: str,
     gsm8k_train: int = 64,
@@ -227,12 +237,7 @@ def write_synthetic(
     seed: int = 0,
 ) -> dict[str, str]:
     """Write the synthetic datasets (skipping files that exist) and return their paths by name."""
-    paths = {
-        "gsm8k_train": os.path.join(out_dir, "gsm8k", "train.jsonl"),
-        "gsm8k_test": os.path.join(out_dir, "gsm8k", "test.jsonl"),
-        "hotpotqa_train": os.path.join(out_dir, "hotpotqa", "train.json"),
-        "hotpotqa_test": os.path.join(out_dir, "hotpotqa", "dev.json"),
-    }
+    paths = synthetic_paths(out_dir)
     makers = {
         "gsm8k_train": lambda: "".join(json.dumps(r) + "\n" for r in gsm8k_records(gsm8k_train, seed)),
         "gsm8k_test": lambda: "".join(json.dumps(r) + "\n" for r in gsm8k_records(gsm8k_test, seed + 10_000)),

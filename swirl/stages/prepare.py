@@ -26,7 +26,33 @@ class PrepareConfig(Section):
     )
 
 
+MODEL_FOLDERS = ("model", "tiny_model")  # the `written_paths` entries that are model folders, not data files
+
+
+def written_paths(prepare: PrepareConfig) -> dict[str, str]:
+    """Every path `run_prepare(prepare)` writes, under the name it returns it by: each data file of the
+    synthetic datasets and of the toy worlds, and the folders of the converted and the tiny model. Nothing is
+    written. Config validation reads it (a path a config names that is neither on disk nor here is a mistake,
+    e.g. a typo), so it is built from the writers' own path functions; tests/unit/test_prepare_paths.py checks
+    it against what run_prepare writes."""
+    from swirl.data.synthetic import synthetic_paths
+    from swirl.data.toyworld import toy_world_paths
+
+    out: dict[str, str] = {}
+    if prepare.synthetic:
+        out.update(synthetic_paths(prepare.synthetic.dir))
+    if prepare.toy_worlds:
+        out.update(toy_world_paths(prepare.toy_worlds.dir))
+    if prepare.model:
+        out["model"] = prepare.model.path
+    if prepare.tiny_model:
+        out["tiny_model"] = prepare.tiny_model.path
+    return out
+
+
 def run_prepare(prepare: PrepareConfig) -> dict[str, str]:
+    """Build what `prepare` asks for (kept when already built with the same settings); returns what
+    `written_paths(prepare)` lists."""
     made: dict[str, str] = {}
     if prepare.synthetic:
         from swirl.data.synthetic import write_synthetic

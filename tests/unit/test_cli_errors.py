@@ -152,3 +152,69 @@ def test_bad_input_ends_in_one_line_exit_2_and_writes_nothing(tmp_path, capsys, 
     assert not store.exists() or not any(p.name != "mlflow.db" for p in store.iterdir()), list(
         store.iterdir()
     )
+
+
+QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "quickstart.yaml")
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_typo_of_a_file_prepare_writes_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """The quickstart with one data path misspelled: prepare writes dev.json, not dve.json. Nothing runs and
+    nothing is written (the store is runs/quickstart under the working folder)."""
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.chdir(tmp_path)
+    with open(QUICKSTART) as f:
+        text = f.read()
+    assert text.count("runs/quickstart/data/hotpotqa/dev.json") == 1
+    cfg = tmp_path / "quickstart.yaml"
+    cfg.write_text(text.replace("hotpotqa/dev.json", "hotpotqa/dve.json"))
+    err = _cli_error(capsys, [command, str(cfg)])
+    assert "ingest.datasets[3].path: file not found, and the prepare stage does not write it" in err
+    assert "'runs/quickstart/data/hotpotqa/dve.json'" in err  # the path named
+    assert "did you mean 'runs/quickstart/data/hotpotqa/dev.json' (prepare writes it)?" in err  # the fix
+    assert os.listdir(tmp_path) == ["quickstart.yaml"]  # no store, no data, no model
+
+    cfg.write_text(text)  # the quickstart as it is: every path it reads is one prepare writes
+    if command == "validate":
+        from flows.cli import main
+
+        assert main(["validate", str(cfg)]) == 0
+    else:  # without prepare: the file is missing, and the fix is to run prepare
+        err = _cli_error(capsys, ["run", str(cfg), "--stages", "ingest"])
+        assert "ingest.datasets[0].path: file not found: 'runs/quickstart/data/gsm8k/train.jsonl'" in err
+        assert "the prepare stage writes it: add prepare to the stages" in err
+    assert os.listdir(tmp_path) == ["quickstart.yaml"]
+
+
+def test_a_path_inside_a_prepare_folder_is_not_assumed_to_be_written(tmp_path):
+    """The old rule took any path under prepare's folders as written; only the files prepare writes are."""
+    body = (
+        "stages: [prepare, ingest]\n"
+        f"prepare:\n  synthetic: {{dir: {tmp_path}/data}}\n  toy_worlds: {{dir: {tmp_path}/toy}}\n"
+        "ingest:\n  datasets:\n"
+        f"    - {{name: a, format: gsm8k, path: {tmp_path}/toy/arithmetic/test_seen.jsonl}}\n"
+        f"    - {{name: g, format: gsm8k, path: {tmp_path}/data/gsm8k/train.json}}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, body))
+    msg = str(e.value)
+    assert "ingest.datasets[1].path: file not found, and the prepare stage does not write it" in msg
+    assert f"did you mean '{tmp_path}/data/gsm8k/train.jsonl'" in msg and "\n" not in msg
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_binary_dataset_file_fails_ingest_with_one_data_line(tmp_path):
+    import random
+
+    from swirl.data.config import DatasetSpec
+    from swirl.stages.base import run_stage
+    from swirl.stages.ingest import Ingest
+    from swirl.store import Store
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(random.Random(0).randbytes(4096))
+    with pytest.raises(DataError) as e:
+        run_stage(
+            Store(str(tmp_path / "store")), Ingest(DatasetSpec(name="g", format="gsm8k", path=str(path)))
+        )
+    assert str(e.value).startswith(f"{path}: not UTF-8 text") and "\n" not in str(e.value)

@@ -490,3 +490,36 @@ def test_seeded_sample_is_reproducible(tmp_path: Path) -> None:
     assert ids(7) != ids(8)
     assert len(set(ids(7))) == 10
     assert ids(7) == sorted(ids(7), key=lambda q: int(q.rsplit("hp", 1)[1]))  # original order is kept
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "head"),
+    [
+        ("gsm8k", "train.jsonl", b""),  # 4 KB of random bytes
+        ("hotpotqa", "train.json", b""),  # read as one document
+        ("gsm8k", "mixed.jsonl", b'{"question": "1+1?", "answer": "#### 2"}\n'),  # text, then binary
+    ],
+)
+def test_a_file_that_is_not_text_is_a_data_error_naming_it(
+    tmp_path: Path, fmt: str, name: str, head: bytes
+) -> None:
+    import random
+
+    from tasks.stages import _is_transient
+
+    data = random.Random(0).randbytes(4096)
+    with pytest.raises(UnicodeDecodeError):
+        data.decode("utf-8")
+    path = tmp_path / name
+    path.write_bytes(head + data)
+    for skip in (False, True):  # a whole-file problem: skip_invalid cannot skip it
+        with pytest.raises(DataError) as e:
+            load_questions(_spec(fmt, str(path), skip_invalid=skip))
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: not UTF-8 text (byte 0x") and "\n" not in msg, msg
+
+    class State:  # what Prefect's retry condition sees: the failed task's exception
+        def result(self, raise_on_failure: bool = True) -> Exception:
+            return e.value
+
+    assert not _is_transient(State())  # never retried
