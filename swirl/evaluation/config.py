@@ -44,19 +44,28 @@ class EvaluateConfig(Section):
         ge=1,
         description="Most tokens per step. Empty: generate.max_tokens_per_step (the same protocol).",
     )
-    decoding: Literal["greedy", "beam"] = Field(
+    decoding: Literal["greedy", "beam", "best_of_logprob", "beam_random"] = Field(
         "greedy",
         description="greedy = one action per step, decoded at evaluate.temperature (0, the default, is "
         "greedy); beam = OREO's value-guided beam search: keep beam_width partial episodes, sample "
-        "beam_width next steps for each (at evaluate.temperature), keep the beam_width best by the value "
-        "model (value_model), answer with the best-valued answer.",
+        "beam_width next steps for each (at evaluate.temperature), keep the beam_width best unfinished ones "
+        "by the value model (value_model), set answered ones aside, answer with the best-valued answer. "
+        "Controls that attribute beam's gain to the value model, at equal samples (the same search, width "
+        "and sampling; only the ranking differs): best_of_logprob ranks candidates by the policy's "
+        "cumulative log-prob of the episode (what likelihood reranking alone gives); beam_random by a "
+        "seeded random number (evaluate.seed; what sampling beam_width candidates gives without ranking).",
     )
-    beam_width: int = Field(7, ge=1, description="B of beam decoding (the paper: 7); 1 = greedy decoding.")
+    beam_width: int = Field(
+        7,
+        ge=1,
+        description="B of beam decoding and of its controls (the paper: 7); 1 = the plain rollout at "
+        "evaluate.temperature.",
+    )
     value_model: str | None = Field(
         None,
-        description="Value model of beam decoding: the `value` folder of a train output with train.objective "
-        "oreo (<root>/train/<version>/files/value), trained on the policy's base model; `trained` = the "
-        "value model this round trains (train.objective oreo).",
+        description="Value model of beam decoding (decoding beam only; the controls use none): the `value` "
+        "folder of a train output with train.objective oreo (<root>/train/<version>/files/value), trained on "
+        "the policy's base model; `trained` = the value model this round trains (train.objective oreo).",
     )
     base: bool = Field(True, description="Evaluate the policy as configured (policy.model + policy.adapter).")
     trained: bool = Field(
@@ -95,7 +104,7 @@ class EvaluateConfig(Section):
                 "evaluate.value_model: beam decoding ranks steps with a value model; set it to the value "
                 "folder of an oreo train output (<root>/train/<version>/files/value) or use decoding greedy"
             )
-        if self.decoding == "beam" and self.beam_width > 1 and self.temperature == 0:
+        if self.ranker and self.beam_width > 1 and self.temperature == 0:
             raise ValueError(
                 "evaluate.temperature: beam decoding samples beam_width next steps per beam, all the same at "
                 "temperature 0; set temperature > 0 (e.g. 0.7) or beam_width 1"
@@ -103,7 +112,19 @@ class EvaluateConfig(Section):
         return self
 
     @property
+    def ranker(self) -> Literal["value", "logprob", "random"] | None:
+        """How a beam-search decoding ranks candidates (swirl/evaluation/beam.py); None for greedy."""
+        return RANKERS.get(self.decoding)
+
+    @property
     def decoding_label(self) -> str:
         """How actions are decoded, as recorded in the eval_results table and the summary."""
         single = "greedy" if self.temperature == 0 else f"sample(t={self.temperature:g},p={self.top_p:g})"
-        return single if self.decoding == "greedy" else f"beam(B={self.beam_width},{single})"
+        return single if self.decoding == "greedy" else f"{self.decoding}(B={self.beam_width},{single})"
+
+
+RANKERS: dict[str, Literal["value", "logprob", "random"]] = {
+    "beam": "value",
+    "best_of_logprob": "logprob",
+    "beam_random": "random",
+}

@@ -2,8 +2,10 @@
 linear head, zero-initialised, so V = 0 everywhere before training.
 
 One frozen base serves three models through peft's adapters: the policy (adapter `default`), the value model
-(adapter `value` + `value_head`) and, with the adapters disabled, the reference policy. The paper keeps three
-copies of the weights; this keeps one.
+(adapter `value` + `value_head`) and the reference policy (the frozen adapter `reference`, a copy of the one
+training started from, or the base with the adapters disabled). The paper keeps three copies of the weights;
+this keeps one. The reference helpers (`add_reference`, `reference_policy`) serve the KL penalty of the other
+objectives too (swirl/training/losses.py).
 
 `V(ids[:end])`, the value of a prefix, is read from the last hidden state of the prefix, at position end - 1
 (`prefix_values`). The trainer and the beam search's scorer both go through it, so they agree on the shift.
@@ -70,8 +72,9 @@ def _mark_trainable(model: PeftModel) -> None:
 
 def add_reference(model: PeftModel, adapter_dir: str) -> None:
     """Make the adapter training started from (a warm-up's, a previous round's) the frozen reference policy:
-    OREO's KL and log-ratios are then taken against the policy it started from, as in the paper (an SFT
-    model), not against the raw base. A third LoRA on the same base; the policy adapter stays active."""
+    OREO's KL and log-ratios, and the KL penalty of sft / swirl_offline / swirl (swirl/training/losses.py),
+    are then taken against the policy training started from (OREO's paper: an SFT model), not against the
+    raw base. Another LoRA on the same base, never trained; the policy adapter stays active."""
     model.load_adapter(adapter_dir, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
     model.set_adapter(POLICY_ADAPTER)
     _mark_trainable(model)

@@ -4,7 +4,8 @@ One output per (policy, dataset). A policy is the run's model with an optional L
 (model and adapter files) is an input of the version, so a new adapter re-evaluates only that policy, never
 the base model. The episode is the generate stage's protocol (same prompts, tools and step limits,
 docs/method.md §1.5), decoded greedily by default, or by OREO's value-guided beam search
-(`evaluate.decoding: beam`, docs/method.md §2; swirl/evaluation/beam.py) with a trained value model. Each
+(`evaluate.decoding: beam`, docs/method.md §2; swirl/evaluation/beam.py) with a trained value model, or by the
+same search ranked by the policy's log-prob or at random (`best_of_logprob`, `beam_random`: controls). Each
 row holds the whole episode (`messages`), the rule verdicts (numeric equality for math; EM, F1 and "gold
 contained in prediction" for QA) and, when `llm_judge` is on, the judge model's YES/NO with its text.
 Sharded and resumable like generate: after a crash a re-run evaluates only the questions not yet stored.
@@ -37,7 +38,15 @@ from swirl.episodes import (
     start_episodes,
     tool_kind,
 )
-from swirl.evaluation.beam import Scorer, beam_search
+from swirl.evaluation.beam import (
+    SEARCH_VERSION,
+    Ranker,
+    Scorer,
+    beam_search,
+    logprob_ranker,
+    random_ranker,
+    value_ranker,
+)
 from swirl.evaluation.config import EvaluateConfig
 from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig
@@ -137,11 +146,14 @@ class Evaluate:
             },
             "rules": {"qa_rule": self.outcome.qa_rule, "f1_threshold": self.outcome.f1_threshold},
         }
-        if cfg.decoding == "beam":  # absent for greedy: greedy evaluations keep their versions
+        if cfg.ranker:  # absent for greedy: greedy evaluations keep their versions
             config["decoding"]["beam"] = {
                 "width": cfg.beam_width,
-                "value_model": model_fingerprint(cfg.value_model, None),
+                "ranker": cfg.ranker,
+                "search": SEARCH_VERSION,
             }
+            if cfg.ranker == "value":  # the controls use no value model
+                config["decoding"]["beam"]["value_model"] = model_fingerprint(cfg.value_model, None)
         if cfg.llm_judge:
             if self.judge is None or self.judge.engine is None:
                 raise ValueError(
@@ -167,15 +179,15 @@ class Evaluate:
             jeng = ctx.engine("judge", self.judge.engine) if cfg.llm_judge else None
             tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)
             settings = _settings(cfg, gen, kind, policy)
-            scorer = self.scorer(policy) if cfg.decoding == "beam" else None
+            ranker = self.ranker(policy) if cfg.ranker else None
             t0 = time.perf_counter()
             for start in range(0, len(todo), cfg.shard_questions):
                 shard = todo[start : start + cfg.shard_questions]
-                if scorer is None:
+                if ranker is None:
                     trajs = run_episodes(eng, shard, gen, kind, 1, tools, settings, policy.adapter)
                 else:
                     starts = start_episodes(eng.tokenizer, shard, gen, kind, 1, settings)
-                    trajs = beam_search(eng, starts, tools, settings, scorer, cfg.beam_width, policy.adapter)
+                    trajs = beam_search(eng, starts, tools, settings, ranker, cfg.beam_width, policy.adapter)
                 rows = [
                     score_episode(t, q, kind == "math", self.outcome, policy, cfg.decoding_label)
                     for t, q in zip(trajs, shard, strict=True)
@@ -207,6 +219,15 @@ class Evaluate:
                 json.dump([q["question_id"] for q in sample], f)
 
         return writer.finalize(summary, files=files)
+
+    def ranker(self, policy: EngineConfig) -> Ranker:
+        """How the beam search ranks candidates: the value model (beam), the policy's cumulative log-prob
+        (best_of_logprob) or a random number seeded by evaluate.seed (beam_random)."""
+        if self.cfg.ranker == "logprob":
+            return logprob_ranker()
+        if self.cfg.ranker == "random":
+            return random_ranker(self.cfg.seed)
+        return value_ranker(self.scorer(policy))
 
     def scorer(self, policy: EngineConfig) -> Scorer:
         """The value model of beam decoding: the policy's base model + the value adapter and head."""

@@ -58,13 +58,30 @@ class OfflineSection(Section):
         description="Reward of each process label (an UNKNOWN label is never treated as GOOD by default).",
     )
     baseline: Literal["none", "mean", "question_mean"] = Field(
-        "mean",
-        description="Subtracted from every reward: none; mean = mean reward of all training actions; "
-        "question_mean = mean reward of the actions of the same question (all its samples).",
+        "none",
+        description="Subtracted from every reward: none (the default); mean = mean reward of all training "
+        "actions; question_mean = mean reward of the actions of the same question (all its samples). With a "
+        "baseline, logged actions below it get negative weights, and with no importance ratio or clip "
+        "minimising -(r - b) log pi on them drives their log-prob to -inf without bound (the logged actions "
+        "were not sampled from the policy being trained); so the default is none (weights r >= 0: "
+        "reward-weighted, filtered-SFT-like likelihood), and a chosen baseline's negative weights stop at "
+        "negative_floor.",
+    )
+    negative_floor: float | None = Field(
+        -3.0,
+        le=0,
+        description="A token of a negatively weighted action (reward below the baseline) gets no gradient "
+        "once its log-prob is at or below this: it is pushed down to probability exp(negative_floor) (about "
+        "5% at -3), then left alone. Empty: no floor (the push is unbounded). Only matters when some weight "
+        "can be negative (a baseline, or a negative label reward).",
     )
     normalize: Literal["none", "std"] = Field(
         "none", description="Divide the advantages (reward minus baseline) by their standard deviation."
     )
+
+    def weights_can_be_negative(self) -> bool:
+        """Whether some logged action can get a negative weight (then negative_floor matters)."""
+        return self.baseline != "none" or min(self.label_rewards.values(), default=0.0) < 0
 
 
 class SwirlSection(Section):
@@ -142,15 +159,19 @@ class TrainConfig(Section):
         "then the trajectories (the paper's), whatever this says.",
     )
     kl_beta: float = Field(
-        0.0, ge=0, description="Weight of the KL penalty to the base model (the adapter disabled); 0 = none."
+        0.0,
+        ge=0,
+        description="Weight of the KL penalty to the policy training started from, pi_ref: a frozen copy "
+        "of lora.init_adapter (a warm-up's or an earlier round's adapter) when there is one, else the base "
+        "model (the adapter disabled); 0 = none.",
     )
     kl_estimator: Literal["k1", "k2", "k3"] = Field(
         "k2",
         description="Per-token KL penalty used as a loss on the trained tokens (sampled from pi; d = log "
-        "pi - log pi_base). k2 = d^2 / 2: its expected gradient is that of KL(pi || pi_base), the documented "
+        "pi - log pi_ref). k2 = d^2 / 2: its expected gradient is that of KL(pi || pi_ref), the documented "
         "penalty; k1 = d: a value estimate only, zero expected gradient (penalises nothing); "
-        "k3 = exp(-d) + d - 1: a non-negative value estimate of KL(pi || pi_base), but its expected gradient "
-        "is that of the reverse KL(pi_base || pi).",
+        "k3 = exp(-d) + d - 1: a non-negative value estimate of KL(pi || pi_ref), but its expected gradient "
+        "is that of the reverse KL(pi_ref || pi).",
     )
     lora: LoraSection = Field(default_factory=LoraSection, description="The LoRA adapter trained.")
     offline: OfflineSection = Field(
@@ -232,7 +253,9 @@ class TrainConfig(Section):
 
     def version_config(self) -> dict:
         """What determines the trained adapter: everything but how the trainer is launched (and the oreo
-        section, unless the objective is oreo: the other objectives keep the versions they had before it)."""
+        section, unless the objective is oreo: the other objectives keep the versions they had before it;
+        likewise offline.negative_floor unless it can act). `kl_reference` marks a KL penalty against an
+        initial adapter, which anchored to the base model before: those outputs are not reused."""
         exclude = {
             "launcher",
             "launch_prefix",
@@ -242,4 +265,9 @@ class TrainConfig(Section):
         }
         if self.objective != "oreo":
             exclude.add("oreo")
-        return self.model_dump(mode="json", exclude=exclude)
+        config = self.model_dump(mode="json", exclude=exclude)
+        if self.objective != "swirl_offline" or not self.offline.weights_can_be_negative():
+            del config["offline"]["negative_floor"]  # cannot change the adapter
+        if self.kl_beta > 0 and self.lora.init_adapter:
+            config["kl_reference"] = "init_adapter"
+        return config

@@ -138,3 +138,115 @@ def test_other_constant_reward_combinations_are_refused(strategy, reward):
         RunConfig(filter={"strategy": strategy}, train=_offline("mean", reward=reward))
     RunConfig(filter={"strategy": strategy}, train=_offline("none", reward=reward))  # no baseline: fine
     RunConfig(filter={"strategy": "process"}, train=_offline("mean", reward="outcome"))  # outcomes still vary
+
+
+# ------------------------------------------------------------- swirl_offline: bounded negative weights
+
+
+def test_default_offline_weights_are_never_negative(offline_stores):
+    """The default swirl_offline (no baseline) weighs every logged action by its reward >= 0: the BAD steps
+    that the `none` filter keeps get weight 0, not a negative one, and a process filter is accepted."""
+    store, inputs = offline_stores
+    cfg = TrainConfig(objective="swirl_offline")
+    w = np.concatenate([e.weights for e in load_train_data(store, [inputs["none"]], cfg).examples])
+    assert w.min() >= 0, f"default swirl_offline gives logged actions negative weights: {sorted(set(w))}"
+    assert set(w) == {0.0, 1.0}
+    RunConfig(filter={"strategy": "process"}, train={"objective": "swirl_offline"})
+
+
+def _good_and_bad(model_dir: str, off: TrainConfig):
+    """Two logged actions of different questions, one judged GOOD and one BAD, weighted as `off` weighs
+    them (`offline_weights`); the tokens are the tiny tokenizer's."""
+    from transformers import AutoTokenizer
+
+    from swirl.training.batches import Example
+    from swirl.training.data import TrainData
+    from swirl.training.objectives.swirl_offline import offline_weights
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = [
+        {"process_label": "GOOD", "outcome_correct": True, "question_id": "q0"},
+        {"process_label": "BAD", "outcome_correct": False, "question_id": "q1"},
+    ]
+    w = offline_weights(rows, off, {})
+    texts = [
+        ("Tom has 6 apples and buys 7 more. ", "So the total is <answer>13</answer>"),
+        ("Ann has 9 pears and eats 4. ", "I give up, ask someone else"),
+    ]
+    examples = []
+    for g, ((state, action), wk) in enumerate(zip(texts, w, strict=True)):
+        s = tok.encode(state, add_special_tokens=False)
+        ids = np.array(s + tok.encode(action, add_special_tokens=False), dtype=np.int32)
+        examples.append(Example(f"t{g}", ids, [(len(s), len(ids))], [0], [float(wk)], group=g))
+    return TrainData(examples=examples), w
+
+
+def _action_logprobs(model_dir: str, adapter: str | None, example) -> torch.Tensor:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from swirl.training.batches import assign_coefficients, micro_batches, prefix_shared
+    from swirl.training.losses import token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    seqs = prefix_shared([example])
+    assign_coefficients(seqs, "token")
+    with torch.no_grad():
+        return torch.cat([token_logprobs(model, mb) for mb in micro_batches(seqs, 1 << 20, 0)])
+
+
+def _train_offline(model_dir: str, out: str, offline: dict, steps: int = 30):
+    """`steps` steps of swirl_offline on the GOOD and the BAD action; the BAD action's token log-probs before
+    and after, and its weight."""
+    cfg = TrainConfig(
+        objective="swirl_offline",
+        offline=offline,
+        batch_size=2,
+        max_steps=steps,
+        learning_rate=1e-2,
+        schedule="constant",
+        lora={"rank": 4, "alpha": 8},
+        checkpoint_every=1000,
+    )
+    data, w = _good_and_bad(model_dir, cfg)
+    train(cfg, model_dir, data, out)
+    bad = data.examples[1]
+    return _action_logprobs(model_dir, None, bad), _action_logprobs(model_dir, f"{out}/adapter", bad), w[1]
+
+
+def test_default_offline_does_not_push_a_bad_action_down(tiny_model_dir, tmp_path):
+    """The old default (baseline mean) gave the BAD action weight -0.5 and, with nothing to bound it, pushed
+    its tokens' log-probs down (-7.5 -> -13 in 30 steps here, still falling); the default gives it weight 0:
+    its log-prob stays where it was (only what it shares with the GOOD action moves it)."""
+    start, end, w_bad = _train_offline(tiny_model_dir, str(tmp_path / "out"), {})
+    drop = float(start.mean() - end.mean())
+    assert drop < 1.0, f"the BAD action's mean token log-prob fell {drop:.2f} nats (weight {w_bad})"
+    assert w_bad == 0
+
+
+@pytest.mark.parametrize("floor", [None, -9.0])
+def test_a_chosen_baseline_pushes_bad_tokens_down_only_to_the_floor(tiny_model_dir, tmp_path, floor):
+    """With baseline mean the BAD action weighs -0.5. Without a floor its tokens fall well past where they
+    started; with `negative_floor` they stop there (up to AdamW's momentum: about a nat)."""
+    start, end, w_bad = _train_offline(
+        tiny_model_dir, str(tmp_path / "out"), {"baseline": "mean", "negative_floor": floor}
+    )
+    assert w_bad == -0.5 and start.mean() > -8  # the random tiny model: every token near log(1/vocab)
+    if floor is None:
+        assert end.mean() < -11.5, float(end.mean())  # unbounded: -13 after 30 steps
+    else:
+        assert end.mean() > floor - 1.0 and end.min() > floor - 2.0, (float(end.mean()), float(end.min()))
+        assert end.mean() < floor + 0.5  # it did go down to the floor
+
+
+def test_negative_floor_is_in_the_train_version_only_where_it_can_act():
+    def offline_version(objective: str = "swirl_offline", **offline) -> dict:
+        return TrainConfig(objective=objective, offline=offline).version_config()["offline"]
+
+    assert "negative_floor" not in offline_version()  # no baseline: no negative weight
+    assert "negative_floor" not in offline_version("sft", baseline="mean")
+    assert offline_version(baseline="mean")["negative_floor"] == -3.0
+    assert "negative_floor" in offline_version(label_rewards={"GOOD": 1.0, "BAD": -1.0, "UNKNOWN": 0.0})

@@ -84,7 +84,7 @@ def test_offline_weights_reward_minus_mean(stores):
     from swirl.training.data import TrainInput
 
     (store, inp), _ = stores
-    cfg = TrainConfig(objective="swirl_offline", kl_beta=0.0)
+    cfg = TrainConfig(objective="swirl_offline", offline={"baseline": "mean"}, kl_beta=0.0)
     # every step the process filter keeps is GOOD: rewards 1, mean baseline 1, every advantage 0 -> refused
     with pytest.raises(ValueError, match="advantage 0"):
         load_train_data(store, [inp], cfg)

@@ -7,7 +7,8 @@ sequences with their loss coefficients, the micro-batch loss and the metrics it 
 modules (oreo's value model) and what it saves beside the adapter.
 
 `WeightedLikelihood` is the shared loss of sft, swirl_offline and swirl: the weighted log-likelihood of the
-step's actions plus a KL penalty to the base model (swirl/training/losses.py).
+step's actions plus a KL penalty to the policy training started from (`lora.init_adapter`, else the base
+model; swirl/training/losses.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from swirl.engines.base import Engine
+from swirl.models.value import add_reference
 from swirl.store import Store
 from swirl.training.batches import MicroBatch, Seq, assign_coefficients, prefix_shared
 from swirl.training.config import TrainConfig
@@ -99,8 +101,8 @@ class Objective(Protocol):
 
 
 # ------------------------------------------------------------- the likelihood objectives' shared parts
-# what `loss_metrics` reports: the step loss (policy loss + kl_beta * kl), the mean KL estimate to the base
-# model (0 when kl_beta is 0), the mean log-prob of the trained tokens; the policy loss alone
+# what `loss_metrics` reports: the step loss (policy loss + kl_beta * kl), the mean KL estimate to the
+# starting policy (0 when kl_beta is 0), the mean log-prob of the trained tokens; the policy loss alone
 LIKELIHOOD = Metrics(("loss", "kl", "logp_mean"), ("policy_loss",))
 WEIGHTS = Metrics((), ("weight_mean",))  # what `sequences` reports for logged actions: their mean weight
 
@@ -123,10 +125,18 @@ class WeightedLikelihood:
         return likelihood_coefficients(seqs, s.cfg), {"weight_mean": float(w.mean()) if len(w) else 0.0}
 
     def build(self, model: PeftModel, cfg: TrainConfig) -> list[ParamGroup]:
+        """The policy adapter; with an initial adapter, a frozen copy of it beside it: the KL's reference (the
+        policy training started from, as OREO's), not the raw base that disabling the adapter gives."""
+        if cfg.lora.init_adapter:
+            add_reference(model, cfg.lora.init_adapter)
         return [("policy", [p for p in model.parameters() if p.requires_grad], cfg.learning_rate)]
 
+    def negative_floor(self, cfg: TrainConfig) -> float | None:
+        """The log-prob below which a negative-weight token gets no gradient (losses.floored); None: none."""
+        return None
+
     def loss(self, model: PeftModel, mb: MicroBatch, cfg: TrainConfig) -> LossParts:
-        return micro_batch_loss(model, mb, cfg.kl_beta, cfg.kl_estimator)
+        return micro_batch_loss(model, mb, cfg.kl_beta, cfg.kl_estimator, self.negative_floor(cfg))
 
     def loss_metrics(
         self, sums: dict[str, float], seqs: list[Seq], step: int, cfg: TrainConfig

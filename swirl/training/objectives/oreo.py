@@ -49,7 +49,7 @@ VALUE_DIR = "value"  # the value model beside the policy adapter in a train outp
 class OreoParts:
     """A micro-batch's share of the losses (objectives/base.py: `Parts`)."""
 
-    loss: torch.Tensor  # value loss + policy loss + alpha * KL: one backward trains both (disjoint weights)
+    loss: torch.Tensor  # policy loss + alpha * KL (the value loss's backward has run: `oreo_micro_batch`)
     value_loss: float
     policy_loss: float  # without the KL term
     kl: float  # the step's mean KL(pi || pi_ref) once summed over micro-batches
@@ -226,9 +226,16 @@ def oreo_micro_batch(model: PeftModel, mb: MicroBatch, beta: float, alpha: float
     tokens; `mb.weight` = R of the row's trajectory, `mb.coef` = 1 / (trajectories in the step).
 
     The value and policy losses touch disjoint weights (the value adapter and head; the policy adapter), and
-    the policy loss uses the values of this same forward pass, so one backward and one optimizer step over
-    both parameter groups is the paper's order: the critic's step, then the actor's with the critic's values
-    from before that step."""
+    the policy loss uses the values of this same forward pass, so one optimizer step over both parameter
+    groups is the paper's order: the critic's step, then the actor's with the critic's values from before
+    that step.
+
+    With gradients on, the value loss's backward runs here, while the value adapter is active, and the
+    returned `loss` is the policy's only (its backward, the trainer's, runs under the policy adapter). Peft's
+    active adapter is the model's state at call time, not part of the graph: with gradient checkpointing the
+    value model's forward is recomputed during backward, and a backward after `using_adapter` has ended would
+    recompute it under the policy adapter and give the value weights wrong gradients
+    (tests/unit/test_oreo_checkpointing.py)."""
     import torch
 
     decoder, lm_head = lm_parts(model)
@@ -245,7 +252,10 @@ def oreo_micro_batch(model: PeftModel, mb: MicroBatch, beta: float, alpha: float
         values = prefix_values(
             model, model.value_head, mb.input_ids, mb.attention_mask, mb.row, mb.pos
         )  # [N] V(s_t)
-    return oreo_losses(mb, logp, ref_logp, values, beta, alpha, level)
+        parts, v_loss = oreo_losses(mb, logp, ref_logp, values, beta, alpha, level)
+        if v_loss.requires_grad:
+            v_loss.backward()  # its graph is the value model's alone: the policy loss takes sg[V]
+    return parts
 
 
 def oreo_losses(
@@ -256,10 +266,10 @@ def oreo_losses(
     beta: float,
     alpha: float,
     level: str,
-) -> OreoParts:
+) -> tuple[OreoParts, torch.Tensor]:
     """Both losses and the KL term from the models' outputs at the action tokens' states: `logp` and
-    `ref_logp` [N, V] (pi(.|s_t) and pi_ref(.|s_t)), `values` [N] (V(s_t)). The trainer and the benchmark's
-    separate-models baseline (bench/oreo.py) both end here."""
+    `ref_logp` [N, V] (pi(.|s_t) and pi_ref(.|s_t)), `values` [N] (V(s_t)). Returns the parts (`loss`: the
+    policy's, with its KL term) and the value loss as a tensor, for its own backward."""
     target = mb.input_ids[mb.row, mb.pos]  # [N] the action tokens a_t
     logratio = (logp - ref_logp).gather(-1, target[:, None]).squeeze(-1)  # [N]
     kl = full_kl(logp, ref_logp)  # [N]
@@ -274,8 +284,8 @@ def oreo_losses(
     v_loss = value_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
     p_loss = policy_loss(s_values, s_logratio, s_reward, s_seq, seq_weight, beta)
     kl_term = (token_coef * kl).sum()
-    return OreoParts(
-        loss=v_loss + p_loss + alpha * kl_term,
+    parts = OreoParts(
+        loss=p_loss + alpha * kl_term,
         value_loss=float(v_loss.detach()),
         policy_loss=float(p_loss.detach()),
         kl=float(kl_term.detach()),
@@ -283,6 +293,7 @@ def oreo_losses(
         logratio_mean=float((token_coef * logratio.detach()).sum()),
         tokens=int(target.numel()),
     )
+    return parts, v_loss
 
 
 def _row_weight(mb: MicroBatch, rows: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,13 @@
 """`swirl_offline`: the kept (logged) actions, each weighted by its reward minus a baseline (`train.offline`).
 
 The reward of an action is its process label's (`label_rewards`), its trajectory's outcome, or their
-product; the baseline is none, the mean reward, or the mean reward of the action's question.
+product; the baseline is none (the default), the mean reward, or the mean reward of the action's question.
+
+A baseline gives the logged actions below it negative weights. These actions were not sampled from the policy
+being trained and no importance ratio or clip bounds their term: minimising -(r - b) log pi with r - b < 0
+drives log pi to -inf. So the default is no baseline (weights r >= 0), and when one is chosen a negatively
+weighted token stops getting gradient once its log-prob reaches `train.offline.negative_floor`
+(losses.floored).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ class SwirlOffline(WeightedLikelihood):
 
     def load(self, store: Store, inputs: Sequence[TrainInput], cfg: TrainConfig) -> TrainData:
         return logged_actions(store, inputs, cfg, lambda rows, summary: offline_weights(rows, cfg, summary))
+
+    def negative_floor(self, cfg: TrainConfig) -> float | None:
+        return cfg.offline.negative_floor
 
 
 def offline_weights(rows: list[dict[str, Any]], cfg: TrainConfig, summary: dict[str, Any]) -> np.ndarray:
