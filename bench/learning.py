@@ -451,36 +451,6 @@ def seed_accuracy(by_seed: Mapping[int | None, Verdicts]) -> dict[str, Any]:
     }
 
 
-def sign_flip_p(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> float:
-    """Two-sided p of the paired sign-flip (permutation) test of the sum of per-question differences (scipy's
-    permutation_test, exact up to `resamples` sign patterns): McNemar's exact test when every difference is
-    -1, 0 or 1."""
-    from scipy.stats import permutation_test
-
-    from swirl.evaluation.metrics import _rng_kwarg, mcnemar_exact_p
-
-    nonzero = np.asarray(diffs, dtype=float)
-    nonzero = nonzero[nonzero != 0]
-    if nonzero.size == 0:
-        return 1.0
-    if np.all(np.abs(nonzero) == 1):
-        return mcnemar_exact_p(int((nonzero < 0).sum()), int((nonzero > 0).sum()))
-
-    def total(x: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.sum(x, axis=axis)
-
-    result = permutation_test(
-        (nonzero,),
-        total,
-        permutation_type="samples",
-        n_resamples=resamples,
-        alternative="two-sided",
-        vectorized=True,
-        **_rng_kwarg(seed),
-    )
-    return float(min(1.0, result.pvalue))
-
-
 def seed_comparison(
     baseline: Mapping[int | None, Verdicts],
     candidate: Mapping[int | None, Verdicts],
@@ -491,7 +461,7 @@ def seed_comparison(
     every seed): the mean difference over questions x seeds with a 95% paired bootstrap interval over
     questions (each question's seeds averaged, so they are resampled together), each seed's exact McNemar p,
     and the sign-flip test's p of the per-question mean differences. None when a seed has no baseline."""
-    from swirl.evaluation.metrics import _paired_bootstrap, mcnemar_exact_p
+    from swirl.evaluation.metrics import mcnemar_exact_p, paired_bootstrap_interval, sign_flip_p
 
     seeds = sorted(candidate, key=_seed_key)
     pairs = [(baseline.get(s, baseline.get(None)), candidate[s]) for s in seeds]
@@ -502,7 +472,7 @@ def seed_comparison(
     b = np.array([[bool(y[q]) for q in qids] for _, y in pairs], dtype=float)
     per_question = (b - a).mean(axis=0)
     diff = float(per_question.mean())
-    low, high = _paired_bootstrap(a.mean(axis=0), b.mean(axis=0), diff, 0.95, resamples, seed)
+    low, high = paired_bootstrap_interval(a.mean(axis=0), b.mean(axis=0), diff, 0.95, resamples, seed)
     per_seed = [mcnemar_exact_p(int((x > y).sum()), int((y > x).sum())) for x, y in zip(a, b, strict=True)]
     return {
         "n": len(qids),

@@ -86,7 +86,7 @@ def paired_comparison(
     diff = rate_b - rate_a
     only_a = int(np.sum((xa == 1) & (xb == 0)))
     only_b = int(np.sum((xa == 0) & (xb == 1)))
-    low, high = _paired_bootstrap(xa, xb, diff, confidence, resamples, seed)
+    low, high = paired_bootstrap_interval(xa, xb, diff, confidence, resamples, seed)
     return PairedComparison(
         n=len(xa),
         rate_a=rate_a,
@@ -112,10 +112,10 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     return float(min(1.0, result.pvalue))
 
 
-def _paired_bootstrap(
+def paired_bootstrap_interval(
     xa: np.ndarray, xb: np.ndarray, diff: float, confidence: float, resamples: int, seed: int
 ) -> tuple[float, float]:
-    """Percentile interval of mean(b) - mean(a), resampling questions (pairs) with replacement."""
+    """Percentile interval of mean(b) - mean(a) (`diff`), resampling questions (pairs) with replacement."""
     per_question = xb - xa
     if np.all(per_question == per_question[0]):
         # Every resample gives the same difference: the interval is a point (scipy would warn or return nan).
@@ -139,6 +139,34 @@ def _paired_bootstrap(
     if math.isnan(low) or math.isnan(high):
         return diff, diff
     return low, high
+
+
+def sign_flip_p(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> float:
+    """Two-sided p of the paired sign-flip (permutation) test of the sum of per-question differences (scipy's
+    permutation_test, exact up to `resamples` sign patterns): McNemar's exact test when every difference is
+    -1, 0 or 1."""
+    from scipy.stats import permutation_test
+
+    nonzero = np.asarray(diffs, dtype=float)
+    nonzero = nonzero[nonzero != 0]
+    if nonzero.size == 0:
+        return 1.0
+    if np.all(np.abs(nonzero) == 1):
+        return mcnemar_exact_p(int((nonzero < 0).sum()), int((nonzero > 0).sum()))
+
+    def total(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.sum(x, axis=axis)
+
+    result = permutation_test(
+        (nonzero,),
+        total,
+        permutation_type="samples",
+        n_resamples=resamples,
+        alternative="two-sided",
+        vectorized=True,
+        **_rng_kwarg(seed),
+    )
+    return float(min(1.0, result.pvalue))
 
 
 def _rng_kwarg(seed: int) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from bench.learning import (
     seed_comparison,
     seed_rows,
     seed_table,
-    sign_flip_p,
     variant_config,
     variant_label,
     with_real_data,
@@ -212,9 +211,7 @@ def test_seed_comparison_pools_questions_and_seeds():
     assert seed_comparison(SFT, BASE) is None  # base runs once: no seed of SFT to pair it with
 
 
-def test_sign_flip_test_is_mcnemars_with_one_seed():
-    assert sign_flip_p([1, 1, 1, 1, 1, 0, 0]) == pytest.approx(2 / 2**5)  # McNemar 0 vs 5
-    assert sign_flip_p([0, 0]) == 1.0
+def test_the_seed_comparison_is_mcnemars_with_one_seed():
     one = seed_comparison({0: _v(0, 0, 0, 0, 0, 1)}, {0: _v(1, 1, 1, 1, 1, 1)})
     assert one["p"] == one["mcnemar_p_per_seed"][0] == pytest.approx(0.0625)
     assert one["diff"] == pytest.approx(5 / 6)

@@ -248,3 +248,12 @@ def test_heatmap_png(cells, tmp_path):
     heatmap_png(cells, str(path), "accuracy per policy and dataset")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert len(plt.get_fignums()) == before
+
+
+def test_sign_flip_test_is_mcnemars_on_0_1_differences():
+    from swirl.evaluation.metrics import sign_flip_p
+
+    assert sign_flip_p([1, 1, 1, 1, 1, 0, 0]) == pytest.approx(2 / 2**5)  # McNemar 0 vs 5
+    assert sign_flip_p([0, 0]) == 1.0
+    # fractional differences (seed means): sign flips of (1, 0.5) give |sum| >= 1.5 in 2 of 4 patterns
+    assert sign_flip_p([1.0, 0.5, 0.0]) == pytest.approx(0.5)
