@@ -400,14 +400,26 @@ def variant_config(data: dict[str, Any], name: str, opts: Options | None = None)
         over = _merge(over, {"policy": {"adapter": opts.start_adapter}})
     if name == "oreo_beam":
         over = _merge(over, _beam_over(opts.beam))
+    label = variant_label(name, bool(opts.start_adapter), (opts.beam or {}).get("width", 0))
+    over = _merge(over, _named(data, label if opts.seed is None else f"{label} seed {opts.seed}"))
     # an online round trains only: a second round evaluates its adapter merged (evaluation_config)
     return _config(_merge(data, over), name, name in EVAL_ONLY, evaluate=name not in ONLINE)
 
 
-def evaluation_config(data: dict[str, Any], adapter: str) -> Any:
-    """An evaluation-only round of `adapter`, served as the config serves every evaluated policy (merged when
-    policy.merge_adapter says so): its round's "base" entries are the adapter's evaluations."""
-    return _config(_merge(data, {"policy": {"adapter": adapter}}), f"evaluate {adapter}", True)
+def evaluation_config(data: dict[str, Any], adapter: str, label: str = "adapter") -> Any:
+    """An evaluation-only round of `adapter` (the variant `label` trained it), served as the config serves
+    every evaluated policy (merged when policy.merge_adapter says so): its round's "base" entries are the
+    adapter's evaluations."""
+    over = _merge({"policy": {"adapter": adapter}}, _named(data, f"{label} evaluation"))
+    return _config(_merge(data, over), f"evaluate {adapter}", True)
+
+
+def _named(data: dict[str, Any], label: str) -> dict[str, Any]:
+    """The run section that names a variant's rounds by what they run (`learn-cpu warmup+sft_outcome seed 1
+    #1` in MLflow and Prefect, not `learn-cpu #7`). The store root is kept: it defaults to runs/<name>."""
+    run = data.get("run", {})
+    name = run.get("name", "swirl")
+    return {"run": {"name": f"{name} {label}", "root": run.get("root") or f"runs/{name}"}}
 
 
 def _config(cfg: dict[str, Any], source: str, eval_only: bool, evaluate: bool = True) -> Any:
@@ -947,7 +959,8 @@ def _run_variant(
     t0 = time.perf_counter()
     result = evaluated = _round(runs, cfg)
     if name in ONLINE:  # trained with the adapter served as a LoRA; evaluated merged, as the others
-        evaluated = _round(runs, evaluation_config(data, result.stages["train"].adapter))
+        trained = f"{variant_label(name, bool(runs.start_adapter), args.beam_width)} seed {seed}"
+        evaluated = _round(runs, evaluation_config(data, result.stages["train"].adapter, trained))
     key = name if len(args.seed_list) == 1 else f"{name} (seed {seed})"
     runs.timings[key] = round(time.perf_counter() - t0, 1)
     run_seed = None if name == "base" or (name == "warmup" and args.shared_warmup) else seed

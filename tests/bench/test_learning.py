@@ -240,3 +240,16 @@ def test_seed_table_holm_over_the_held_out_tests_only():
     md = seed_table(rows, ["sft_process_outcome", "base"], {"swirl_online_none": "warmup+swirl_online_none"})
     assert "| warmup+swirl_online_none | t_unseen | 4 | 0.625 [0.500–0.750] (0.177) | +0.250" in md
     assert "vs sft_process_outcome: diff [95% CI]" in md and "| 1 / 1 | 0.75 |" in md
+
+
+def test_each_variant_round_is_named_by_what_it_runs_in_the_same_store():
+    """MLflow's compare view lists rounds by name: `learn-cpu warmup+sft_outcome seed 1`, not `learn-cpu`."""
+    data = _data()
+    sft = variant_config(data, "sft_outcome", Options(seed=1, start_adapter="w/adapter"))
+    assert sft.run.name == "learn-cpu warmup+sft_outcome seed 1"
+    assert variant_config(data, "warmup", Options()).run.name == "learn-cpu warmup"
+    assert variant_config(data, "base", Options()).run.name == "learn-cpu base"
+    evaluated = evaluation_config(data, "t/adapter", "warmup+swirl_online_none seed 2")
+    assert evaluated.run.name == "learn-cpu warmup+swirl_online_none seed 2 evaluation"
+    # the rounds share one store: renaming must not move it
+    assert {sft.run.store_root, evaluated.run.store_root} == {"runs/learn-cpu"}
