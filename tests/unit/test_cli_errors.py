@@ -154,36 +154,36 @@ def test_bad_input_ends_in_one_line_exit_2_and_writes_nothing(tmp_path, capsys, 
     )
 
 
-QUICKSTART = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "quickstart.yaml")
+SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.yaml")
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_typo_of_a_file_prepare_writes_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command):
-    """The quickstart with one data path misspelled: prepare writes dev.json, not dve.json. Nothing runs and
-    nothing is written (the store is runs/quickstart under the working folder)."""
+    """The smoke config with one data path misspelled: prepare writes dev.json, not dve.json. Nothing runs and
+    nothing is written (the store is runs/smoke under the working folder)."""
     monkeypatch.setenv("COLUMNS", "60")
     monkeypatch.chdir(tmp_path)
-    with open(QUICKSTART) as f:
+    with open(SMOKE) as f:
         text = f.read()
-    assert text.count("runs/quickstart/data/hotpotqa/dev.json") == 1
-    cfg = tmp_path / "quickstart.yaml"
+    assert text.count("runs/smoke/data/hotpotqa/dev.json") == 1
+    cfg = tmp_path / "smoke.yaml"
     cfg.write_text(text.replace("hotpotqa/dev.json", "hotpotqa/dve.json"))
     err = _cli_error(capsys, [command, str(cfg)])
     assert "ingest.datasets[3].path: file not found, and the prepare stage does not write it" in err
-    assert "'runs/quickstart/data/hotpotqa/dve.json'" in err  # the path named
-    assert "did you mean 'runs/quickstart/data/hotpotqa/dev.json' (prepare writes it)?" in err  # the fix
-    assert os.listdir(tmp_path) == ["quickstart.yaml"]  # no store, no data, no model
+    assert "'runs/smoke/data/hotpotqa/dve.json'" in err  # the path named
+    assert "did you mean 'runs/smoke/data/hotpotqa/dev.json' (prepare writes it)?" in err  # the fix
+    assert os.listdir(tmp_path) == ["smoke.yaml"]  # no store, no data, no model
 
-    cfg.write_text(text)  # the quickstart as it is: every path it reads is one prepare writes
+    cfg.write_text(text)  # the smoke config as it is: every path it reads is one prepare writes
     if command == "validate":
         from flows.cli import main
 
         assert main(["validate", str(cfg)]) == 0
     else:  # without prepare: the file is missing, and the fix is to run prepare
         err = _cli_error(capsys, ["run", str(cfg), "--stages", "ingest"])
-        assert "ingest.datasets[0].path: file not found: 'runs/quickstart/data/gsm8k/train.jsonl'" in err
+        assert "ingest.datasets[0].path: file not found: 'runs/smoke/data/gsm8k/train.jsonl'" in err
         assert "the prepare stage writes it: add prepare to the stages" in err
-    assert os.listdir(tmp_path) == ["quickstart.yaml"]
+    assert os.listdir(tmp_path) == ["smoke.yaml"]
 
 
 def test_a_path_inside_a_prepare_folder_is_not_assumed_to_be_written(tmp_path):

@@ -113,7 +113,7 @@ def test_config_is_frozen_and_every_field_described():
 
 def test_round_trip_through_yaml(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    cfg = load_config(os.path.join(ROOT, "configs", "quickstart.yaml"))
+    cfg = load_config(os.path.join(ROOT, "configs", "smoke.yaml"))
     p = _write(tmp_path, yaml.safe_dump(cfg.model_dump(mode="json")))
     assert load_config(p) == cfg
 

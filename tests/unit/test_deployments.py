@@ -66,11 +66,11 @@ def test_knobs_override_the_file(tmp_path, monkeypatch):
 
     monkeypatch.chdir(ROOT)
     cfg = resolve_config(
-        "configs/quickstart.yaml",
+        "configs/smoke.yaml",
         Knobs(run_name="qs-lr", learning_rate=0.02, filter_strategy="outcome", samples_per_question=3),
     )
     assert (cfg.run.name, cfg.train.learning_rate, cfg.filter.strategy) == ("qs-lr", 0.02, "outcome")
     assert cfg.generate.samples_per_question == 3
     assert cfg.train.max_steps == 3  # untouched knobs keep the file's value
     with pytest.raises(ConfigError, match="generate.datasets"):
-        resolve_config("configs/quickstart.yaml", Knobs(train_datasets=["nope"]))
+        resolve_config("configs/smoke.yaml", Knobs(train_datasets=["nope"]))

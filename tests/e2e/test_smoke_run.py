@@ -1,4 +1,5 @@
-"""The README's main command, end to end: `swirl run configs/quickstart.yaml` in a fresh folder, twice.
+"""The smoke run end to end (the whole pipeline on the tiny model): `swirl run configs/smoke.yaml` in a fresh
+folder, twice.
 
 It starts its own vLLM engine in a subprocess, so it must not overlap the session's shared engine: pytest runs
 tests/e2e before tests/unit (two vLLM CPU engines on the same cores slow each other to a crawl)."""
@@ -26,21 +27,21 @@ def _swirl(cwd, *args):
     )
 
 
-@pytest.mark.vllm  # the quickstart's policy engine is vLLM (started by `swirl run`, in its subprocess)
-def test_quickstart_end_to_end(tmp_path):
+@pytest.mark.vllm  # the smoke run's policy engine is vLLM (started by `swirl run`, in its subprocess)
+def test_smoke_run_end_to_end(tmp_path):
     shutil.copytree(os.path.join(ROOT, "configs"), tmp_path / "configs")
-    first = _swirl(tmp_path, "run", "configs/quickstart.yaml")
+    first = _swirl(tmp_path, "run", "configs/smoke.yaml")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "ingest/gsm8k " in first.stdout and "computed" in first.stdout
-    assert (tmp_path / "runs/quickstart/models/tiny-qwen2/model.safetensors").exists()
-    assert (tmp_path / "runs/quickstart/data/hotpotqa/train.json").exists()
-    assert (tmp_path / "runs/quickstart/mlflow.db").exists()
+    assert (tmp_path / "runs/smoke/models/tiny-qwen2/model.safetensors").exists()
+    assert (tmp_path / "runs/smoke/data/hotpotqa/train.json").exists()
+    assert (tmp_path / "runs/smoke/mlflow.db").exists()
 
-    again = _swirl(tmp_path, "run", "configs/quickstart.yaml")
+    again = _swirl(tmp_path, "run", "configs/smoke.yaml")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "computed" not in again.stdout and again.stdout.count("cached") >= 2
 
-    ls = _swirl(tmp_path, "store", "ls", "--config", "configs/quickstart.yaml")
+    ls = _swirl(tmp_path, "store", "ls", "--config", "configs/smoke.yaml")
     assert ls.returncode == 0
     stages = Counter(line.split("│")[1].strip() for line in ls.stdout.splitlines() if line.startswith("│"))
     # 4 datasets + the whole hotpotqa train split (its search corpus; the training sample drops easy
@@ -56,13 +57,13 @@ def test_quickstart_end_to_end(tmp_path):
         "evaluate": 4,
         "eval_report": 1,
     }
-    adapters = list((tmp_path / "runs/quickstart/train").glob("*/files/adapter/adapter_model.safetensors"))
+    adapters = list((tmp_path / "runs/smoke/train").glob("*/files/adapter/adapter_model.safetensors"))
     assert len(adapters) == 1 and "train " in first.stdout
 
     from mlflow import MlflowClient  # the train stage's nested run has per-step curves and the adapter
 
-    client = MlflowClient("sqlite:///" + str(tmp_path / "runs/quickstart/mlflow.db"))
-    exp = client.get_experiment_by_name("swirl-quickstart")
+    client = MlflowClient("sqlite:///" + str(tmp_path / "runs/smoke/mlflow.db"))
+    exp = client.get_experiment_by_name("swirl-smoke")
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "train"]
     run = next(r for r in runs if r.data.tags["swirl.cached"] == "false")  # the second run's is a store hit
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
@@ -70,7 +71,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model", "files"}
     cached = next(r for r in runs if r.data.tags["swirl.cached"] == "true")
     assert "model" not in {a.path for a in client.list_artifacts(cached.info.run_id)}  # not logged again
-    versions = client.search_model_versions("name = 'swirl-quickstart'")
+    versions = client.search_model_versions("name = 'swirl-smoke'")
     assert len(versions) == 1 and versions[0].run_id == run.info.run_id
 
     parent = next(
@@ -88,14 +89,14 @@ def test_quickstart_end_to_end(tmp_path):
         "eval/heatmap.png",
         "eval/report_table.json",
     }
-    report = next((tmp_path / "runs/quickstart/eval_report").glob("*/files/report.md")).read_text()
+    report = next((tmp_path / "runs/smoke/eval_report").glob("*/files/report.md")).read_text()
     assert "| trained | gsm8k+hotpotqa | gsm8k_test | 32 |" in report and "## Cross-task table" in report
     assert "evaluation (rule-graded accuracy" in first.stdout
 
     # evaluation only, with the trained adapter under another name: its episodes are store hits (same policy
     # files, same questions), only the report is new; no generate or train stage runs
     ev = _swirl(
-        tmp_path, "eval", "--config", "configs/quickstart.yaml", "--adapter", f"round1={adapters[0].parent}"
+        tmp_path, "eval", "--config", "configs/smoke.yaml", "--adapter", f"round1={adapters[0].parent}"
     )
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
     lines = {
@@ -103,7 +104,7 @@ def test_quickstart_end_to_end(tmp_path):
     }
     assert "cached" in lines["eval/gsm8k_test/round1"] and "cached" in lines["eval/hotpotqa_dev/base"]
     assert "computed" in lines["eval"] and not any(k.startswith(("generate", "train")) for k in lines)
-    report = max((tmp_path / "runs/quickstart/eval_report").glob("*/files/report.md"), key=os.path.getmtime)
+    report = max((tmp_path / "runs/smoke/eval_report").glob("*/files/report.md"), key=os.path.getmtime)
     # read from the adapter's output
     assert "| round1 | gsm8k+hotpotqa | gsm8k_test | 32 |" in report.read_text()
 
@@ -112,7 +113,7 @@ def test_quickstart_end_to_end(tmp_path):
         "show",
         "trajectories",
         "--config",
-        "configs/quickstart.yaml",
+        "configs/smoke.yaml",
         "--dataset",
         "hotpotqa",
         "-n",
@@ -120,6 +121,6 @@ def test_quickstart_end_to_end(tmp_path):
     )
     assert show.returncode == 0 and "2 of 44 trajectories" in show.stdout and "action 1:" in show.stdout
 
-    bad = _swirl(tmp_path, "run", "configs/quickstart.yaml", "--stages", "ingest,nope")
+    bad = _swirl(tmp_path, "run", "configs/smoke.yaml", "--stages", "ingest,nope")
     err = bad.stderr.strip()
     assert bad.returncode == 2 and "stages" in err and "'nope'" in err and "\n" not in err
