@@ -33,6 +33,7 @@ def launch_ray(
     from ray.util.queue import Queue
 
     started = connect(spec.train)
+    queue = None
     try:
         queue = Queue()
         config = {
@@ -52,6 +53,8 @@ def launch_ray(
         unpack(spec.out_dir, result.get("files", {}))
         return result["log"], result["data_summary"]
     finally:
+        if queue is not None:
+            queue.shutdown()  # its actor would outlive the run on a long-lived cluster
         if started:
             ray.shutdown()
 
@@ -97,6 +100,7 @@ def _worker(config: dict[str, Any]) -> None:
 
     spec = TrainSpec.model_validate_json(config["spec"])
     queue = config["queue"]
+    os.makedirs(spec.out_dir, exist_ok=True)  # on another node than the caller's, the folder is new
     if spec.train.ray_gpus_per_worker > 0:  # Dist and the model take the device from LOCAL_RANK
         from ray.train.torch import get_device
 

@@ -64,7 +64,7 @@ def test_pack_ships_the_outputs_only(tmp_path):
     assert not (dst / "checkpoints").exists()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
     import ray
 
@@ -115,3 +115,23 @@ def test_two_ray_workers_match_one_process(tmp_path, tiny_model_dir, local_ray):
     start = start_weights(cfg, tiny_model_dir)["adapter/adapter_model.safetensors"]
     moved = max(float((two[k] - start[k]).abs().max()) for k in two)
     assert moved > 100 * TOL, moved  # the comparison is not vacuous: the weights moved far more than TOL
+
+
+@pytest.mark.slow  # starts Ray and 2 workers
+def test_a_failing_worker_raises_its_error(tmp_path, tiny_model_dir, local_ray):
+    """A rank that fails (here: the policy model folder does not exist) fails the launch, with its error."""
+    from swirl.engines.config import EngineConfig
+    from swirl.training.ray_launch import launch_ray
+    from swirl.training.run import TrainSpec
+    from tests.support.training import build_train_store
+
+    store, inp = build_train_store(str(tmp_path / "store"), tiny_model_dir, n_questions=4, seed=0)
+    missing = str(tmp_path / "no-such-model")
+    cfg = TrainConfig(objective="sft", max_steps=1, launcher="ray", ray_workers=2, ray_gpus_per_worker=0)
+    out = tmp_path / "work"
+    out.mkdir()
+    spec = TrainSpec.of(store, cfg, EngineConfig(kind="hf", model=missing), (inp,), None, str(out))
+    with pytest.raises(RuntimeError, match="Ray Train workers failed") as e:
+        launch_ray(spec)
+    assert "no-such-model" in str(e.value) + str(e.value.__cause__)
+    assert not (out / "adapter").exists()
