@@ -6,9 +6,10 @@ round's generate and the evaluate stage load), `files/train_log.json` and `files
 Checkpoints live in `<stage>/<version>.work/` while training runs, so a killed run resumes from its latest
 checkpoint when the stage runs again; the folder is removed once the output is committed.
 
-Both launchers go through `swirl.training.run`: `launcher: inprocess` calls `run_training` in the calling
-process (sharing its engines); `subprocess` runs `python -m swirl.training --spec <work>/spec.json` (or the
-same module under `launch_prefix`: torchrun, accelerate launch), which calls it there.
+Every launcher goes through `swirl.training.launchers.train_with_launcher`: `launcher: inprocess` calls
+`run_training` in the calling process (sharing its engines); `subprocess` runs `python -m swirl.training
+--spec <work>/spec.json` (or the same module under `launch_prefix`: torchrun, accelerate launch), which calls
+it there; `ray` calls it in each of `ray_workers` Ray Train workers.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
+from swirl.training.launchers import train_with_launcher
 from swirl.training.loop import shown_metrics
 from swirl.training.metrics import last_values, log_rows, per_step
 from swirl.training.objectives import VALUE_DIR, objective_for
-from swirl.training.run import TrainSpec, check_reward_model, launch, run_training
+from swirl.training.run import TrainSpec, check_reward_model
 
 STAGE = "train"
 TABLE = "train_log"
@@ -95,10 +97,7 @@ class Train:
         def on_step(m: dict[str, Any]) -> None:  # a step's metrics, the progress fields, what to show
             ctx.report(**m, done=m["step"], total=cfg.max_steps, show=shown.headline)
 
-        if cfg.launcher == "inprocess":
-            log, data_summary = run_training(spec, ctx.engine, on_step)
-        else:
-            log, data_summary = launch(spec, on_step)
+        log, data_summary = train_with_launcher(spec, ctx.engine, on_step)
         summary = {
             **data_summary,
             "steps": len(log),

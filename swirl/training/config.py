@@ -229,15 +229,37 @@ class TrainConfig(Section):
         ge=16,
         description="Drop training sequences longer than this many tokens (counted in the summary).",
     )
-    launcher: Literal["inprocess", "subprocess"] = Field(
+    launcher: Literal["inprocess", "subprocess", "ray"] = Field(
         "inprocess",
         description="inprocess = train in the flow's process (shares its engines); subprocess = `python -m "
-        "swirl.training` (or launch_prefix, e.g. torchrun) in a child process.",
+        "swirl.training` (or launch_prefix, e.g. torchrun) in a child process; ray = ray_workers Ray Train "
+        "workers (one rank each, on any node of the Ray cluster), torch.distributed set up by Ray Train.",
     )
     launch_prefix: tuple[str, ...] = Field(
         (),
         description="Command that starts the subprocess trainer, e.g. [torchrun, --nproc-per-node, '8'] or "
         "[accelerate, launch]; empty = the current Python.",
+    )
+    ray_workers: int = Field(
+        1,
+        ge=1,
+        description="launcher ray: training ranks (Ray Train workers); usually one per GPU of the cluster.",
+    )
+    ray_gpus_per_worker: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="launcher ray: GPUs each worker reserves (a rank trains on one device); 0 = CPU workers "
+        "(torch.distributed over gloo instead of nccl).",
+    )
+    ray_cpus_per_worker: float = Field(
+        1.0, gt=0, description="launcher ray: CPUs each worker reserves (data loading, tokenisation)."
+    )
+    ray_address: str | None = Field(
+        None,
+        description="launcher ray: the Ray cluster to join ('auto', 'ray://head:10001', 'host:6379'). Empty: "
+        "the Ray this process already joined (the run's), else RAY_ADDRESS, else a local Ray on 127.0.0.1 "
+        "started for the run and stopped after it.",
     )
 
     @model_validator(mode="after")
@@ -259,6 +281,10 @@ class TrainConfig(Section):
         exclude = {
             "launcher",
             "launch_prefix",
+            "ray_workers",
+            "ray_gpus_per_worker",
+            "ray_cpus_per_worker",
+            "ray_address",
             "checkpoint_every",
             "keep_checkpoints",
             "gradient_checkpointing",

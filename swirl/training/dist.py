@@ -1,4 +1,5 @@
-"""One process, or one rank of several under `torchrun` / `accelerate launch` (WORLD_SIZE > 1).
+"""One process, or one rank of several under `torchrun` / `accelerate launch` / Ray Train (`launcher: ray`,
+which sets up the process group and the same environment) (WORLD_SIZE > 1).
 
 Every rank builds the same step plan, samples its share of the states (swirl), gathers the step's
 sequences, runs its share of the micro-batches, and the LoRA gradients are summed across ranks (the
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Dist:
-    """torch.distributed when launched by torchrun/accelerate (WORLD_SIZE > 1), else a single process."""
+    """torch.distributed when launched by torchrun/accelerate/Ray Train (WORLD_SIZE > 1), else a single
+    process."""
 
     rank: int = 0
     world: int = 1

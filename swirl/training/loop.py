@@ -9,7 +9,7 @@ objectives/. Everything that decides a step (data order, sampling seeds) is a fu
 checkpoint holds the adapter, optimiser, scheduler, RNG states and the metrics so far (checkpoints.py), so a
 run killed at any point and resumed ends with the same adapter as an uninterrupted one.
 
-Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) every rank runs this same loop (dist.py).
+Under `torchrun`/`accelerate launch`/Ray Train (WORLD_SIZE > 1) every rank runs this same loop (dist.py).
 """
 
 from __future__ import annotations

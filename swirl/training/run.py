@@ -1,11 +1,12 @@
-"""The one entry to training, used by both launchers of the train stage.
+"""The one entry to training, used by every launcher of the train stage.
 
 `TrainSpec` says everything a training run needs: the store, the input tables, the train/policy/judge
 configs and the output folder. `run_training(spec, ...)` loads the objective's data, builds the sampler and
 reward model when the objective samples (`swirl`), and trains. In-process, the train stage calls it with its
 own engines; as a process (`python -m swirl.training --spec spec.json`, or under torchrun / accelerate
 launch), `__main__` reads the spec and calls the same function. `launch(spec, ...)` runs that process and
-forwards its per-step log.
+forwards its per-step log; `launch_ray` (ray_launch.py) calls it in each Ray Train worker.
+`launchers.train_with_launcher` picks one by `train.launcher`.
 """
 
 from __future__ import annotations

@@ -28,6 +28,16 @@ def test_configs_folder_is_not_empty():
     assert glob.glob(os.path.join(ROOT, "configs", "*.yaml"))
 
 
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "accelerate", "*.yaml"))))
+def test_every_shipped_accelerate_config_loads(path):
+    """configs/accelerate/ holds `accelerate launch --config_file` files: accelerate itself reads them."""
+    pytest.importorskip("accelerate")
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(path)
+    assert cfg.distributed_type.value in {"FSDP", "MULTI_GPU", "DEEPSPEED"}, cfg.distributed_type
+
+
 def test_invalid_yaml_names_file_and_line(tmp_path):
     p = _write(tmp_path, "run:\n  name: x\n  seed: [1, 2\n")
     with pytest.raises(ConfigError) as e:
