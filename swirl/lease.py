@@ -35,14 +35,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from swirl.store import StoreError
+from swirl.store import LEASE_SUFFIX, StoreError
 
 if TYPE_CHECKING:
     from swirl.store import Store
 
 log = logging.getLogger("swirl.lease")
-
-LEASE_SUFFIX = ".lease"
 
 
 def owner_id() -> str:

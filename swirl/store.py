@@ -46,6 +46,7 @@ from swirl.tables import SCHEMA_VERSIONS, check_table, schema
 
 MANIFEST = "_manifest.json"
 SHARD_SUFFIX = ".partial"
+LEASE_SUFFIX = ".lease"
 VERSION_LEN = 12
 
 
@@ -240,7 +241,7 @@ class Store:
                 continue
             for p in self.fs.ls(d, detail=False):
                 v = os.path.basename(p.rstrip("/"))
-                if v.startswith(".") or v.endswith(SHARD_SUFFIX):
+                if v.startswith(".") or v.endswith((SHARD_SUFFIX, LEASE_SUFFIX)):
                     continue
                 m = self.manifest(s, v)
                 if m is not None:
