@@ -29,7 +29,7 @@ PACKAGES = ("swirl", "tasks", "flows")
 LAYERS: tuple[tuple[str, ...], ...] = (
     # vocabulary: tables, protocol, sections; the machine (ports, memory)
     ("swirl", "swirl.sections", "swirl.tables", "swirl.protocol", "swirl.system"),
-    ("swirl.store", "swirl.table_io"),  # the versioned store and its table readers
+    ("swirl.store", "swirl.lease", "swirl.table_io"),  # the versioned store, its leases, its table readers
     ("swirl.tools", "swirl.engines", "swirl.data", "swirl.models"),  # components
     # episodes and their sub-trajectories (the steps table)
     ("swirl.rollout", "swirl.episodes", "swirl.subtrajectories", "swirl.viewer"),

@@ -7,12 +7,20 @@ Layout under `root` (a local folder or any fsspec URL):
     <stage>/<version>/part-00000.parquet    table parts (one per shard for sharded writes)
     <stage>/<version>/files/...             other outputs of the stage (indexes, adapters, reports)
     <stage>/<version>.partial/              a sharded write in progress (resumable)
+    <stage>/<version>.lease                 which run is writing that version now (swirl/lease.py)
     <stage>/.tmp-<version>-<nonce>/         a whole write in progress (renamed into place when complete)
 
 `version` = short hash of (stage, canonical config JSON, input versions, table name + schema version). The
 same inputs and config give the same version, so a finished stage is skipped; changing one knob re-runs that
 stage and what follows. Only a version whose manifest exists and whose files match it is complete; anything
 else is never read as a result.
+
+On object storage (`s3://bucket/prefix`) the store uses s3fs with the standard AWS settings: credentials and
+region from the environment or ~/.aws, and a non-AWS endpoint (MinIO, Ceph, moto) from `AWS_ENDPOINT_URL`
+(or `AWS_ENDPOINT_URL_S3`), which botocore reads itself; so every process of a run (Prefect workers, Ray
+actors, the training subprocess) that builds a `Store(root)` reaches the same bucket with no storage options
+passed around. Directory listings are never cached (`use_listings_cache=False`): other processes write the
+same store, and a cached listing would hide their commits.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from swirl.tables import SCHEMA_VERSIONS, check_table, schema
 
 MANIFEST = "_manifest.json"
 SHARD_SUFFIX = ".partial"
+LEASE_SUFFIX = ".lease"
 VERSION_LEN = 12
 
 
@@ -104,9 +113,14 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 class Store:
-    def __init__(self, root: str):
+    """The store at `root`. `lease_ttl`: seconds without a heartbeat after which a run's lease on an output
+    it is writing counts as abandoned (swirl/lease.py)."""
+
+    def __init__(self, root: str, lease_ttl: float = 60.0):
         self.url = str(root)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.lease_ttl = float(lease_ttl)
+        # no listing cache: another process's commit must be seen at the next look (see the module docstring)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, use_listings_cache=False)
         self.local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
@@ -227,7 +241,7 @@ class Store:
                 continue
             for p in self.fs.ls(d, detail=False):
                 v = os.path.basename(p.rstrip("/"))
-                if v.startswith(".") or v.endswith(SHARD_SUFFIX):
+                if v.startswith(".") or v.endswith((SHARD_SUFFIX, LEASE_SUFFIX)):
                     continue
                 m = self.manifest(s, v)
                 if m is not None:
@@ -297,6 +311,8 @@ class Store:
                         return self.ref(stage, version)
                     shutil.rmtree(final)
                 os.replace(staging, final)
+            elif self.is_complete(stage, version):  # a twin committed it: never overwrite a complete output
+                return self.ref(stage, version)
             else:  # object stores have no atomic folder rename: upload data first, the manifest (commit) last
                 for dirpath, _, names in os.walk(local_tmp):
                     for n in names:
@@ -395,7 +411,10 @@ class ShardedWriter:
 
     def _recover(self) -> None:
         """Keep the complete shards, delete everything else (a shard that was being written when we died)."""
-        names = sorted(os.path.basename(p) for p in self.fs.ls(self.dir, detail=False))
+        try:
+            names = sorted(os.path.basename(p.rstrip("/")) for p in self.fs.ls(self.dir, detail=False))
+        except FileNotFoundError:  # object stores have no empty folders: nothing written yet
+            names = []
         good: list[dict[str, Any]] = []
         for n in names:
             if not (n.startswith("shard-") and n.endswith(".json")):
@@ -521,9 +540,10 @@ class ShardedWriter:
             os.replace(self.dir, final)
             for s in self._shards:  # per-shard commit records are not part of the output (harmless if left)
                 os.remove(os.path.join(final, s["name"][:-8] + ".json"))
-        else:
+        else:  # no folder rename: copy every file (server side), commit with the manifest, then clean up;
+            # a crash before the manifest leaves the shards in place for the next run to resume from
             for name in [s["name"] for s in self._shards] + [e["name"] for e in extra]:
-                self.fs.mv(f"{self.dir}/{name}", f"{final}/{name}")
+                self.fs.copy(f"{self.dir}/{name}", f"{final}/{name}")
             self._atomic_put(f"{final}/{MANIFEST}", body)
             self.fs.rm(self.dir, recursive=True)
         return self.store.ref(self.stage, self.version)

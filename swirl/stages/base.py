@@ -6,9 +6,12 @@
                                   `plan.writer(store)` (sharded, resumable) or `plan.write(store, ...)`.
 
 `run_stage(store, job, ctx)` is the one runner: it plans, returns the stored output when that version is
-complete (nothing is computed and no engine starts), otherwise computes. The manifest records exactly the
-config and inputs that were hashed. `tasks/stages.py` wraps `run_stage` in one Prefect task for every stage,
-whose cache key is the same plan's version: the Prefect UI shows "Cached" exactly when the store would skip.
+complete (nothing is computed and no engine starts), otherwise computes while holding the version's lease
+(swirl/lease.py): a second run of the same job on the same store waits for the first one's output instead of
+computing it again, and takes the work over (resuming its shards) if the first run dies. The manifest records
+exactly the config and inputs that were hashed. `tasks/stages.py` wraps `run_stage` in one Prefect task for
+every stage, whose cache key is the same plan's version: the Prefect UI shows "Cached" exactly when the store
+would skip.
 
 A job receives everything else it needs through the `Context`: engines by role (`policy`, `judge`,
 `sampler`, `reward`), tools, a progress callback. Adding a stage means one job class: its fields (the stage's
@@ -28,6 +31,7 @@ from typing import Any, ClassVar, Protocol
 import pyarrow as pa
 
 from swirl.engines import Engine, EnginePool, EngineSpec
+from swirl.lease import claim
 from swirl.store import ShardedWriter, StageRef, Store, stage_version
 
 log = logging.getLogger("swirl.stages")
@@ -142,17 +146,21 @@ class StageResult:
 
 
 def run_stage(store: Store, job: Job, ctx: Context | None = None, plan: Plan | None = None) -> StageResult:
-    """The output of `job`: the stored one when its version is complete, else computed and committed now.
+    """The output of `job`: the stored one when its version is complete, else computed and committed now
+    under the version's lease (or the output of the run that held it, when that run commits it first).
     `plan`: the job's plan when the caller already made it (the Prefect task's cache key did)."""
     t0 = time.perf_counter()
     plan = plan or job.plan()
     if store.is_complete(plan.stage, plan.version):
         return StageResult(store.ref(plan.stage, plan.version), False, time.perf_counter() - t0)
-    ctx = ctx or Context()
-    try:
-        ref = job.compute(store, plan, ctx)
-    finally:
-        ctx.close()  # only the engines the context built itself (never those it was given)
+    with claim(store, plan.stage, plan.version) as lease:
+        if lease is None:  # another run committed it while this one waited
+            return StageResult(store.ref(plan.stage, plan.version), False, time.perf_counter() - t0)
+        ctx = ctx or Context()
+        try:
+            ref = job.compute(store, plan, ctx)
+        finally:
+            ctx.close()  # only the engines the context built itself (never those it was given)
     if (ref.stage, ref.version) != (plan.stage, plan.version):
         raise RuntimeError(f"{job.label}: compute committed {ref.short()}, not its plan's {plan.short()}")
     return StageResult(ref, True, time.perf_counter() - t0)
