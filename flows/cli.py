@@ -31,6 +31,9 @@ ENV_DEFAULTS = {
     "VLLM_NO_USAGE_STATS": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "TOKENIZERS_PARALLELISM": "false",
+    # swirl's own log lines (a run waiting for another run's lease, judge shards) reach the terminal and the
+    # Prefect UI like the tasks' lines
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "swirl",
 }
 
 
@@ -71,9 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _error("config error", e)
         return 2
+    from flows.local_server import start_temporary_server
     from flows.round import swirl_round
     from swirl.data.loaders import DataError
 
+    start_temporary_server()
     try:
         result = swirl_round(cfg)
     except DataError as e:  # bad input: retrying cannot help; one line that names the field and the fix
@@ -138,7 +143,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _error("config error", e)
         return 2
     from flows.evaluate import swirl_evaluate
+    from flows.local_server import start_temporary_server
 
+    start_temporary_server()
     _print_round(swirl_evaluate(args.config, adapters, datasets, args.trained))
     return 0
 
@@ -152,6 +159,9 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     cfg = _load(args.config)  # a bad file: one line, exit 2
     try:
         check_iteration(cfg, args.rounds, args.more_rounds)  # before any flow starts
+        from flows.local_server import start_temporary_server
+
+        start_temporary_server()
         result = swirl_iterate(
             args.config,
             rounds=args.rounds,

@@ -28,6 +28,27 @@ from swirl.system import free_port
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
+def start_temporary_server() -> None:
+    """Start this process's temporary Prefect server now (when no PREFECT_API_URL is set), holding a lock in
+    PREFECT_HOME while it starts. Two `swirl run` at once on one machine share PREFECT_HOME, and their
+    temporary servers setting up its SQLite database at the same time fail (`duplicate column name`); with the
+    lock the second starts once the first has set the database up. Prefect's client finds the running server
+    (`SubprocessASGIServer` is one instance per process)."""
+    import fcntl
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    home = str(PREFECT_HOME.value())
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, "swirl-server-start.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        SubprocessASGIServer().start()
+
+
 def start_process(cmd: list[str], env: dict[str, str], log: str, cwd: str) -> subprocess.Popen:
     """`cmd` in its own session (so `stop_process` ends its children too), stdout and stderr to `log`."""
     with open(log, "w") as out:

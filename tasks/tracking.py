@@ -38,10 +38,25 @@ class Tracking:
     parent_run_id: str
 
 
+_READY: set[str] = set()  # SQLite tracking URIs whose tables this process has seen created
+
+
 def mlflow_client(uri: str) -> MlflowClient:
+    """A client of `uri`. A SQLite database is first opened under a lock beside it: two runs creating its
+    tables at once (two `swirl run` on one store) would fail with `table ... already exists`."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        import fcntl
+
+        db = uri[len("sqlite:///") :]
+        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+        with open(db + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            client.search_experiments(max_results=1)  # creates or migrates the tables
+        _READY.add(uri)
+    return client
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

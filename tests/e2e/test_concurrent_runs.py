@@ -1,4 +1,4 @@
-"""Two `swirl run configs/quickstart.yaml` started at once on one store: both finish, the store holds one copy
+"""Two `swirl run configs/smoke.yaml` started at once on one store: both finish, the store holds one copy
 of every output, and no stage is computed by both (the lease per output version: the second run waits for the
 first one's output and takes it as a store hit). About 6 minutes on a busy 2-core CPU machine (two vLLM
 engines)."""
@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.test_quickstart import ROOT
+from tests.e2e.test_smoke_run import ROOT
 
 QUICKSTART_OUTPUTS = {
     "ingest": 5,
@@ -27,10 +27,10 @@ QUICKSTART_OUTPUTS = {
 
 
 def _start(cwd, log, prefect_home):
-    """`swirl run` with its own Prefect home: two temporary Prefect servers migrating one SQLite database at
-    once fail (as two runs on two machines would not share one)."""
+    """`swirl run` as a user starts it; both runs share one fresh Prefect home (its database is set up by the
+    first temporary server while the second waits: flows/local_server.py:start_temporary_server)."""
     env = {**os.environ, "PYTHONPATH": ROOT, "COLUMNS": "200", "PREFECT_HOME": str(prefect_home)}
-    cmd = [sys.executable, "-m", "flows.cli", "run", "configs/quickstart.yaml"]
+    cmd = [sys.executable, "-m", "flows.cli", "run", "configs/smoke.yaml"]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
@@ -45,17 +45,13 @@ def _outcomes(stdout: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.vllm  # the quickstart's policy engine is vLLM (started by each `swirl run`, in its subprocess)
+@pytest.mark.vllm  # the smoke run's policy engine is vLLM (started by each `swirl run`, in its subprocess)
 def test_two_runs_of_one_config_at_once_compute_each_output_once(tmp_path):
     shutil.copytree(os.path.join(ROOT, "configs"), tmp_path / "configs")
-    # the MLflow database (SQLite in the store folder) created before: two runs creating its tables at once
-    # fail, a shared tracking server would have them already
-    from mlflow import MlflowClient
-
-    (tmp_path / "runs" / "quickstart").mkdir(parents=True)
-    MlflowClient("sqlite:///" + str(tmp_path / "runs/quickstart/mlflow.db")).search_experiments()
+    # nothing set up before: the MLflow database (SQLite in the store folder) and the Prefect home are
+    # created by the runs themselves, at once
     logs = [open(tmp_path / f"run{i}.log", "w+") for i in range(2)]
-    procs = [_start(tmp_path, log, tmp_path / f"prefect{i}") for i, log in enumerate(logs)]
+    procs = [_start(tmp_path, log, tmp_path / "prefect") for log in logs]
     rcs = [p.wait(timeout=1800) for p in procs]
     outs = []
     for log in logs:
@@ -70,7 +66,7 @@ def test_two_runs_of_one_config_at_once_compute_each_output_once(tmp_path):
     assert not both, f"computed by both runs: {both}"
     assert all("computed" in (first[k], second[k]) for k in first), "every output computed by one run"
 
-    store = tmp_path / "runs" / "quickstart"
+    store = tmp_path / "runs" / "smoke"
     leftovers = sorted(
         f"{stage.name}/{p.name}"
         for stage in store.iterdir()
@@ -81,5 +77,5 @@ def test_two_runs_of_one_config_at_once_compute_each_output_once(tmp_path):
     assert not leftovers, f"left in the store: {leftovers}"
     from swirl.store import Store
 
-    # the outputs of one run, once (tests/e2e/test_quickstart.py counts the same)
+    # the outputs of one run, once (tests/e2e/test_smoke_run.py counts the same)
     assert Counter(m["stage"] for m in Store(str(store)).versions()) == QUICKSTART_OUTPUTS
