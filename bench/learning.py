@@ -148,11 +148,8 @@ _OFFLINE = {"objective": "swirl_offline", "offline": {"reward": "process", "base
 _OFFLINE_MEAN = {"objective": "swirl_offline", "offline": {"reward": "process", "baseline": "mean"}}
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
-    "warmup": {
-        "generate": {"source": "gold", "samples_per_question": 1},
-        "filter": {"strategy": "outcome"},
-        "train": {"objective": "sft", "kl_beta": 0.0, "max_steps": 30},
-    },
+    # the pipeline's warm-up step (`warmup:`, swirl.config.warmup_config): SFT on gold demonstrations
+    "warmup": {"warmup": {"enabled": True, "steps": 30}},
     **{
         f"sft_{f}": {"train": {"objective": "sft", "kl_beta": 0.0}, "filter": {"strategy": f}}
         for f in FILTERS
@@ -215,7 +212,7 @@ SMOKE = {
     "policy": {"kind": "hf", "merge_adapter": False},
 }
 # a short warm-up, long enough for some right answers among its samples (OREO needs both outcomes)
-SMOKE_VARIANTS = {"warmup": {"train": {"max_steps": 10, "learning_rate": 1e-3}}}
+SMOKE_VARIANTS = {"warmup": {"warmup": {"steps": 10, "learning_rate": 1e-3}}}
 SMOKE_DEFAULT_VARIANTS = (
     "base",
     "warmup",
@@ -393,7 +390,7 @@ def variant_config(data: dict[str, Any], name: str, opts: Options | None = None)
     if opts.smoke:
         over = _merge(over, SMOKE_VARIANTS.get(name, {}))
     if name == "warmup" and opts.warmup_steps:
-        over = _merge(over, {"train": {"max_steps": opts.warmup_steps}})
+        over = _merge(over, {"warmup": {"steps": opts.warmup_steps}})
     if name not in (*EVAL_ONLY, "warmup"):
         over = _merge(over, _trained_over(data, name, opts))
     if opts.start_adapter and name not in ("base", "warmup"):
@@ -402,6 +399,10 @@ def variant_config(data: dict[str, Any], name: str, opts: Options | None = None)
         over = _merge(over, _beam_over(opts.beam))
     label = variant_label(name, bool(opts.start_adapter), (opts.beam or {}).get("width", 0))
     over = _merge(over, _named(data, label if opts.seed is None else f"{label} seed {opts.seed}"))
+    if name == "warmup":  # the pipeline's own warm-up round
+        from swirl.config import config_from_dict, warmup_config
+
+        return warmup_config(config_from_dict(_merge(data, over), source="bench/learning.py:warmup"))
     # an online round trains only: a second round evaluates its adapter merged (evaluation_config)
     return _config(_merge(data, over), name, name in EVAL_ONLY, evaluate=name not in ONLINE)
 
