@@ -27,9 +27,9 @@ import importlib.util
 import logging
 import os
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import pyarrow as pa
@@ -152,27 +152,34 @@ class WorkerLost(RuntimeError):
 
 
 class Workers(Protocol, Generic[H]):
-    """The driver's view of its actors: numbered 0..size-1, one shard at a time each."""
+    """The driver's view of its actors: numbered 0..size-1, one call at a time each."""
 
     size: int
 
     def submit(self, worker: int, index: int) -> H: ...  # start shard `index` on `worker`
 
+    def ready(self, worker: int) -> H: ...  # finishes once a lost worker is back (restarted)
+
     def wait(self, running: list[H]) -> H: ...  # one finished handle among `running`
 
-    def result(self, handle: H) -> ShardOutput: ...  # its output; WorkerLost when its worker died
+    def result(self, handle: H) -> ShardOutput | None: ...  # a shard's output (None: `ready`'s); raises
+
+    # WorkerLost when the worker died
+
+
+READY = -1  # the shard index of a `ready` call in the running table
 
 
 @dataclass
 class _Schedule:
-    """The driver's bookkeeping: shards to run, shards running, outputs not yet handed on."""
+    """The driver's bookkeeping: shards to run, calls running, outputs not yet handed on."""
 
     todo: deque[int]
     free: deque[int]
-    running: dict[Any, tuple[int, int]]  # handle -> (worker, shard index)
-    done: dict[int, ShardOutput]
-    tries: dict[int, int]
-    losses: dict[int, int]
+    running: dict[Any, tuple[int, int]] = field(default_factory=dict)  # handle -> (worker, shard or READY)
+    done: dict[int, ShardOutput] = field(default_factory=dict)
+    tries: Counter[int] = field(default_factory=Counter)  # by shard
+    losses: Counter[int] = field(default_factory=Counter)  # by worker
     next_out: int = 0
 
 
@@ -184,24 +191,27 @@ def dispatch(
     restarts: int = ACTOR_RESTARTS,
 ) -> Iterator[ShardOutput]:
     """The outputs of shards 0..n-1 in order, each run on the next free worker. A shard whose worker died
-    runs again (at most `attempts` tries); a worker lost more than `restarts` times is not used again. At
-    most `window` shards past the next one to hand on are started (bounds the outputs held)."""
-    s = _Schedule(deque(range(n)), deque(range(workers.size)), {}, {}, {}, {})
+    runs again (at most `attempts` tries); the worker takes work again once it is back, unless it was lost
+    more than `restarts` times. At most `window` shards past the next one to hand on are started (bounds
+    the outputs held)."""
+    s = _Schedule(deque(range(n)), deque(range(workers.size)))
     while s.next_out < n:
         _fill(s, workers, window)
         if not s.running:
             raise RuntimeError(
-                f"every Ray actor was lost (each more than {restarts} times); {n - s.next_out} shards not "
-                "done. The actors' logs (ray logs, or /tmp/ray/session_latest/logs) say why."
+                f"every Ray actor was lost (restarted {restarts} times, or dead); {n - s.next_out} shards "
+                "not done. The actors' logs (ray logs, or /tmp/ray/session_latest/logs) say why."
             )
         handle = workers.wait(list(s.running))
         worker, index = s.running.pop(handle)
         try:
-            s.done[index] = workers.result(handle)
+            out = workers.result(handle)
         except WorkerLost as e:
-            _lost(s, worker, index, attempts, restarts, e)
+            _lost(s, workers, worker, index, attempts, restarts, e)
         else:
             s.free.append(worker)
+            if out is not None:
+                s.done[index] = out
         _fill(s, workers, window)  # busy again before the outputs are handed on (written)
         while s.next_out in s.done:
             yield s.done.pop(s.next_out)
@@ -212,21 +222,26 @@ def _fill(s: _Schedule, workers: Workers[H], window: int) -> None:
     """Start the next shards on the free workers, within the window."""
     while s.free and s.todo and s.todo[0] < s.next_out + window:
         worker, index = s.free.popleft(), s.todo.popleft()
-        s.tries[index] = s.tries.get(index, 0) + 1
+        s.tries[index] += 1
         s.running[workers.submit(worker, index)] = (worker, index)
 
 
-def _lost(s: _Schedule, worker: int, index: int, attempts: int, restarts: int, err: Exception) -> None:
-    """Shard `index` failed with its worker: queue it first again, and keep the worker unless it was lost
-    too often."""
+def _lost(
+    s: _Schedule, workers: Workers[H], worker: int, index: int, attempts: int, restarts: int, err: Exception
+) -> None:
+    """`worker` died: its shard `index` goes first in line again; the worker takes work again once it is
+    back, unless it was lost too often (or died for good: its `ready` call failed)."""
+    if index == READY:
+        log.warning("ray: actor %d did not come back (%s); going on without it", worker, err)
+        return
     if s.tries[index] >= attempts:
         raise RuntimeError(
             f"shard {index} failed {attempts} times, each time its actor died ({err}); the actors' logs "
             "(ray logs, or /tmp/ray/session_latest/logs) say why (out of memory?)"
         ) from err
-    s.losses[worker] = s.losses.get(worker, 0) + 1
+    s.losses[worker] += 1
     if s.losses[worker] <= restarts:
-        s.free.append(worker)  # Ray restarts it; calls wait until it is back
+        s.running[workers.ready(worker)] = (worker, READY)  # Ray restarts it
     s.todo.appendleft(index)
     log.warning(
         "ray: actor %d lost while running shard %d (%s); shard %d submitted again (try %d of %d)",
@@ -255,8 +270,20 @@ class ShardActor:
     def run(self, shard: list[dict[str, Any]]) -> ShardOutput:
         return self.runner(shard)
 
-    def pid(self) -> int:
-        return os.getpid()
+
+def actor_class(cfg: ExecutorConfig, gpus: float) -> Any:
+    """`ShardActor` as a Ray actor class: restarted when it dies; `run` is never retried by Ray (the driver
+    submits a lost shard again, to any actor), `ready` is retried until the actor is back."""
+    import ray
+
+    class Actor(ShardActor):
+        @ray.method(max_task_retries=-1)
+        def ready(self) -> int:
+            return os.getpid()
+
+    return ray.remote(
+        num_cpus=cfg.ray_cpus_per_actor, num_gpus=gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=0
+    )(Actor)
 
 
 class RayWorkers:
@@ -268,19 +295,23 @@ class RayWorkers:
     def submit(self, worker: int, index: int) -> Any:
         return self.actors[worker].run.remote(self.shards[index])
 
+    def ready(self, worker: int) -> Any:
+        return self.actors[worker].ready.remote()
+
     def wait(self, running: list[Any]) -> Any:
         import ray
 
         ready, _ = ray.wait(running, num_returns=1)
         return ready[0]
 
-    def result(self, handle: Any) -> ShardOutput:
+    def result(self, handle: Any) -> ShardOutput | None:
         import ray
 
         try:
-            return ray.get(handle)
+            out = ray.get(handle)
         except ray.exceptions.RayActorError as e:
             raise WorkerLost(type(e).__name__) from e
+        return out if isinstance(out, ShardOutput) else None
 
 
 def ensure_ray(cfg: ExecutorConfig, actors_cpus: float) -> None:
@@ -323,12 +354,7 @@ def ray_shards(
 
     ensure_ray(cfg, cfg.ray_actors * cfg.ray_cpus_per_actor)
     n = min(cfg.ray_actors, len(shards))
-    actor_cls = ray.remote(ShardActor).options(
-        num_cpus=cfg.ray_cpus_per_actor,
-        num_gpus=gpus_per_actor(job.engine_specs()),
-        max_restarts=ACTOR_RESTARTS,
-        max_task_retries=0,  # the driver submits a lost shard again (to any actor)
-    )
+    actor_cls = actor_class(cfg, gpus_per_actor(job.engine_specs()))
     run_id = uuid.uuid4().hex[:8]
     actors = [
         actor_cls.options(name=f"swirl-{job.stage}-{run_id}-{i}").remote(job, store.url, tools)
