@@ -26,10 +26,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import pyarrow as pa
@@ -83,14 +84,26 @@ class ExecutorConfig(Section):
 
 @dataclass(frozen=True)
 class ShardOutput:
-    """One shard's rows, and the tokens generated for them (throughput)."""
+    """One shard's rows, and the tokens generated for them (throughput). The executor adds its times:
+    `seconds` computing the shard where it ran, `round_trip_s` from handing it out to having its rows in the
+    driver (the same as `seconds` locally; on Ray, plus the call, the queue and the table's transfer)."""
 
     table: pa.Table
     tokens: int = 0
+    seconds: float = 0.0
+    round_trip_s: float = 0.0
 
 
 EngineFor = Callable[[str, EngineSpec | None], Engine]  # (role, config) -> engine; `Context.engine`
 Runner = Callable[[list[dict[str, Any]]], ShardOutput]  # one shard's work items -> its rows
+
+
+def timed(run: Runner, shard: list[dict[str, Any]]) -> ShardOutput:
+    """`run(shard)` with the time it took as its `seconds` (and round trip, until a driver sets its own)."""
+    t0 = time.perf_counter()
+    out = run(shard)
+    dt = time.perf_counter() - t0
+    return replace(out, seconds=dt, round_trip_s=dt)
 
 
 class ShardJob(Protocol):
@@ -140,7 +153,7 @@ def _local_shards(
 ) -> Iterator[ShardOutput]:
     run = job.shard_runner(store, engine, tools)
     for shard in shards:
-        yield run(shard)
+        yield timed(run, shard)
 
 
 # ------------------------------------------------------------------------------------------ scheduling
@@ -268,7 +281,7 @@ class ShardActor:
         return self.pool.get(cfg)
 
     def run(self, shard: list[dict[str, Any]]) -> ShardOutput:
-        return self.runner(shard)
+        return timed(self.runner, shard)
 
 
 def actor_class(cfg: ExecutorConfig, gpus: float) -> Any:
@@ -291,9 +304,12 @@ class RayWorkers:
 
     def __init__(self, actors: list[Any], shards: Sequence[list[dict[str, Any]]]) -> None:
         self.actors, self.shards, self.size = actors, shards, len(actors)
+        self.started: dict[Any, float] = {}  # handle -> when it was submitted
 
     def submit(self, worker: int, index: int) -> Any:
-        return self.actors[worker].run.remote(self.shards[index])
+        handle = self.actors[worker].run.remote(self.shards[index])
+        self.started[handle] = time.perf_counter()
+        return handle
 
     def ready(self, worker: int) -> Any:
         return self.actors[worker].ready.remote()
@@ -307,11 +323,14 @@ class RayWorkers:
     def result(self, handle: Any) -> ShardOutput | None:
         import ray
 
+        t0 = self.started.pop(handle, None)  # None: a `ready` call
         try:
             out = ray.get(handle)
         except ray.exceptions.RayActorError as e:
+            if getattr(e, "actor_init_failed", False):  # its engines or tools failed to load: no retry helps
+                raise RuntimeError(f"a Ray actor could not start: {e}") from e
             raise WorkerLost(type(e).__name__) from e
-        return out if isinstance(out, ShardOutput) else None
+        return None if t0 is None else replace(out, round_trip_s=time.perf_counter() - t0)
 
 
 def ensure_ray(cfg: ExecutorConfig, actors_cpus: float) -> None:

@@ -15,7 +15,7 @@ from swirl.data.config import DatasetSpec
 from swirl.engines.config import EngineConfig
 from swirl.episodes import GenerateConfig
 from swirl.evaluation.config import EvaluateConfig
-from swirl.executors import ExecutorConfig, ShardOutput, WorkerLost, dispatch, in_shards
+from swirl.executors import ExecutorConfig, ShardOutput, WorkerLost, dispatch, in_shards, run_shards
 from swirl.stages.base import Context, run_stage
 from swirl.stages.evaluate import EvalPolicy, Evaluate
 from swirl.stages.generate import Generate
@@ -111,6 +111,37 @@ def test_the_window_bounds_shards_started_ahead_of_the_next_to_write():
 def test_in_shards_cuts_consecutive_runs():
     assert in_shards(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
     assert in_shards([], 3) == []
+
+
+@dataclass
+class CountingJob:
+    """A shard job whose runner tags each shard's rows; counts how often its engines were loaded."""
+
+    loads: list[str] = field(default_factory=list)
+    stage = "fake"
+
+    def engine_specs(self) -> list:
+        return []
+
+    def shard_runner(self, store, engine, tools):
+        self.loads.append("loaded")
+        return lambda shard: ShardOutput(pa.table({"shard": [shard[0]["i"] // 2]}), tokens=len(shard))
+
+
+def test_the_local_executor_loads_once_runs_shards_in_order_and_times_them(tmp_path):
+    job = CountingJob()
+    shards = in_shards([{"i": i} for i in range(5)], 2)
+    outs = list(run_shards(ExecutorConfig(), job, Store(str(tmp_path)), shards, engine=None, tools=None))
+    assert shards_of(outs) == [0, 1, 2] and [o.tokens for o in outs] == [2, 2, 1]
+    assert job.loads == ["loaded"]
+    assert all(o.seconds >= 0 and o.round_trip_s == o.seconds for o in outs)
+
+
+def test_no_shards_load_nothing_on_either_executor(tmp_path):
+    job = CountingJob()
+    for ex in (ExecutorConfig(), ExecutorConfig(executor="ray")):
+        assert list(run_shards(ex, job, Store(str(tmp_path)), [], engine=None, tools=None)) == []
+    assert job.loads == []
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -242,3 +273,20 @@ def test_evaluate_on_two_ray_actors_one_killed_equals_the_local_run(
     assert ref.version == local.version and ref.rows == local.rows == N_Q
     assert_same_table(store.read_ref(local), rstore.read_ref(ref), "")
     assert ref.summary["accuracy_rule"] == local.summary["accuracy_rule"]
+
+
+@pytest.mark.slow
+def test_an_actor_that_cannot_load_its_engine_stops_the_stage_with_the_reason(ray_cluster, tmp_path):
+    store, spec, questions = ingest(str(tmp_path))
+    missing = str(tmp_path / "no-such-model")
+    job = Generate(
+        gen_config(),
+        EngineConfig(kind="hf", model=missing),
+        spec,
+        questions,
+        executor=ExecutorConfig(executor="ray", ray_actors=2),
+    )
+    with pytest.raises(RuntimeError, match="a Ray actor could not start") as e:
+        run_stage(store, job, Context(tools={"math": calculate}))
+    assert "no-such-model" in str(e.value)
+    assert not ray_cluster.util.list_named_actors()  # the stage's actors are gone
