@@ -160,6 +160,14 @@ def test_executor_ray_without_ray_is_one_clear_error(monkeypatch):
     assert "run.executor: local" in str(e.value)
 
 
+def test_the_run_section_holds_the_executor_fields():
+    from swirl.config import config_from_dict
+
+    run = config_from_dict({"run": {"executor": "ray", "ray_actors": 3, "ray_address": "127.0.0.1:6379"}}).run
+    assert run.executor_config == ExecutorConfig(executor="ray", ray_actors=3, ray_address="127.0.0.1:6379")
+    assert config_from_dict({}).run.executor_config.executor == "local"
+
+
 def test_the_executor_is_not_part_of_the_version(tiny_model_dir, tmp_path):
     store, spec, questions = ingest(str(tmp_path))
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
