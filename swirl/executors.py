@@ -59,8 +59,9 @@ class ExecutorConfig(Section):
     )
     ray_address: str = Field(
         "",
-        description="Ray cluster to join (e.g. ray://head:10001 or 127.0.0.1:6379). Empty: start a local "
-        "cluster on 127.0.0.1 (no dashboard) the first time a stage needs it.",
+        description="Ray cluster to join (e.g. ray://head:10001 or 127.0.0.1:6379); the store root and the "
+        "model folders must then be reachable from its nodes (s3://, a shared file system). Empty: start a "
+        "local cluster on 127.0.0.1 (no dashboard) the first time a stage needs it.",
     )
     ray_actors: int = Field(
         2, ge=1, description="Engine actors per sharded stage on Ray; each holds its own engines."
