@@ -353,13 +353,33 @@ def ensure_ray(cfg: ExecutorConfig, actors_cpus: float) -> None:
     )
 
 
-def gpus_per_actor(specs: Sequence[EngineSpec]) -> float:
+def gpus_per_actor(specs: Sequence[EngineSpec], cluster: Mapping[str, float]) -> float:
     """GPUs an actor reserves: its local engines' tensor parallel degrees, on a cluster that has GPUs."""
-    import ray
-
-    if not ray.cluster_resources().get("GPU"):
+    if not cluster.get("GPU"):
         return 0.0
     return float(sum(s.tensor_parallel_size for s in specs if isinstance(s, EngineConfig)))
+
+
+def actors_that_fit(wanted: int, cpus: float, gpus: float, cluster: Mapping[str, float]) -> int:
+    """How many of `wanted` actors the cluster holds at once (an actor Ray cannot place would keep its shard
+    waiting forever); an error when not one fits."""
+    fit = int(cluster.get("CPU", 0) // cpus)
+    if gpus:
+        fit = min(fit, int(cluster.get("GPU", 0) // gpus))
+    if fit < 1:
+        raise ValueError(
+            f"run.ray_cpus_per_actor: an actor needs {cpus:g} CPUs and {gpus:g} GPUs (the policy's "
+            f"tensor_parallel_size), the Ray cluster has {cluster.get('CPU', 0):g} CPUs and "
+            f"{cluster.get('GPU', 0):g} GPUs; lower ray_cpus_per_actor or tensor_parallel_size"
+        )
+    if fit < wanted:
+        log.warning(
+            "ray: the cluster holds %d of the %d actors asked for (run.ray_actors); using %d",
+            fit,
+            wanted,
+            fit,
+        )
+    return min(wanted, fit)
 
 
 def ray_shards(
@@ -369,12 +389,15 @@ def ray_shards(
     shards: Sequence[list[dict[str, Any]]],
     tools: Mapping[str, Tool] | None,
 ) -> Iterator[ShardOutput]:
-    """The shards' outputs in order, computed by `cfg.ray_actors` actors (named `swirl-<stage>-<id>-<i>`)."""
+    """The shards' outputs in order, computed by up to `cfg.ray_actors` actors (named
+    `swirl-<stage>-<id>-<i>`)."""
     import ray
 
     ensure_ray(cfg, cfg.ray_actors * cfg.ray_cpus_per_actor)
-    n = min(cfg.ray_actors, len(shards))
-    actor_cls = actor_class(cfg, gpus_per_actor(job.engine_specs()))
+    cluster = ray.cluster_resources()
+    gpus = gpus_per_actor(job.engine_specs(), cluster)
+    n = actors_that_fit(min(cfg.ray_actors, len(shards)), cfg.ray_cpus_per_actor, gpus, cluster)
+    actor_cls = actor_class(cfg, gpus)
     run_id = uuid.uuid4().hex[:8]
     actors = [
         actor_cls.options(name=f"swirl-{job.stage}-{run_id}-{i}").remote(job, store.url, tools)

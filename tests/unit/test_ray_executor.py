@@ -15,7 +15,16 @@ from swirl.data.config import DatasetSpec
 from swirl.engines.config import EngineConfig
 from swirl.episodes import GenerateConfig
 from swirl.evaluation.config import EvaluateConfig
-from swirl.executors import ExecutorConfig, ShardOutput, WorkerLost, dispatch, in_shards, run_shards
+from swirl.executors import (
+    ExecutorConfig,
+    ShardOutput,
+    WorkerLost,
+    actors_that_fit,
+    dispatch,
+    gpus_per_actor,
+    in_shards,
+    run_shards,
+)
 from swirl.stages.base import Context, run_stage
 from swirl.stages.evaluate import EvalPolicy, Evaluate
 from swirl.stages.generate import Generate
@@ -106,6 +115,26 @@ def test_the_window_bounds_shards_started_ahead_of_the_next_to_write():
     workers = FakeWorkers(size=4, finish="newest")
     assert shards_of(dispatch(10, workers, window=3)) == list(range(10))
     assert workers.most_running <= 3
+
+
+def test_no_more_actors_start_than_the_cluster_holds():
+    cluster = {"CPU": 16.0, "GPU": 2.0}
+    assert actors_that_fit(4, 1.0, 0.0, cluster) == 4
+    assert actors_that_fit(4, 1.0, 1.0, cluster) == 2  # one GPU each (tensor_parallel_size 1)
+    assert actors_that_fit(4, 6.0, 0.0, cluster) == 2
+    with pytest.raises(ValueError, match="an actor needs 1 CPUs and 4 GPUs"):
+        actors_that_fit(2, 1.0, 4.0, cluster)
+
+
+def test_gpus_per_actor_are_the_local_engines_tensor_parallel_degrees(tiny_model_dir):
+    from swirl.engines.config import OpenAIEngineConfig
+
+    specs = [
+        EngineConfig(kind="vllm", model=tiny_model_dir, tensor_parallel_size=2),
+        OpenAIEngineConfig(base_url="http://127.0.0.1:8000/v1", model="judge"),
+    ]
+    assert gpus_per_actor(specs, {"CPU": 8.0, "GPU": 8.0}) == 2.0
+    assert gpus_per_actor(specs, {"CPU": 8.0}) == 0.0  # a CPU cluster
 
 
 def test_in_shards_cuts_consecutive_runs():
