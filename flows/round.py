@@ -371,7 +371,13 @@ def generate_phase(
     cfg, trajectories = rnd.cfg, {}
     for spec in cfg.generate_datasets():
         job = Generate(
-            cfg.generate, cfg.policy, spec, questions[spec.name], corpora.get(spec.name), cfg.search
+            cfg.generate,
+            cfg.policy,
+            spec,
+            questions[spec.name],
+            corpora.get(spec.name),
+            cfg.search,
+            executor=cfg.run.executor_config,
         )
         trajectories[spec.name] = rnd.run(f"generate/{spec.name}", job)
     title = f"{rnd.run_name}: sample trajectories"
@@ -459,6 +465,7 @@ def evaluate_phase(
                 corpora.get(spec.name),
                 cfg.search,
                 cfg.judge_config(),
+                executor=cfg.run.executor_config,
             )
             ref = rnd.run(f"eval/{spec.name}/{pol.label}", job)
             entries.append(ReportEntry(pol.label, pol.trained_on, ref))

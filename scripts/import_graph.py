@@ -31,8 +31,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("swirl", "swirl.sections", "swirl.tables", "swirl.protocol", "swirl.system"),
     ("swirl.store", "swirl.lease", "swirl.table_io"),  # the versioned store, its leases, its table readers
     ("swirl.tools", "swirl.engines", "swirl.data", "swirl.models"),  # components
-    # episodes and their sub-trajectories (the steps table)
-    ("swirl.rollout", "swirl.episodes", "swirl.subtrajectories", "swirl.viewer"),
+    # episodes and their sub-trajectories (the steps table); where sharded stages run their shards
+    ("swirl.rollout", "swirl.episodes", "swirl.subtrajectories", "swirl.viewer", "swirl.executors"),
     ("swirl.judging", "swirl.evaluation"),  # judging episodes and scoring policies
     ("swirl.training",),  # the trainer
     ("swirl.stages",),  # the versioned stages (one contract)

@@ -22,6 +22,7 @@ from swirl.data.config import DatasetSpec, IngestConfig
 from swirl.engines.config import EngineConfig
 from swirl.episodes import GenerateConfig
 from swirl.evaluation.config import EvaluateConfig
+from swirl.executors import ExecutorConfig
 from swirl.judging.config import JudgeConfig
 from swirl.sections import Section
 from swirl.stages.prepare import MODEL_FOLDERS, PrepareConfig, written_paths
@@ -35,7 +36,10 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- run
-class RunSection(Section):
+class RunSection(ExecutorConfig):
+    """The run's name, store and tracking, and where sharded stages run (the executor fields, owned by
+    `swirl.executors.ExecutorConfig`)."""
+
     name: str = Field("swirl", description="Run name: MLflow parent run name and default store folder.")
     root: str = Field(
         "",
@@ -59,6 +63,11 @@ class RunSection(Section):
     @property
     def store_root(self) -> str:
         return self.root or os.path.join("runs", self.name)
+
+    @property
+    def executor_config(self) -> ExecutorConfig:
+        """The executor fields alone: what the sharded stage jobs carry (never part of their versions)."""
+        return ExecutorConfig(**self.model_dump(include=set(ExecutorConfig.model_fields)))
 
     @property
     def mlflow_uri(self) -> str:

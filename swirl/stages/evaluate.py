@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from swirl.data.config import DatasetSpec
 from swirl.data.loaders import sample_rows
 from swirl.engines.base import Engine
-from swirl.engines.config import EngineConfig, engine_identity, model_fingerprint
+from swirl.engines.config import EngineConfig, EngineSpec, engine_identity, model_fingerprint
 from swirl.episodes import (
     GenerateConfig,
     protocol_examples,
@@ -48,10 +48,11 @@ from swirl.evaluation.beam import (
     value_ranker,
 )
 from swirl.evaluation.config import EvaluateConfig
+from swirl.executors import EngineFor, ExecutorConfig, Runner, ShardOutput, in_shards, run_shards
 from swirl.judging import outcome as rules
 from swirl.judging.config import JudgeConfig, OutcomeJudgeConfig
 from swirl.judging.process import Question, ask_all, outcome_ask
-from swirl.rollout import RolloutSettings, Trajectory
+from swirl.rollout import RolloutSettings, Tool, Trajectory
 from swirl.stages.base import Context, Plan
 from swirl.stages.common import policy_plan, tools_for
 from swirl.store import StageRef, Store
@@ -118,6 +119,7 @@ class Evaluate:
     corpus: StageRef | None = None
     search: SearchConfig = SearchConfig()
     judge: JudgeConfig | None = None
+    executor: ExecutorConfig = ExecutorConfig()  # where shards run; not part of the version
     stage: ClassVar[str] = "evaluate"
 
     @property
@@ -165,39 +167,22 @@ class Evaluate:
         )
 
     def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
-        cfg, gen, policy, spec = self.cfg, self.gen, self.policy.engine, self.spec
+        cfg, policy, spec = self.cfg, self.policy.engine, self.spec
         writer = plan.writer(store)
-        kind = tool_kind(spec)
         sample = sampled_questions(store, self.questions, cfg)
         done = writer.done_keys()
         todo = [q for q in sample if q["question_id"] not in done]
         stats = {"done": len(done), "total": len(sample), "seconds": 0.0, "resumed_questions": len(done)}
         if done and todo:  # a crashed run's shards are kept: say so before the rest is evaluated
             ctx.report(**stats, resuming=True)
-        if todo:
-            eng = ctx.engine("policy", policy)
-            jeng = ctx.engine("judge", self.judge.engine) if cfg.llm_judge else None
-            tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)
-            settings = _settings(cfg, gen, kind, policy)
-            ranker = self.ranker(policy) if cfg.ranker else None
-            t0 = time.perf_counter()
-            for start in range(0, len(todo), cfg.shard_questions):
-                shard = todo[start : start + cfg.shard_questions]
-                if ranker is None:
-                    trajs = run_episodes(eng, shard, gen, kind, 1, tools, settings, policy.adapter)
-                else:
-                    starts = start_episodes(eng.tokenizer, shard, gen, kind, 1, settings)
-                    trajs = beam_search(eng, starts, tools, settings, ranker, cfg.beam_width, policy.adapter)
-                rows = [
-                    score_episode(t, q, kind == "math", self.outcome, policy, cfg.decoding_label)
-                    for t, q in zip(trajs, shard, strict=True)
-                ]
-                if jeng is not None:
-                    judge_rows(rows, shard, kind == "math", self.judge, jeng)
-                writer.write_shard(to_table(TABLE, rows), [q["question_id"] for q in shard])
-                stats["done"] += len(shard)
-                stats["seconds"] = time.perf_counter() - t0
-                ctx.report(**stats)
+        shards = in_shards(todo, cfg.shard_questions)
+        t0 = time.perf_counter()
+        outputs = run_shards(self.executor, self, store, shards, ctx.engine, ctx.tools)
+        for shard, out in zip(shards, outputs, strict=True):
+            writer.write_shard(out.table, [q["question_id"] for q in shard])
+            stats["done"] += len(shard)
+            stats["seconds"] = time.perf_counter() - t0
+            ctx.report(**stats)
         rows = writer.read_shards().to_pylist()
         summary = {
             **summarize(rows),
@@ -219,6 +204,36 @@ class Evaluate:
                 json.dump([q["question_id"] for q in sample], f)
 
         return writer.finalize(summary, files=files)
+
+    def engine_specs(self) -> list[EngineSpec]:
+        judge = self.judge.engine if self.cfg.llm_judge and self.judge else None
+        return [self.policy.engine] + ([judge] if judge is not None else [])
+
+    def shard_runner(self, store: Store, engine: EngineFor, tools: Mapping[str, Tool] | None) -> Runner:
+        """Loads the engines (policy, judge), the tools and the ranker once; the runner evaluates one shard
+        of questions as a table of `eval_results` rows."""
+        cfg, gen, policy, kind = self.cfg, self.gen, self.policy.engine, tool_kind(self.spec)
+        eng = engine("policy", policy)
+        jeng = engine("judge", self.judge.engine) if cfg.llm_judge and self.judge else None
+        tools = tools or tools_for(self.spec, store, self.corpus, self.search)
+        settings = _settings(cfg, gen, kind, policy)
+        ranker = self.ranker(policy) if cfg.ranker else None
+
+        def run(shard: list[dict[str, Any]]) -> ShardOutput:
+            if ranker is None:
+                trajs = run_episodes(eng, shard, gen, kind, 1, tools, settings, policy.adapter)
+            else:
+                starts = start_episodes(eng.tokenizer, shard, gen, kind, 1, settings)
+                trajs = beam_search(eng, starts, tools, settings, ranker, cfg.beam_width, policy.adapter)
+            rows = [
+                score_episode(t, q, kind == "math", self.outcome, policy, cfg.decoding_label)
+                for t, q in zip(trajs, shard, strict=True)
+            ]
+            if jeng is not None and self.judge is not None:
+                judge_rows(rows, shard, kind == "math", self.judge, jeng)
+            return ShardOutput(to_table(TABLE, rows), sum(t.generated_tokens for t in trajs))
+
+        return run
 
     def ranker(self, policy: EngineConfig) -> Ranker:
         """How the beam search ranks candidates: the value model (beam), the policy's cumulative log-prob

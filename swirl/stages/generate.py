@@ -12,17 +12,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from swirl.data.config import DatasetSpec
 from swirl.engines.base import Engine
-from swirl.engines.config import EngineConfig
+from swirl.engines.config import EngineConfig, EngineSpec
 from swirl.episodes import GenerateConfig, rollout_settings, run_episodes, tool_kind
+from swirl.executors import EngineFor, ExecutorConfig, Runner, ShardOutput, in_shards, run_shards
+from swirl.rollout import Tool
 from swirl.stages.base import Context, Plan
 from swirl.stages.common import policy_plan, tools_for
 from swirl.store import StageRef, Store
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
+
+if TYPE_CHECKING:
+    from swirl.data.demonstrations import GoldScript
 
 TABLE = "trajectories"
 SUMMARY_COLUMNS = [
@@ -48,6 +53,7 @@ class Generate:
     questions: StageRef
     corpus: StageRef | None = None
     search: SearchConfig = SearchConfig()
+    executor: ExecutorConfig = ExecutorConfig()  # where shards run; not part of the version
     stage: ClassVar[str] = "generate"
 
     @property
@@ -65,25 +71,7 @@ class Generate:
     def compute(self, store: Store, plan: Plan, ctx: Context) -> StageRef:
         cfg, policy, spec = self.cfg, self.policy, self.spec
         writer = plan.writer(store)
-        kind = tool_kind(spec)
-        rows = store.read_ref(self.questions).select(["question_id", "question", "answers", "metadata"])
-        rows = rows.to_pylist()
-        model, adapter = policy.model, policy.adapter
-        engine = lambda: ctx.engine("policy", policy)  # noqa: E731
-        extra: dict[str, Any] = {}
-        if cfg.source == "gold":
-            from swirl.data.demonstrations import GoldScript
-
-            script = GoldScript(rows, kind)
-            extra["without_gold_solution"] = sum(r["question"] not in script.actions for r in rows)
-            rows = [r for r in rows if r["question"] in script.actions]
-            if not rows:
-                raise ValueError(
-                    f"generate.source gold: no question of dataset {spec.name!r} has a gold solution "
-                    f"({spec.format} gives calculator notes or supporting facts only when the file has them)"
-                )
-            engine = lambda: gold_engine(policy, script)  # noqa: E731
-            model, adapter = f"gold ({policy.model} tokens)", None
+        rows, extra = self.work_items(store)
         done = writer.done_keys()
         todo = [r for r in rows if r["question_id"] not in done]
         stats = {
@@ -96,24 +84,16 @@ class Generate:
         }
         if done and todo:  # a crashed run's shards are kept: say so before the rest is generated
             ctx.report(**stats, resuming=True)
-        if todo:
-            eng = engine()
-            tools = ctx.tools or tools_for(spec, store, self.corpus, self.search)
-            settings = rollout_settings(cfg, kind, policy.max_model_len)
-            t0 = time.perf_counter()
-            for start in range(0, len(todo), cfg.shard_questions):
-                shard = todo[start : start + cfg.shard_questions]
-                trajs = run_episodes(
-                    eng, shard, cfg, kind, cfg.samples_per_question, tools, settings, adapter
-                )
-                writer.write_shard(
-                    to_table(TABLE, [t.row(model, adapter) for t in trajs]), [q["question_id"] for q in shard]
-                )
-                stats["done"] += len(trajs)
-                stats["new"] += len(trajs)
-                stats["tokens"] += sum(t.generated_tokens for t in trajs)
-                stats["seconds"] = time.perf_counter() - t0
-                ctx.report(**stats)
+        shards = in_shards(todo, cfg.shard_questions)
+        t0 = time.perf_counter()
+        outputs = run_shards(self.executor, self, store, shards, ctx.engine, ctx.tools)
+        for shard, out in zip(shards, outputs, strict=True):
+            writer.write_shard(out.table, [q["question_id"] for q in shard])
+            stats["done"] += out.table.num_rows
+            stats["new"] += out.table.num_rows
+            stats["tokens"] += out.tokens
+            stats["seconds"] = time.perf_counter() - t0
+            ctx.report(**stats)
         all_rows = writer.read_shards(SUMMARY_COLUMNS).to_pylist()  # this run's shards and a crashed run's
         summary = {
             **summarize(all_rows, stats),
@@ -132,6 +112,51 @@ class Generate:
                 f.write(to_markdown(sample, title=title))
 
         return writer.finalize(summary, files=files if sample else None)
+
+    def work_items(self, store: Store) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The questions to generate for (with `source: gold`, those with a gold solution), and what the
+        summary says about the others."""
+        rows = store.read_ref(self.questions).select(["question_id", "question", "answers", "metadata"])
+        rows = rows.to_pylist()
+        if self.cfg.source != "gold":
+            return rows, {}
+        script = self.gold_script(rows)
+        kept = [r for r in rows if r["question"] in script.actions]
+        if not kept:
+            raise ValueError(
+                f"generate.source gold: no question of dataset {self.spec.name!r} has a gold solution "
+                f"({self.spec.format} gives calculator notes or supporting facts only when the file has them)"
+            )
+        return kept, {"without_gold_solution": len(rows) - len(kept)}
+
+    def gold_script(self, rows: list[dict[str, Any]]) -> GoldScript:
+        from swirl.data.demonstrations import GoldScript
+
+        return GoldScript(rows, tool_kind(self.spec))
+
+    def engine_specs(self) -> list[EngineSpec]:
+        return [] if self.cfg.source == "gold" else [self.policy]
+
+    def shard_runner(self, store: Store, engine: EngineFor, tools: Mapping[str, Tool] | None) -> Runner:
+        """Loads the engine (the policy, or the gold script) and the tools once; the runner generates one
+        shard's trajectories as a table."""
+        cfg, policy, kind = self.cfg, self.policy, tool_kind(self.spec)
+        model, adapter = policy.model, policy.adapter
+        if cfg.source == "gold":
+            questions = store.read_ref(self.questions).select(["question", "answers", "metadata"])
+            eng = gold_engine(policy, self.gold_script(questions.to_pylist()))
+            model, adapter = f"gold ({policy.model} tokens)", None
+        else:
+            eng = engine("policy", policy)
+        tools = tools or tools_for(self.spec, store, self.corpus, self.search)
+        settings = rollout_settings(cfg, kind, policy.max_model_len)
+
+        def run(shard: list[dict[str, Any]]) -> ShardOutput:
+            trajs = run_episodes(eng, shard, cfg, kind, cfg.samples_per_question, tools, settings, adapter)
+            table = to_table(TABLE, [t.row(model, adapter) for t in trajs])
+            return ShardOutput(table, sum(t.generated_tokens for t in trajs))
+
+        return run
 
     def describe(self, ref: StageRef) -> str:
         s = ref.summary
