@@ -15,8 +15,11 @@ whatever the machine's load (on a shared machine the compute times of separate r
 load average is recorded). Medians over the shards: the first shard of each actor also waits for the actor
 to start and load its engine, which `to first shard` shows. `shards/s` counts the shards after the first one
 over the time after it (N actors: up to N times local's on N free cores). Each run's table is checked
-against local's: the same token ids in the same order, and the largest log-prob difference. Prints a table
-and writes bench/results/scale.json.
+against local's: the same token ids in the same order, and the largest log-prob difference.
+
+Then the capacity plan of the paper's setting at 1x, 10x and 100x (`scripts/capacity.py`, whose every input is
+marked published, shipped default or assumption; docs/scale.md cites the sources). Prints both tables and
+writes bench/results/scale.json.
 """
 
 from __future__ import annotations
@@ -133,6 +136,23 @@ def _markdown(rows: list[dict], ray_start: float, load: list[float]) -> str:
     return "\n".join(lines)
 
 
+def capacity_plan() -> tuple[dict, str]:
+    """The paper's setting at 1x, 10x and 100x: scripts/capacity.py's figures and its table."""
+    import dataclasses
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "capacity.py")
+    spec = importlib.util.spec_from_file_location("capacity", path)
+    capacity = importlib.util.module_from_spec(spec)
+    sys.modules["capacity"] = capacity  # dataclasses look their module up there
+    spec.loader.exec_module(capacity)
+    setting = capacity.Setting()
+    plans = {f"x{f}": capacity.plan(capacity.scaled(setting, f)) for f in (1, 10, 100)}
+    sources = "docs/scale.md section 1 (published figures with their URLs; assumptions marked)"
+    result = {"setting": dataclasses.asdict(setting), "plans": plans, "sources": sources}
+    return result, capacity.table(plans)
+
+
 def main() -> None:
     args = _parser().parse_args()
     import ray
@@ -162,6 +182,9 @@ def main() -> None:
     for r in rows:
         r.update(_compare(local, r.pop("table")))
     md = _markdown(rows, ray_start, load)
+    capacity, capacity_table = capacity_plan()
+    md += "\n\nCapacity plan of the paper's setting (scripts/capacity.py; sources: docs/scale.md)\n\n"
+    md += "```\n" + capacity_table + "\n```\n"
     print(md)
     result = {
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
@@ -170,6 +193,7 @@ def main() -> None:
         "load_average_1min": load,
         "ray_start_s": round(ray_start, 3),
         "runs": rows,
+        "capacity_plan": capacity,
     }
     write_result(result, args.out, md)
 
