@@ -186,6 +186,24 @@ def test_a_typo_of_a_file_prepare_writes_is_one_line_before_any_work(tmp_path, c
     assert os.listdir(tmp_path) == ["smoke.yaml"]
 
 
+def test_the_real_model_quickstart_with_a_misspelled_path_is_one_line_and_writes_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    """The README's first command's config (configs/quickstart.yaml: SmolLM2 and the two-hop world) with its
+    test file misspelled: `swirl validate` names the field, the path and what prepare writes instead."""
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.chdir(tmp_path)
+    with open(os.path.join(os.path.dirname(SMOKE), "quickstart.yaml")) as f:
+        text = f.read()
+    assert text.count("runs/quickstart/data/twohop/test.json") == 1
+    cfg = tmp_path / "quickstart.yaml"
+    cfg.write_text(text.replace("twohop/test.json", "twohop/tset.json"))
+    err = _cli_error(capsys, ["validate", str(cfg)])
+    assert "ingest.datasets[1].path: file not found, and the prepare stage does not write it" in err
+    assert "did you mean 'runs/quickstart/data/twohop/test.json' (prepare writes it)?" in err
+    assert os.listdir(tmp_path) == ["quickstart.yaml"]  # no store, no data, no model
+
+
 def test_a_path_inside_a_prepare_folder_is_not_assumed_to_be_written(tmp_path):
     """The old rule took any path under prepare's folders as written; only the files prepare writes are."""
     body = (
