@@ -280,3 +280,19 @@ def test_an_empty_table_round_trips(url):
     store.write_table("judge", "e", empty, "judgments", {})
     got = store.read("judge", "e")
     assert got.num_rows == 0 and got.schema.equals(empty.schema) and isinstance(got, pa.Table)
+
+
+def test_the_datasets_of_an_adapter_in_an_s3_store(url):
+    from swirl.stages.train import trained_on
+
+    store = Store(url)
+    ingest = store.write_files("ingest", "q1", lambda d: None, {}, summary={"dataset": "gsm8k"})
+
+    def adapter(folder):
+        os.makedirs(os.path.join(folder, "adapter"))
+        with open(os.path.join(folder, "adapter", "adapter_config.json"), "w") as f:
+            f.write("{}")
+
+    ref = store.write_files("train", "t3", adapter, {}, inputs={"questions": ingest.short()})
+    assert trained_on(f"{ref.path}/files/adapter") == "gsm8k"
+    assert trained_on(f"{url}/elsewhere/files/adapter") == ""
