@@ -125,3 +125,14 @@ def test_a_copy_put_in_place_by_a_twin_process_is_used(remote, cache, monkeypatc
     assert _read_tree(local) == FILES
     assert [n for n in os.listdir(cache) if n.startswith(".tmp-")] == []  # ours was removed
     assert cache_dir() == str(cache)
+
+
+def test_training_starts_from_the_local_copy_of_a_remote_adapter(remote, cache):
+    from swirl.training.config import TrainConfig
+    from swirl.training.run import with_local_init_adapter
+
+    cfg = TrainConfig.model_validate({"lora": {"init_adapter": remote}})
+    local = with_local_init_adapter(cfg).lora.init_adapter
+    assert local.startswith(str(cache)) and _read_tree(local) == FILES
+    assert cfg.lora.init_adapter == remote  # the config (and so the train version) keeps the URL
+    assert with_local_init_adapter(TrainConfig()).lora.init_adapter is None
