@@ -26,6 +26,7 @@ from swirl.executors import ExecutorConfig
 from swirl.judging.config import JudgeConfig
 from swirl.sections import Section
 from swirl.stages.prepare import MODEL_FOLDERS, PrepareConfig, written_paths
+from swirl.store import is_remote, path_exists
 from swirl.subtrajectories import DecomposeConfig, FilterConfig
 from swirl.tools.config import SearchConfig
 from swirl.training.config import TrainConfig
@@ -401,15 +402,20 @@ def check_config_files(cfg: RunConfig, source: str = "<config>") -> None:
         cfg.policy
         and cfg.policy.adapter
         and not made_by_prepare(cfg.policy.adapter)
-        and not os.path.isdir(cfg.policy.adapter)
+        and not _folder_exists(cfg.policy.adapter)
     ):
         raise ConfigError(f"{source}: policy.adapter: adapter folder not found: {cfg.policy.adapter!r}.")
     for i, p in enumerate(cfg.evaluate.policies):
-        if not made_by_prepare(p.adapter) and not os.path.isdir(p.adapter):
+        if not made_by_prepare(p.adapter) and not _folder_exists(p.adapter):
             raise ConfigError(
                 f"{source}: evaluate.policies[{i}].adapter: adapter folder not found: {p.adapter!r}. "
                 "Give the folder of a peft adapter (e.g. <root>/train/<version>/files/adapter)."
             )
+
+
+def _folder_exists(path: str) -> bool:
+    """A local folder, or a remote URL (s3://...) that exists (asked through fsspec)."""
+    return path_exists(path) if is_remote(path) else os.path.isdir(path)
 
 
 def _missing_data_file(cfg: RunConfig, source: str, field: str, path: str) -> str:

@@ -21,6 +21,13 @@ region from the environment or ~/.aws, and a non-AWS endpoint (MinIO, Ceph, moto
 actors, the training subprocess) that builds a `Store(root)` reaches the same bucket with no storage options
 passed around. Directory listings are never cached (`use_listings_cache=False`): other processes write the
 same store, and a cached listing would hide their commits.
+
+Paths on a remote store are full URLs (`StageRef.path` is `s3://bucket/store/train/<version>`), so a path
+written in a config (`policy.adapter`) says where it lives. Libraries that need a local folder (vLLM, peft,
+MLflow, the BM25 index) get one from `local_copy(path)`, called where the path is handed to the library: a
+local path unchanged, a remote one copied once into the local cache (`$SWIRL_CACHE`, else
+~/.cache/swirl/remote) and reused; store outputs never change once committed, so a copy keyed by its URL
+stays right.
 """
 
 from __future__ import annotations
@@ -52,6 +59,69 @@ VERSION_LEN = 12
 
 class StoreError(RuntimeError):
     pass
+
+
+# ------------------------------------------------------------------------------- remote paths
+def is_remote(path: str) -> bool:
+    """True for a URL of a non-local filesystem (s3://, gs://, memory://); False for a local path or
+    file://."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def path_exists(path: str) -> bool:
+    """Whether a local path or a remote URL exists (a file or a folder)."""
+    if not is_remote(path):
+        return os.path.exists(path.removeprefix("file://"))
+    fs, p = fsspec.core.url_to_fs(path, use_listings_cache=False)
+    return bool(fs.exists(p))
+
+
+def cache_dir() -> str:
+    """Where remote copies live: `$SWIRL_CACHE`, else ~/.cache/swirl/remote."""
+    return os.environ.get("SWIRL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "swirl", "remote")
+
+
+def local_copy(path: str) -> str:
+    """A local path for `path` (a file or a folder): a local path unchanged (file:// dropped); for a remote
+    URL, a verified copy in `cache_dir()` keyed by the URL, made once and reused. The copy is downloaded into
+    a temporary folder beside it and renamed into place when every file has its remote size, so a crash
+    never leaves a half copy where it is looked for."""
+    if not is_remote(path):
+        return path.removeprefix("file://")
+    url = path.rstrip("/")
+    name = url.rsplit("/", 1)[-1]
+    slot = os.path.join(cache_dir(), hashlib.sha256(url.encode()).hexdigest()[:16])
+    if os.path.exists(slot):
+        return os.path.join(slot, name)
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(slot)}-", dir=cache_dir())
+    try:
+        _download(url, os.path.join(tmp, name))
+        os.rename(tmp, slot)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(slot):  # not a twin process that put its copy there first
+            raise
+    return os.path.join(slot, name)
+
+
+def _download(url: str, dest: str) -> None:
+    """Copy the file or folder at `url` to the local path `dest`, checking every file's size."""
+    fs, root = fsspec.core.url_to_fs(url, use_listings_cache=False)
+    if fs.isdir(root):
+        files = {p: info["size"] for p, info in fs.find(root, detail=True).items()}
+        targets = {p: os.path.join(dest, os.path.relpath(p, root)) for p in files}
+    elif fs.isfile(root):
+        files, targets = {root: fs.size(root)}, {root: dest}
+    else:
+        raise FileNotFoundError(f"{url}: no such file or folder")
+    for src, target in targets.items():
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fs.get_file(src, target)
+        if os.path.getsize(target) != files[src]:
+            raise StoreError(
+                f"{url}: copy of {src} has {os.path.getsize(target)} bytes, expected {files[src]}"
+            )
 
 
 class IncompleteOutput(StoreError):
@@ -126,6 +196,8 @@ class Store:
         )
         if self.local:
             self.root = os.path.abspath(self.root)
+        else:  # paths carry the protocol: a path handed on (an adapter) says which filesystem it is on
+            self.root = self.fs.unstrip_protocol(self.root)
         self.fs.makedirs(self.root, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -133,6 +205,7 @@ class Store:
 
     # ---------------------------------------------------------------------------------------- paths
     def path(self, stage: str, version: str) -> str:
+        """The folder of an output: a local path, or a URL on a remote store."""
         return f"{self.root}/{stage}/{version}"
 
     def _join(self, *parts: str) -> str:
@@ -219,7 +292,7 @@ class Store:
         return self.read(ref.stage, ref.version, verify=verify)
 
     def files_path(self, stage: str, version: str) -> str:
-        """Folder of a complete stage output's extra files (local stores return a local path)."""
+        """Folder of a complete stage output's extra files (a local path, or a URL on a remote store)."""
         self._verified_manifest(stage, version, verify=False)
         return self._join(self.path(stage, version), "files")
 

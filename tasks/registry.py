@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 
 from swirl.config import RunConfig
+from swirl.store import local_copy
 from tasks.tracking import Tracking, mlflow_client
 
 CHAMPION = "champion"  # the alias of the best-evaluated adapter version of an experiment's registered model
@@ -47,7 +48,7 @@ def register_adapter(
         mlflow.pyfunc.save_model(
             path,
             python_model=code,
-            artifacts={"adapter": adapter},
+            artifacts={"adapter": local_copy(adapter)},  # MLflow copies a local folder
             model_config={"base_model": base_model, "max_new_tokens": 256},
             pip_requirements=["torch", "transformers", "peft"],
         )

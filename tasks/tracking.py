@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from swirl.store import StageRef
+from swirl.store import StageRef, local_copy, path_exists
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -260,17 +260,27 @@ def _history_metrics(prefix: str, history: Sequence[Mapping[str, Any]], now: int
 def _log_stage_files(client: MlflowClient, run_id: str, ref: StageRef, cached: bool) -> None:
     """A computed output's reports (Markdown, HTML, plots, JSON; not indexes or weights) as the run's
     artifacts under `files/`; an adapter folder as the tag `swirl.adapter`."""
-    files = os.path.join(ref.path, "files")
-    if not cached and "://" not in ref.path and os.path.isdir(files):
-        for dirpath, _, names in os.walk(files):
-            for n in names:
-                if (
-                    n.endswith((".md", ".html", ".png", ".svg", ".json"))
-                    and os.path.relpath(dirpath, files).split(os.sep)[0] != "adapter"
-                ):
-                    client.log_artifact(run_id, os.path.join(dirpath, n), "files")
-    if os.path.isdir(os.path.join(files, "adapter")):
-        client.set_tag(run_id, "swirl.adapter", os.path.join(files, "adapter"))
+    if not cached:
+        for path in _report_files(f"{ref.path}/files"):
+            client.log_artifact(run_id, local_copy(path), "files")  # MLflow logs local files
+    if path_exists(f"{ref.path}/files/adapter"):
+        client.set_tag(run_id, "swirl.adapter", f"{ref.path}/files/adapter")
+
+
+def _report_files(folder: str) -> list[str]:
+    """The reports in an output's `files/` folder (a local path or a URL): Markdown, HTML, plots, JSON, not
+    indexes or weights nor anything in `adapter/`; as paths or URLs like `folder`."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(folder, use_listings_cache=False)
+    if not fs.isdir(root):
+        return []
+    return [
+        f"{folder}/{os.path.relpath(p, root)}"
+        for p in fs.find(root)
+        if p.endswith((".md", ".html", ".png", ".svg", ".json"))
+        and os.path.relpath(p, root).split("/")[0] != "adapter"
+    ]
 
 
 def _log_dataset_inputs(client: MlflowClient, run_id: str, refs: Sequence[StageRef]) -> None:
@@ -315,9 +325,7 @@ def log_report(tr: Tracking, ref: StageRef) -> None:
     """The evaluation report on the round's parent run: report.md and heatmap.png as artifacts, the cells as
     an MLflow table (`eval/report_table.json`, shown in the run's Evaluation/Artifacts views)."""
     client = mlflow_client(tr.uri)
-    files = os.path.join(ref.path, "files")
-    if "://" in ref.path:
-        return
+    files = local_copy(f"{ref.path}/files")  # MLflow logs local files: a remote store's output is copied
     for name in ("report.md", "heatmap.png"):
         client.log_artifact(tr.parent_run_id, os.path.join(files, name), "eval")
     with open(os.path.join(files, "report.json"), encoding="utf-8") as f:

@@ -43,8 +43,9 @@ def make_engine(cfg: EngineSpec, api_key: Callable[[], str] | None = None) -> En
         return OpenAIEngine.from_config(cfg, api_key)
     if cfg.merge_adapter and cfg.adapter:
         from swirl.engines.merged import MergedAdapterEngine, merge_adapter, merged_folder
+        from swirl.store import local_copy
 
-        folder = merge_adapter(cfg.model, cfg.adapter, merged_folder(cfg.model, cfg.adapter))
+        folder = merge_adapter(cfg.model, local_copy(cfg.adapter), merged_folder(cfg.model, cfg.adapter))
         try:
             inner = make_engine(
                 cfg.model_copy(

@@ -19,6 +19,7 @@ from swirl.engines.base import (
     prompt_seeds,
     resolve_dtype,
 )
+from swirl.store import local_copy
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +64,7 @@ class HFEngine:
     def _model_for(self, adapter: str | None) -> PreTrainedModel | PeftModel:
         if adapter is None:
             return self.base if self._peft is None else self._peft
+        adapter = local_copy(adapter)  # an adapter in a remote store (s3://...): its local copy
         key = adapter_key(adapter)
         if key not in self._adapters:
             from peft import PeftModel

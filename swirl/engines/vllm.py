@@ -20,6 +20,7 @@ from swirl.engines.base import (
     prompt_seeds,
     resolve_dtype,
 )
+from swirl.store import local_copy
 
 if TYPE_CHECKING:
     from vllm.lora.request import LoRARequest
@@ -131,6 +132,7 @@ class VLLMEngine:
             )
         from vllm.lora.request import LoRARequest
 
+        adapter = local_copy(adapter)  # an adapter in a remote store (s3://...): its local copy
         key = adapter_key(adapter)
         if key not in self._lora_ids:
             self._lora_ids[key] = len(self._lora_ids) + 1

@@ -165,6 +165,9 @@ class ValueScorer:
         from safetensors.torch import load_file
         from transformers import AutoModelForCausalLM
 
+        from swirl.store import local_copy
+
+        value_dir = local_copy(value_dir)  # a value model in a remote store (s3://...): its local copy
         head_path = os.path.join(value_dir, HEAD_FILE)
         if not os.path.exists(head_path):
             raise FileNotFoundError(

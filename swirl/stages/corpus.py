@@ -9,7 +9,6 @@ settings (`SearchConfig.index_config()`), so changing how results are shown neve
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -17,7 +16,7 @@ from typing import ClassVar
 from swirl.data.corpus import corpus_from_questions, read_corpus_file
 from swirl.data.loaders import DataError
 from swirl.stages.base import Context, Plan
-from swirl.store import StageRef, Store, file_sha256
+from swirl.store import StageRef, Store, file_sha256, local_copy
 from swirl.tables import to_table
 from swirl.tools.config import SearchConfig
 from swirl.tools.search import Retriever, build_retriever, load_retriever
@@ -94,13 +93,9 @@ class Corpus:
 def open_retriever(store: Store, ref: StageRef, cfg: SearchConfig | None = None) -> Retriever:
     """The saved index of a corpus stage output, with its documents; never rebuilds.
 
-    On a remote store (s3://, gs://) the index folder is first copied to a local temporary folder."""
+    On a remote store (s3://, gs://) the index is read from its local copy (swirl.store.local_copy)."""
     if ref.stage != STAGE:
         raise ValueError(f"open_retriever needs a {STAGE} stage output, got {ref.short()}")
     docs = store.read_ref(ref).to_pylist()
-    folder = f"{store.files_path(ref.stage, ref.version)}/{INDEX_DIR}"
-    if not store.local:
-        local = os.path.join(tempfile.mkdtemp(prefix=f"swirl-index-{ref.version}-"), INDEX_DIR)
-        store.fs.get(folder + "/", local, recursive=True)
-        folder = local
+    folder = local_copy(f"{store.files_path(ref.stage, ref.version)}/{INDEX_DIR}")
     return load_retriever(folder, docs, cfg)

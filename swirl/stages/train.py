@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from swirl.engines.config import EngineConfig, engine_identity
 from swirl.judging.config import JudgeConfig
 from swirl.stages.base import Context, Plan
-from swirl.store import StageRef, Store
+from swirl.store import MANIFEST, StageRef, Store, is_remote, path_exists
 from swirl.tables import to_table
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
@@ -139,12 +139,11 @@ def value_path(ref: StageRef) -> str:
 
 def trained_on(adapter: str) -> str:
     """The datasets an adapter from a train output was trained on ("gsm8k+hotpotqa"), read from its manifests;
-    "" for an adapter that is not a local swirl train output."""
-    folder = os.path.dirname(os.path.dirname(os.path.abspath(adapter)))  # <root>/train/<version>
+    "" for an adapter that is not a swirl train output (in a local or a remote store)."""
+    adapter = adapter.rstrip("/") if is_remote(adapter) else os.path.abspath(adapter)
+    folder = os.path.dirname(os.path.dirname(adapter))  # <root>/train/<version>
     root, version = os.path.dirname(os.path.dirname(folder)), os.path.basename(folder)
-    if os.path.basename(os.path.dirname(folder)) != STAGE or not os.path.exists(
-        os.path.join(folder, "_manifest.json")
-    ):
+    if os.path.basename(os.path.dirname(folder)) != STAGE or not path_exists(f"{folder}/{MANIFEST}"):
         return ""
     store = Store(root)
     questions = (store.manifest(STAGE, version) or {}).get("inputs", {}).get("questions", "")

@@ -24,7 +24,7 @@ from pydantic import Field
 from swirl.engines import Engine, EngineConfig, EnginePool, EngineSpec
 from swirl.judging.config import JudgeConfig
 from swirl.sections import Section
-from swirl.store import Store
+from swirl.store import Store, local_copy
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainInput
 
@@ -70,7 +70,7 @@ def run_training(
     from swirl.training.objectives import objective_for
 
     store = Store(spec.store)
-    cfg = spec.train
+    cfg = with_local_init_adapter(spec.train)
     objective = objective_for(cfg)
     data = objective.load(store, spec.train_inputs(store), cfg)
     data.summary["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
@@ -84,6 +84,15 @@ def run_training(
     finally:
         pool.close()
     return result.log, data.summary
+
+
+def with_local_init_adapter(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with `lora.init_adapter` as a local folder (the local copy of an adapter in a remote store):
+    what peft loads as the starting adapter and as the KL / OREO reference."""
+    if not cfg.lora.init_adapter:
+        return cfg
+    lora = cfg.lora.model_copy(update={"init_adapter": local_copy(cfg.lora.init_adapter)})
+    return cfg.model_copy(update={"lora": lora})
 
 
 def check_reward_model(cfg: TrainConfig, judge: JudgeConfig | None) -> None:

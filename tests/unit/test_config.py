@@ -175,3 +175,24 @@ def test_evaluate_section_is_checked(tmp_path):
         + "    - {name: h, format: hotpotqa, split: train, hub: c/d}\n",
     )
     assert [d.name for d in load_config(p).evaluate_datasets()] == ["g"]  # every split but train
+
+
+def test_an_adapter_in_a_remote_store_is_checked_where_it_lives(tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    adapter = "memory://swirl-config-check/store/train/v1/files/adapter"
+    fs.pipe_file(f"{adapter}/adapter_config.json", b"{}")
+    ds = "ingest:\n  datasets:\n    - {name: g, format: gsm8k, split: test, hub: a/b}\n"
+    try:
+        for where in (
+            "policy: {model: m, adapter: %s}\n",
+            "policy: {model: m}\nevaluate: {policies: [{name: r1, adapter: %s}]}\n",
+        ):
+            p = _write(tmp_path, "stages: [evaluate]\n" + where % adapter + ds)
+            assert load_config(p).policy.model == "m"  # an s3:// (here memory://) URL that exists
+            p = _write(tmp_path, "stages: [evaluate]\n" + where % (adapter + "-gone") + ds)
+            with pytest.raises(ConfigError, match=r"adapter: adapter folder not found: 'memory://"):
+                load_config(p)
+    finally:
+        fs.rm("/swirl-config-check", recursive=True)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 import s3fs
 
-from swirl.store import MANIFEST, IncompleteOutput, Store
+from swirl.store import MANIFEST, IncompleteOutput, Store, local_copy, path_exists
 from swirl.tables import to_table
 from tests.support.s3 import child_env, fresh_bucket_url, moto_s3
 from tests.unit.test_store import N_SHARDS, PER_SHARD, _rows, _sorted, write_all
@@ -35,7 +35,7 @@ def _other_fs() -> s3fs.S3FileSystem:
 
 
 def _keys(store: Store, stage: str, version: str) -> list[str]:
-    base = store.path(stage, version)
+    base = store.path(stage, version).removeprefix("s3://")  # listings name keys without the protocol
     return sorted(p[len(base) + 1 :] for p in _other_fs().find(base))
 
 
@@ -45,7 +45,7 @@ def _expected_rows(keys) -> list[dict]:
 
 def test_write_table_round_trip_with_files(url):
     store = Store(url)
-    assert not store.local and store.root.startswith("swirl-")
+    assert not store.local and store.root == url  # paths on a remote store are URLs
     t = to_table("judgments", _rows("a"))
 
     def files(folder):
@@ -54,7 +54,7 @@ def test_write_table_round_trip_with_files(url):
             f.write(b"\x00\x01\x02")
 
     ref = store.write_table("judge", "v", t, "judgments", {"x": 1}, {"up": "u1"}, {"n": 3}, files=files)
-    assert ref.rows == PER_SHARD and ref.path == f"{store.root}/judge/v"
+    assert ref.rows == PER_SHARD and ref.path == f"{url}/judge/v"
     assert store.is_complete("judge", "v", verify=True)
     assert store.read("judge", "v").equals(t)
     assert _keys(store, "judge", "v") == [MANIFEST, "files/index/vectors.bin", "part-00000.parquet"]
@@ -80,6 +80,24 @@ def test_write_files(url):
     assert store.fs.cat_file(f"{base}/report.md") == b"# report\n"
     names = {f["name"]: f["bytes"] for f in store.manifest("train", "t1")["files"]}
     assert names == {"files/adapter/weights.bin": 100, "files/report.md": 9}
+
+
+def test_an_outputs_folder_handed_to_a_library_is_a_local_copy(url, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWIRL_CACHE", str(tmp_path / "cache"))
+    store = Store(url)
+
+    def producer(folder):
+        os.makedirs(os.path.join(folder, "adapter"))
+        with open(os.path.join(folder, "adapter", "weights.bin"), "wb") as f:
+            f.write(b"w" * 100)
+
+    ref = store.write_files("train", "t2", producer, {"lr": 0.2})
+    adapter = f"{ref.path}/files/adapter"
+    assert adapter.startswith("s3://") and path_exists(adapter) and not path_exists(f"{ref.path}/files/x")
+    local = local_copy(adapter)
+    assert local.startswith(str(tmp_path / "cache")) and os.listdir(local) == ["weights.bin"]
+    with open(os.path.join(local, "weights.bin"), "rb") as f:
+        assert f.read() == b"w" * 100
 
 
 def test_sharded_write_resumes_after_an_abandoned_writer(url):
@@ -262,3 +280,19 @@ def test_an_empty_table_round_trips(url):
     store.write_table("judge", "e", empty, "judgments", {})
     got = store.read("judge", "e")
     assert got.num_rows == 0 and got.schema.equals(empty.schema) and isinstance(got, pa.Table)
+
+
+def test_the_datasets_of_an_adapter_in_an_s3_store(url):
+    from swirl.stages.train import trained_on
+
+    store = Store(url)
+    ingest = store.write_files("ingest", "q1", lambda d: None, {}, summary={"dataset": "gsm8k"})
+
+    def adapter(folder):
+        os.makedirs(os.path.join(folder, "adapter"))
+        with open(os.path.join(folder, "adapter", "adapter_config.json"), "w") as f:
+            f.write("{}")
+
+    ref = store.write_files("train", "t3", adapter, {}, inputs={"questions": ingest.short()})
+    assert trained_on(f"{ref.path}/files/adapter") == "gsm8k"
+    assert trained_on(f"{url}/elsewhere/files/adapter") == ""

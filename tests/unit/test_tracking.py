@@ -65,3 +65,24 @@ def test_metric_names_are_sanitized():
         {"dropped": {"level=easy": 3}, "ok": 1.5, "flag": True, "text": "x", "nan": float("nan")}, "ingest/h"
     )
     assert m == {"ingest/h/dropped/level_easy": 3.0, "ingest/h/ok": 1.5, "ingest/h/flag": 1.0}
+
+
+def test_a_remote_outputs_reports_are_logged_from_their_local_copies(tmp_path, monkeypatch):
+    import fsspec
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("SWIRL_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    path = "memory://swirl-tracking/store/train/v1"  # as s3://bucket/store/train/v1 is
+    files = {"report.md": b"# r\n", "plots/curves.png": b"png", "adapter/adapter_config.json": b"{}"}
+    for name, data in files.items():
+        fs.pipe_file(f"{path}/files/{name}", data)
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    tr = start_tracked_run(uri, "exp", "r", {}, {}, None)
+    try:
+        rid = log_stage(tr, StageRef("train", "v1", path, None, 3, {}, time.time()), {}, 1.0, False)
+    finally:
+        fs.rm("/swirl-tracking", recursive=True)
+    client = MlflowClient(uri)
+    assert {a.path for a in client.list_artifacts(rid, "files")} == {"files/report.md", "files/curves.png"}
+    assert client.get_run(rid).data.tags["swirl.adapter"] == f"{path}/files/adapter"
