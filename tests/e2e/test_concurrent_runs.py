@@ -11,19 +11,7 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.test_smoke_run import ROOT
-
-QUICKSTART_OUTPUTS = {
-    "ingest": 5,
-    "corpus": 2,
-    "generate": 2,
-    "judge": 2,
-    "decompose": 2,
-    "filter": 2,
-    "train": 1,
-    "evaluate": 4,
-    "eval_report": 1,
-}
+from tests.e2e.test_smoke_run import ROOT, SMOKE_OUTPUTS
 
 
 def _start(cwd, log, prefect_home):
@@ -78,4 +66,4 @@ def test_two_runs_of_one_config_at_once_compute_each_output_once(tmp_path):
     from swirl.store import Store
 
     # the outputs of one run, once (tests/e2e/test_smoke_run.py counts the same)
-    assert Counter(m["stage"] for m in Store(str(store)).versions()) == QUICKSTART_OUTPUTS
+    assert Counter(m["stage"] for m in Store(str(store)).versions()) == SMOKE_OUTPUTS

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from swirl.store import LEASE_SUFFIX, SHARD_SUFFIX, Store
-from tests.e2e.test_concurrent_runs import QUICKSTART_OUTPUTS, _outcomes, _start
-from tests.e2e.test_smoke_run import ROOT
+from tests.e2e.test_concurrent_runs import _outcomes, _start
+from tests.e2e.test_smoke_run import ROOT, SMOKE_OUTPUTS
 from tests.support.s3 import fresh_bucket_url, moto_s3
 
 
@@ -51,7 +51,7 @@ def _run(folder, n: int) -> list[tuple[int, str]]:
 def _check_store(root: str) -> None:
     """The bucket holds one complete copy of every output of a run and nothing half written."""
     store = Store(root)
-    assert Counter(m["stage"] for m in store.versions()) == QUICKSTART_OUTPUTS
+    assert Counter(m["stage"] for m in store.versions()) == SMOKE_OUTPUTS
     half = (SHARD_SUFFIX, LEASE_SUFFIX)
     left = [
         p

@@ -13,6 +13,20 @@ from collections import Counter
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The outputs of one smoke run, per stage: 4 datasets + the whole hotpotqa train split (its search corpus; the
+# training sample drops easy questions); a corpus per search split; base and trained policy on both test
+# splits; one report.
+SMOKE_OUTPUTS = {
+    "ingest": 5,
+    "corpus": 2,
+    "generate": 2,
+    "judge": 2,
+    "decompose": 2,
+    "filter": 2,
+    "train": 1,
+    "evaluate": 4,
+    "eval_report": 1,
+}
 
 
 def _swirl(cwd, *args):
@@ -44,19 +58,7 @@ def test_smoke_run_end_to_end(tmp_path):
     ls = _swirl(tmp_path, "store", "ls", "--config", "configs/smoke.yaml")
     assert ls.returncode == 0
     stages = Counter(line.split("│")[1].strip() for line in ls.stdout.splitlines() if line.startswith("│"))
-    # 4 datasets + the whole hotpotqa train split (its search corpus; the training sample drops easy
-    # questions); a corpus per search split; base and trained policy on both test splits; one report
-    assert stages == {
-        "ingest": 5,
-        "corpus": 2,
-        "generate": 2,
-        "judge": 2,
-        "decompose": 2,
-        "filter": 2,
-        "train": 1,
-        "evaluate": 4,
-        "eval_report": 1,
-    }
+    assert stages == SMOKE_OUTPUTS
     adapters = list((tmp_path / "runs/smoke/train").glob("*/files/adapter/adapter_model.safetensors"))
     assert len(adapters) == 1 and "train " in first.stdout
 
