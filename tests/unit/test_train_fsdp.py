@@ -60,10 +60,16 @@ def test_decoder_layer_class_of_the_tiny_model(tiny_model_dir):
 
 
 @pytest.mark.slow  # trains twice, once under torchrun with 2 ranks
-def test_two_sharded_ranks_match_one_process(tmp_path, tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize(
+    "objective",
+    [{"objective": "sft"}, {"objective": "swirl_offline", "kl_beta": 0.1}],  # with a KL: the adapter disabled
+    ids=["sft", "offline-kl"],
+)
+def test_two_sharded_ranks_match_one_process(tmp_path, tiny_model_dir, monkeypatch, objective):
     """2 CPU ranks (gloo) with train.fsdp: each holds part of every sharded base weight, the micro-batches are
     split over them (one rank gets fewer: it pads), FSDP sums the gradients, and rank 0 writes the adapter
-    gathered from the shards; after 3 steps it equals one process's within 1e-5."""
+    gathered from the shards; after 3 steps it equals one process's within 1e-5. With a KL penalty the
+    reference passes run the sharded model with its adapter disabled."""
     from safetensors.torch import load_file
 
     from swirl.engines.config import EngineConfig
@@ -77,7 +83,7 @@ def test_two_sharded_ranks_match_one_process(tmp_path, tiny_model_dir, monkeypat
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
     policy = EngineConfig(kind="hf", model=tiny_model_dir)
     cfg = TrainConfig(
-        objective="sft",
+        **objective,
         batch_size=5,
         max_steps=3,
         learning_rate=2e-3,
@@ -102,6 +108,8 @@ def test_two_sharded_ranks_match_one_process(tmp_path, tiny_model_dir, monkeypat
         assert 0 < local < full and local + held[1][n][0] == full, n
     # some step had an odd number of micro-batches: rank 1 padded it with a zero-weight pass
     assert any(m["micro_batches"] % 2 for m in logs["two"]), [m["micro_batches"] for m in logs["two"]]
+    if cfg.kl_beta:  # the KL term acted (the adapter moved away from the base after step 1)
+        assert max(m["kl"] for m in logs["two"]) > 0
     one, two = weights["one"], weights["two"]
     assert one.keys() == two.keys()
     worst = max(float((one[k] - two[k]).abs().max()) for k in one)
