@@ -122,7 +122,8 @@ def test_two_sharded_ranks_match_one_process(tmp_path, tiny_model_dir, monkeypat
 @pytest.mark.slow  # trains under torchrun with 2 ranks twice
 def test_a_sharded_run_resumes_from_its_checkpoint(tmp_path, tiny_model_dir):
     """A sharded run's checkpoint holds the full LoRA weights and optimiser state gathered from the shards;
-    a sharded run resumed from it (every rank loading its shards back) ends with the uninterrupted adapter."""
+    a sharded run resumed from it (every rank loading its shards back) ends with the uninterrupted adapter.
+    In bfloat16 with gradient checkpointing, as on a GPU: bf16 base, fp32 LoRA weights in one shard group."""
     import shutil
 
     from safetensors.torch import load_file
@@ -140,6 +141,8 @@ def test_a_sharded_run_resumes_from_its_checkpoint(tmp_path, tiny_model_dir):
         micro_batch_tokens=600,
         checkpoint_every=2,
         keep_checkpoints=3,
+        dtype="bfloat16",
+        gradient_checkpointing=True,
         lora=LoraSection(rank=4, alpha=8),
         fsdp=True,
         launcher="subprocess",
