@@ -1,7 +1,8 @@
 """Adapters and checkpoints on disk: the final adapter, the adapter a sampler serves, and `checkpoints/step-N`
 (adapter, trainable weights, optimiser, scheduler, RNG states, the metrics so far), each written to a
 temporary folder and renamed, so a folder is always complete. A run killed at any point and resumed from its
-latest checkpoint ends with the same adapter as an uninterrupted one."""
+latest checkpoint ends with the same adapter as an uninterrupted one. Under train.fsdp the weights and the
+optimiser state are gathered from every rank's shards (fsdp.py) and rank 0 writes them, whole."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from swirl.training.dist import Dist
+from swirl.training.fsdp import is_sharded, load_state, optimizer_state, trainable_state
 
 if TYPE_CHECKING:
     import torch
@@ -24,11 +26,13 @@ CHECKPOINTS = "checkpoints"
 SAMPLER = "sampler"
 
 
-def save_adapter(model: PeftModel, path: str) -> None:
-    """peft adapter folder (what vLLM and evaluation load), written atomically."""
+def save_adapter(model: PeftModel, path: str, state: dict[str, torch.Tensor] | None = None) -> None:
+    """peft adapter folder (what vLLM and evaluation load), written atomically; `state`: the full trainable
+    weights of a sharded model (`fsdp.trainable_state`), else they are read from the model."""
     tmp = f"{path}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, selected_adapters=["default"])  # the policy only (not oreo's value adapter)
+    given = {} if state is None else {"state_dict": state}
+    model.save_pretrained(tmp, selected_adapters=["default"], **given)  # the policy only (not oreo's value)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
@@ -37,8 +41,9 @@ def publish_adapter(model: PeftModel, out_dir: str, step: int, dist: Dist) -> st
     """The policy as it is now, for a sampler to serve: `out_dir/sampler/step-N` (a new folder, so a new
     LoRARequest), the two latest kept. Every rank gets the path once rank 0 has written it."""
     adapter = os.path.join(out_dir, SAMPLER, f"step-{step:07d}")
+    state = trainable_state(model)  # a sharded model's, gathered from every rank
     if dist.rank == 0:
-        save_adapter(model, adapter)
+        save_adapter(model, adapter, state)
         for old in sorted(os.listdir(os.path.dirname(adapter)))[:-2]:
             shutil.rmtree(os.path.join(os.path.dirname(adapter), old), ignore_errors=True)
     dist.barrier()
@@ -56,21 +61,26 @@ def save_checkpoint(
     dist: Dist,
 ) -> None:
     """checkpoints/step-N: adapter, trainable weights (exact), optimiser, scheduler, RNG states, metrics so
-    far; the `keep` latest are kept."""
+    far; the `keep` latest are kept. A sharded model's weights and optimiser state are gathered whole (the
+    optimiser's keyed by parameter name)."""
     import torch
 
+    state = trainable_state(model)
+    optim = None if state is None else optimizer_state(model, opt)
     if dist.rank == 0:
         root = os.path.join(out_dir, CHECKPOINTS)
         final = os.path.join(root, f"step-{step:07d}")
         tmp = final + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
-        save_adapter(model, os.path.join(tmp, ADAPTER))
-        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        save_adapter(model, os.path.join(tmp, ADAPTER), state)
+        if state is None:
+            state = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
         torch.save(
             {
-                "trainable": trainable,
-                "optimizer": opt.state_dict(),
+                "trainable": state,
+                "optimizer": opt.state_dict() if optim is None else optim,
+                "optimizer_by_name": optim is not None,
                 "scheduler": sched.state_dict(),
                 "rng": rng_state(),
             },
@@ -113,10 +123,18 @@ def resume(
             f"{path}: the checkpoint's trainable weights do not match this model's LoRA "
             f"({sorted(missing)[:3]}...); the LoRA config changed, so use a new output folder"
         )
-    with torch.no_grad():
-        for n, t in state["trainable"].items():
-            params[n].copy_(t)
-    opt.load_state_dict(state["optimizer"])
+    if state.get("optimizer_by_name"):  # written by a sharded model (train.fsdp); loads into either kind
+        load_state(model, opt, state["trainable"], state["optimizer"])
+    elif is_sharded(model):
+        raise ValueError(
+            f"{path}: written without train.fsdp, so it cannot resume a sharded run; set fsdp: false to "
+            "resume it, or use a new output folder"
+        )
+    else:
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                params[n].copy_(t)
+        opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     with open(os.path.join(path, "log.json")) as f:

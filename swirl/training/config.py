@@ -255,6 +255,15 @@ class TrainConfig(Section):
     ray_cpus_per_worker: float = Field(
         1.0, gt=0, description="launcher ray: CPUs each worker reserves (data loading, tokenisation)."
     )
+    fsdp: bool = Field(
+        False,
+        description="Shard the base model over the ranks (torch FSDP2: one shard group per decoder "
+        "layer, and the rest) instead of a whole copy on every rank: for a model that does not fit one GPU. "
+        "Acts when torch.distributed has more than one rank (torchrun, accelerate launch, launcher ray); one "
+        "process trains as without it. Same adapter as without it up to float summation order. Not with "
+        "oreo (it switches between the policy and value adapters) nor a KL penalty against "
+        "lora.init_adapter (a reference adapter switched in).",
+    )
     ray_address: str | None = Field(
         None,
         description="launcher ray: the Ray cluster to join ('auto', 'ray://head:10001', 'host:6379'). Empty: "
@@ -271,6 +280,16 @@ class TrainConfig(Section):
                 "train.kl_beta: oreo has its own KL term (train.oreo.alpha, and beta in its Bellman "
                 "equation); set kl_beta to 0"
             )
+        if self.fsdp and self.objective == "oreo":
+            raise ValueError(
+                "train.fsdp: not with oreo (it switches between the policy and value adapters, which the "
+                "sharded model does not support); set fsdp: false"
+            )
+        if self.fsdp and self.kl_beta > 0 and self.lora.init_adapter:
+            raise ValueError(
+                "train.fsdp: not with a KL penalty against lora.init_adapter (its frozen reference adapter "
+                "is switched in, which the sharded model does not support); set fsdp: false or kl_beta: 0"
+            )
         return self
 
     def version_config(self) -> dict:
@@ -285,6 +304,7 @@ class TrainConfig(Section):
             "ray_gpus_per_worker",
             "ray_cpus_per_worker",
             "ray_address",
+            "fsdp",
             "checkpoint_every",
             "keep_checkpoints",
             "gradient_checkpointing",

@@ -3,7 +3,8 @@ which sets up the process group and the same environment) (WORLD_SIZE > 1).
 
 Every rank builds the same step plan, samples its share of the states (swirl), gathers the step's
 sequences, runs its share of the micro-batches, and the LoRA gradients are summed across ranks (the
-coefficients are normalised over the whole step, so the sum is the step's gradient).
+coefficients are normalised over the whole step, so the sum is the step's gradient): here, or by FSDP's
+reduction when the model is sharded (train.fsdp, fsdp.py).
 """
 
 from __future__ import annotations
@@ -61,7 +62,17 @@ class Dist:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             td.all_reduce(p.grad)
-        t = torch.tensor(sums, dtype=torch.float64, device=params[0].device)
+        return self.sum_numbers(sums)
+
+    def sum_numbers(self, sums: np.ndarray) -> np.ndarray:
+        """Sum the step's metric sums over ranks (train.fsdp: FSDP sums the gradients itself)."""
+        if self.world == 1:
+            return sums
+        import torch
+        import torch.distributed as td
+
+        device = torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        t = torch.tensor(sums, dtype=torch.float64, device=device)
         td.all_reduce(t)
         return t.cpu().numpy()
 

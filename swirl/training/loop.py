@@ -9,7 +9,8 @@ objectives/. Everything that decides a step (data order, sampling seeds) is a fu
 checkpoint holds the adapter, optimiser, scheduler, RNG states and the metrics so far (checkpoints.py), so a
 run killed at any point and resumed ends with the same adapter as an uninterrupted one.
 
-Under `torchrun`/`accelerate launch`/Ray Train (WORLD_SIZE > 1) every rank runs this same loop (dist.py).
+Under `torchrun`/`accelerate launch`/Ray Train (WORLD_SIZE > 1) every rank runs this same loop (dist.py), on
+a whole copy of the model or, with train.fsdp, on its shard of it (fsdp.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from swirl.training.checkpoints import ADAPTER, publish_adapter, resume, save_ad
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainData
 from swirl.training.dist import Dist
+from swirl.training.fsdp import is_sharded, shard, trainable_state, wanted
 from swirl.training.metrics import Metrics
 from swirl.training.objectives import Objective, Step, objective_for
 from swirl.training.objectives.base import ParamGroup
@@ -77,8 +79,11 @@ def train(
     check_inputs(cfg, objective, data, sampler, reward)
     n_items, per_step = data.n_items, objective.per_step(cfg)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(n_items / per_step)))
-    model, tokenizer, device = build_policy(cfg, model_path, dist)
+    sharded = wanted(cfg.fsdp, dist)
+    model, tokenizer, device = build_policy(cfg, model_path, dist, keep_on_cpu=sharded)
     groups = objective.build(model, cfg)  # [(name, parameters, peak lr)], the policy's first
+    if sharded:  # each rank keeps its shard, moved to its device
+        groups = shard(model, groups, device)
     opt = torch.optim.AdamW(
         [{"params": ps, "lr": lr} for _, ps, lr in groups],
         lr=cfg.learning_rate,
@@ -124,8 +129,9 @@ def train(
             save_checkpoint(out_dir, step + 1, model, opt, sched, log, cfg.keep_checkpoints, dist)
 
     # cleanup: the final adapter, and the objective's own modules beside it
+    state = trainable_state(model)  # a sharded model's, gathered from every rank
     if dist.rank == 0:
-        save_adapter(model, os.path.join(out_dir, ADAPTER))
+        save_adapter(model, os.path.join(out_dir, ADAPTER), state)
         objective.save(model, out_dir)
     dist.barrier()
     return TrainResult(os.path.join(out_dir, ADAPTER), log)
@@ -168,7 +174,8 @@ def backward(
 ) -> tuple[dict[str, float], int]:
     """Forward and backward over this rank's micro-batches of the step, gradients summed over ranks; returns
     the step's sums (every number of the objective's loss `parts`, summed; then real and padded tokens; the
-    `*_max` fields: this rank's largest) and the number of micro-batches."""
+    `*_max` fields: this rank's largest) and the number of micro-batches. A sharded model needs as many passes
+    on every rank (FSDP gathers weights in each): a rank with fewer micro-batches adds zero-weight passes."""
     model.train()
     numbers = [f.name for f in fields(objective.parts) if f.name != "loss"]
     summed = [k for k in numbers if not k.endswith("_max")]
@@ -176,12 +183,18 @@ def backward(
     names = (*summed, "real", "padded")
     sums = np.zeros(len(names))
     mbs = micro_batches(seqs, cfg.micro_batch_tokens, pad_id, device)
-    for mb in mbs[dist.rank :: dist.world]:
+    mine = mbs[dist.rank :: dist.world]
+    for mb in mine:
         part = objective.loss(model, mb, cfg)
         part.loss.backward()
         sums += [*(getattr(part, k) for k in summed), mb.real_tokens, mb.padded_tokens]
         maxima = {k: max(v, getattr(part, k)) for k, v in maxima.items()}
-    sums = dist.sum_grads_and([p for _, ps, _ in groups for p in ps], sums)
+    if is_sharded(model):  # FSDP has summed the gradients
+        for _ in range(len(mine), math.ceil(len(mbs) / dist.world)):
+            objective.loss(model, mbs[0], cfg).loss.mul(0.0).backward()
+        sums = dist.sum_numbers(sums)
+    else:
+        sums = dist.sum_grads_and([p for _, ps, _ in groups for p in ps], sums)
     return {**dict(zip(names, sums.tolist(), strict=True)), **maxima}, len(mbs)
 
 
@@ -190,8 +203,11 @@ def clip(groups: list[ParamGroup], max_norm: float | None) -> dict[str, float]:
     others' as <name>_grad_norm."""
     import torch
 
+    def whole(norm: torch.Tensor) -> float:  # a sharded model's gradients give a DTensor norm
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
     return {
-        ("grad_norm" if k == 0 else f"{name}_grad_norm"): float(
+        ("grad_norm" if k == 0 else f"{name}_grad_norm"): whole(
             torch.nn.utils.clip_grad_norm_(ps, max_norm or float("inf"))
         )
         for k, (name, ps, _) in enumerate(groups)
@@ -199,10 +215,10 @@ def clip(groups: list[ParamGroup], max_norm: float | None) -> dict[str, float]:
 
 
 def build_policy(
-    cfg: TrainConfig, model_path: str, dist: Dist
+    cfg: TrainConfig, model_path: str, dist: Dist, keep_on_cpu: bool = False
 ) -> tuple[PeftModel, PreTrainedTokenizerBase, torch.device]:
     """The base model with a LoRA adapter (fresh, seeded, or cfg.lora.init_adapter), its tokenizer, its
-    device."""
+    device (the model stays in CPU memory when `keep_on_cpu`: fsdp.shard moves each rank's shard there)."""
     import torch
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -217,7 +233,9 @@ def build_policy(
         "bfloat16": torch.bfloat16,
     }[cfg.dtype]
     torch.manual_seed(cfg.seed)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    if not keep_on_cpu:
+        base = base.to(device)
     if cfg.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.config.use_cache = False

@@ -43,12 +43,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-def lm_parts(model: PeftModel | PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(decoder returning hidden states, lm head) of a transformers causal LM, possibly wrapped by peft."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder(), base.get_output_embeddings()
-
-
 def token_logprobs(model: PeftModel | PreTrainedModel, mb: MicroBatch) -> torch.Tensor:
     """log pi(ids[pos] | ids[:pos]) at the micro-batch's loss positions: [N], float32.
 
@@ -56,10 +50,9 @@ def token_logprobs(model: PeftModel | PreTrainedModel, mb: MicroBatch) -> torch.
     observation), so memory is O(N x vocab), not O(B x T x vocab)."""
     import torch
 
-    decoder, head = lm_parts(model)
-    hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state  # [B, T, H]
-    h = hidden[mb.row, mb.pos - 1]  # [N, H]: the state before each loss token
-    logits = head(h).float()  # [N, V]
+    from swirl.training.lm_forward import position_logits
+
+    logits = position_logits(model)(mb.input_ids, mb.attention_mask, mb.row, mb.pos)  # [N, V]
     target = mb.input_ids[mb.row, mb.pos]  # [N]
     return torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1)  # [N]
 

@@ -34,7 +34,6 @@ from swirl.store import Store
 from swirl.training.batches import MicroBatch, Seq, prefix_shared
 from swirl.training.config import TrainConfig
 from swirl.training.data import TrainData, TrainInput, read_kept_steps, trajectory_examples
-from swirl.training.losses import lm_parts
 from swirl.training.metrics import Metrics
 from swirl.training.objectives.base import ParamGroup, Step
 
@@ -237,6 +236,8 @@ def oreo_micro_batch(model: PeftModel, mb: MicroBatch, beta: float, alpha: float
     recompute it under the policy adapter and give the value weights wrong gradients
     (tests/unit/test_oreo_checkpointing.py)."""
     import torch
+
+    from swirl.training.lm_forward import lm_parts
 
     decoder, lm_head = lm_parts(model)
     # The shift, in one place: the action token at position p (mb.pos) is a_t, and its state s_t is the
