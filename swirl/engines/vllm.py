@@ -22,6 +22,14 @@ from swirl.engines.base import (
 )
 from swirl.store import local_copy
 
+# vLLM's first engine in a process re-applies its logging config with `logging.config.dictConfig`, which
+# holds the logging lock while it flushes and closes every existing handler: Prefect's API log handler then
+# waits for its worker thread, which waits for that lock (a deadlock seen when a round's evaluation started
+# its engine), and afterwards the closed handlers of the flow's loggers are gone. swirl leaves logging to
+# its host (the CLI, Prefect, a notebook): vLLM's records go to the root logger like any library's. An
+# explicit environment value wins.
+os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+
 if TYPE_CHECKING:
     from vllm.lora.request import LoRARequest
 
