@@ -519,9 +519,10 @@ def _unique(specs: list[DatasetSpec]) -> list[DatasetSpec]:
 def eval_policies(
     cfg: RunConfig, adapter: str | None, trained_on: str, base_label: str = "base"
 ) -> list[EvalPolicy]:
-    """The policies a round evaluates: the configured policy (`base_label`: "base", or the round it came from
-    in an iteration), this round's adapter ("trained"), the listed extras."""
-    out = [EvalPolicy(base_label, cfg.policy)] if cfg.evaluate.base else []
+    """The policies a round evaluates: the configured policy (`base_label`: "base", or the warm-up or round it
+    came from, with what its adapter was trained on), this round's adapter ("trained"), the listed extras."""
+    start = train_datasets_of(cfg.policy.adapter) if cfg.policy.adapter else ""
+    out = [EvalPolicy(base_label, cfg.policy, start)] if cfg.evaluate.base else []
     if cfg.evaluate.trained and adapter:
         out.append(EvalPolicy("trained", cfg.policy.model_copy(update={"adapter": adapter}), trained_on))
     for p in cfg.evaluate.policies:  # an adapter from a swirl store knows what it was trained on

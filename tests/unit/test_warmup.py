@@ -118,12 +118,15 @@ def test_a_round_with_the_warm_up_runs_it_first_and_evaluates_base_warm_up_and_t
     )
     assert after.policy.adapter == "/s/train/w1/files/adapter" and label == "warm-up"
     assert [(p.label, p.engine.adapter) for p in before] == [("base", None)]  # the configured policy
+    # what each adapter was trained on, as the train outputs' manifests would say
+    datasets = {"/s/train/w1/files/adapter": "twohop", "/a/x": ""}
+    monkeypatch.setattr(round_flow, "train_datasets_of", datasets.__getitem__)
     policies = [*before, *round_flow.eval_policies(after, "/s/train/r1/files/adapter", "g", label)]
-    assert [(p.label, p.engine.adapter) for p in policies] == [
-        ("base", None),
-        ("warm-up", "/s/train/w1/files/adapter"),
-        ("trained", "/s/train/r1/files/adapter"),
-        ("x", "/a/x"),
+    assert [(p.label, p.engine.adapter, p.trained_on) for p in policies] == [
+        ("base", None, ""),
+        ("warm-up", "/s/train/w1/files/adapter", "twohop"),  # the report's "trained on" column
+        ("trained", "/s/train/r1/files/adapter", "g"),
+        ("x", "/a/x", ""),
     ]
     # no warm-up: nothing runs first; a round that does not train does not warm up either
     assert round_flow.warmup_phase(_config(), None, "base")[1:] == ("base", ())
