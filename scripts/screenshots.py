@@ -1,6 +1,10 @@
 """Screenshots of what a user sees in both UIs after an iteration, taken with headless Chromium.
 
-    .venv/bin/python scripts/screenshots.py --config configs/quickstart.yaml --out docs/screenshots
+    .venv/bin/python scripts/screenshots.py --config configs/quickstart.yaml --out docs/screenshots \
+        --params '{"rounds": 1}'
+
+(configs/quickstart.yaml warms up first: round 0 is the warm-up, round 1 the round; after `swirl run` on the
+same config every stage is a store hit and this takes a few minutes.)
 
 Starts a Prefect server (127.0.0.1, a fresh PREFECT_HOME under the output folder), `swirl serve` on the
 config, triggers `swirl_iterate` for 2 rounds through the Prefect API (as the Run form does), starts `mlflow
@@ -69,7 +73,8 @@ def main() -> None:
         fr = server.run(dep, json.loads(args.params), timeout=3600)
         print("iterate run:", fr["name"], fr["state"]["type"])
         # the Run form once the server is warm (a shot taken while the UI still loads comes out faded)
-        shoot(f"{ui}/deployments/deployment/{dep['id']}/run", f"{out}/prefect-run-form.png", height=1600)
+        form = f"{ui}/deployments/deployment/{dep['id']}/run"
+        shoot(form, f"{out}/prefect-run-form.png", height=1600, budget_ms=60000)
         shoot(f"{ui}/runs/flow-run/{fr['id']}", f"{out}/prefect-iterate-run.png")
 
         def artifact(flow_run_id: str, key: str) -> str:
@@ -81,7 +86,7 @@ def main() -> None:
             "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [fr["id"]]}}}
         ).json()
         if subs:
-            last = max(subs, key=lambda s: s["name"])
+            last = max(subs, key=lambda s: s["start_time"] or "")  # the last round (not the warm-up)
             shoot(f"{ui}/runs/flow-run/{last['id']}", f"{out}/prefect-round-run.png")
             for key in ("round-stages", "evaluation", "trajectories"):
                 shoot(

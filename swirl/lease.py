@@ -4,7 +4,8 @@
 it took the lease, its last heartbeat and when the lease expires (heartbeat + its TTL). The holder renews it
 from a heartbeat thread every TTL/3 while it works; a lease whose expiry has passed belongs to a run that died
 (SIGKILL, a lost machine) and the next run takes it over, and the ShardedWriter's resume keeps the shards the
-dead run finished. Expiry times are the holder's wall clock: machines sharing a store need clocks that agree
+dead run finished. A holder on the same host whose process is gone is taken over at once (its pid is checked;
+hosts are told apart by name, so containers that share a store need distinct host names). Expiry times are the holder's wall clock: machines sharing a store need clocks that agree
 to well within the TTL.
 
 Every change of the lease file is a compare-and-swap, so two runs never both believe they hold it:
@@ -48,6 +49,21 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): the signal said it exists
+        return True
+
+
 @dataclass(frozen=True)
 class Holder:
     """The contents of a lease file."""
@@ -58,7 +74,14 @@ class Holder:
     expires: float  # heartbeat + the owner's TTL
 
     def stale(self, now: float) -> bool:
-        return now > self.expires
+        """No heartbeat for a TTL, or its process is gone (an owner on this host whose pid is not running:
+        a killed run's lease is taken over at once, without waiting out the TTL)."""
+        return now > self.expires or self.gone_here()
+
+    def gone_here(self) -> bool:
+        host, _, rest = self.owner.partition(":")
+        pid = rest.partition(":")[0]
+        return host == socket.gethostname() and pid.isdigit() and not _running(int(pid))
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, sort_keys=True).encode()
@@ -209,12 +232,13 @@ class Lease:
                 return True
             if not h.stale(now):
                 return False
+            why = "its process is gone" if h.gone_here() else f"it expired {now - h.expires:.0f} s ago"
             log.warning(
-                "%s: taking over the lease of %s (no heartbeat for %.0f s; it expired %.0f s ago)",
+                "%s: taking over the lease of %s (no heartbeat for %.0f s; %s)",
                 self.name,
                 h.owner,
                 now - h.heartbeat,
-                now - h.expires,
+                why,
             )
         if not self.cell.swap(token, Holder(self.owner, now, now, now + self.ttl).to_bytes()):
             return False

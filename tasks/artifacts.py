@@ -61,9 +61,9 @@ def publish_eval_table(results: Mapping[str, Mapping[str, Any]], title: str, key
                 "dataset": dataset,
                 "policy": policy,
                 "questions": r.get("questions"),
-                "accuracy": round(r["accuracy_rule"], 4),
+                "accuracy": f"{r['accuracy_rule']:.3f}",  # as text: the UI would show 0 beside 0.2667
                 "95% interval": f"[{r['accuracy_rule_low']:.3f}, {r['accuracy_rule_high']:.3f}]",
-                "judge accuracy": None if r.get("accuracy_judge") is None else round(r["accuracy_judge"], 4),
+                "judge accuracy": None if r.get("accuracy_judge") is None else f"{r['accuracy_judge']:.3f}",
             }
         )
     if all(r["judge accuracy"] is None for r in rows):  # no LLM judge: no empty column

@@ -146,7 +146,7 @@ HOLDER_CHILD = textwrap.dedent(
 )
 
 
-def test_a_sigkilled_holders_lease_is_taken_over_once_stale(root):
+def test_a_sigkilled_holders_lease_on_this_host_is_taken_over_at_once(root):
     child = subprocess.run(
         [sys.executable, "-c", HOLDER_CHILD, root],
         env=child_env(),
@@ -158,9 +158,19 @@ def test_a_sigkilled_holders_lease_is_taken_over_once_stale(root):
     store = Store(root)
     now = Lease(store, "judge", "v").holder()
     assert now.owner == child.stdout.strip()  # the dead run's lease is still there
-    assert not _lease(store, Clock(now.expires - 1)).acquire()  # live until it expires
-    taker = _lease(store, Clock(now.expires + 1))
+    taker = _lease(store, Clock(now.expires - 1))  # before it expires: its process is gone
     assert taker.acquire() and taker.holder().owner == taker.owner
+
+
+def test_a_holder_on_another_host_is_live_until_its_lease_expires(root):
+    """Whether a process runs on another machine cannot be checked: only the TTL tells."""
+    store = Store(root)
+    away = _lease(store, Clock(1000.0))
+    away.owner = "another-host:999999:abcd1234"  # a pid that runs nowhere here
+    assert away.acquire()
+    expires = away.holder().expires
+    assert not _lease(store, Clock(expires - 1)).acquire()
+    assert _lease(store, Clock(expires + 1)).acquire()
 
 
 # ------------------------------------------------------------------------------ run_stage, two runs
