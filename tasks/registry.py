@@ -34,9 +34,12 @@ def register_adapter(
     try:
         client.get_registered_model(registered_name)
     except Exception:  # noqa: BLE001  (mlflow raises RestException / MlflowException for a missing model)
-        client.create_registered_model(
-            registered_name, description="LoRA adapters of this experiment's rounds (base model + adapter)."
-        )
+        try:
+            client.create_registered_model(
+                registered_name, description="LoRA adapters of this experiment's rounds (base model + adapter)."
+            )
+        except Exception:  # noqa: BLE001  another run (of the same config) created it a moment ago
+            client.get_registered_model(registered_name)
     train_version = tags.get("swirl.train_version", "")
     if train_version:
         for mv in client.search_model_versions(f"name = '{registered_name}'"):

@@ -135,9 +135,16 @@ def mlflow_run_name(tr: Tracking) -> str:
 
 def experiment_id(client: MlflowClient, experiment: str, artifact_root: str | None) -> str:
     """The experiment's id, created if missing; its kind set so the UI opens on runs (not GenAI)."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return client.create_experiment(experiment, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(experiment, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
+        except MlflowException:  # another run created it a moment ago (two runs of one config): use it
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                raise
     if exp.tags.get("mlflow.experimentKind") is None:
         client.set_experiment_tag(
             exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND["mlflow.experimentKind"]
@@ -303,7 +310,22 @@ def _log_dataset_inputs(client: MlflowClient, run_id: str, refs: Sequence[StageR
         ds = MetaDataset(source, name=f"{ref.table or ref.stage}:{ref.short()}", digest=ref.version)
         out.append(DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", ref.stage)]))
     if out:
-        client.log_inputs(run_id, out)
+        log_inputs(client, run_id, out)
+
+
+def log_inputs(client: MlflowClient, run_id: str, inputs: list) -> None:
+    """`client.log_inputs`, once more when another run registered one of the same datasets at the same
+    moment: MLflow's SQL store looks a dataset up, then inserts it, and the slower of two runs that log the
+    same output (two runs of one config on one store) fails the insert (`UNIQUE constraint failed:
+    datasets...`). On the second try the dataset exists and only this run's link to it is written."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_inputs(run_id, inputs)
+    except MlflowException as e:
+        if "UNIQUE constraint failed: datasets" not in str(e):
+            raise
+        client.log_inputs(run_id, inputs)
 
 
 def finish_tracked_run(tr: Tracking, status: str, summary: Mapping[str, Any] | None = None) -> None:

@@ -86,3 +86,30 @@ def test_a_remote_outputs_reports_are_logged_from_their_local_copies(tmp_path, m
     client = MlflowClient(uri)
     assert {a.path for a in client.list_artifacts(rid, "files")} == {"files/report.md", "files/curves.png"}
     assert client.get_run(rid).data.tags["swirl.adapter"] == f"{path}/files/adapter"
+
+
+def test_a_dataset_another_run_registered_at_the_same_moment_is_logged_on_a_second_try():
+    """Two runs of one config log the same store output as an MLflow dataset input at once: MLflow's insert
+    of the slower one fails on the datasets table's unique key; the link is written on the second try. Any
+    other error is not retried."""
+    import pytest
+    from mlflow.exceptions import MlflowException
+
+    from tasks.tracking import log_inputs
+
+    class Client:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def log_inputs(self, run_id, inputs):
+            self.calls += 1
+            if self.errors:
+                raise MlflowException(self.errors.pop(0))
+
+    raced = Client(["(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.x"])
+    log_inputs(raced, "r", ["d"])
+    assert raced.calls == 2
+    broken = Client(["no such run"])
+    with pytest.raises(MlflowException, match="no such run"):
+        log_inputs(broken, "r", ["d"])
+    assert broken.calls == 1
