@@ -35,9 +35,8 @@ def register_adapter(
         client.get_registered_model(registered_name)
     except Exception:  # noqa: BLE001  (mlflow raises RestException / MlflowException for a missing model)
         try:
-            client.create_registered_model(
-                registered_name, description="LoRA adapters of this experiment's rounds (base model + adapter)."
-            )
+            description = "LoRA adapters of this experiment's rounds (base model + adapter)."
+            client.create_registered_model(registered_name, description=description)
         except Exception:  # noqa: BLE001  another run (of the same config) created it a moment ago
             client.get_registered_model(registered_name)
     train_version = tags.get("swirl.train_version", "")
