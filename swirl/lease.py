@@ -5,8 +5,8 @@ it took the lease, its last heartbeat and when the lease expires (heartbeat + it
 from a heartbeat thread every TTL/3 while it works; a lease whose expiry has passed belongs to a run that died
 (SIGKILL, a lost machine) and the next run takes it over, and the ShardedWriter's resume keeps the shards the
 dead run finished. A holder on the same host whose process is gone is taken over at once (its pid is checked;
-hosts are told apart by name, so containers that share a store need distinct host names). Expiry times are the holder's wall clock: machines sharing a store need clocks that agree
-to well within the TTL.
+hosts are told apart by name, so containers that share a store need distinct host names). Expiry times are
+the holder's wall clock: machines sharing a store need clocks that agree to well within the TTL.
 
 Every change of the lease file is a compare-and-swap, so two runs never both believe they hold it:
 - local disk: the change happens under an exclusive `flock` of the stage folder, the new contents land with
