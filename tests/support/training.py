@@ -158,3 +158,15 @@ def assert_trained(out_dir: str, start: dict[str, dict], steps: int) -> None:
         assert not same, f"{file}: {len(same)} of {len(moving)} weights did not move: {same[:3]}"
         checked += len(moving)
     assert checked, "no trained weight to check"
+
+
+def assert_same_adapter(one: dict, two: dict, start: dict, tol: float) -> float:
+    """Two trainings of one adapter (e.g. one process and two ranks) ended within `tol` of each other, and the
+    comparison is not vacuous: the weights moved far more than `tol` from `start`. Returns the largest
+    difference."""
+    assert one.keys() == two.keys()
+    worst = max(float((one[k] - two[k]).abs().max()) for k in one)
+    assert worst <= tol, worst
+    moved = max(float((two[k] - start[k]).abs().max()) for k in two)
+    assert moved > 100 * tol, moved
+    return worst
