@@ -417,10 +417,11 @@ def evaluation_config(data: dict[str, Any], adapter: str, label: str = "adapter"
 
 def _named(data: dict[str, Any], label: str) -> dict[str, Any]:
     """The run section that names a variant's rounds by what they run (`learn-cpu warmup+sft_outcome seed 1
-    #1` in MLflow and Prefect, not `learn-cpu #7`). The store root is kept: it defaults to runs/<name>."""
-    run = data.get("run", {})
-    name = run.get("name", "swirl")
-    return {"run": {"name": f"{name} {label}", "root": run.get("root") or f"runs/{name}"}}
+    #1` in MLflow and Prefect, not `learn-cpu #7`). The store root is kept (RunSection.store_root)."""
+    from swirl.config import RunSection
+
+    run = RunSection(**data.get("run", {}))
+    return {"run": {"name": f"{run.name} {label}", "root": run.store_root}}
 
 
 def _config(cfg: dict[str, Any], source: str, eval_only: bool, evaluate: bool = True) -> Any:
